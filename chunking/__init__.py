@@ -1,0 +1,1 @@
+"""The chunking stage: fetch the source's items and write them as numbered chunk blobs."""

@@ -1,0 +1,82 @@
+"""The body of `POST /api/ingestions`, validated field by field."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from fanout.chunk_contract import RUN_ID_PATTERN
+from fanout.errors import RequestError
+from fanout.settings import MAX_CHUNK_SIZE, Settings
+
+_FIELDS = ("source", "chunk_size", "run_id")
+
+
+@dataclass(frozen=True)
+class IngestionRequest:
+    source: str
+    chunk_size: int
+    run_id: str
+
+
+def new_run_id() -> str:
+    """Sortable by start time, unique by its random tail."""
+    return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
+
+
+def parse_ingestion_request(body: bytes, settings: Settings) -> IngestionRequest:
+    fields = _json_object(body)
+    unknown = sorted(set(fields) - set(_FIELDS))
+    if unknown:
+        raise RequestError(f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(_FIELDS)}", field=unknown[0])
+    return IngestionRequest(
+        source=_source(fields.get("source"), settings),
+        chunk_size=_chunk_size(fields.get("chunk_size"), settings.chunk_size),
+        run_id=_run_id(fields.get("run_id")),
+    )
+
+
+def _json_object(body: bytes) -> dict:
+    if not body.strip():
+        return {}
+    try:
+        value = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RequestError(f"body is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise RequestError(f"body must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _source(value: object, settings: Settings) -> str:
+    if value is None:
+        return settings.source(None).name
+    if not isinstance(value, str):
+        raise RequestError("source must be a string naming a configured source", field="source")
+    if value.lower() not in settings.sources:
+        names = ", ".join(sorted(settings.sources))
+        raise RequestError(f"unknown source {value!r}; configured sources: {names}", field="source")
+    return value.lower()
+
+
+def _chunk_size(value: object, default: int) -> int:
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise RequestError(f"chunk_size must be an integer, got {json.dumps(value)}", field="chunk_size")
+    if not 1 <= value <= MAX_CHUNK_SIZE:
+        raise RequestError(f"chunk_size must be between 1 and {MAX_CHUNK_SIZE}, got {value}", field="chunk_size")
+    return value
+
+
+def _run_id(value: object) -> str:
+    if value is None:
+        return new_run_id()
+    if not isinstance(value, str) or not RUN_ID_PATTERN.match(value):
+        raise RequestError(
+            "run_id must be 1-63 characters of letters, digits, '.', '_' or '-', starting with a letter or digit",
+            field="run_id",
+        )
+    return value

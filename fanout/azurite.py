@@ -1,0 +1,100 @@
+"""Starts and stops Azurite from this project's node_modules, on free loopback ports."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fanout.errors import FanoutError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+AZURITE_BIN = PROJECT_ROOT / "node_modules" / ".bin" / "azurite"
+ACCOUNT = "devstoreaccount1"
+ACCOUNT_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Azurite:
+    blob_port: int
+    queue_port: int
+    table_port: int
+    location: Path
+    process: subprocess.Popen | None = field(default=None, repr=False)
+    _scratch: bool = field(default=False, repr=False)
+
+    @property
+    def connection_string(self) -> str:
+        return (
+            f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={ACCOUNT_KEY};"
+            f"BlobEndpoint=http://127.0.0.1:{self.blob_port}/{ACCOUNT};"
+            f"QueueEndpoint=http://127.0.0.1:{self.queue_port}/{ACCOUNT};"
+            f"TableEndpoint=http://127.0.0.1:{self.table_port}/{ACCOUNT};"
+        )
+
+    def start(self, *, in_memory: bool) -> Azurite:
+        if not AZURITE_BIN.exists():
+            raise FanoutError(f"Azurite is not installed at {AZURITE_BIN}: run `make setup` (npm ci)")
+        args = [str(AZURITE_BIN), "--silent", "--skipApiVersionCheck", "--disableTelemetry",
+                "--blobHost", "127.0.0.1", "--queueHost", "127.0.0.1", "--tableHost", "127.0.0.1",
+                "--blobPort", str(self.blob_port), "--queuePort", str(self.queue_port),
+                "--tablePort", str(self.table_port)]  # fmt: skip
+        # --inMemoryPersistence refuses --location: the scratch directory is the working directory instead.
+        args += ["--inMemoryPersistence"] if in_memory else ["--location", str(self.location)]
+        with open(self.location / "azurite-stderr.log", "ab") as stderr:
+            self.process = subprocess.Popen(
+                args, cwd=self.location, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True
+            )
+        self._wait_until_listening()
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def close(self) -> None:
+        """Stops Azurite and removes its scratch directory if this object made it."""
+        self.stop()
+        if self._scratch:
+            shutil.rmtree(self.location, ignore_errors=True)
+
+    def _wait_until_listening(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        for port in (self.blob_port, self.queue_port, self.table_port):
+            while True:
+                if self.process.poll() is not None:
+                    error = (self.location / "azurite-stderr.log").read_text(errors="replace")
+                    raise FanoutError(f"Azurite exited with {self.process.returncode}: {error.strip()}")
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        self.stop()
+                        raise FanoutError(f"Azurite did not listen on port {port} within {timeout:.0f} s") from None
+                    time.sleep(0.05)
+
+
+def start_azurite(*, in_memory: bool = True, location: Path | None = None) -> Azurite:
+    """A new Azurite on free ports; in memory by default, else persisted under `location`."""
+    scratch = location is None
+    location = Path(tempfile.mkdtemp(prefix="azurite-")) if location is None else location
+    location.mkdir(parents=True, exist_ok=True)
+    azurite = Azurite(free_port(), free_port(), free_port(), location, _scratch=scratch)
+    return azurite.start(in_memory=in_memory)

@@ -1,0 +1,194 @@
+"""`python -m fanout`: run the pipeline, watch a run, serve the demo API, or run the whole demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from chunking.request import IngestionRequest, new_run_id, parse_ingestion_request
+from fanout.azurite import start_azurite
+from fanout.context import app_context
+from fanout.demo_api import DemoApi, Faults
+from fanout.errors import FanoutError, RequestError
+from fanout.pipeline import run_pipeline
+from fanout.settings import DEMO_API_PORT, MAX_CHUNK_SIZE, Settings
+from fanout.status import run_status
+from fanout.storage import close_storage_clients
+from ingestion.target import target_queue
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except FanoutError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m fanout", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="chunk the configured source and ingest every chunk, in this process")
+    run.add_argument("--source", help="a configured source name (default: the SOURCE_URL source)")
+    run.add_argument("--chunk-size", type=int, help=f"messages per chunk, 1..{MAX_CHUNK_SIZE} (default: CHUNK_SIZE)")
+    run.add_argument("--run-id", help="an id for the run (default: a new one)")
+    run.add_argument("--json", action="store_true", help="end with a one-line JSON summary")
+    run.set_defaults(handler=_run)
+
+    status = commands.add_parser("status", help="show a run's status")
+    status.add_argument("run_id", metavar="RUN_ID")
+    status.add_argument("--json", action="store_true", help="print the status as JSON")
+    status.set_defaults(handler=_status)
+
+    api = commands.add_parser("demo-api", help="serve the bundled external API (deterministic IDs)")
+    api.add_argument("--port", type=int, default=DEMO_API_PORT, help=f"port on 127.0.0.1 (default {DEMO_API_PORT})")
+    api.add_argument("--count", type=int, default=100_000, help="IDs served by GET /ids (default 100000)")
+    api.add_argument("--fail-every", type=int, default=0, metavar="K", help="fail every K-th request")
+    api.add_argument("--fail-status", type=int, default=503, choices=(429, 500, 503), help="status of failures")
+    api.add_argument("--retry-after", type=float, metavar="SECONDS", help="send Retry-After with failures")
+    api.add_argument("--delay", type=float, default=0.0, metavar="SECONDS", help="wait before answering")
+    api.add_argument("--truncate", action="store_true", help="cut every body short")
+    api.add_argument("--non-json", action="store_true", help="answer an HTML page instead of JSON")
+    api.set_defaults(handler=_demo_api)
+
+    demo = commands.add_parser("demo", help="start Azurite and the demo API, ingest COUNT IDs, check the queue")
+    demo.add_argument("--count", type=int, default=100_000, help="IDs to ingest (default 100000)")
+    demo.add_argument("--json", action="store_true", help="end with a one-line JSON summary")
+    demo.set_defaults(handler=_demo)
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    body = {"source": args.source, "chunk_size": args.chunk_size, "run_id": args.run_id}
+    try:
+        request = parse_ingestion_request(
+            json.dumps({k: v for k, v in body.items() if v is not None}).encode(), settings
+        )
+    except RequestError as exc:
+        raise FanoutError(exc.detail) from None
+    summary = asyncio.run(_run_and_close(settings, request))
+    _print_summary(summary, as_json=args.json)
+    return 0 if summary["state"] == "completed" else 1
+
+
+async def _run_and_close(settings: Settings, request: IngestionRequest) -> dict[str, Any]:
+    print(f"run_id: {request.run_id}", flush=True)
+    started = time.monotonic()
+    try:
+        status = await run_pipeline(await app_context(settings), request, _progress_printer())
+    finally:
+        await close_storage_clients()
+    return _summary(status, time.monotonic() - started)
+
+
+def _status(args: argparse.Namespace) -> int:
+    async def load() -> dict[str, Any] | None:
+        try:
+            return await run_status(await app_context(), args.run_id)
+        finally:
+            await close_storage_clients()
+
+    status = asyncio.run(load())
+    if status is None:
+        raise FanoutError(f"no run {args.run_id!r}")
+    if args.json:
+        print(json.dumps(status))
+    else:
+        chunks, messages = status["chunks"], status["messages"]
+        print(f"{status['run_id']}: {status['state']}")
+        print(f"  chunks: {chunks['ingested']}/{chunks['total']} ingested, {chunks['failed']} failed")
+        print(f"  messages: {messages['enqueued']}/{messages['fetched']} enqueued")
+        for line in [status["error"]] + [f"chunk {c['index']}: {c['error']}" for c in status["failed_chunks"]]:
+            if line:
+                print(f"  error: {line}")
+    return 0
+
+
+def _demo_api(args: argparse.Namespace) -> int:
+    faults = Faults(args.fail_every, args.fail_status, args.retry_after, args.delay, args.truncate, args.non_json)
+    api = DemoApi(count=args.count, port=args.port, faults=faults)
+    print(f"demo API serving {args.count:,} IDs at {api.url}", flush=True)
+    try:
+        api.serve_forever()
+    finally:
+        api.stop()
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    azurite = start_azurite()
+    api = DemoApi(count=args.count).start()
+    print(f"Azurite on ports {azurite.blob_port}/{azurite.queue_port}, demo API at {api.url}", file=sys.stderr)
+    try:
+        env = {**os.environ, "AzureWebJobsStorage": azurite.connection_string, "SOURCE_URL": api.url}
+        settings = Settings.from_env(_without_identity(env))
+        request = IngestionRequest(source="default", chunk_size=settings.chunk_size, run_id=new_run_id())
+        summary = asyncio.run(_demo_run(settings, request))
+    finally:
+        api.stop()
+        azurite.close()
+    summary["queue_matches_source"] = summary["queue_length"] == args.count
+    _print_summary(summary, as_json=args.json)
+    return 0 if summary["state"] == "completed" and summary["queue_matches_source"] else 1
+
+
+async def _demo_run(settings: Settings, request: IngestionRequest) -> dict[str, Any]:
+    summary = await _run_and_close(settings, request)
+    try:
+        queue = await target_queue(await app_context(settings))
+        summary["queue_length"] = (await queue.get_queue_properties()).approximate_message_count
+    finally:
+        await close_storage_clients()
+    return summary
+
+
+def _without_identity(env: Mapping[str, str]) -> dict[str, str]:
+    return {key: value for key, value in env.items() if not key.startswith("AzureWebJobsStorage__")}
+
+
+def _summary(status: dict[str, Any], seconds: float) -> dict[str, Any]:
+    enqueued = status["messages"]["enqueued"]
+    return {
+        "run_id": status["run_id"],
+        "state": status["state"],
+        "chunks": status["chunks"]["total"],
+        "messages_fetched": status["messages"]["fetched"],
+        "messages_enqueued": enqueued,
+        "seconds": round(seconds, 2),
+        "messages_per_second": round(enqueued / seconds) if seconds else None,
+        "error": status["error"] or next((c["error"] for c in status["failed_chunks"]), None),
+    }
+
+
+def _print_summary(summary: dict[str, Any], *, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(summary), flush=True)
+        return
+    print(f"{summary['run_id']}: {summary['state']}")
+    print(f"  {summary['messages_enqueued']:,} messages enqueued from {summary['chunks']} chunks")
+    print(f"  {summary['seconds']} s, {summary['messages_per_second']} messages/s")
+    if "queue_length" in summary:
+        print(f"  queue holds {summary['queue_length']:,} messages")
+    if summary["error"]:
+        print(f"  error: {summary['error']}")
+
+
+def _progress_printer():
+    if not sys.stderr.isatty():
+        return None
+
+    def show(line: str) -> None:
+        print(f"\r\033[K{line}", end="", file=sys.stderr, flush=True)
+
+    return show

@@ -1,0 +1,42 @@
+"""What every handler needs: settings, the process's storage clients, and the run store."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+from azure.core.exceptions import ResourceExistsError
+from azure.storage.blob.aio import ContainerClient
+
+from fanout.runs import RunStore
+from fanout.settings import Settings
+from fanout.storage import StorageClients, storage_clients
+
+_ready: set[tuple[object, str]] = set()
+
+
+@dataclass(frozen=True)
+class Context:
+    settings: Settings
+    clients: StorageClients
+    runs: RunStore
+    chunks: ContainerClient
+
+
+async def app_context(settings: Settings | None = None) -> Context:
+    """Reads the settings (unless given) and makes sure the containers exist, once per process."""
+    settings = settings or Settings.from_env()
+    pool = max(settings.ingest_concurrency, settings.upload_concurrency) + 4
+    clients = storage_clients(settings.storage, pool_size=pool)
+    for container in (settings.runs_container, settings.chunk_container):
+        key = (settings.storage, container)
+        if key not in _ready:
+            with contextlib.suppress(ResourceExistsError):
+                await clients.blobs.create_container(container)
+            _ready.add(key)
+    return Context(
+        settings=settings,
+        clients=clients,
+        runs=RunStore(clients.blobs, settings.runs_container),
+        chunks=clients.blobs.get_container_client(settings.chunk_container),
+    )

@@ -1,0 +1,165 @@
+"""Configuration from environment variables, each with a default that works on Azurite."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from fanout.errors import SettingsError
+
+DEFAULT_SOURCE = "default"
+DEMO_API_PORT = 7072
+MAX_CHUNK_SIZE = 32_000
+_NAMED_SOURCE_URL = re.compile(r"^SOURCE_([A-Z0-9][A-Z0-9_]*?)__URL$")
+
+MessageEncoding = Literal["base64", "none"]
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    """Where storage is and how to authenticate: a connection string or a managed identity."""
+
+    connection_string: str | None
+    blob_service_uri: str | None = None
+    queue_service_uri: str | None = None
+    client_id: str | None = None
+    use_env_settings: bool = False
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    name: str
+    url: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Settings:
+    storage: StorageConfig
+    sources: Mapping[str, SourceConfig]
+    chunk_container: str = "chunks"
+    runs_container: str = "ingestion-runs"
+    chunk_size: int = 5000
+    queue_name: str = "ingest"
+    message_encoding: MessageEncoding = "base64"
+    message_ttl: int | None = None
+    ingest_concurrency: int = 64
+    upload_concurrency: int = 8
+    source_timeout: float = 60.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        return cls(
+            storage=_storage_config(env),
+            sources=_sources(env),
+            chunk_container=env.get("CHUNK_CONTAINER", "chunks"),
+            runs_container=env.get("RUNS_CONTAINER", "ingestion-runs"),
+            chunk_size=_int(env, "CHUNK_SIZE", 5000, low=1, high=MAX_CHUNK_SIZE),
+            queue_name=env.get("QUEUE_NAME", "ingest"),
+            message_encoding=_choice(env, "QUEUE_MESSAGE_ENCODING", "base64", ("base64", "none")),
+            message_ttl=_ttl(env),
+            ingest_concurrency=_int(env, "INGEST_CONCURRENCY", 64, low=1, high=1024),
+            upload_concurrency=_int(env, "CHUNK_UPLOAD_CONCURRENCY", 8, low=1, high=64),
+            source_timeout=float(_int(env, "SOURCE_TIMEOUT", 60, low=1, high=3600)),
+        )
+
+    def source(self, name: str | None) -> SourceConfig:
+        return self.sources[(name or DEFAULT_SOURCE).lower()]
+
+
+def blob_trigger_source(env: Mapping[str, str] | None = None) -> Literal["LogsAndContainerScan", "EventGrid"]:
+    env = os.environ if env is None else env
+    return _choice(env, "BLOB_TRIGGER_SOURCE", "LogsAndContainerScan", ("LogsAndContainerScan", "EventGrid"))
+
+
+def chunk_container(env: Mapping[str, str] | None = None) -> str:
+    env = os.environ if env is None else env
+    return env.get("CHUNK_CONTAINER", "chunks")
+
+
+def _storage_config(env: Mapping[str, str]) -> StorageConfig:
+    use_env = env.get("STORAGE_USE_PROXY_ENV", "false").lower() in ("1", "true", "yes")
+    blob_uri = env.get("AzureWebJobsStorage__blobServiceUri")
+    if blob_uri and not env.get("AzureWebJobsStorage"):
+        queue_uri = env.get("AzureWebJobsStorage__queueServiceUri")
+        if not queue_uri:
+            raise SettingsError(
+                "AzureWebJobsStorage__blobServiceUri is set but AzureWebJobsStorage__queueServiceUri "
+                "is not: set both for identity-based storage access."
+            )
+        return StorageConfig(
+            connection_string=None,
+            blob_service_uri=blob_uri,
+            queue_service_uri=queue_uri,
+            client_id=env.get("AzureWebJobsStorage__clientId"),
+            use_env_settings=use_env,
+        )
+    return StorageConfig(
+        connection_string=env.get("AzureWebJobsStorage") or "UseDevelopmentStorage=true",
+        use_env_settings=use_env,
+    )
+
+
+def _sources(env: Mapping[str, str]) -> dict[str, SourceConfig]:
+    sources = {
+        DEFAULT_SOURCE: SourceConfig(
+            name=DEFAULT_SOURCE,
+            url=env.get("SOURCE_URL", f"http://127.0.0.1:{DEMO_API_PORT}/ids"),
+            headers=_headers(env, "SOURCE_HEADERS"),
+        )
+    }
+    for key in env:
+        match = _NAMED_SOURCE_URL.match(key)
+        if match:
+            prefix = f"SOURCE_{match.group(1)}__"
+            name = match.group(1).lower()
+            sources[name] = SourceConfig(name=name, url=env[key], headers=_headers(env, prefix + "HEADERS"))
+    return sources
+
+
+def _headers(env: Mapping[str, str], key: str) -> dict[str, str]:
+    raw = env.get(key)
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise SettingsError(f"{key} must be a JSON object of header names to values: {exc}") from None
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise SettingsError(f'{key} must be a JSON object of strings, e.g. {{"x-api-key": "..."}}')
+    return value
+
+
+def _int(env: Mapping[str, str], key: str, default: int, *, low: int, high: int) -> int:
+    raw = env.get(key)
+    if raw in (None, ""):
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{key} must be a whole number, got {raw!r}") from None
+    if not low <= value <= high:
+        raise SettingsError(f"{key} must be between {low} and {high}, got {value}")
+    return value
+
+
+def _choice(env: Mapping[str, str], key: str, default: str, allowed: tuple[str, ...]):
+    value = env.get(key) or default
+    if value not in allowed:
+        raise SettingsError(f"{key} must be one of {', '.join(allowed)}, got {value!r}")
+    return value
+
+
+def _ttl(env: Mapping[str, str]) -> int | None:
+    raw = env.get("QUEUE_MESSAGE_TTL")
+    if raw in (None, ""):
+        return None
+    ttl = _int(env, "QUEUE_MESSAGE_TTL", -1, low=-1, high=2**31 - 1)
+    if ttl == 0:
+        raise SettingsError("QUEUE_MESSAGE_TTL must be a positive number of seconds, or -1 for never")
+    return ttl

@@ -1,0 +1,1 @@
+"""The ingestion stage: read a chunk blob and enqueue one message per line."""

@@ -1,0 +1,28 @@
+"""The blob trigger's handler: a chunk blob was created, ingest it."""
+
+from __future__ import annotations
+
+import logging
+
+import azure.functions as func
+
+from fanout.chunk_contract import ChunkRef
+from fanout.context import app_context
+from fanout.errors import ChunkError
+from ingestion.chunk import ingest_chunk
+
+log = logging.getLogger(__name__)
+
+
+async def ingest_chunk_blob(chunk: func.InputStream) -> None:
+    ctx = await app_context()
+    try:
+        ref = ChunkRef.parse(chunk.name or "", ctx.settings.chunk_container)
+    except ChunkError as exc:
+        log.warning("ignoring blob that is not a chunk: %s", exc)
+        return
+    status = await ingest_chunk(ctx, ref)
+    if status.state == "failed":
+        log.error("chunk %s failed and will not be retried: %s", ref.blob_name, status.error)
+    else:
+        log.info("chunk %s: %d messages enqueued", ref.blob_name, status.sent)

@@ -1,0 +1,76 @@
+"""Real Azurite (started once per session on free ports) and the bundled demo API on loopback.
+
+Async handlers run on one event loop for the whole session, as the Functions worker runs them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any
+
+import pytest
+
+from fanout.azurite import Azurite, start_azurite
+from fanout.demo_api import DemoApi
+from fanout.storage import close_storage_clients
+from tests.storage_helpers import StorageProbe
+
+Run = Callable[[Coroutine[Any, Any, Any]], Any]
+
+
+@pytest.fixture(scope="session")
+def event_loop_runner() -> Iterator[Run]:
+    loop = asyncio.new_event_loop()
+    yield loop.run_until_complete
+    loop.run_until_complete(close_storage_clients())
+    loop.close()
+
+
+@pytest.fixture(scope="session")
+def azurite() -> Iterator[Azurite]:
+    instance = start_azurite()
+    yield instance
+    instance.close()
+
+
+@pytest.fixture(scope="session")
+def demo_api() -> Iterator[DemoApi]:
+    api = DemoApi(count=10_000).start()
+    yield api
+    api.stop()
+
+
+@pytest.fixture
+def run(event_loop_runner: Run) -> Run:
+    return event_loop_runner
+
+
+@pytest.fixture
+def app_env(azurite: Azurite, demo_api: DemoApi, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """The app's settings for one test: the session's Azurite, and a queue no other test uses."""
+    for key in [key for key in os.environ if key.startswith(("AzureWebJobsStorage", "SOURCE_"))]:
+        monkeypatch.delenv(key)
+    env = {
+        "AzureWebJobsStorage": azurite.connection_string,
+        "SOURCE_URL": f"{demo_api.url}?count=10000",
+        "QUEUE_NAME": f"ingest-{secrets.token_hex(6)}",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return env
+
+
+@pytest.fixture
+def probe(azurite: Azurite, app_env: dict[str, str]) -> StorageProbe:
+    return StorageProbe(azurite.connection_string, app_env["QUEUE_NAME"])
+
+
+@pytest.fixture(scope="session")
+def functions() -> dict[str, Callable[..., Any]]:
+    """The app's functions by name, as the host indexes them (get_functions: once per process)."""
+    import function_app
+
+    return {fn.get_function_name(): fn.get_user_function() for fn in function_app.app.get_functions()}

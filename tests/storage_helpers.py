@@ -1,0 +1,29 @@
+"""Looks at what really landed in Azurite, with the synchronous SDK (independent of the app's clients)."""
+
+from __future__ import annotations
+
+from azure.storage.blob import BlobServiceClient
+from azure.storage.queue import QueueClient, TextBase64DecodePolicy
+
+
+class StorageProbe:
+    def __init__(self, connection_string: str, queue_name: str, chunk_container: str = "chunks") -> None:
+        self.queue = QueueClient.from_connection_string(
+            connection_string, queue_name, message_decode_policy=TextBase64DecodePolicy()
+        )
+        self.chunks = BlobServiceClient.from_connection_string(connection_string).get_container_client(chunk_container)
+
+    def queue_length(self) -> int:
+        return self.queue.get_queue_properties().approximate_message_count
+
+    def drain(self) -> list[str]:
+        """Every message body in the queue, decoded; each is received once (hidden for an hour)."""
+        bodies: list[str] = []
+        while True:
+            batch = list(self.queue.receive_messages(messages_per_page=32, max_messages=32, visibility_timeout=3600))
+            if not batch:
+                return bodies
+            bodies.extend(message.content for message in batch)
+
+    def chunk_names(self, run_id: str) -> list[str]:
+        return sorted(blob.name for blob in self.chunks.list_blobs(name_starts_with=f"{run_id}/"))

@@ -1,0 +1,76 @@
+"""Bad input gets a clear problem+json answer; a failing source fails the run with its reason."""
+
+from __future__ import annotations
+
+import pytest
+
+from fanout.demo_api import DemoApi, Faults
+from fanout.problems import PROBLEM_JSON
+from tests.http_helpers import body_of, get_status, post_ingestion
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "detail"),
+    [
+        (b"{not json", None, "body is not valid JSON"),
+        (b"[1, 2]", None, "body must be a JSON object, got list"),
+        ({"source": "nowhere"}, "source", "unknown source 'nowhere'; configured sources: default"),
+        ({"source": 7}, "source", "source must be a string"),
+        ({"chunk_size": 0}, "chunk_size", "chunk_size must be between 1 and 32000, got 0"),
+        ({"chunk_size": 32001}, "chunk_size", "chunk_size must be between 1 and 32000, got 32001"),
+        ({"chunk_size": "100"}, "chunk_size", 'chunk_size must be an integer, got "100"'),
+        ({"chunk_size": True}, "chunk_size", "chunk_size must be an integer, got true"),
+        ({"run_id": "../etc"}, "run_id", "run_id must be 1-63 characters"),
+        ({"run_id": 12}, "run_id", "run_id must be 1-63 characters"),
+        ({"url": "http://169.254.169.254/"}, "url", "unknown field(s) url; allowed: source, chunk_size, run_id"),
+    ],
+)
+def test_bad_request_answers_400_problem_json(run, functions, app_env, body, field, detail):
+    response = run(functions["start_ingestion"](post_ingestion(body)))
+
+    assert response.status_code == 400
+    assert response.mimetype == PROBLEM_JSON
+    problem = body_of(response)
+    assert problem["status"] == 400 and problem["title"] == "Bad Request"
+    assert problem["detail"].startswith(detail)
+    assert problem.get("field") == field
+
+
+def test_unknown_run_answers_404_problem_json(run, functions, app_env):
+    response = run(functions["get_ingestion_status"](get_status("no-such-run")))
+
+    assert response.status_code == 404
+    assert response.mimetype == PROBLEM_JSON
+    assert body_of(response)["detail"].startswith("no run 'no-such-run'")
+
+
+def test_named_source_is_chosen_by_name(run, functions, probe, demo_api, monkeypatch):
+    monkeypatch.setenv("SOURCE_BILLING__URL", f"{demo_api.url}?count=7")
+    response = run(functions["start_ingestion"](post_ingestion({"source": "billing", "run_id": "named"})))
+
+    assert response.status_code == 202
+    assert body_of(response)["messages"] == 7
+
+
+@pytest.mark.parametrize(
+    ("faults", "reason"),
+    [
+        (Faults(fail_every=1, fail_status=503), "answered 503 Service Unavailable"),
+        (Faults(non_json=True), "must answer a JSON array, got b'<html>"),
+        (Faults(truncate=True), "failed: RemoteProtocolError"),
+    ],
+)
+def test_failing_source_fails_the_run_with_its_reason(run, functions, app_env, monkeypatch, faults, reason):
+    api = DemoApi(count=100, faults=faults).start()
+    try:
+        monkeypatch.setenv("SOURCE_URL", api.url)
+        response = run(functions["start_ingestion"](post_ingestion({"run_id": f"bad-source-{id(faults)}"})))
+    finally:
+        api.stop()
+
+    assert response.status_code == 502
+    assert response.mimetype == PROBLEM_JSON
+    assert reason in body_of(response)["detail"]
+    status = body_of(run(functions["get_ingestion_status"](get_status(body_of(response)["run_id"]))))
+    assert status["state"] == "failed"
+    assert reason in status["error"]

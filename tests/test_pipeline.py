@@ -1,0 +1,114 @@
+"""The product's spine, through the app's own functions: HTTP → chunk blobs → blob trigger → queue."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+from fanout.azurite import PROJECT_ROOT, start_azurite
+from fanout.demo_api import demo_ids
+from tests.http_helpers import body_of, chunk_blob, get_status, post_ingestion
+from tests.storage_helpers import StorageProbe
+
+
+def ingest_every_chunk(run, functions, probe, run_id: str) -> list[str]:
+    names = probe.chunk_names(run_id)
+    for name in names:
+        data = probe.chunks.download_blob(name).readall()
+        run(functions["ingest_chunk"](chunk_blob("chunks", name, data)))
+    return names
+
+
+def test_every_source_id_reaches_the_queue_once(run, functions, probe):
+    response = run(functions["start_ingestion"](post_ingestion({"run_id": "spine-10k"})))
+
+    assert response.status_code == 202, response.get_body()
+    assert response.headers["Location"] == "/api/ingestions/spine-10k"
+    body = body_of(response)
+    assert body["run_id"] == "spine-10k"
+    assert body["status_url"] == "http://localhost:7071/api/ingestions/spine-10k"
+    assert (body["chunks"], body["messages"]) == (math.ceil(10_000 / 5000), 10_000)
+
+    names = ingest_every_chunk(run, functions, probe, "spine-10k")
+    assert names == ["spine-10k/000000.jsonl", "spine-10k/000001.jsonl"]
+    bodies = probe.drain()
+    assert len(bodies) == 10_000
+    assert set(bodies) == set(demo_ids(10_000))
+
+    status = body_of(run(functions["get_ingestion_status"](get_status("spine-10k"))))
+    assert status["state"] == "completed"
+    assert status["chunks"] == {"total": 2, "ingested": 2, "failed": 0}
+    assert status["messages"] == {"fetched": 10_000, "enqueued": 10_000}
+    assert status["completed_at"] >= status["chunked_at"] >= status["created_at"]
+
+
+def test_chunk_ingested_twice_is_sent_once(run, functions, probe, monkeypatch):
+    monkeypatch.setenv("SOURCE_URL", os.environ["SOURCE_URL"].replace("10000", "300"))
+    run(functions["start_ingestion"](post_ingestion({"run_id": "twice", "chunk_size": 100})))
+    ingest_every_chunk(run, functions, probe, "twice")
+    ingest_every_chunk(run, functions, probe, "twice")
+
+    assert probe.queue_length() == 300
+    assert sorted(probe.drain()) == sorted(demo_ids(300))
+
+
+def test_second_post_with_same_run_id_does_not_create_a_second_run(run, functions, probe, monkeypatch):
+    monkeypatch.setenv("SOURCE_URL", os.environ["SOURCE_URL"].replace("10000", "250"))
+    first = run(functions["start_ingestion"](post_ingestion({"run_id": "same", "chunk_size": 100})))
+    second = run(functions["start_ingestion"](post_ingestion({"run_id": "same", "chunk_size": 100})))
+
+    assert first.status_code == second.status_code == 202
+    assert body_of(first) == body_of(second)
+    assert probe.chunk_names("same") == ["same/000000.jsonl", "same/000001.jsonl", "same/000002.jsonl"]
+    conflict = run(functions["start_ingestion"](post_ingestion({"run_id": "same", "chunk_size": 50})))
+    assert conflict.status_code == 409
+    assert "already exists" in body_of(conflict)["detail"]
+
+
+def test_object_items_become_compact_json_messages(run, functions, probe):
+    from fanout.chunk_contract import encode_chunk
+
+    items = [{"id": 1, "name": "ä b"}, 42, "plain", [1, 2]]
+    run(functions["start_ingestion"](post_ingestion({"run_id": "objects-seed", "chunk_size": 10})))
+    probe.chunks.upload_blob("objects/000000.jsonl", encode_chunk(items), metadata={"message_count": "4"})
+    run(functions["ingest_chunk"](chunk_blob("chunks", "objects/000000.jsonl", b"")))
+
+    assert sorted(probe.drain()) == sorted(['{"id":1,"name":"ä b"}', "42", "plain", "[1,2]"])
+
+
+def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "fanout", *args], cwd=PROJECT_ROOT, env={**os.environ, **env},
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+
+def test_cli_run_lands_every_source_id(app_env, probe):
+    result = cli("run", "--json", "--run-id", "cli-10k", env=app_env)
+
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert lines[0] == "run_id: cli-10k"
+    summary = json.loads(lines[-1])
+    assert summary["state"] == "completed"
+    assert (summary["chunks"], summary["messages_enqueued"]) == (2, 10_000)
+    assert set(probe.drain()) == set(demo_ids(10_000))
+
+    status = cli("status", "cli-10k", "--json", env=app_env)
+    assert json.loads(status.stdout)["state"] == "completed"
+
+
+def test_sixty_thousand_ids_end_as_sixty_thousand_messages(app_env, demo_api):
+    azurite = start_azurite()  # its own: Azurite slows as it fills, and this run fills it most
+    try:
+        env = {**app_env, "AzureWebJobsStorage": azurite.connection_string, "SOURCE_URL": f"{demo_api.url}?count=60000"}
+        result = cli("run", "--json", env=env)
+
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout.splitlines()[-1])["messages_enqueued"] == 60_000
+        assert StorageProbe(azurite.connection_string, app_env["QUEUE_NAME"]).queue_length() == 60_000
+    finally:
+        azurite.close()

@@ -1,0 +1,66 @@
+"""The function app as the host indexes it, read from `app.get_functions()` in a fresh process per setting."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from fanout.azurite import PROJECT_ROOT
+
+_DUMP = (
+    "import json, function_app\n"
+    "print(json.dumps({f.get_function_name(): json.loads(f.get_function_json())['bindings']"
+    " for f in function_app.app.get_functions()}))"
+)
+
+
+def indexed_functions(**env: str) -> dict[str, list[dict]]:
+    clean = {k: v for k, v in os.environ.items() if k not in ("BLOB_TRIGGER_SOURCE", "CHUNK_CONTAINER")}
+    result = subprocess.run(
+        [sys.executable, "-c", _DUMP], cwd=PROJECT_ROOT, env={**clean, **env}, capture_output=True, text=True,
+        check=True, timeout=60,
+    )  # fmt: skip
+    return json.loads(result.stdout)
+
+
+@pytest.fixture(scope="module")
+def default_functions() -> dict[str, list[dict]]:
+    return indexed_functions()
+
+
+def test_app_has_exactly_the_documented_functions(default_functions):
+    assert sorted(default_functions) == ["get_ingestion_status", "ingest_chunk", "start_ingestion"]
+
+
+def test_http_routes_methods_and_auth_levels(default_functions):
+    start = default_functions["start_ingestion"][0]
+    status = default_functions["get_ingestion_status"][0]
+    assert (start["type"], start["route"], start["methods"], start["authLevel"]) == (
+        "httpTrigger", "ingestions", ["POST"], "FUNCTION",
+    )  # fmt: skip
+    assert (status["type"], status["route"], status["methods"], status["authLevel"]) == (
+        "httpTrigger", "ingestions/{run_id}", ["GET"], "FUNCTION",
+    )  # fmt: skip
+
+
+def test_blob_trigger_polls_the_chunk_container_by_default(default_functions):
+    (trigger,) = default_functions["ingest_chunk"]
+    assert trigger == {
+        "direction": "IN", "type": "blobTrigger", "name": "chunk", "path": "chunks/{name}",
+        "connection": "AzureWebJobsStorage", "source": "LogsAndContainerScan",
+    }  # fmt: skip
+
+
+def test_event_grid_setting_yields_an_event_grid_blob_trigger():
+    (trigger,) = indexed_functions(BLOB_TRIGGER_SOURCE="EventGrid", CHUNK_CONTAINER="batches")["ingest_chunk"]
+    assert (trigger["source"], trigger["path"]) == ("EventGrid", "batches/{name}")
+
+
+def test_unknown_trigger_source_is_refused_with_the_allowed_values():
+    with pytest.raises(subprocess.CalledProcessError) as failure:
+        indexed_functions(BLOB_TRIGGER_SOURCE="Polling")
+    assert "BLOB_TRIGGER_SOURCE must be one of LogsAndContainerScan, EventGrid" in failure.value.stderr
