@@ -5,6 +5,7 @@ import azure.functions as func
 from chunking.http import STATUS_ROUTE, start_ingestion
 from fanout.settings import blob_trigger_source, chunk_container
 from fanout.status_api import get_ingestion_status
+from ingestion.redrive_api import redrive_ingestion
 from ingestion.trigger import ingest_chunk_blob
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
@@ -20,6 +21,12 @@ async def start_ingestion_function(req: func.HttpRequest) -> func.HttpResponse:
 @app.route(route=STATUS_ROUTE, methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 async def get_ingestion_status_function(req: func.HttpRequest) -> func.HttpResponse:
     return await get_ingestion_status(req)
+
+
+@app.function_name("redrive_ingestion")
+@app.route(route=STATUS_ROUTE + "/redrive", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+async def redrive_ingestion_function(req: func.HttpRequest) -> func.HttpResponse:
+    return await redrive_ingestion(req)
 
 
 @app.function_name("ingest_chunk")

@@ -20,10 +20,15 @@ async def chunk_run(ctx: Context, request: IngestionRequest) -> tuple[RunRecord,
                 f"run {request.run_id!r} already exists with different parameters; choose another run_id"
             )
         return existing, False
+    return await write_chunks(ctx, record), True
+
+
+async def write_chunks(ctx: Context, record: RunRecord) -> RunRecord:
+    """Streams the source into the run's chunks; chunks an earlier attempt wrote are kept, not rewritten."""
     writer = ChunkWriter(ctx.chunks, record.run_id, record.chunk_size, ctx.settings.upload_concurrency)
     source = ctx.settings.source(record.source)
     try:
-        async for item in stream_items(source, ctx.settings.source_timeout):
+        async for item in stream_items(source, ctx.settings.source_timeout, ctx.settings.source_retry):
             await writer.add(item)
     except SourceError as exc:
         await writer.close()
@@ -35,4 +40,4 @@ async def chunk_run(ctx: Context, request: IngestionRequest) -> tuple[RunRecord,
         await writer.close()
         record = record.finished(writer.chunks, writer.messages)
     await ctx.runs.save(record)
-    return record, True
+    return record

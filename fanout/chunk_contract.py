@@ -23,7 +23,7 @@ _encode_string = json.JSONEncoder(ensure_ascii=False).encode
 _encode_value = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, order=True)
 class ChunkRef:
     run_id: str
     index: int

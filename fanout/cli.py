@@ -16,10 +16,11 @@ from fanout.azurite import start_azurite
 from fanout.context import app_context
 from fanout.demo_api import DemoApi, Faults
 from fanout.errors import FanoutError, RequestError
-from fanout.pipeline import run_pipeline
+from fanout.pipeline import resume_run, run_pipeline
 from fanout.settings import DEMO_API_PORT, MAX_CHUNK_SIZE, Settings
 from fanout.status import run_status
 from fanout.storage import close_storage_clients
+from ingestion.run import redrive_run
 from ingestion.target import target_queue
 
 
@@ -45,6 +46,16 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true", help="end with a one-line JSON summary")
     run.set_defaults(handler=_run)
 
+    resume = commands.add_parser("resume", help="finish a run whose process died, from its checkpoints")
+    resume.add_argument("run_id", metavar="RUN_ID")
+    resume.add_argument("--json", action="store_true", help="end with a one-line JSON summary")
+    resume.set_defaults(handler=_resume)
+
+    redrive = commands.add_parser("redrive", help="re-ingest a run's failed and stalled chunks")
+    redrive.add_argument("run_id", metavar="RUN_ID")
+    redrive.add_argument("--json", action="store_true", help="print what was queued as JSON")
+    redrive.set_defaults(handler=_redrive)
+
     status = commands.add_parser("status", help="show a run's status")
     status.add_argument("run_id", metavar="RUN_ID")
     status.add_argument("--json", action="store_true", help="print the status as JSON")
@@ -53,12 +64,13 @@ def _parser() -> argparse.ArgumentParser:
     api = commands.add_parser("demo-api", help="serve the bundled external API (deterministic IDs)")
     api.add_argument("--port", type=int, default=DEMO_API_PORT, help=f"port on 127.0.0.1 (default {DEMO_API_PORT})")
     api.add_argument("--count", type=int, default=100_000, help="IDs served by GET /ids (default 100000)")
-    api.add_argument("--fail-every", type=int, default=0, metavar="K", help="fail every K-th request")
-    api.add_argument("--fail-status", type=int, default=503, choices=(429, 500, 503), help="status of failures")
-    api.add_argument("--retry-after", type=float, metavar="SECONDS", help="send Retry-After with failures")
-    api.add_argument("--delay", type=float, default=0.0, metavar="SECONDS", help="wait before answering")
-    api.add_argument("--truncate", action="store_true", help="cut every body short")
-    api.add_argument("--non-json", action="store_true", help="answer an HTML page instead of JSON")
+    faults = api.add_argument_group("fault modes", "applied to every K-th request (--fail-every, default 1: all)")
+    faults.add_argument("--fail-every", type=int, default=1, metavar="K", help="which requests misbehave")
+    faults.add_argument("--fail-status", type=int, choices=(429, 500, 502, 503), help="answer this error status")
+    faults.add_argument("--retry-after", type=float, metavar="SECONDS", help="with --fail-status: send Retry-After")
+    faults.add_argument("--delay", type=float, default=0.0, metavar="SECONDS", help="wait before answering")
+    faults.add_argument("--truncate", action="store_true", help="cut the body short")
+    faults.add_argument("--non-json", action="store_true", help="answer an HTML page instead of JSON")
     api.set_defaults(handler=_demo_api)
 
     demo = commands.add_parser("demo", help="start Azurite and the demo API, ingest COUNT IDs, check the queue")
@@ -90,6 +102,41 @@ async def _run_and_close(settings: Settings, request: IngestionRequest) -> dict[
     finally:
         await close_storage_clients()
     return _summary(status, time.monotonic() - started)
+
+
+def _resume(args: argparse.Namespace) -> int:
+    async def resume() -> dict[str, Any]:
+        started = time.monotonic()
+        try:
+            status = await resume_run(await app_context(), args.run_id, _progress_printer())
+        finally:
+            await close_storage_clients()
+        return _summary(status, time.monotonic() - started)
+
+    summary = asyncio.run(resume())
+    _print_summary(summary, as_json=args.json)
+    return 0 if summary["state"] == "completed" else 1
+
+
+def _redrive(args: argparse.Namespace) -> int:
+    async def redrive() -> dict[str, Any]:
+        try:
+            ctx = await app_context()
+            if await ctx.runs.get(args.run_id) is None:
+                raise FanoutError(f"no run {args.run_id!r}")
+            return await redrive_run(ctx, args.run_id)
+        finally:
+            await close_storage_clients()
+
+    result = asyncio.run(redrive())
+    if args.json:
+        print(json.dumps(result))
+    else:
+        chunks, queued = len(result["chunks"]), result["messages_queued"]
+        print(f"{result['run_id']}: {chunks} chunks redriven, {queued:,} messages queued")
+        for chunk in result["chunks"]:
+            print(f"  chunk {chunk['index']}: {chunk['state']}, {chunk['queued']:,} queued {chunk['error'] or ''}")
+    return 0 if result["failed"] == 0 else 1
 
 
 def _status(args: argparse.Namespace) -> int:

@@ -28,7 +28,7 @@ async def app_context(settings: Settings | None = None) -> Context:
     settings = settings or Settings.from_env()
     pool = max(settings.ingest_concurrency, settings.upload_concurrency) + 4
     clients = storage_clients(settings.storage, pool_size=pool)
-    for container in (settings.runs_container, settings.chunk_container):
+    for container in (settings.runs_container, settings.chunk_container, settings.large_message_container):
         key = (settings.storage, container)
         if key not in _ready:
             with contextlib.suppress(ResourceExistsError):

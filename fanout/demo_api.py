@@ -16,7 +16,7 @@ from urllib.parse import parse_qs, urlsplit
 
 _MIX = 0x9E3779B97F4A7C15F39CC0605CEDC835
 _MASK = (1 << 128) - 1
-_PIECE = 10_000
+_PIECE = 1_000
 
 
 def demo_id(index: int) -> str:
@@ -31,10 +31,11 @@ def demo_ids(count: int) -> list[str]:
 
 @dataclass(frozen=True)
 class Faults:
-    """What the API does wrong, for tests: every k-th request fails, bodies are slow, cut or not JSON."""
+    """What the first and then every `every`-th request gets wrong: an error status (with Retry-After),
+    a slow answer, a body cut short, or HTML instead of JSON. The other requests are answered correctly."""
 
-    fail_every: int = 0
-    fail_status: int = 503
+    every: int = 1
+    status: int | None = None
     retry_after: float | None = None
     delay: float = 0.0
     truncate: bool = False
@@ -72,8 +73,9 @@ class DemoApi:
             self.requests += 1
             return self.requests
 
-    def body(self, count: int) -> Iterator[bytes]:
-        if self.faults.non_json:
+    @staticmethod
+    def body(count: int, *, non_json: bool = False) -> Iterator[bytes]:
+        if non_json:
             yield b"<html><body>Service temporarily unavailable</body></html>"
             return
         yield b"["
@@ -92,11 +94,11 @@ def _handler_for(api: DemoApi) -> type[BaseHTTPRequestHandler]:
             if url.path != "/ids":
                 self._send_simple(404, b'{"error": "not found; try GET /ids"}')
                 return
-            number = api.next_request_number()
-            faults = api.faults
-            if faults.fail_every and number % faults.fail_every == 0:
+            faulty = (api.next_request_number() - 1) % api.faults.every == 0  # the 1st, then every k-th
+            faults = api.faults if faulty else Faults()
+            if faults.status:
                 headers = {} if faults.retry_after is None else {"Retry-After": f"{faults.retry_after:g}"}
-                self._send_simple(faults.fail_status, b'{"error": "injected fault"}', headers)
+                self._send_simple(faults.status, b'{"error": "injected fault"}', headers)
                 return
             if faults.delay:
                 time.sleep(faults.delay)
@@ -105,7 +107,7 @@ def _handler_for(api: DemoApi) -> type[BaseHTTPRequestHandler]:
             self.send_header("Content-Type", "text/html" if faults.non_json else "application/json")
             self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
-            for number, piece in enumerate(api.body(count)):
+            for number, piece in enumerate(api.body(count, non_json=faults.non_json)):
                 if faults.truncate and number == 2:
                     self.close_connection = True
                     return  # the connection closes without the final chunk: a body cut short

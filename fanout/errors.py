@@ -28,3 +28,7 @@ class SourceError(FanoutError):
 
 class ChunkError(FanoutError):
     """A chunk blob cannot be ingested as written; retrying will not help."""
+
+
+class ClaimLostError(FanoutError):
+    """Another invocation claimed or updated this chunk first; this one must not send it."""

@@ -2,28 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from chunking.request import IngestionRequest
-from chunking.run import chunk_run
-from fanout.chunk_contract import ChunkRef, run_prefix
+from chunking.run import chunk_run, write_chunks
 from fanout.context import Context
+from fanout.errors import FanoutError
 from fanout.status import run_status
-from ingestion.chunk import ingest_chunk
-
-Progress = Callable[[str], None]
-
-
-async def ingest_run(ctx: Context, run_id: str, progress: Progress | None = None) -> None:
-    """Ingests every chunk of the run in name order; chunks already ingested send nothing."""
-    names = [blob.name async for blob in ctx.chunks.list_blobs(name_starts_with=run_prefix(run_id))]
-    sent = 0
-    for number, name in enumerate(sorted(names), start=1):
-        status = await ingest_chunk(ctx, ChunkRef.parse(name, ctx.settings.chunk_container))
-        sent += status.sent
-        if progress:
-            progress(f"chunk {number}/{len(names)} {status.state}, {sent:,} messages enqueued")
+from ingestion.run import Progress, ingest_run
 
 
 async def run_pipeline(ctx: Context, request: IngestionRequest, progress: Progress | None = None) -> dict[str, Any]:
@@ -31,7 +17,22 @@ async def run_pipeline(ctx: Context, request: IngestionRequest, progress: Progre
     record, _ = await chunk_run(ctx, request)
     if progress:
         progress(f"chunked: {record.messages:,} messages in {record.chunks:,} chunks ({record.state})")
-    await ingest_run(ctx, record.run_id, progress)
-    status = await run_status(ctx, record.run_id)
-    assert status is not None  # chunk_run wrote the record
+    return await _ingest_and_report(ctx, record.run_id, progress)
+
+
+async def resume_run(ctx: Context, run_id: str, progress: Progress | None = None) -> dict[str, Any]:
+    """Finishes a run whose process died: chunking (if it never finished), then every chunk not ingested."""
+    record = await ctx.runs.get(run_id)
+    if record is None:
+        raise FanoutError(f"no run {run_id!r}")
+    if record.state == "chunking":
+        await write_chunks(ctx, record)
+    return await _ingest_and_report(ctx, run_id, progress)
+
+
+async def _ingest_and_report(ctx: Context, run_id: str, progress: Progress | None) -> dict[str, Any]:
+    await ingest_run(ctx, run_id, progress)
+    status = await run_status(ctx, run_id)
+    if status is None:
+        raise FanoutError(f"run {run_id!r} disappeared while it ran")
     return status

@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Literal
 
-from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.storage.blob.aio import BlobServiceClient, ContainerClient
 
 from fanout.chunk_contract import ChunkRef
+from fanout.errors import ClaimLostError
 
 RunState = Literal["chunking", "chunked", "failed"]
-ChunkState = Literal["ingested", "failed"]
+ChunkState = Literal["ingesting", "ingested", "failed"]
 
 
 def utc_now() -> str:
@@ -46,12 +48,20 @@ class RunRecord:
 
 @dataclass(frozen=True)
 class ChunkStatus:
+    """A chunk's progress: `sent` is the checkpoint, the position below which every message is confirmed sent."""
+
     index: int
     state: ChunkState
     sent: int
     count: int
     updated_at: str
     error: str | None = None
+    owner: str | None = None
+    lease_until: float = 0.0
+    etag: str | None = field(default=None, compare=False)
+
+    def leased(self, now: float) -> bool:
+        return self.state == "ingesting" and self.lease_until > now
 
 
 class RunStore:
@@ -78,38 +88,45 @@ class RunStore:
             props = await self._container.get_blob_client(_chunk_blob(ref)).get_blob_properties()
         except ResourceNotFoundError:
             return None
-        return await self._status_from(_chunk_blob(ref), props.metadata)
+        return await self._status_from(_chunk_blob(ref), props.metadata, props.etag)
 
-    async def save_chunk_status(self, ref: ChunkRef, status: ChunkStatus) -> None:
+    async def put_chunk_status(
+        self, ref: ChunkRef, status: ChunkStatus, *, expected: ChunkStatus | None
+    ) -> ChunkStatus:
+        """Writes only over `expected` (its ETag), or only if there is no status yet; else ClaimLostError."""
         metadata = {
-            "index": str(status.index),
-            "state": status.state,
-            "sent": str(status.sent),
-            "count": str(status.count),
-            "updated_at": status.updated_at,
-        }
+            "index": str(status.index), "state": status.state, "sent": str(status.sent), "count": str(status.count),
+            "updated_at": status.updated_at, "owner": status.owner or "", "lease_until": f"{status.lease_until:.3f}",
+        }  # fmt: skip
+        condition = (
+            {"overwrite": False}
+            if expected is None
+            else {"overwrite": True, "etag": expected.etag, "match_condition": MatchConditions.IfNotModified}
+        )
         body = (status.error or "").encode("utf-8")
-        await self._container.upload_blob(_chunk_blob(ref), body, overwrite=True, metadata=metadata)
+        try:
+            blob = self._container.get_blob_client(_chunk_blob(ref))
+            result = await blob.upload_blob(body, metadata=metadata, **condition)
+        except (ResourceExistsError, ResourceModifiedError):
+            raise ClaimLostError(f"chunk {ref.blob_name} was claimed or updated by another invocation") from None
+        return replace(status, etag=result["etag"])
 
     async def chunk_statuses(self, run_id: str) -> list[ChunkStatus]:
         listing = self._container.list_blobs(name_starts_with=f"{run_id}/chunks/", include=["metadata"])
-        statuses = [self._status_from(blob.name, blob.metadata) async for blob in listing]
+        statuses = [self._status_from(blob.name, blob.metadata, blob.etag) async for blob in listing]
         return sorted(await asyncio.gather(*statuses), key=lambda status: status.index)
 
-    async def _status_from(self, name: str, metadata: dict[str, str]) -> ChunkStatus:
+    async def _status_from(self, name: str, metadata: dict[str, str], etag: str) -> ChunkStatus:
         state = metadata["state"]
         error = None
         if state == "failed":
             data = await self._download(name)
             error = None if data is None else data.decode("utf-8")
         return ChunkStatus(
-            index=int(metadata["index"]),
-            state=state,
-            sent=int(metadata["sent"]),
-            count=int(metadata["count"]),
-            updated_at=metadata["updated_at"],
-            error=error,
-        )
+            index=int(metadata["index"]), state=state, sent=int(metadata["sent"]), count=int(metadata["count"]),
+            updated_at=metadata["updated_at"], error=error, owner=metadata.get("owner") or None,
+            lease_until=float(metadata.get("lease_until") or 0), etag=etag,
+        )  # fmt: skip
 
     async def _download(self, name: str) -> bytes | None:
         try:

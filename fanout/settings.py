@@ -17,6 +17,7 @@ MAX_CHUNK_SIZE = 32_000
 _NAMED_SOURCE_URL = re.compile(r"^SOURCE_([A-Z0-9][A-Z0-9_]*?)__URL$")
 
 MessageEncoding = Literal["base64", "none"]
+LargeMessageMode = Literal["claim-check", "reject"]
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,9 @@ class StorageConfig:
     queue_service_uri: str | None = None
     client_id: str | None = None
     use_env_settings: bool = False
+    max_retries: int = 5
+    retry_backoff: float = 1.0
+    timeout: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,15 @@ class SourceConfig:
     name: str
     url: str
     headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RetryConfig:
+    """How calls to a source are retried: exponential backoff with jitter, Retry-After honoured."""
+
+    max_attempts: int = 5
+    base_delay: float = 0.5
+    max_delay: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -48,8 +61,13 @@ class Settings:
     message_encoding: MessageEncoding = "base64"
     message_ttl: int | None = None
     ingest_concurrency: int = 64
+    checkpoint_every: int = 1000
+    lease_seconds: float = 60.0
+    large_message_mode: LargeMessageMode = "claim-check"
+    large_message_container: str = "large-messages"
     upload_concurrency: int = 8
     source_timeout: float = 60.0
+    source_retry: RetryConfig = RetryConfig()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -64,8 +82,17 @@ class Settings:
             message_encoding=_choice(env, "QUEUE_MESSAGE_ENCODING", "base64", ("base64", "none")),
             message_ttl=_ttl(env),
             ingest_concurrency=_int(env, "INGEST_CONCURRENCY", 64, low=1, high=1024),
+            checkpoint_every=_int(env, "INGEST_CHECKPOINT_EVERY", 1000, low=1, high=MAX_CHUNK_SIZE),
+            lease_seconds=_float(env, "INGEST_LEASE_SECONDS", 60.0, low=1.0, high=3600.0),
+            large_message_mode=_choice(env, "LARGE_MESSAGE_MODE", "claim-check", ("claim-check", "reject")),
+            large_message_container=env.get("LARGE_MESSAGE_CONTAINER", "large-messages"),
             upload_concurrency=_int(env, "CHUNK_UPLOAD_CONCURRENCY", 8, low=1, high=64),
-            source_timeout=float(_int(env, "SOURCE_TIMEOUT", 60, low=1, high=3600)),
+            source_timeout=_float(env, "SOURCE_TIMEOUT", 60.0, low=0.1, high=3600.0),
+            source_retry=RetryConfig(
+                max_attempts=_int(env, "SOURCE_MAX_ATTEMPTS", 5, low=1, high=100),
+                base_delay=_float(env, "SOURCE_RETRY_BASE_DELAY", 0.5, low=0.0, high=60.0),
+                max_delay=_float(env, "SOURCE_RETRY_MAX_DELAY", 30.0, low=0.0, high=600.0),
+            ),
         )
 
     def source(self, name: str | None) -> SourceConfig:
@@ -83,7 +110,12 @@ def chunk_container(env: Mapping[str, str] | None = None) -> str:
 
 
 def _storage_config(env: Mapping[str, str]) -> StorageConfig:
-    use_env = env.get("STORAGE_USE_PROXY_ENV", "false").lower() in ("1", "true", "yes")
+    common = {
+        "use_env_settings": env.get("STORAGE_USE_PROXY_ENV", "false").lower() in ("1", "true", "yes"),
+        "max_retries": _int(env, "STORAGE_MAX_RETRIES", 5, low=0, high=20),
+        "retry_backoff": _float(env, "STORAGE_RETRY_BACKOFF", 1.0, low=0.0, high=60.0),
+        "timeout": _float(env, "STORAGE_TIMEOUT", 30.0, low=1.0, high=600.0),
+    }
     blob_uri = env.get("AzureWebJobsStorage__blobServiceUri")
     if blob_uri and not env.get("AzureWebJobsStorage"):
         queue_uri = env.get("AzureWebJobsStorage__queueServiceUri")
@@ -97,12 +129,9 @@ def _storage_config(env: Mapping[str, str]) -> StorageConfig:
             blob_service_uri=blob_uri,
             queue_service_uri=queue_uri,
             client_id=env.get("AzureWebJobsStorage__clientId"),
-            use_env_settings=use_env,
+            **common,
         )
-    return StorageConfig(
-        connection_string=env.get("AzureWebJobsStorage") or "UseDevelopmentStorage=true",
-        use_env_settings=use_env,
-    )
+    return StorageConfig(connection_string=env.get("AzureWebJobsStorage") or "UseDevelopmentStorage=true", **common)
 
 
 def _sources(env: Mapping[str, str]) -> dict[str, SourceConfig]:
@@ -145,6 +174,19 @@ def _int(env: Mapping[str, str], key: str, default: int, *, low: int, high: int)
         raise SettingsError(f"{key} must be a whole number, got {raw!r}") from None
     if not low <= value <= high:
         raise SettingsError(f"{key} must be between {low} and {high}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], key: str, default: float, *, low: float, high: float) -> float:
+    raw = env.get(key)
+    if raw in (None, ""):
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{key} must be a number, got {raw!r}") from None
+    if not low <= value <= high:
+        raise SettingsError(f"{key} must be between {low:g} and {high:g}, got {value:g}")
     return value
 
 

@@ -1,17 +1,18 @@
 """The one place that builds storage clients, from a connection string or a managed identity.
 
 Clients are async, share one aiohttp session sized to the send window, and are built once per
-process (per storage configuration) on the event loop that first asks for them.
+process for each storage configuration and event loop (the Functions worker runs a single loop).
 """
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 import aiohttp
 from azure.core.pipeline.transport import AioHttpTransport
 from azure.identity.aio import DefaultAzureCredential
-from azure.storage.blob.aio import BlobServiceClient
+from azure.storage.blob.aio import BlobServiceClient, ExponentialRetry
 from azure.storage.queue.aio import QueueServiceClient
 
 from fanout.settings import StorageConfig
@@ -32,21 +33,23 @@ class StorageClients:
             await self.credential.close()
 
 
-_clients: dict[StorageConfig, StorageClients] = {}
+_clients: dict[tuple[StorageConfig, asyncio.AbstractEventLoop], StorageClients] = {}
 
 
 def storage_clients(config: StorageConfig, pool_size: int = 100) -> StorageClients:
-    """The process's clients for this storage; call from a coroutine (the session needs a loop)."""
-    clients = _clients.get(config)
+    """The clients for this storage on the running loop; call from a coroutine."""
+    key = (config, asyncio.get_running_loop())
+    clients = _clients.get(key)
     if clients is None:
-        clients = _clients[config] = _build(config, pool_size)
+        clients = _clients[key] = _build(config, pool_size)
     return clients
 
 
 async def close_storage_clients() -> None:
-    while _clients:
-        _, clients = _clients.popitem()
-        await clients.close()
+    """Closes the clients built on the running loop."""
+    loop = asyncio.get_running_loop()
+    for key in [key for key in _clients if key[1] is loop]:
+        await _clients.pop(key).close()
 
 
 def _build(config: StorageConfig, pool_size: int) -> StorageClients:
@@ -57,14 +60,26 @@ def _build(config: StorageConfig, pool_size: int) -> StorageClients:
         auto_decompress=False,
     )
 
-    def transport() -> AioHttpTransport:
-        return AioHttpTransport(session=session, session_owner=False, use_env_settings=config.use_env_settings)
+    def options() -> dict:
+        """The SDK's own retry policy, configured: backs off on 500/503 "server busy" and timeouts."""
+        return {
+            "transport": AioHttpTransport(
+                session=session, session_owner=False, use_env_settings=config.use_env_settings
+            ),
+            # The async storage retry policy (the queue package does not export its identical copy).
+            "retry_policy": ExponentialRetry(
+                initial_backoff=config.retry_backoff, increment_base=2, retry_total=config.max_retries,
+                random_jitter_range=config.retry_backoff / 2,
+            ),
+            "connection_timeout": config.timeout,
+            "read_timeout": config.timeout,
+        }  # fmt: skip
 
     if config.connection_string:
-        blobs = BlobServiceClient.from_connection_string(config.connection_string, transport=transport())
-        queues = QueueServiceClient.from_connection_string(config.connection_string, transport=transport())
+        blobs = BlobServiceClient.from_connection_string(config.connection_string, **options())
+        queues = QueueServiceClient.from_connection_string(config.connection_string, **options())
         return StorageClients(blobs, queues, session, credential=None)
     credential = DefaultAzureCredential(managed_identity_client_id=config.client_id)
-    blobs = BlobServiceClient(config.blob_service_uri, credential=credential, transport=transport())
-    queues = QueueServiceClient(config.queue_service_uri, credential=credential, transport=transport())
+    blobs = BlobServiceClient(config.blob_service_uri, credential=credential, **options())
+    queues = QueueServiceClient(config.queue_service_uri, credential=credential, **options())
     return StorageClients(blobs, queues, session, credential)

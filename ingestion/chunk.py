@@ -1,34 +1,49 @@
-"""Ingesting one chunk: read it, check it, enqueue its messages, record the outcome."""
+"""Ingesting one chunk: claim it, read and check it, enqueue from its checkpoint, record the outcome."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 
 from fanout.chunk_contract import COUNT_METADATA, ChunkRef, decode_chunk
 from fanout.context import Context
 from fanout.errors import ChunkError
-from fanout.runs import ChunkStatus, utc_now
+from fanout.runs import ChunkStatus
+from ingestion.claim import claim_chunk, new_owner
+from ingestion.large_messages import fit_messages
 from ingestion.target import target_queue
 from ingestion.window import send_window
 
 
 async def ingest_chunk(ctx: Context, ref: ChunkRef) -> ChunkStatus:
-    """Sends the chunk's messages unless it was ingested before; a bad chunk is marked failed."""
-    status = await ctx.runs.chunk_status(ref)
-    if status is not None and status.state == "ingested":
-        return status
-    download = await ctx.chunks.download_blob(ref.blob_name)
-    data = await download.readall()
-    expected = download.properties.metadata.get(COUNT_METADATA)
+    """Sends what the chunk's checkpoint says is unsent; a chunk that cannot be read is marked failed.
+
+    A chunk already ingested sends nothing. Errors from storage propagate (the host retries the
+    invocation) after the claim is released, and the retry resumes from the last checkpoint.
+    """
+    settings = ctx.settings
+    claim = await claim_chunk(ctx.runs, ref, new_owner(), settings.lease_seconds)
+    if isinstance(claim, ChunkStatus):
+        return claim
     try:
-        messages = decode_chunk(data, int(expected) if expected else None)
-    except ChunkError as exc:
-        status = ChunkStatus(ref.index, "failed", sent=0, count=0, updated_at=utc_now(), error=str(exc))
-    else:
+        download = await ctx.chunks.download_blob(ref.blob_name)
+        data = await download.readall()
+        expected = download.properties.metadata.get(COUNT_METADATA)
+        try:
+            messages = await fit_messages(ctx, ref, decode_chunk(data, int(expected) if expected else None))
+        except ChunkError as exc:
+            return await claim.fail(str(exc))
         queue = await target_queue(ctx)
-        send = functools.partial(queue.send_message, time_to_live=ctx.settings.message_ttl)
-        await send_window(send, messages, ctx.settings.ingest_concurrency)
-        count = len(messages)
-        status = ChunkStatus(ref.index, "ingested", sent=count, count=count, updated_at=utc_now())
-    await ctx.runs.save_chunk_status(ref, status)
-    return status
+        await send_window(
+            functools.partial(queue.send_message, time_to_live=settings.message_ttl),
+            messages,
+            settings.ingest_concurrency,
+            start=claim.sent,
+            checkpoint=claim.checkpoint,
+            every=settings.checkpoint_every,
+        )
+    except BaseException:
+        with contextlib.suppress(Exception):  # best effort: otherwise the lease simply expires
+            await claim.release()
+        raise
+    return await claim.complete(len(messages))

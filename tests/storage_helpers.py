@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueClient, TextBase64DecodePolicy
 
@@ -14,11 +15,18 @@ class StorageProbe:
         self.chunks = BlobServiceClient.from_connection_string(connection_string).get_container_client(chunk_container)
 
     def queue_length(self) -> int:
-        return self.queue.get_queue_properties().approximate_message_count
+        try:
+            return self.queue.get_queue_properties().approximate_message_count
+        except ResourceNotFoundError:
+            return 0  # not created yet: nothing was sent
 
     def drain(self) -> list[str]:
         """Every message body in the queue, decoded; each is received once (hidden for an hour)."""
         bodies: list[str] = []
+        try:
+            self.queue.get_queue_properties()
+        except ResourceNotFoundError:
+            return bodies  # nothing was ever sent
         while True:
             batch = list(self.queue.receive_messages(messages_per_page=32, max_messages=32, visibility_timeout=3600))
             if not batch:

@@ -2,11 +2,29 @@
 
 from __future__ import annotations
 
-import pytest
+import json
 
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from chunking.request import parse_ingestion_request
+from fanout.chunk_contract import RUN_ID_PATTERN
 from fanout.demo_api import DemoApi, Faults
+from fanout.errors import RequestError
 from fanout.problems import PROBLEM_JSON
+from fanout.settings import Settings
 from tests.http_helpers import body_of, get_status, post_ingestion
+
+st_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3),
+    max_leaves=5,
+)
+
+
+def _as_body(fields: dict) -> bytes:
+    return json.dumps(fields).encode()
 
 
 @pytest.mark.parametrize(
@@ -55,7 +73,7 @@ def test_named_source_is_chosen_by_name(run, functions, probe, demo_api, monkeyp
 @pytest.mark.parametrize(
     ("faults", "reason"),
     [
-        (Faults(fail_every=1, fail_status=503), "answered 503 Service Unavailable"),
+        (Faults(status=503), "answered 503 Service Unavailable"),
         (Faults(non_json=True), "must answer a JSON array, got b'<html>"),
         (Faults(truncate=True), "failed: RemoteProtocolError"),
     ],
@@ -64,6 +82,7 @@ def test_failing_source_fails_the_run_with_its_reason(run, functions, app_env, m
     api = DemoApi(count=100, faults=faults).start()
     try:
         monkeypatch.setenv("SOURCE_URL", api.url)
+        monkeypatch.setenv("SOURCE_MAX_ATTEMPTS", "3")
         response = run(functions["start_ingestion"](post_ingestion({"run_id": f"bad-source-{id(faults)}"})))
     finally:
         api.stop()
@@ -74,3 +93,19 @@ def test_failing_source_fails_the_run_with_its_reason(run, functions, app_env, m
     status = body_of(run(functions["get_ingestion_status"](get_status(body_of(response)["run_id"]))))
     assert status["state"] == "failed"
     assert reason in status["error"]
+    if faults.status or faults.truncate:
+        assert status["error"].endswith("(gave up after 3 attempts)")
+
+
+@given(st.binary(max_size=200) | st.dictionaries(st.text(max_size=12), st_json, max_size=4).map(_as_body))
+def test_no_body_crashes_request_validation(body):
+    """Any body either parses into a valid request or is refused with a RequestError (a 400)."""
+    settings = Settings.from_env({})
+    try:
+        request = parse_ingestion_request(body, settings)
+    except RequestError as error:
+        assert error.detail
+    else:
+        assert request.source in settings.sources
+        assert 1 <= request.chunk_size <= 32_000
+        assert RUN_ID_PATTERN.match(request.run_id)

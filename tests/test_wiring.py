@@ -33,17 +33,21 @@ def default_functions() -> dict[str, list[dict]]:
 
 
 def test_app_has_exactly_the_documented_functions(default_functions):
-    assert sorted(default_functions) == ["get_ingestion_status", "ingest_chunk", "start_ingestion"]
+    assert sorted(default_functions) == ["get_ingestion_status", "ingest_chunk", "redrive_ingestion", "start_ingestion"]
 
 
 def test_http_routes_methods_and_auth_levels(default_functions):
     start = default_functions["start_ingestion"][0]
     status = default_functions["get_ingestion_status"][0]
+    redrive = default_functions["redrive_ingestion"][0]
     assert (start["type"], start["route"], start["methods"], start["authLevel"]) == (
         "httpTrigger", "ingestions", ["POST"], "FUNCTION",
     )  # fmt: skip
     assert (status["type"], status["route"], status["methods"], status["authLevel"]) == (
         "httpTrigger", "ingestions/{run_id}", ["GET"], "FUNCTION",
+    )  # fmt: skip
+    assert (redrive["route"], redrive["methods"], redrive["authLevel"]) == (
+        "ingestions/{run_id}/redrive", ["POST"], "FUNCTION",
     )  # fmt: skip
 
 

@@ -1,0 +1,78 @@
+"""One invocation at a time per chunk: an ETag-guarded claim with a lease, renewed at each checkpoint.
+
+A second invocation of the same chunk (a trigger retry, a duplicate event, a redrive) waits while
+the owner's lease is live, then either finds the chunk ingested or takes over from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import socket
+import time
+from dataclasses import replace
+
+from fanout.chunk_contract import ChunkRef
+from fanout.errors import ClaimLostError
+from fanout.runs import ChunkStatus, RunStore, utc_now
+
+
+def new_owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+class ChunkClaim:
+    def __init__(self, runs: RunStore, ref: ChunkRef, status: ChunkStatus, lease_seconds: float) -> None:
+        self._runs = runs
+        self._ref = ref
+        self._status = status
+        self._lease_seconds = lease_seconds
+        self._lock = asyncio.Lock()
+
+    @property
+    def sent(self) -> int:
+        """Where sending resumes: every message before it was confirmed sent."""
+        return self._status.sent
+
+    async def checkpoint(self, sent: int) -> None:
+        await self._write(sent=sent, lease_until=time.time() + self._lease_seconds)
+
+    async def complete(self, count: int) -> ChunkStatus:
+        return await self._write(state="ingested", sent=count, count=count, lease_until=0.0)
+
+    async def fail(self, error: str) -> ChunkStatus:
+        return await self._write(state="failed", error=error, lease_until=0.0)
+
+    async def release(self) -> None:
+        """Ends the lease early (after an error) so that a retry need not wait for it to expire."""
+        await self._write(lease_until=0.0)
+
+    async def _write(self, **changes: object) -> ChunkStatus:
+        async with self._lock:
+            updated = replace(self._status, updated_at=utc_now(), **changes)
+            self._status = await self._runs.put_chunk_status(self._ref, updated, expected=self._status)
+            return self._status
+
+
+async def claim_chunk(runs: RunStore, ref: ChunkRef, owner: str, lease_seconds: float) -> ChunkClaim | ChunkStatus:
+    """A claim to send the chunk, or its final status when it needs no sending (already ingested)."""
+    poll = min(2.0, lease_seconds / 4)
+    while True:
+        current = await runs.chunk_status(ref)
+        if current is not None and current.state == "ingested":
+            return current
+        if current is not None and current.leased(time.time()):
+            await asyncio.sleep(poll)
+            continue
+        lease = {"state": "ingesting", "owner": owner, "lease_until": time.time() + lease_seconds, "error": None}
+        claimed = replace(
+            current or ChunkStatus(ref.index, "ingesting", sent=0, count=0, updated_at=""),
+            updated_at=utc_now(),
+            **lease,
+        )
+        try:
+            status = await runs.put_chunk_status(ref, claimed, expected=current)
+        except ClaimLostError:
+            continue
+        return ChunkClaim(runs, ref, status, lease_seconds)

@@ -1,0 +1,53 @@
+"""Messages over the queue's 64 KiB limit (after encoding): claim check, or reject the chunk."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from xml.sax.saxutils import escape
+
+from fanout.chunk_contract import ChunkRef
+from fanout.context import Context
+from fanout.errors import ChunkError
+from fanout.settings import MessageEncoding
+
+MAX_MESSAGE_BYTES = 64 * 1024
+_ALWAYS_FITS = MAX_MESSAGE_BYTES * 3 // 4 // 4  # 4 UTF-8 bytes a character, base64 adds a third
+
+
+def encoded_size(text: str, encoding: MessageEncoding) -> int:
+    if encoding == "base64":
+        return 4 * ((len(text.encode("utf-8")) + 2) // 3)
+    return len(escape(text).encode("utf-8"))
+
+
+def oversized(messages: Sequence[str], encoding: MessageEncoding) -> list[int]:
+    """Positions of the messages that would not fit; short messages are not even measured."""
+    return [
+        position
+        for position, text in enumerate(messages)
+        if len(text) > _ALWAYS_FITS and encoded_size(text, encoding) > MAX_MESSAGE_BYTES
+    ]
+
+
+async def fit_messages(ctx: Context, ref: ChunkRef, messages: list[str]) -> list[str]:
+    """The messages to send: an oversized one becomes a reference to a blob holding its payload."""
+    encoding = ctx.settings.message_encoding
+    positions = oversized(messages, encoding)
+    if not positions:
+        return messages
+    if ctx.settings.large_message_mode == "reject":
+        first = positions[0]
+        size = encoded_size(messages[first], encoding)
+        raise ChunkError(
+            f"line {first + 1}: message is {size} bytes after {encoding} encoding, over the queue's "
+            f"{MAX_MESSAGE_BYTES}-byte limit (LARGE_MESSAGE_MODE=reject; set claim-check to store it as a blob)"
+        )
+    container = ctx.settings.large_message_container
+    fitted = list(messages)
+    for position in positions:
+        name = f"{ref.run_id}/{ref.padded_index}/{position:06d}.json"
+        payload = messages[position].encode("utf-8")
+        await ctx.clients.blobs.get_blob_client(container, name).upload_blob(payload, overwrite=True)
+        fitted[position] = json.dumps({"claim_check": {"container": container, "blob": name, "bytes": len(payload)}})
+    return fitted
