@@ -175,12 +175,12 @@ def wait_for_queue(probe: StorageProbe, at_least: int, timeout: float = 180) -> 
     return length
 
 
-def process_killed(lab: Lab, count: int = 9_000) -> Outcome:
+def process_killed(lab: Lab, count: int = 6_000) -> Outcome:
     """SIGKILL `python -m fanout run` once a third of the messages are in the queue, then `resume`."""
     api = DemoApi(count=count).start()
     try:
         queue = lab.new_queue()
-        env = lab.env(queue, api.url, CHUNK_SIZE="2000")
+        env = lab.env(queue, api.url, CHUNK_SIZE="1500")
         process = lab.start_cli("run", "--json", env=env)
         run_id = process.stdout.readline().strip().removeprefix("run_id: ")
         at_kill = wait_for_queue(lab.probe(queue), count // 3)
@@ -195,7 +195,7 @@ def process_killed(lab: Lab, count: int = 9_000) -> Outcome:
     )
 
 
-def storage_outage(lab: Lab, count: int = 9_000) -> Outcome:
+def storage_outage(lab: Lab, count: int = 6_000) -> Outcome:
     """Stop Azurite (disk persistence) mid-run, start it again on the same ports and folder, `resume`."""
     api = DemoApi(count=count).start()
     with tempfile.TemporaryDirectory(prefix="azurite-outage-") as folder:
@@ -203,7 +203,7 @@ def storage_outage(lab: Lab, count: int = 9_000) -> Outcome:
         try:
             outage_lab = Lab(azurite)
             queue = outage_lab.new_queue()
-            env = outage_lab.env(queue, api.url, CHUNK_SIZE="2000", STORAGE_MAX_RETRIES="1",
+            env = outage_lab.env(queue, api.url, CHUNK_SIZE="1500", STORAGE_MAX_RETRIES="1",
                                  STORAGE_RETRY_BACKOFF="0.2", STORAGE_TIMEOUT="3")  # fmt: skip
             process = outage_lab.start_cli("run", "--json", env=env)
             run_id = process.stdout.readline().strip().removeprefix("run_id: ")
@@ -223,7 +223,7 @@ def storage_outage(lab: Lab, count: int = 9_000) -> Outcome:
     return judge("storage down mid-run (Azurite stopped)", what, summary["state"], demo_ids(count), delivered)
 
 
-def duplicate_trigger(lab: Lab, count: int = 3_000) -> Outcome:
+def duplicate_trigger(lab: Lab, count: int = 1_000) -> Outcome:
     """The same chunk's handler invoked twice at once, as a duplicate blob event would."""
     api = DemoApi(count=count).start()
     queue = lab.new_queue()
@@ -314,8 +314,8 @@ def main() -> None:
     args = parser.parse_args()
     print("| fault injected | what happened | final state | source IDs | lost | duplicates |")
     print("|---|---|---|---|---|---|")
-    with lab_on_fresh_azurite() as lab:
-        for name in args.scenario or SCENARIOS:
+    for name in args.scenario or SCENARIOS:
+        with lab_on_fresh_azurite() as lab:
             outcome = SCENARIOS[name](lab)
             if args.json:
                 print(json.dumps({"scenario": name, **asdict(outcome)}), flush=True)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import ctypes
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -14,8 +17,15 @@ from fanout.errors import FanoutError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 AZURITE_BIN = PROJECT_ROOT / "node_modules" / ".bin" / "azurite"
+_PR_SET_PDEATHSIG = 1
 ACCOUNT = "devstoreaccount1"
 ACCOUNT_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+
+
+def _stop_with_parent() -> None:
+    """Linux: Azurite gets SIGTERM when the process that started it dies, however it dies."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def free_port() -> int:
@@ -53,8 +63,9 @@ class Azurite:
         args += ["--inMemoryPersistence"] if in_memory else ["--location", str(self.location)]
         with open(self.location / "azurite-stderr.log", "ab") as stderr:
             self.process = subprocess.Popen(
-                args, cwd=self.location, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True
-            )
+                args, cwd=self.location, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True,
+                preexec_fn=_stop_with_parent,
+            )  # fmt: skip
         self._wait_until_listening()
         return self
 

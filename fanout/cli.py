@@ -21,7 +21,7 @@ from fanout.settings import DEMO_API_PORT, MAX_CHUNK_SIZE, Settings
 from fanout.status import run_status
 from fanout.storage import close_storage_clients
 from ingestion.run import redrive_run
-from ingestion.target import target_queue
+from ingestion.target import queue_length
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -193,8 +193,7 @@ def _demo(args: argparse.Namespace) -> int:
 async def _demo_run(settings: Settings, request: IngestionRequest) -> dict[str, Any]:
     summary = await _run_and_close(settings, request)
     try:
-        queue = await target_queue(await app_context(settings))
-        summary["queue_length"] = (await queue.get_queue_properties()).approximate_message_count
+        summary["queue_length"] = await queue_length(await app_context(settings))
     finally:
         await close_storage_clients()
     return summary

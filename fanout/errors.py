@@ -32,3 +32,7 @@ class ChunkError(FanoutError):
 
 class ClaimLostError(FanoutError):
     """Another invocation claimed or updated this chunk first; this one must not send it."""
+
+
+class QueueSendError(FanoutError):
+    """Put Message failed for good: a status that retrying will not fix, or retries used up."""

@@ -58,6 +58,7 @@ class Settings:
     runs_container: str = "ingestion-runs"
     chunk_size: int = 5000
     queue_name: str = "ingest"
+    queue_partitions: int = 1
     message_encoding: MessageEncoding = "base64"
     message_ttl: int | None = None
     ingest_concurrency: int = 64
@@ -79,6 +80,7 @@ class Settings:
             runs_container=env.get("RUNS_CONTAINER", "ingestion-runs"),
             chunk_size=_int(env, "CHUNK_SIZE", 5000, low=1, high=MAX_CHUNK_SIZE),
             queue_name=env.get("QUEUE_NAME", "ingest"),
+            queue_partitions=_int(env, "QUEUE_PARTITIONS", 1, low=1, high=100),
             message_encoding=_choice(env, "QUEUE_MESSAGE_ENCODING", "base64", ("base64", "none")),
             message_ttl=_ttl(env),
             ingest_concurrency=_int(env, "INGEST_CONCURRENCY", 64, low=1, high=1024),
@@ -94,6 +96,13 @@ class Settings:
                 max_delay=_float(env, "SOURCE_RETRY_MAX_DELAY", 30.0, low=0.0, high=600.0),
             ),
         )
+
+    @property
+    def queue_names(self) -> list[str]:
+        """The target queues: QUEUE_NAME, or QUEUE_NAME-0 … -{N-1} with QUEUE_PARTITIONS=N."""
+        if self.queue_partitions == 1:
+            return [self.queue_name]
+        return [f"{self.queue_name}-{partition}" for partition in range(self.queue_partitions)]
 
     def source(self, name: str | None) -> SourceConfig:
         return self.sources[(name or DEFAULT_SOURCE).lower()]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 
 from fanout.chunk_contract import COUNT_METADATA, ChunkRef, decode_chunk
 from fanout.context import Context
@@ -11,7 +10,7 @@ from fanout.errors import ChunkError
 from fanout.runs import ChunkStatus
 from ingestion.claim import claim_chunk, new_owner
 from ingestion.large_messages import fit_messages
-from ingestion.target import target_queue
+from ingestion.target import target_sender
 from ingestion.window import send_window
 
 
@@ -33,9 +32,8 @@ async def ingest_chunk(ctx: Context, ref: ChunkRef) -> ChunkStatus:
             messages = await fit_messages(ctx, ref, decode_chunk(data, int(expected) if expected else None))
         except ChunkError as exc:
             return await claim.fail(str(exc))
-        queue = await target_queue(ctx)
         await send_window(
-            functools.partial(queue.send_message, time_to_live=settings.message_ttl),
+            await target_sender(ctx),
             messages,
             settings.ingest_concurrency,
             start=claim.sent,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from xml.sax.saxutils import escape
 
@@ -30,9 +31,24 @@ def oversized(messages: Sequence[str], encoding: MessageEncoding) -> list[int]:
     ]
 
 
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def check_xml_safe(messages: Sequence[str]) -> None:
+    """Plain-text (unencoded) messages travel inside XML, which cannot carry control characters."""
+    for position, text in enumerate(messages):
+        if _NOT_XML.search(text):
+            raise ChunkError(
+                f"line {position + 1}: message holds a control character XML cannot carry; "
+                "send it with QUEUE_MESSAGE_ENCODING=base64"
+            )
+
+
 async def fit_messages(ctx: Context, ref: ChunkRef, messages: list[str]) -> list[str]:
     """The messages to send: an oversized one becomes a reference to a blob holding its payload."""
     encoding = ctx.settings.message_encoding
+    if encoding == "none":
+        check_xml_safe(messages)
     positions = oversized(messages, encoding)
     if not positions:
         return messages

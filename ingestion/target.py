@@ -1,25 +1,65 @@
-"""The target queue: encoding and TTL from settings, created once per process if missing."""
+"""The target queue(s): created once per process if missing, sent to by the lean sender.
+
+With QUEUE_PARTITIONS=N a message goes to `{QUEUE_NAME}-{crc32(message) % N}`: the same ID always
+lands in the same partition, in every process.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import zlib
+from collections.abc import Awaitable, Callable
 
 from azure.core.exceptions import ResourceExistsError
-from azure.storage.queue import TextBase64EncodePolicy
-from azure.storage.queue.aio import QueueClient
 
 from fanout.context import Context
+from ingestion.put_message import PutMessageSender
+
+Send = Callable[[str], Awaitable[None]]
 
 _created: set[tuple[object, str]] = set()
 
 
-async def target_queue(ctx: Context) -> QueueClient:
+def partition_of(text: str, partitions: int) -> int:
+    return zlib.crc32(text.encode("utf-8")) % partitions
+
+
+async def ensure_queues(ctx: Context) -> None:
+    for name in ctx.settings.queue_names:
+        key = (ctx.settings.storage, name)
+        if key not in _created:
+            with contextlib.suppress(ResourceExistsError):
+                await ctx.clients.queues.get_queue_client(name).create_queue()
+            _created.add(key)
+
+
+async def target_sender(ctx: Context) -> Send:
+    """A function that sends one message to its target queue."""
+    await ensure_queues(ctx)
     settings = ctx.settings
-    encoding = TextBase64EncodePolicy() if settings.message_encoding == "base64" else None
-    queue = ctx.clients.queues.get_queue_client(settings.queue_name, message_encode_policy=encoding)
-    key = (settings.storage, settings.queue_name)
-    if key not in _created:
-        with contextlib.suppress(ResourceExistsError):
-            await queue.create_queue()
-        _created.add(key)
-    return queue
+    senders = [
+        PutMessageSender(
+            ctx.clients.session,
+            ctx.clients.queues.get_queue_client(name),
+            settings.storage,
+            settings.message_encoding,
+            settings.message_ttl,
+        )
+        for name in settings.queue_names
+    ]
+    if len(senders) == 1:
+        return senders[0].send
+    partitioned = [sender.send for sender in senders]
+
+    async def send(text: str) -> None:
+        await partitioned[partition_of(text, len(partitioned))](text)
+
+    return send
+
+
+async def queue_length(ctx: Context) -> int:
+    """Messages in the target queue(s) (exact on Azurite; approximate in Azure)."""
+    total = 0
+    for name in ctx.settings.queue_names:
+        total += (await ctx.clients.queues.get_queue_client(name).get_queue_properties()).approximate_message_count
+    return total

@@ -29,8 +29,19 @@ def event_loop_runner() -> Iterator[Run]:
     loop.close()
 
 
-@pytest.fixture(scope="session")
-def azurite() -> Iterator[Azurite]:
+@pytest.fixture(scope="module")
+def shared_azurite() -> Iterator[Azurite]:
+    instance = start_azurite()
+    yield instance
+    instance.close()
+
+
+@pytest.fixture
+def azurite(request: pytest.FixtureRequest, shared_azurite: Azurite) -> Iterator[Azurite]:
+    """The module's Azurite; a fresh one for tests marked `own_azurite` (Azurite slows as it fills)."""
+    if request.node.get_closest_marker("own_azurite") is None:
+        yield shared_azurite
+        return
     instance = start_azurite()
     yield instance
     instance.close()

@@ -8,10 +8,11 @@ import os
 import subprocess
 import sys
 
-from fanout.azurite import PROJECT_ROOT, start_azurite
+import pytest
+
+from fanout.azurite import PROJECT_ROOT
 from fanout.demo_api import demo_ids
 from tests.http_helpers import body_of, chunk_blob, get_status, post_ingestion
-from tests.storage_helpers import StorageProbe
 
 
 def ingest_every_chunk(run, functions, probe, run_id: str) -> list[str]:
@@ -22,6 +23,7 @@ def ingest_every_chunk(run, functions, probe, run_id: str) -> list[str]:
     return names
 
 
+@pytest.mark.own_azurite
 def test_every_source_id_reaches_the_queue_once(run, functions, probe):
     response = run(functions["start_ingestion"](post_ingestion({"run_id": "spine-10k"})))
 
@@ -86,6 +88,7 @@ def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
+@pytest.mark.own_azurite
 def test_cli_run_lands_every_source_id(app_env, probe):
     result = cli("run", "--json", "--run-id", "cli-10k", env=app_env)
 
@@ -101,14 +104,10 @@ def test_cli_run_lands_every_source_id(app_env, probe):
     assert json.loads(status.stdout)["state"] == "completed"
 
 
-def test_sixty_thousand_ids_end_as_sixty_thousand_messages(app_env, demo_api):
-    azurite = start_azurite()  # its own: Azurite slows as it fills, and this run fills it most
-    try:
-        env = {**app_env, "AzureWebJobsStorage": azurite.connection_string, "SOURCE_URL": f"{demo_api.url}?count=60000"}
-        result = cli("run", "--json", env=env)
+@pytest.mark.own_azurite
+def test_sixty_thousand_ids_end_as_sixty_thousand_messages(app_env, demo_api, probe):
+    result = cli("run", "--json", env={**app_env, "SOURCE_URL": f"{demo_api.url}?count=60000"})
 
-        assert result.returncode == 0, result.stderr
-        assert json.loads(result.stdout.splitlines()[-1])["messages_enqueued"] == 60_000
-        assert StorageProbe(azurite.connection_string, app_env["QUEUE_NAME"]).queue_length() == 60_000
-    finally:
-        azurite.close()
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.splitlines()[-1])["messages_enqueued"] == 60_000
+    assert probe.queue_length() == 60_000

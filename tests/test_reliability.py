@@ -7,8 +7,10 @@ import pytest
 
 from benchmarks.reliability import DUPLICATE_BOUND, SCENARIOS, Lab
 
+pytestmark = pytest.mark.own_azurite  # each scenario on a fresh Azurite, as the script runs them
 
-@pytest.fixture(scope="module")
+
+@pytest.fixture
 def lab(azurite) -> Lab:
     return Lab(azurite)
 

@@ -1,0 +1,192 @@
+"""Put Message throughput and client CPU: the naive SDK loop, the SDK's async client, a raw-HTTP
+ceiling and this project's ingestion path, each on a fresh Azurite, medians of repeated runs.
+
+    .venv/bin/python -m benchmarks.enqueue [--messages 5000] [--repeat 3] [--json] [--chart docs/enqueue.png]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import aiohttp
+import yarl
+from azure.storage.queue import QueueClient, QueueSasPermissions, TextBase64EncodePolicy, generate_queue_sas
+from azure.storage.queue.aio import QueueClient as AsyncQueueClient
+
+from fanout.azurite import ACCOUNT, ACCOUNT_KEY, Azurite, start_azurite
+from fanout.chunk_contract import COUNT_METADATA, ChunkRef, encode_chunk
+from fanout.context import app_context
+from fanout.demo_api import demo_ids
+from fanout.settings import Settings
+from fanout.storage import close_storage_clients
+from ingestion.chunk import ingest_chunk
+from ingestion.message_body import message_body
+
+QUEUE = "bench"
+Measurement = tuple[float, float]  # messages/s, client CPU µs per message
+
+
+def measured(messages: int, work: Callable[[], object]) -> Measurement:
+    wall, cpu = time.perf_counter(), time.process_time()
+    work()
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return messages / wall, cpu / messages * 1e6
+
+
+def naive_sdk_loop(azurite: Azurite, ids: list[str], window: int) -> Measurement:
+    """(a) The article's loop: one synchronous send_message after another."""
+    queue = QueueClient.from_connection_string(
+        azurite.connection_string, QUEUE, message_encode_policy=TextBase64EncodePolicy()
+    )
+    queue.create_queue()
+    return measured(len(ids), lambda: [queue.send_message(text) for text in ids])
+
+
+def async_sdk_client(azurite: Azurite, ids: list[str], window: int) -> Measurement:
+    """(b) The SDK's async client, `window` sends in flight."""
+
+    async def main() -> None:
+        async with AsyncQueueClient.from_connection_string(
+            azurite.connection_string, QUEUE, message_encode_policy=TextBase64EncodePolicy()
+        ) as queue:
+            await queue.create_queue()
+            await pool(window, ids, queue.send_message)
+
+    return measured(len(ids), lambda: asyncio.run(main()))
+
+
+def raw_http_ceiling(azurite: Azurite, ids: list[str], window: int) -> Measurement:
+    """(c) The least a client can do: prebuilt SAS URL and headers, a POST per message, no retries."""
+    QueueClient.from_connection_string(azurite.connection_string, QUEUE).create_queue()
+    sas = generate_queue_sas(ACCOUNT, QUEUE, ACCOUNT_KEY, permission=QueueSasPermissions(add=True),
+                             expiry=datetime.now(UTC) + timedelta(hours=1))  # fmt: skip
+    url = yarl.URL(f"http://127.0.0.1:{azurite.queue_port}/{ACCOUNT}/{QUEUE}/messages?{sas}", encoded=True)
+    headers = {"Content-Type": "application/xml", "x-ms-version": "2026-10-06"}
+
+    async def main() -> None:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=window)) as session:
+
+            async def send(text: str) -> None:
+                async with session.post(url, data=message_body(text, "base64"), headers=headers) as response:
+                    if response.status != 201:
+                        raise RuntimeError(await response.text())
+
+            await pool(window, ids, send)
+
+    return measured(len(ids), lambda: asyncio.run(main()))
+
+
+def ingestion_path(azurite: Azurite, ids: list[str], window: int) -> Measurement:
+    """(d) This project: the blob trigger's handler on one chunk (claim, read, check, send, checkpoint)."""
+    env = {"AzureWebJobsStorage": azurite.connection_string, "QUEUE_NAME": QUEUE, "INGEST_CONCURRENCY": str(window)}
+    ref = ChunkRef("bench", 0)
+
+    async def prepare() -> None:
+        ctx = await app_context(Settings.from_env(env))
+        await ctx.chunks.upload_blob(ref.blob_name, encode_chunk(ids), metadata={COUNT_METADATA: str(len(ids))})
+        await close_storage_clients()
+
+    async def main() -> None:
+        try:
+            await ingest_chunk(await app_context(Settings.from_env(env)), ref)
+        finally:
+            await close_storage_clients()
+
+    asyncio.run(prepare())
+    return measured(len(ids), lambda: asyncio.run(main()))
+
+
+async def pool(window: int, ids: list[str], send: Callable) -> None:
+    texts = iter(ids)
+
+    async def sender() -> None:
+        for text in texts:
+            await send(text)
+
+    await asyncio.gather(*(sender() for _ in range(window)))
+
+
+def on_fresh_azurite(
+    case: Callable[[Azurite, list[str], int], Measurement], ids: list[str], window: int
+) -> Measurement:
+    azurite = start_azurite()
+    try:
+        return case(azurite, ids, window)
+    finally:
+        azurite.close()
+
+
+def median_of(repeat: int, case: Callable, ids: list[str], window: int) -> Measurement:
+    runs = [on_fresh_azurite(case, ids, window) for _ in range(repeat)]
+    return statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
+
+
+def chart(path: str, ids: list[str], windows: list[int]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    naive = on_fresh_azurite(naive_sdk_loop, ids, 1)[0]
+    figure, axes = plt.subplots(figsize=(7, 4.2))
+    axes.axhline(naive, color="grey", linestyle="--", label="(a) naive SDK loop")
+    for label, case in [("(b) SDK async client", async_sdk_client), ("(c) raw-HTTP ceiling", raw_http_ceiling),
+                        ("(d) this project's ingestion", ingestion_path)]:  # fmt: skip
+        axes.plot(windows, [on_fresh_azurite(case, ids, w)[0] for w in windows], marker="o", label=label)
+    axes.set_xscale("log", base=2)
+    axes.set_xlabel("send window (Put Message calls in flight)")
+    axes.set_ylabel("messages / s")
+    axes.set_title(f"Put Message throughput on Azurite, {len(ids):,} messages per point")
+    axes.legend()
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=5_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--window", type=int, default=32, help="send window for (b) and (d)")
+    parser.add_argument("--ceiling-windows", default="8,16,32,64", help="windows tried for (c); the best counts")
+    parser.add_argument("--json", action="store_true", help="print one JSON line")
+    parser.add_argument("--chart", metavar="PNG", help="also sweep windows and draw throughput against window")
+    args = parser.parse_args()
+    ids = demo_ids(args.messages)
+
+    naive = median_of(args.repeat, naive_sdk_loop, ids, 1)
+    sdk = median_of(args.repeat, async_sdk_client, ids, args.window)
+    ceilings = {w: median_of(args.repeat, raw_http_ceiling, ids, w) for w in map(int, args.ceiling_windows.split(","))}
+    best_window, ceiling = max(ceilings.items(), key=lambda item: item[1][0])
+    ours = median_of(args.repeat, ingestion_path, ids, args.window)
+    result = {
+        "messages": args.messages, "repeat": args.repeat, "window": args.window,
+        "naive_sdk_loop": naive, "async_sdk_client": sdk, "raw_http_ceiling": ceiling,
+        "ceiling_window": best_window, "ingestion_path": ours,
+        "ingestion_vs_naive": ours[0] / naive[0], "ingestion_vs_ceiling": ours[0] / ceiling[0],
+    }  # fmt: skip
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"{args.messages:,} messages per run, fresh Azurite per run, medians of {args.repeat}\n")
+        print("| client | window | msg/s | client CPU µs/msg |")
+        print("|---|---|---|---|")
+        for label, window, (rate, cpu) in [
+            ("(a) naive synchronous SDK loop", 1, naive), ("(b) SDK async client", args.window, sdk),
+            ("(c) raw-HTTP ceiling (best window)", best_window, ceiling),
+            ("(d) this project's ingestion path", args.window, ours),
+        ]:  # fmt: skip
+            print(f"| {label} | {window} | {rate:,.0f} | {cpu:,.0f} |")
+        print(f"\nd/a = {result['ingestion_vs_naive']:.2f}x   d/c = {result['ingestion_vs_ceiling']:.2f}")
+    if args.chart:
+        chart(args.chart, demo_ids(min(args.messages, 3_000)), [1, 4, 8, 16, 32, 64, 128])
+
+
+if __name__ == "__main__":
+    main()
