@@ -13,6 +13,11 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
+.venv-checkov/.installed: requirements-checkov.txt
+	$(PYTHON) -m venv .venv-checkov
+	.venv-checkov/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-checkov.txt
+	touch $@
+
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
@@ -20,7 +25,7 @@ node_modules/.installed: package.json package-lock.json
 demo: setup
 	$(PY) -m fanout demo --count $(COUNT)
 
-test: setup lint
+test: setup .venv-checkov/.installed lint
 	$(PY) -m pytest
 
 lint: setup
@@ -31,5 +36,12 @@ format: setup
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
+bench: setup
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-bench.txt
+	$(PY) -m benchmarks.enqueue --chart docs/enqueue-throughput.png
+	$(PY) -m benchmarks.pipeline
+	$(PY) -m benchmarks.chunking
+	$(PY) -m benchmarks.reliability
+
 clean:
-	rm -rf $(VENV) node_modules .pytest_cache .hypothesis __azurite_db_* __blobstorage__ __queuestorage__
+	rm -rf $(VENV) .venv-checkov node_modules .pytest_cache .hypothesis __azurite_db_* __blobstorage__ __queuestorage__

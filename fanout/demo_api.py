@@ -90,6 +90,12 @@ def _handler_for(api: DemoApi) -> type[BaseHTTPRequestHandler]:
         protocol_version = "HTTP/1.1"
 
         def do_GET(self) -> None:
+            try:
+                self._answer()
+            except (BrokenPipeError, ConnectionResetError):
+                self.close_connection = True  # the client gave up (a timeout test, say)
+
+        def _answer(self) -> None:
             url = urlsplit(self.path)
             if url.path != "/ids":
                 self._send_simple(404, b'{"error": "not found; try GET /ids"}')

@@ -1,0 +1,83 @@
+"""Chunking memory and time: 1M and 5M IDs from one JSON response, each size in a process of its own.
+
+    .venv/bin/python -m benchmarks.chunking [--counts 1000000,5000000] [--json]
+
+The source body is parsed as it streams (ijson, C backend) and chunks upload while it arrives, so
+peak memory should not depend on the size of the source.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+from fanout.azurite import PROJECT_ROOT, free_port, start_azurite
+
+CHILD = """
+import asyncio, json, time, ijson
+from chunking.request import IngestionRequest, new_run_id
+from chunking.run import chunk_run
+from fanout.context import app_context
+from fanout.storage import close_storage_clients
+
+def rss(field):
+    return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith(field)) / 1024
+
+async def main():
+    ctx = await app_context()
+    before = rss("VmRSS")
+    started = time.perf_counter()
+    try:
+        record, _ = await chunk_run(ctx, IngestionRequest("default", 5000, new_run_id()))
+    finally:
+        await close_storage_clients()
+    return record, time.perf_counter() - started, before
+
+record, seconds, before = asyncio.run(main())
+print(json.dumps({"state": record.state, "messages": record.messages, "chunks": record.chunks, "seconds": seconds,
+                  "rss_before_mb": before, "peak_rss_mb": rss("VmHWM"), "ijson_backend": ijson.backend}))
+"""
+
+
+def chunk_in_child(count: int) -> dict:
+    """One size: a fresh Azurite, the demo API in a process of its own (its memory is not ours)."""
+    port = free_port()
+    api = subprocess.Popen([sys.executable, "-m", "fanout", "demo-api", "--port", str(port), "--count", str(count)],
+                           cwd=PROJECT_ROOT, stdout=subprocess.PIPE, text=True)  # fmt: skip
+    api.stdout.readline()  # "demo API serving …": it listens
+    azurite = start_azurite()
+    try:
+        env = {**os.environ, "AzureWebJobsStorage": azurite.connection_string,
+               "SOURCE_URL": f"http://127.0.0.1:{port}/ids"}  # fmt: skip
+        result = subprocess.run([sys.executable, "-c", CHILD], cwd=PROJECT_ROOT, env=env, capture_output=True,
+                                text=True, check=True, timeout=1800)  # fmt: skip
+        return {"count": count, **json.loads(result.stdout.strip().splitlines()[-1])}
+    finally:
+        azurite.close()
+        api.terminate()
+        api.wait()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--counts", default="1000000,5000000")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    results = [chunk_in_child(int(count)) for count in args.counts.split(",")]
+    if args.json:
+        ratio = results[-1]["peak_rss_mb"] / results[0]["peak_rss_mb"]
+        print(json.dumps({"runs": results, "peak_ratio_largest_vs_smallest": ratio}))
+        return
+    print("| IDs in one response | chunks | seconds | IDs/s | RSS before | peak RSS | ijson backend |")
+    print("|---|---|---|---|---|---|---|")
+    for r in results:
+        print(f"| {r['count']:,} | {r['chunks']:,} | {r['seconds']:.1f} | {r['messages'] / r['seconds']:,.0f} "
+              f"| {r['rss_before_mb']:.0f} MB | {r['peak_rss_mb']:.0f} MB | {r['ijson_backend']} |")  # fmt: skip
+    print(f"\npeak RSS, largest / smallest source: {results[-1]['peak_rss_mb'] / results[0]['peak_rss_mb']:.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,145 @@
+// The fan-out app in one resource group: storage (no shared keys), a user-assigned identity with
+// least-privilege roles, Application Insights, a Flex Consumption function app, and the Event Grid
+// system topic its blob trigger listens through. Deploy with infra/deploy.sh or `azd up`.
+targetScope = 'resourceGroup'
+
+@minLength(3)
+@maxLength(20)
+@description('Environment name: part of every resource name.')
+param name string
+
+@description('Region for every resource (Flex Consumption must be available there).')
+param location string = resourceGroup().location
+
+@description('The source API the chunking function reads (the operator sets it; callers never can).')
+param sourceUrl string
+
+@secure()
+@description('JSON object of headers for the source, e.g. an API key. Empty for none.')
+param sourceHeaders string = ''
+
+param pythonVersion string = '3.11'
+@allowed([512, 2048, 4096])
+param instanceMemoryMB int = 2048
+@minValue(40)
+@maxValue(1000)
+param maximumInstanceCount int = 100
+
+param chunkContainerName string = 'chunks'
+param runsContainerName string = 'ingestion-runs'
+param largeMessageContainerName string = 'large-messages'
+param queueName string = 'ingest'
+@minValue(1)
+@maxValue(100)
+param queuePartitions int = 1
+param chunkSize int = 5000
+@allowed(['base64', 'none'])
+param queueMessageEncoding string = 'base64'
+@description('Message time-to-live in seconds; -1 = never expires; empty = the service default (7 days).')
+param queueMessageTtl string = ''
+param ingestConcurrency int = 64
+
+var token = toLower(uniqueString(subscription().id, resourceGroup().id, name))
+var tags = { 'azd-env-name': name, app: 'azure-queue-fanout' }
+var deploymentContainerName = 'app-package-${take(token, 8)}'
+var queueNames = [for partition in range(0, queuePartitions): queuePartitions == 1 ? queueName : '${queueName}-${partition}']
+
+module identity 'modules/identity.bicep' = {
+  name: 'identity'
+  params: {
+    name: 'id-${name}-${take(token, 6)}'
+    location: location
+    tags: tags
+  }
+}
+
+module storage 'modules/storage.bicep' = {
+  name: 'storage'
+  params: {
+    name: 'st${take(token, 13)}fan'
+    location: location
+    tags: tags
+    containerNames: [chunkContainerName, runsContainerName, largeMessageContainerName, deploymentContainerName]
+    queueNames: queueNames
+  }
+}
+
+module monitoring 'modules/monitoring.bicep' = {
+  name: 'monitoring'
+  params: {
+    name: '${name}-${take(token, 6)}'
+    location: location
+    tags: tags
+  }
+}
+
+module roles 'modules/roles.bicep' = {
+  name: 'roles'
+  params: {
+    storageAccountName: storage.outputs.name
+    appInsightsName: monitoring.outputs.appInsightsName
+    principalId: identity.outputs.principalId
+  }
+}
+
+module functionApp 'modules/function-app.bicep' = {
+  name: 'function-app'
+  dependsOn: [roles]
+  params: {
+    name: 'func-${name}-${take(token, 6)}'
+    location: location
+    tags: tags
+    identityId: identity.outputs.id
+    identityClientId: identity.outputs.clientId
+    storageBlobEndpoint: storage.outputs.blobEndpoint
+    storageQueueEndpoint: storage.outputs.queueEndpoint
+    storageTableEndpoint: storage.outputs.tableEndpoint
+    deploymentContainerName: deploymentContainerName
+    appInsightsConnectionString: monitoring.outputs.connectionString
+    pythonVersion: pythonVersion
+    instanceMemoryMB: instanceMemoryMB
+    maximumInstanceCount: maximumInstanceCount
+    appSettings: {
+      SOURCE_URL: sourceUrl
+      SOURCE_HEADERS: sourceHeaders
+      SOURCE_TIMEOUT: '60'
+      SOURCE_MAX_ATTEMPTS: '5'
+      SOURCE_RETRY_BASE_DELAY: '0.5'
+      SOURCE_RETRY_MAX_DELAY: '30'
+      CHUNK_SIZE: string(chunkSize)
+      CHUNK_CONTAINER: chunkContainerName
+      CHUNK_UPLOAD_CONCURRENCY: '8'
+      RUNS_CONTAINER: runsContainerName
+      QUEUE_NAME: queueName
+      QUEUE_PARTITIONS: string(queuePartitions)
+      QUEUE_MESSAGE_ENCODING: queueMessageEncoding
+      QUEUE_MESSAGE_TTL: queueMessageTtl
+      INGEST_CONCURRENCY: string(ingestConcurrency)
+      INGEST_CHECKPOINT_EVERY: '1000'
+      INGEST_LEASE_SECONDS: '60'
+      LARGE_MESSAGE_MODE: 'claim-check'
+      LARGE_MESSAGE_CONTAINER: largeMessageContainerName
+      STORAGE_MAX_RETRIES: '5'
+      STORAGE_RETRY_BACKOFF: '1'
+      STORAGE_TIMEOUT: '30'
+      STORAGE_USE_PROXY_ENV: 'false'
+    }
+  }
+}
+
+module eventGrid 'modules/event-grid.bicep' = {
+  name: 'event-grid'
+  params: {
+    name: 'evgt-${name}-${take(token, 6)}'
+    location: location
+    tags: tags
+    storageAccountId: storage.outputs.id
+  }
+}
+
+output AZURE_RESOURCE_GROUP string = resourceGroup().name
+output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
+output AZURE_FUNCTION_APP_HOST string = functionApp.outputs.defaultHostName
+output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
+output AZURE_EVENT_GRID_TOPIC_NAME string = eventGrid.outputs.name
+output CHUNK_CONTAINER string = chunkContainerName
