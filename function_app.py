@@ -2,8 +2,9 @@
 
 import azure.functions as func
 
+from chunking.continuation import continue_chunking_message
 from chunking.http import STATUS_ROUTE, start_ingestion
-from fanout.settings import blob_trigger_source, chunk_container
+from fanout.settings import blob_trigger_source, chunk_container, control_queue
 from fanout.status_api import get_ingestion_status
 from ingestion.redrive_api import redrive_ingestion
 from ingestion.trigger import ingest_chunk_blob
@@ -38,3 +39,9 @@ async def redrive_ingestion_function(req: func.HttpRequest) -> func.HttpResponse
 )
 async def ingest_chunk_function(chunk: func.InputStream) -> None:
     await ingest_chunk_blob(chunk)
+
+
+@app.function_name("continue_chunking")
+@app.queue_trigger(arg_name="msg", queue_name=control_queue(), connection="AzureWebJobsStorage")
+async def continue_chunking_function(msg: func.QueueMessage) -> None:
+    await continue_chunking_message(msg)

@@ -31,7 +31,7 @@ async def main():
     before = rss("VmRSS")
     started = time.perf_counter()
     try:
-        record, _ = await chunk_run(ctx, IngestionRequest("default", 5000, new_run_id()))
+        record, _ = await chunk_run(ctx, IngestionRequest("default", 5000, new_run_id()), budget=None)
     finally:
         await close_storage_clients()
     return record, time.perf_counter() - started, before

@@ -7,7 +7,7 @@ import re
 import threading
 from collections import Counter
 
-_REQUEST_LINE = re.compile(rb"(?:^|\r\n)(GET|PUT|POST|DELETE|HEAD|MERGE|PATCH|OPTIONS) /\S* HTTP/1\.1\r\n")
+_REQUEST_LINE = re.compile(rb"(GET|PUT|POST|DELETE|HEAD|MERGE|PATCH|OPTIONS) /\S* HTTP/1\.1\r\n")
 
 
 class CountingProxy:

@@ -230,7 +230,8 @@ def duplicate_trigger(lab: Lab, count: int = 1_000) -> Outcome:
     env = lab.env(queue, api.url, CHUNK_SIZE=str(count))
 
     async def work(ctx: Any) -> list[str]:
-        record, _ = await chunk_run(ctx, IngestionRequest("default", count, f"twice-{secrets.token_hex(4)}"))
+        request = IngestionRequest("default", count, f"twice-{secrets.token_hex(4)}")
+        record, _ = await chunk_run(ctx, request, budget=None)
         ref = ChunkRef(record.run_id, 0)
         first, second = await asyncio.gather(ingest_chunk(ctx, ref), ingest_chunk(ctx, ref))
         return [first.state, second.state]
@@ -260,7 +261,7 @@ def malformed_chunk(lab: Lab, kind: str, count: int = 1_500) -> Outcome:
     run_id = f"malformed-{secrets.token_hex(4)}"
 
     async def corrupt_then_ingest(ctx: Any) -> dict[str, Any]:
-        await chunk_run(ctx, IngestionRequest("default", count // 3, run_id))
+        await chunk_run(ctx, IngestionRequest("default", count // 3, run_id), budget=None)
         name = ChunkRef(run_id, 1).blob_name
         original = chunks.download_blob(name).readall()
         chunks.upload_blob(name, MALFORMED[kind](original), overwrite=True, metadata={COUNT_METADATA: str(count // 3)})

@@ -25,7 +25,7 @@ async def start_ingestion(req: func.HttpRequest) -> func.HttpResponse:
     except SettingsError as exc:
         return problem(500, f"the app is misconfigured: {exc}")
     try:
-        record, _ = await chunk_run(await app_context(settings), request)
+        record, _ = await chunk_run(await app_context(settings), request, settings.chunking_time_budget)
     except RunConflictError as exc:
         return problem(409, str(exc), run_id=request.run_id)
     status_path = f"/api/{STATUS_ROUTE.format(run_id=record.run_id)}"

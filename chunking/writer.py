@@ -18,20 +18,28 @@ class ChunkWriter:
     overwrite would fire the blob trigger again.
     """
 
-    def __init__(self, container: ContainerClient, run_id: str, chunk_size: int, concurrency: int) -> None:
+    def __init__(
+        self, container: ContainerClient, run_id: str, chunk_size: int, concurrency: int, *, chunks: int = 0,
+        messages: int = 0,
+    ) -> None:  # fmt: skip
         self._container = container
         self._run_id = run_id
         self._chunk_size = chunk_size
         self._slots = asyncio.Semaphore(concurrency)
         self._uploads: set[asyncio.Task[None]] = set()
         self._buffer: list[Any] = []
-        self.chunks = 0
-        self.messages = 0
+        self.chunks = chunks  # written (or being written) so far: the next chunk's index
+        self.messages = messages
 
     async def add(self, item: Any) -> None:
         self._buffer.append(item)
         if len(self._buffer) >= self._chunk_size:
             await self._flush()
+
+    @property
+    def at_chunk_boundary(self) -> bool:
+        """True right after a chunk filled: stopping here keeps chunk numbering independent of when."""
+        return not self._buffer
 
     async def close(self) -> None:
         """Writes the last partial chunk and waits for every upload; raises the first upload error."""

@@ -14,7 +14,7 @@ from typing import Any
 from chunking.request import IngestionRequest, new_run_id, parse_ingestion_request
 from fanout.azurite import start_azurite
 from fanout.context import app_context
-from fanout.demo_api import DemoApi, Faults
+from fanout.demo_api import PAGINATIONS, DemoApi, Faults
 from fanout.errors import FanoutError, RequestError
 from fanout.pipeline import resume_run, run_pipeline
 from fanout.settings import DEMO_API_PORT, MAX_CHUNK_SIZE, Settings
@@ -64,6 +64,9 @@ def _parser() -> argparse.ArgumentParser:
     api = commands.add_parser("demo-api", help="serve the bundled external API (deterministic IDs)")
     api.add_argument("--port", type=int, default=DEMO_API_PORT, help=f"port on 127.0.0.1 (default {DEMO_API_PORT})")
     api.add_argument("--count", type=int, default=100_000, help="IDs served by GET /ids (default 100000)")
+    api.add_argument("--pagination", choices=PAGINATIONS, default="none", help="the response shape (default none)")
+    api.add_argument("--page-size", type=int, default=1000, help="items per page when paged (default 1000)")
+    api.add_argument("--objects", action="store_true", help='items as {"id": …, "seq": n} instead of strings')
     faults = api.add_argument_group("fault modes", "applied to every K-th request (--fail-every, default 1: all)")
     faults.add_argument("--fail-every", type=int, default=1, metavar="K", help="which requests misbehave")
     faults.add_argument("--fail-status", type=int, choices=(429, 500, 502, 503), help="answer this error status")
@@ -71,6 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     faults.add_argument("--delay", type=float, default=0.0, metavar="SECONDS", help="wait before answering")
     faults.add_argument("--truncate", action="store_true", help="cut the body short")
     faults.add_argument("--non-json", action="store_true", help="answer an HTML page instead of JSON")
+    faults.add_argument("--foreign-next", action="store_true", help="next links point to another host")
     api.set_defaults(handler=_demo_api)
 
     demo = commands.add_parser("demo", help="start Azurite and the demo API, ingest COUNT IDs, check the queue")
@@ -163,9 +167,11 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _demo_api(args: argparse.Namespace) -> int:
-    faults = Faults(args.fail_every, args.fail_status, args.retry_after, args.delay, args.truncate, args.non_json)
-    api = DemoApi(count=args.count, port=args.port, faults=faults)
-    print(f"demo API serving {args.count:,} IDs at {api.url}", flush=True)
+    faults = Faults(args.fail_every, args.fail_status, args.retry_after, args.delay, args.truncate, args.non_json,
+                    args.foreign_next)  # fmt: skip
+    api = DemoApi(args.count, args.port, faults, pagination=args.pagination, page_size=args.page_size,
+                  objects=args.objects)  # fmt: skip
+    print(f"demo API serving {args.count:,} IDs at {api.url} (pagination: {args.pagination})", flush=True)
     try:
         api.serve_forever()
     finally:

@@ -1,12 +1,22 @@
 """The bundled external API: deterministic IDs over HTTP, with fault modes for tests and demos.
 
-`GET /ids` answers a JSON array of `count` IDs (`?count=N` overrides the server's default),
-streamed in HTTP/1.1 chunked encoding so a million IDs never sit in memory.
+`GET /ids` answers `count` IDs (`?count=N` overrides the server's default), in one of the shapes a
+real API takes:
+
+- `none`: one JSON array, streamed in HTTP/1.1 chunked encoding so a million IDs never sit in memory;
+- `next-link`: `{"data": [...], "links": {"next": "/ids?page_token=…"}}`, and the same link as an
+  RFC 8288 `Link: <…>; rel="next"` header;
+- `cursor`: `{"items": [...], "next_cursor": "…"}` (null on the last page), sent back as `?cursor=`;
+- `page`: `{"data": [...]}` for `?page=P&per_page=S` (from 1), an empty page after the last.
+
+With `objects` the items are `{"id": "<id>", "seq": n}` instead of the bare ID strings.
 """
 
 from __future__ import annotations
 
+import base64
 import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -40,12 +50,22 @@ class Faults:
     delay: float = 0.0
     truncate: bool = False
     non_json: bool = False
+    foreign_next: bool = False  # next links point to another host
+
+
+PAGINATIONS = ("none", "next-link", "cursor", "page")
 
 
 class DemoApi:
-    def __init__(self, count: int = 100_000, port: int = 0, faults: Faults = Faults()) -> None:
+    def __init__(
+        self, count: int = 100_000, port: int = 0, faults: Faults = Faults(), *, pagination: str = "none",
+        page_size: int = 1000, objects: bool = False,
+    ) -> None:  # fmt: skip
         self.count = count
         self.faults = faults
+        self.pagination = pagination
+        self.page_size = page_size
+        self.objects = objects
         self.requests = 0
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", port), _handler_for(self))
@@ -73,21 +93,49 @@ class DemoApi:
             self.requests += 1
             return self.requests
 
-    @staticmethod
-    def body(count: int, *, non_json: bool = False) -> Iterator[bytes]:
+    def item(self, index: int) -> str | dict:
+        return {"id": demo_id(index), "seq": index} if self.objects else demo_id(index)
+
+    def body(self, count: int, *, non_json: bool = False) -> Iterator[bytes]:
         if non_json:
             yield b"<html><body>Service temporarily unavailable</body></html>"
             return
         yield b"["
         for start in range(0, count, _PIECE):
-            ids = (json.dumps(demo_id(i)) for i in range(start, min(start + _PIECE, count)))
-            yield (b"," if start else b"") + ",".join(ids).encode()
+            items = (json.dumps(self.item(i)) for i in range(start, min(start + _PIECE, count)))
+            yield (b"," if start else b"") + ",".join(items).encode()
         yield b"]"
+
+    def page(self, query: dict[str, list[str]], count: int, foreign_next: bool) -> tuple[dict, str | None]:
+        """One page of a paged mode, and its next link (next-link mode)."""
+        size = self.page_size
+        if self.pagination == "page":
+            size = int(query.get("per_page", [size])[0])
+            start = (int(query.get("page", ["1"])[0]) - 1) * size
+        elif self.pagination == "cursor":
+            cursor = query.get("cursor", [""])[0]
+            start = int(base64.urlsafe_b64decode(cursor)) if cursor else 0
+        else:
+            start = int(query.get("page_token", ["0"])[0])
+        end = min(start + size, count)
+        items = [self.item(index) for index in range(max(start, 0), end)]
+        if self.pagination == "page":
+            return {"data": items}, None
+        if self.pagination == "cursor":
+            cursor = base64.urlsafe_b64encode(str(end).encode()).decode() if end < count else None
+            return {"items": items, "next_cursor": cursor}, None
+        host = f"http://127.0.0.2:{self._server.server_address[1]}" if foreign_next else ""
+        link = f"{host}/ids?page_token={end}&count={count}" if end < count else None
+        return {"data": items, "links": {"next": link}}, link
 
 
 def _handler_for(api: DemoApi) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+
+        def setup(self) -> None:
+            super().setup()
+            self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # headers and body: no 40 ms wait
 
         def do_GET(self) -> None:
             try:
@@ -108,7 +156,12 @@ def _handler_for(api: DemoApi) -> type[BaseHTTPRequestHandler]:
                 return
             if faults.delay:
                 time.sleep(faults.delay)
-            count = int(parse_qs(url.query).get("count", [api.count])[0])
+            query = parse_qs(url.query)
+            count = int(query.get("count", [api.count])[0])
+            if api.pagination != "none" and not faults.non_json:
+                page, link = api.page(query, count, faults.foreign_next)
+                self._send_simple(200, json.dumps(page).encode(), {"Link": f'<{link}>; rel="next"'} if link else {})
+                return
             self.send_response(200)
             self.send_header("Content-Type", "text/html" if faults.non_json else "application/json")
             self.send_header("Transfer-Encoding", "chunked")

@@ -14,7 +14,7 @@ from ingestion.run import Progress, ingest_run
 
 async def run_pipeline(ctx: Context, request: IngestionRequest, progress: Progress | None = None) -> dict[str, Any]:
     """Chunks the source, then ingests every chunk; returns the run's final status."""
-    record, _ = await chunk_run(ctx, request)
+    record, _ = await chunk_run(ctx, request, budget=None)
     if progress:
         progress(f"chunked: {record.messages:,} messages in {record.chunks:,} chunks ({record.state})")
     return await _ingest_and_report(ctx, record.run_id, progress)
@@ -22,11 +22,11 @@ async def run_pipeline(ctx: Context, request: IngestionRequest, progress: Progre
 
 async def resume_run(ctx: Context, run_id: str, progress: Progress | None = None) -> dict[str, Any]:
     """Finishes a run whose process died: chunking (if it never finished), then every chunk not ingested."""
-    record = await ctx.runs.get(run_id)
+    record, etag = await ctx.runs.get_versioned(run_id)
     if record is None:
         raise FanoutError(f"no run {run_id!r}")
     if record.state == "chunking":
-        await write_chunks(ctx, record)
+        await write_chunks(ctx, record, etag, budget=None)
     return await _ingest_and_report(ctx, run_id, progress)
 
 

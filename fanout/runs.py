@@ -10,7 +10,7 @@ import asyncio
 import json
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
@@ -38,12 +38,18 @@ class RunRecord:
     error: str | None = None
     created_at: str = ""
     chunked_at: str | None = None
+    resume: dict[str, Any] | None = None  # where chunking continues (state "chunking", after a time budget)
+
+    def paused(self, chunks: int, messages: int, resume: dict[str, Any]) -> RunRecord:
+        return replace(self, chunks=chunks, messages=messages, resume=resume)
 
     def finished(self, chunks: int, messages: int) -> RunRecord:
-        return replace(self, state="chunked", chunks=chunks, messages=messages, chunked_at=utc_now())
+        return replace(self, state="chunked", chunks=chunks, messages=messages, chunked_at=utc_now(), resume=None)
 
     def failed(self, error: str, chunks: int, messages: int) -> RunRecord:
-        return replace(self, state="failed", error=error, chunks=chunks, messages=messages, chunked_at=utc_now())
+        return replace(
+            self, state="failed", error=error, chunks=chunks, messages=messages, chunked_at=utc_now(), resume=None
+        )
 
 
 @dataclass(frozen=True)
@@ -68,20 +74,36 @@ class RunStore:
     def __init__(self, blobs: BlobServiceClient, container: str) -> None:
         self._container: ContainerClient = blobs.get_container_client(container)
 
-    async def create(self, record: RunRecord) -> bool:
-        """Writes the record only if the run is new; False when it already exists."""
+    async def create(self, record: RunRecord) -> str | None:
+        """Writes the record only if the run is new: its ETag, or None when the run already exists."""
+        blob = self._container.get_blob_client(_run_blob(record.run_id))
         try:
-            await self._container.upload_blob(_run_blob(record.run_id), _to_json(record), overwrite=False)
+            result = await blob.upload_blob(_to_json(record), overwrite=False)
         except ResourceExistsError:
-            return False
-        return True
+            return None
+        return result["etag"]
 
     async def get(self, run_id: str) -> RunRecord | None:
-        data = await self._download(_run_blob(run_id))
-        return None if data is None else RunRecord(**json.loads(data))
+        record, _ = await self.get_versioned(run_id)
+        return record
 
-    async def save(self, record: RunRecord) -> None:
-        await self._container.upload_blob(_run_blob(record.run_id), _to_json(record), overwrite=True)
+    async def get_versioned(self, run_id: str) -> tuple[RunRecord | None, str | None]:
+        """The record and its ETag, for a save that must not overwrite someone else's."""
+        try:
+            stream = await self._container.download_blob(_run_blob(run_id))
+        except ResourceNotFoundError:
+            return None, None
+        return RunRecord(**json.loads(await stream.readall())), stream.properties.etag
+
+    async def save(self, record: RunRecord, *, if_match: str | None = None) -> str:
+        """Writes the record (only over `if_match`, when given, else ClaimLostError); returns its new ETag."""
+        condition = {"etag": if_match, "match_condition": MatchConditions.IfNotModified} if if_match else {}
+        blob = self._container.get_blob_client(_run_blob(record.run_id))
+        try:
+            result = await blob.upload_blob(_to_json(record), overwrite=True, **condition)
+        except ResourceModifiedError:
+            raise ClaimLostError(f"run {record.run_id!r} was updated by another invocation") from None
+        return result["etag"]
 
     async def chunk_status(self, ref: ChunkRef) -> ChunkStatus | None:
         try:

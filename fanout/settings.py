@@ -34,11 +34,28 @@ class StorageConfig:
     timeout: float = 30.0
 
 
+Pagination = Literal["none", "next-link", "cursor", "page"]
+# What describes a source: the default source reads SOURCE_<KEY>, a named one SOURCE_<NAME>__<KEY>.
+SOURCE_KEYS = ("URL", "HEADERS", "ITEMS_PATH", "PAGINATION", "NEXT_PATH", "CURSOR_PATH", "CURSOR_PARAM",
+               "PAGE_PARAM", "PAGE_SIZE_PARAM", "PAGE_SIZE", "FIRST_PAGE")  # fmt: skip
+
+
 @dataclass(frozen=True)
 class SourceConfig:
+    """A source API: where its items are in a response, and how to reach the next page."""
+
     name: str
     url: str
     headers: Mapping[str, str] = field(default_factory=dict)
+    items_path: str = ""
+    pagination: Pagination = "none"
+    next_path: str = ""
+    cursor_path: str = "next_cursor"
+    cursor_param: str = "cursor"
+    page_param: str = "page"
+    page_size_param: str = "per_page"
+    page_size: int = 1000
+    first_page: int = 1
 
 
 @dataclass(frozen=True)
@@ -69,6 +86,8 @@ class Settings:
     upload_concurrency: int = 8
     source_timeout: float = 60.0
     source_retry: RetryConfig = RetryConfig()
+    chunking_time_budget: float = 60.0
+    control_queue: str = "chunking-continuations"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -90,6 +109,8 @@ class Settings:
             large_message_container=env.get("LARGE_MESSAGE_CONTAINER", "large-messages"),
             upload_concurrency=_int(env, "CHUNK_UPLOAD_CONCURRENCY", 8, low=1, high=64),
             source_timeout=_float(env, "SOURCE_TIMEOUT", 60.0, low=0.1, high=3600.0),
+            chunking_time_budget=_float(env, "CHUNKING_TIME_BUDGET", 60.0, low=0.0, high=200.0),
+            control_queue=control_queue(env),
             source_retry=RetryConfig(
                 max_attempts=_int(env, "SOURCE_MAX_ATTEMPTS", 5, low=1, high=100),
                 base_delay=_float(env, "SOURCE_RETRY_BASE_DELAY", 0.5, low=0.0, high=60.0),
@@ -111,6 +132,11 @@ class Settings:
 def blob_trigger_source(env: Mapping[str, str] | None = None) -> Literal["LogsAndContainerScan", "EventGrid"]:
     env = os.environ if env is None else env
     return _choice(env, "BLOB_TRIGGER_SOURCE", "LogsAndContainerScan", ("LogsAndContainerScan", "EventGrid"))
+
+
+def control_queue(env: Mapping[str, str] | None = None) -> str:
+    env = os.environ if env is None else env
+    return env.get("CONTROL_QUEUE", "chunking-continuations")
 
 
 def chunk_container(env: Mapping[str, str] | None = None) -> str:
@@ -144,20 +170,33 @@ def _storage_config(env: Mapping[str, str]) -> StorageConfig:
 
 
 def _sources(env: Mapping[str, str]) -> dict[str, SourceConfig]:
-    sources = {
-        DEFAULT_SOURCE: SourceConfig(
-            name=DEFAULT_SOURCE,
-            url=env.get("SOURCE_URL", f"http://127.0.0.1:{DEMO_API_PORT}/ids"),
-            headers=_headers(env, "SOURCE_HEADERS"),
-        )
-    }
+    sources = {DEFAULT_SOURCE: _source(env, DEFAULT_SOURCE, "SOURCE_")}
     for key in env:
         match = _NAMED_SOURCE_URL.match(key)
         if match:
-            prefix = f"SOURCE_{match.group(1)}__"
             name = match.group(1).lower()
-            sources[name] = SourceConfig(name=name, url=env[key], headers=_headers(env, prefix + "HEADERS"))
+            sources[name] = _source(env, name, f"SOURCE_{match.group(1)}__")
     return sources
+
+
+def _source(env: Mapping[str, str], name: str, prefix: str) -> SourceConfig:
+    def text(key: str, default: str) -> str:
+        return env.get(prefix + key) or default
+
+    return SourceConfig(
+        name=name,
+        url=text("URL", f"http://127.0.0.1:{DEMO_API_PORT}/ids"),
+        headers=_headers(env, prefix + "HEADERS"),
+        items_path=text("ITEMS_PATH", ""),
+        pagination=_choice(env, prefix + "PAGINATION", "none", ("none", "next-link", "cursor", "page")),
+        next_path=text("NEXT_PATH", ""),
+        cursor_path=text("CURSOR_PATH", "next_cursor"),
+        cursor_param=text("CURSOR_PARAM", "cursor"),
+        page_param=text("PAGE_PARAM", "page"),
+        page_size_param=text("PAGE_SIZE_PARAM", "per_page"),
+        page_size=_int(env, prefix + "PAGE_SIZE", 1000, low=1, high=1_000_000),
+        first_page=_int(env, prefix + "FIRST_PAGE", 1, low=0, high=1_000_000),
+    )
 
 
 def _headers(env: Mapping[str, str], key: str) -> dict[str, str]:

@@ -38,6 +38,21 @@ param queueMessageEncoding string = 'base64'
 @description('Message time-to-live in seconds; -1 = never expires; empty = the service default (7 days).')
 param queueMessageTtl string = ''
 param ingestConcurrency int = 64
+param controlQueueName string = 'chunking-continuations'
+@description('Seconds the HTTP function chunks before it answers and hands the rest to the control queue.')
+param chunkingTimeBudget int = 60
+
+@description('How the source pages (see the README): none, next-link, cursor or page.')
+@allowed(['none', 'next-link', 'cursor', 'page'])
+param sourcePagination string = 'none'
+param sourceItemsPath string = ''
+param sourceNextPath string = ''
+param sourceCursorPath string = 'next_cursor'
+param sourceCursorParam string = 'cursor'
+param sourcePageParam string = 'page'
+param sourcePageSizeParam string = 'per_page'
+param sourcePageSize int = 1000
+param sourceFirstPage int = 1
 
 var token = toLower(uniqueString(subscription().id, resourceGroup().id, name))
 var tags = { 'azd-env-name': name, app: 'azure-queue-fanout' }
@@ -60,7 +75,7 @@ module storage 'modules/storage.bicep' = {
     location: location
     tags: tags
     containerNames: [chunkContainerName, runsContainerName, largeMessageContainerName, deploymentContainerName]
-    queueNames: queueNames
+    queueNames: concat(queueNames, [controlQueueName])
   }
 }
 
@@ -102,6 +117,17 @@ module functionApp 'modules/function-app.bicep' = {
     appSettings: {
       SOURCE_URL: sourceUrl
       SOURCE_HEADERS: sourceHeaders
+      SOURCE_PAGINATION: sourcePagination
+      SOURCE_ITEMS_PATH: sourceItemsPath
+      SOURCE_NEXT_PATH: sourceNextPath
+      SOURCE_CURSOR_PATH: sourceCursorPath
+      SOURCE_CURSOR_PARAM: sourceCursorParam
+      SOURCE_PAGE_PARAM: sourcePageParam
+      SOURCE_PAGE_SIZE_PARAM: sourcePageSizeParam
+      SOURCE_PAGE_SIZE: string(sourcePageSize)
+      SOURCE_FIRST_PAGE: string(sourceFirstPage)
+      CHUNKING_TIME_BUDGET: string(chunkingTimeBudget)
+      CONTROL_QUEUE: controlQueueName
       SOURCE_TIMEOUT: '60'
       SOURCE_MAX_ATTEMPTS: '5'
       SOURCE_RETRY_BASE_DELAY: '0.5'

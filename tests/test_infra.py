@@ -13,6 +13,7 @@ import pytest
 from pycep import BicepParser
 
 from fanout.azurite import PROJECT_ROOT
+from fanout.settings import SOURCE_KEYS
 from tests.test_wiring import indexed_functions
 
 INFRA = PROJECT_ROOT / "infra"
@@ -101,7 +102,7 @@ def test_roles_are_the_named_built_ins_scoped_to_the_storage_account_and_app_ins
 def settings_read_by_the_code() -> set[str]:
     source = (PROJECT_ROOT / "fanout" / "settings.py").read_text()
     names = set(re.findall(r'(?:env\.get\(|_int\(env, |_float\(env, |_choice\(env, )"([A-Za-z_]+)"', source))
-    names |= set(re.findall(r'env\.get\("(AzureWebJobsStorage__\w+)"', source))
+    names |= {f"SOURCE_{key}" for key in SOURCE_KEYS}  # read under a prefix: SOURCE_<KEY> for the default source
     return names - {"AzureWebJobsStorage"}  # the connection string: never in Azure, identity only
 
 
@@ -114,7 +115,7 @@ def app_settings_in_bicep() -> dict[str, Any]:
 def test_every_setting_the_code_reads_is_set_and_storage_is_reached_by_identity():
     settings = app_settings_in_bicep()
     read = settings_read_by_the_code()
-    assert len(read) > 20
+    assert len(read) > 35
     assert read - set(settings) == set()
     assert "AzureWebJobsStorage" not in settings
     assert settings["AzureWebJobsStorage__credential"] == "managedidentity"

@@ -33,7 +33,16 @@ def default_functions() -> dict[str, list[dict]]:
 
 
 def test_app_has_exactly_the_documented_functions(default_functions):
-    assert sorted(default_functions) == ["get_ingestion_status", "ingest_chunk", "redrive_ingestion", "start_ingestion"]
+    assert sorted(default_functions) == [
+        "continue_chunking", "get_ingestion_status", "ingest_chunk", "redrive_ingestion", "start_ingestion",
+    ]  # fmt: skip
+
+
+def test_continuations_arrive_on_the_control_queue(default_functions):
+    (trigger,) = default_functions["continue_chunking"]
+    assert (trigger["type"], trigger["queueName"], trigger["connection"]) == (
+        "queueTrigger", "chunking-continuations", "AzureWebJobsStorage",
+    )  # fmt: skip
 
 
 def test_http_routes_methods_and_auth_levels(default_functions):
