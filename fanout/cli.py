@@ -46,20 +46,20 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true", help="end with a one-line JSON summary")
     run.set_defaults(handler=_run)
 
-    resume = commands.add_parser("resume", help="finish a run whose process died, from its checkpoints")
-    resume.add_argument("run_id", metavar="RUN_ID")
-    resume.add_argument("--json", action="store_true", help="end with a one-line JSON summary")
-    resume.set_defaults(handler=_resume)
-
-    redrive = commands.add_parser("redrive", help="re-ingest a run's failed and stalled chunks")
-    redrive.add_argument("run_id", metavar="RUN_ID")
-    redrive.add_argument("--json", action="store_true", help="print what was queued as JSON")
-    redrive.set_defaults(handler=_redrive)
-
-    status = commands.add_parser("status", help="show a run's status")
-    status.add_argument("run_id", metavar="RUN_ID")
-    status.add_argument("--json", action="store_true", help="print the status as JSON")
-    status.set_defaults(handler=_status)
+    for name, handler, purpose, as_json in [
+        (
+            "resume",
+            _resume,
+            "finish a run whose process died, from its checkpoints",
+            "end with a one-line JSON summary",
+        ),
+        ("redrive", _redrive, "re-ingest a run's failed and stalled chunks", "print what was queued as JSON"),
+        ("status", _status, "show a run's status", "print the status as JSON"),
+    ]:
+        command = commands.add_parser(name, help=purpose)
+        command.add_argument("run_id", metavar="RUN_ID")
+        command.add_argument("--json", action="store_true", help=as_json)
+        command.set_defaults(handler=handler)
 
     api = commands.add_parser("demo-api", help="serve the bundled external API (deterministic IDs)")
     api.add_argument("--port", type=int, default=DEMO_API_PORT, help=f"port on 127.0.0.1 (default {DEMO_API_PORT})")

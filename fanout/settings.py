@@ -7,7 +7,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from fanout.errors import SettingsError
 
@@ -213,28 +213,23 @@ def _headers(env: Mapping[str, str], key: str) -> dict[str, str]:
 
 
 def _int(env: Mapping[str, str], key: str, default: int, *, low: int, high: int) -> int:
-    raw = env.get(key)
-    if raw in (None, ""):
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SettingsError(f"{key} must be a whole number, got {raw!r}") from None
-    if not low <= value <= high:
-        raise SettingsError(f"{key} must be between {low} and {high}, got {value}")
-    return value
+    return _number(env, key, default, low=low, high=high, kind=int)
 
 
 def _float(env: Mapping[str, str], key: str, default: float, *, low: float, high: float) -> float:
+    return _number(env, key, default, low=low, high=high, kind=float)
+
+
+def _number(env: Mapping[str, str], key: str, default: float, *, low: float, high: float, kind: type) -> Any:
     raw = env.get(key)
     if raw in (None, ""):
         return default
     try:
-        value = float(raw)
+        value = kind(raw)
     except ValueError:
-        raise SettingsError(f"{key} must be a number, got {raw!r}") from None
+        raise SettingsError(f"{key} must be {'a whole number' if kind is int else 'a number'}, got {raw!r}") from None
     if not low <= value <= high:
-        raise SettingsError(f"{key} must be between {low:g} and {high:g}, got {value:g}")
+        raise SettingsError(f"{key} must be between {low} and {high}, got {value}")
     return value
 
 
