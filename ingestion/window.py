@@ -20,17 +20,23 @@ async def send_window(
     """Sends messages[start:] with at most `window` in flight; the first failure cancels the rest.
 
     `checkpoint(n)` is awaited each time the confirmed prefix (every message before n sent) grows by
-    `every`, so a rerun from the last checkpoint re-sends at most `every + window` messages.
+    `every`, and no send starts more than `every + window` past the last checkpoint saved, so a rerun
+    from it re-sends at most `every + window` messages, however slow the checkpoint writes are.
     """
     total = len(messages)
     positions = iter(range(start, total))
     confirmed = start
+    saved = start
     next_checkpoint = start + every
     sent = bytearray(total)
+    checkpoint_saved = asyncio.Event()
 
     async def sender() -> None:
-        nonlocal confirmed, next_checkpoint
+        nonlocal confirmed, saved, next_checkpoint
         for position in positions:
+            while checkpoint is not None and position >= saved + every + window:
+                checkpoint_saved.clear()
+                await checkpoint_saved.wait()
             await send(messages[position])
             sent[position] = 1
             if position != confirmed:
@@ -38,8 +44,11 @@ async def send_window(
             while confirmed < total and sent[confirmed]:
                 confirmed += 1
             if checkpoint is not None and confirmed >= next_checkpoint and confirmed < total:
-                next_checkpoint = confirmed + every
-                await checkpoint(confirmed)
+                reached = confirmed
+                next_checkpoint = reached + every
+                await checkpoint(reached)
+                saved = max(saved, reached)
+                checkpoint_saved.set()
 
     async with asyncio.TaskGroup() as group:
         for _ in range(min(window, total - start)):
