@@ -1,4 +1,9 @@
-"""Starts and stops Azurite from this project's node_modules, on free loopback ports."""
+"""Starts and stops Azurite from this project's node_modules, on free loopback ports.
+
+With a certificate and key it serves HTTPS and accepts Entra ID bearer tokens (`--oauth basic`:
+Azurite checks a token's issuer, audience and lifetime, not its signature), so the identity path
+runs locally too.
+"""
 
 from __future__ import annotations
 
@@ -41,15 +46,24 @@ class Azurite:
     table_port: int
     location: Path
     process: subprocess.Popen | None = field(default=None, repr=False)
+    tls: tuple[Path, Path] | None = None  # (certificate, key), PEM: HTTPS and bearer tokens
     _scratch: bool = field(default=False, repr=False)
+
+    def service_uri(self, service: str) -> str:
+        """The account's endpoint for "blob", "queue" or "table", as identity-based settings name it."""
+        port = {"blob": self.blob_port, "queue": self.queue_port, "table": self.table_port}[service]
+        return f"{self.scheme}://127.0.0.1:{port}/{ACCOUNT}"
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls else "http"
 
     @property
     def connection_string(self) -> str:
         return (
-            f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={ACCOUNT_KEY};"
-            f"BlobEndpoint=http://127.0.0.1:{self.blob_port}/{ACCOUNT};"
-            f"QueueEndpoint=http://127.0.0.1:{self.queue_port}/{ACCOUNT};"
-            f"TableEndpoint=http://127.0.0.1:{self.table_port}/{ACCOUNT};"
+            f"DefaultEndpointsProtocol={self.scheme};AccountName={ACCOUNT};AccountKey={ACCOUNT_KEY};"
+            f"BlobEndpoint={self.service_uri('blob')};QueueEndpoint={self.service_uri('queue')};"
+            f"TableEndpoint={self.service_uri('table')};"
         )
 
     def start(self, *, in_memory: bool) -> Azurite:
@@ -61,6 +75,8 @@ class Azurite:
                 "--tablePort", str(self.table_port)]  # fmt: skip
         # --inMemoryPersistence refuses --location: the scratch directory is the working directory instead.
         args += ["--inMemoryPersistence"] if in_memory else ["--location", str(self.location)]
+        if self.tls:
+            args += ["--cert", str(self.tls[0]), "--key", str(self.tls[1]), "--oauth", "basic"]
         with open(self.location / "azurite-stderr.log", "ab") as stderr:
             self.process = subprocess.Popen(
                 args, cwd=self.location, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True,
@@ -102,10 +118,12 @@ class Azurite:
                     time.sleep(0.05)
 
 
-def start_azurite(*, in_memory: bool = True, location: Path | None = None) -> Azurite:
+def start_azurite(
+    *, in_memory: bool = True, location: Path | None = None, tls: tuple[Path, Path] | None = None
+) -> Azurite:
     """A new Azurite on free ports; in memory by default, else persisted under `location`."""
     scratch = location is None
     location = Path(tempfile.mkdtemp(prefix="azurite-")) if location is None else location
     location.mkdir(parents=True, exist_ok=True)
-    azurite = Azurite(free_port(), free_port(), free_port(), location, _scratch=scratch)
+    azurite = Azurite(free_port(), free_port(), free_port(), location, tls=tls, _scratch=scratch)
     return azurite.start(in_memory=in_memory)

@@ -1,12 +1,15 @@
 """The one place that builds storage clients, from a connection string or a managed identity.
 
-Clients are async, share one aiohttp session sized to the send window, and are built once per
-process for each storage configuration and event loop (the Functions worker runs a single loop).
+Clients are async and built once per process for each storage configuration and event loop (the
+Functions worker runs a single loop). The SDK's clients share one aiohttp session; the lean Put
+Message sender has its own keep-alive connection pool to the queue endpoint. Both are sized to the
+send window.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 from dataclasses import dataclass
 
 import aiohttp
@@ -15,6 +18,7 @@ from azure.identity.aio import DefaultAzureCredential
 from azure.storage.blob.aio import BlobServiceClient, ExponentialRetry
 from azure.storage.queue.aio import QueueServiceClient
 
+from fanout.connection_pool import ConnectionPool
 from fanout.settings import StorageConfig
 
 
@@ -23,12 +27,14 @@ class StorageClients:
     blobs: BlobServiceClient
     queues: QueueServiceClient
     session: aiohttp.ClientSession
+    queue_connections: ConnectionPool
     credential: DefaultAzureCredential | None
 
     async def close(self) -> None:
         await self.blobs.close()
         await self.queues.close()
         await self.session.close()
+        self.queue_connections.close()
         if self.credential is not None:
             await self.credential.close()
 
@@ -53,8 +59,10 @@ async def close_storage_clients() -> None:
 
 
 def _build(config: StorageConfig, pool_size: int) -> StorageClients:
+    # One TLS context, made now so it honours SSL_CERT_FILE (aiohttp's default is made at import).
+    tls = ssl.create_default_context()
     session = aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=pool_size),
+        connector=aiohttp.TCPConnector(limit=pool_size, ssl=tls),
         trust_env=config.use_env_settings,
         cookie_jar=aiohttp.DummyCookieJar(),
         auto_decompress=False,
@@ -78,8 +86,9 @@ def _build(config: StorageConfig, pool_size: int) -> StorageClients:
     if config.connection_string:
         blobs = BlobServiceClient.from_connection_string(config.connection_string, **options())
         queues = QueueServiceClient.from_connection_string(config.connection_string, **options())
-        return StorageClients(blobs, queues, session, credential=None)
-    credential = DefaultAzureCredential(managed_identity_client_id=config.client_id)
-    blobs = BlobServiceClient(config.blob_service_uri, credential=credential, **options())
-    queues = QueueServiceClient(config.queue_service_uri, credential=credential, **options())
-    return StorageClients(blobs, queues, session, credential)
+        credential = None
+    else:
+        credential = DefaultAzureCredential(managed_identity_client_id=config.client_id)
+        blobs = BlobServiceClient(config.blob_service_uri, credential=credential, **options())
+        queues = QueueServiceClient(config.queue_service_uri, credential=credential, **options())
+    return StorageClients(blobs, queues, session, ConnectionPool(queues.url, pool_size, tls), credential)

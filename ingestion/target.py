@@ -39,7 +39,7 @@ async def target_sender(ctx: Context) -> Send:
     settings = ctx.settings
     senders = [
         PutMessageSender(
-            ctx.clients.session,
+            ctx.clients.queue_connections,
             ctx.clients.queues.get_queue_client(name),
             settings.storage,
             settings.message_encoding,

@@ -1,0 +1,126 @@
+"""Keep-alive HTTP/1.1 connections to one storage endpoint, one request at a time on each.
+
+This is the lean sender's transport: an asyncio protocol that writes a prebuilt request and parses
+the answer with `ResponseParser`, a few microseconds of Python per request where a general client
+(aiohttp's request machinery, the SDK's pipeline) spends hundreds. TLS comes from the `ssl` module
+(the system's trust store, or SSL_CERT_FILE). It does not go through HTTP(S)_PROXY.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from urllib.parse import urlsplit
+
+from fanout.http_response import ProtocolError, Response, ResponseParser
+
+# Servers close idle keep-alive connections (Node, and so Azurite, after 5 s); never reuse one that
+# has idled this long, so a request is not written into a connection the server is closing.
+MAX_IDLE_SECONDS = 4.0
+
+
+class _Connection(asyncio.Protocol):
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._parser = ResponseParser()
+        self._transport: asyncio.Transport | None = None
+        self._answer: asyncio.Future[Response] | None = None
+        self.closed = False
+        self.idle_since = 0.0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            response = self._parser.feed(data)
+        except ProtocolError as exc:
+            self._fail(exc)
+            return
+        if response is not None:
+            self._answer_with(response)
+
+    def eof_received(self) -> bool:
+        response = self._parser.end_of_stream()
+        if response is not None:
+            self._answer_with(response)
+        return False  # close the transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._fail(exc or ConnectionResetError("the server closed the connection before answering"))
+
+    async def exchange(self, request: bytes) -> Response:
+        assert self._transport is not None
+        self._answer = self._loop.create_future()
+        self._transport.write(request)
+        return await self._answer
+
+    def close(self) -> None:
+        self.closed = True
+        if self._transport is not None:
+            self._transport.close()
+
+    def _answer_with(self, response: Response) -> None:
+        if self._answer is not None and not self._answer.done():
+            self._answer.set_result(response)
+        if not response.keep_alive:
+            self.close()
+
+    def _fail(self, exc: Exception) -> None:
+        if self._answer is not None and not self._answer.done():
+            self._answer.set_exception(exc)
+        self.close()
+
+
+class ConnectionPool:
+    """At most `size` connections to the endpoint of `url` (http or https)."""
+
+    def __init__(self, url: str, size: int, tls: ssl.SSLContext | None = None) -> None:
+        parts = urlsplit(url)
+        self.host = parts.hostname or ""
+        self._tls = parts.scheme == "https"
+        self._port = parts.port or (443 if self._tls else 80)
+        self.host_header = parts.netloc.rpartition("@")[2]
+        self._ssl = (tls or ssl.create_default_context()) if self._tls else None
+        self._slots = asyncio.Semaphore(size)
+        self._idle: list[_Connection] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def request(self, request: bytes) -> Response:
+        """Sends one whole request and returns the answer; a connection that fails is dropped."""
+        async with self._slots:
+            connection = self._idle_connection() or await self._connect()
+            try:
+                response = await connection.exchange(request)
+            except BaseException:
+                connection.close()
+                raise
+            if not connection.closed:
+                connection.idle_since = self._loop.time()  # type: ignore[union-attr]
+                self._idle.append(connection)
+            return response
+
+    def close(self) -> None:
+        while self._idle:
+            self._idle.pop().close()
+
+    def _idle_connection(self) -> _Connection | None:
+        now = self._loop.time() if self._loop else 0.0
+        while self._idle:
+            connection = self._idle.pop()
+            if not connection.closed and now - connection.idle_since < MAX_IDLE_SECONDS:
+                return connection
+            connection.close()
+        return None
+
+    async def _connect(self) -> _Connection:
+        self._loop = loop = asyncio.get_running_loop()
+        _, connection = await loop.create_connection(
+            lambda: _Connection(loop),
+            self.host,
+            self._port,
+            ssl=self._ssl,
+            server_hostname=self.host if self._tls else None,
+        )
+        return connection

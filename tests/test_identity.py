@@ -1,0 +1,95 @@
+"""Identity-based storage settings over HTTPS: Entra ID bearer tokens for the SDK and the lean sender.
+
+Azurite serves HTTPS with a self-signed certificate and checks each token (`--oauth basic`); the
+only stand-in is the token issuer (Entra ID is not reachable from a laptop's Azurite).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+from collections.abc import Iterator
+
+import pytest
+
+from fanout import storage
+from fanout.azurite import Azurite, start_azurite
+from fanout.context import app_context
+from fanout.demo_api import DemoApi, demo_ids
+from fanout.errors import QueueSendError
+from fanout.storage import close_storage_clients
+from ingestion.target import target_sender
+from tests.http_helpers import body_of, get_status, post_ingestion
+from tests.identity_helpers import LocalEntraCredential, self_signed_certificate
+from tests.storage_helpers import StorageProbe
+from tests.test_pipeline import ingest_every_chunk
+
+
+@pytest.fixture(scope="module")
+def tls_azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
+    instance = start_azurite(tls=self_signed_certificate(tmp_path_factory.mktemp("tls")))
+    yield instance
+    instance.close()
+
+
+@pytest.fixture
+def credential(run, tls_azurite: Azurite, demo_api: DemoApi, monkeypatch: pytest.MonkeyPatch):
+    """Identity-based settings only (no connection string); the process trusts Azurite's certificate."""
+    for key in [key for key in os.environ if key.startswith(("AzureWebJobsStorage", "SOURCE_"))]:
+        monkeypatch.delenv(key)
+    certificate = str(tls_azurite.tls[0])
+    env = {
+        "AzureWebJobsStorage__blobServiceUri": tls_azurite.service_uri("blob"),
+        "AzureWebJobsStorage__queueServiceUri": tls_azurite.service_uri("queue"),
+        "SOURCE_URL": f"{demo_api.url}?count=3000",
+        "QUEUE_NAME": f"ingest-{secrets.token_hex(6)}",
+        "SSL_CERT_FILE": certificate,  # the ssl module (aiohttp, the lean sender)
+        "REQUESTS_CA_BUNDLE": certificate,  # requests (the probe's synchronous SDK clients)
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    issuer = LocalEntraCredential()
+    monkeypatch.setattr(storage, "DefaultAzureCredential", lambda **kwargs: issuer)
+    run(close_storage_clients())  # clients are cached per storage configuration: build them with this issuer
+    yield issuer
+    run(close_storage_clients())
+
+
+def probe_of(azurite: Azurite) -> StorageProbe:
+    return StorageProbe(azurite.connection_string, os.environ["QUEUE_NAME"])
+
+
+def test_the_pipeline_runs_on_bearer_tokens_over_https(run, functions, tls_azurite, credential):
+    response = run(functions["start_ingestion"](post_ingestion({"run_id": "entra-3k", "chunk_size": 1000})))
+    assert response.status_code == 202, response.get_body()
+    probe = probe_of(tls_azurite)
+    assert len(ingest_every_chunk(run, functions, probe, "entra-3k")) == 3
+
+    assert sorted(probe.drain()) == sorted(demo_ids(3000))
+    assert body_of(run(functions["get_ingestion_status"](get_status("entra-3k"))))["state"] == "completed"
+    assert credential.issued >= 1
+
+
+def test_the_lean_sender_renews_its_token_before_it_expires(run, tls_azurite, credential):
+    credential.lifetime = 2  # Azurite refuses a token once its `exp` has passed
+
+    async def send_across_expiry() -> None:
+        send = await target_sender(await app_context())
+        await send("before")
+        await asyncio.sleep(2.5)
+        await send("after")
+
+    run(send_across_expiry())
+    assert sorted(probe_of(tls_azurite).drain()) == ["after", "before"]
+
+
+def test_a_token_storage_refuses_fails_the_send_with_its_reason(run, tls_azurite, credential):
+    async def send_with_wrong_audience() -> None:
+        send = await target_sender(await app_context())  # the queue is created with a good token
+        credential.audience = "https://vault.azure.net"
+        await send("refused")
+
+    with pytest.raises(QueueSendError, match=r"answered 403 AuthenticationFailed"):
+        run(send_with_wrong_audience())
+    assert probe_of(tls_azurite).queue_length() == 0
