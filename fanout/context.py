@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 
-from azure.core.exceptions import ResourceExistsError
 from azure.storage.blob.aio import ContainerClient
 
 from fanout.runs import RunStore
 from fanout.settings import Settings
-from fanout.storage import StorageClients, storage_clients
-
-_ready: set[tuple[object, str]] = set()
+from fanout.storage import StorageClients, create_once, storage_clients
 
 
 @dataclass(frozen=True)
@@ -29,11 +25,9 @@ async def app_context(settings: Settings | None = None) -> Context:
     pool = max(settings.ingest_concurrency, settings.upload_concurrency) + 4
     clients = storage_clients(settings.storage, pool_size=pool)
     for container in (settings.runs_container, settings.chunk_container, settings.large_message_container):
-        key = (settings.storage, container)
-        if key not in _ready:
-            with contextlib.suppress(ResourceExistsError):
-                await clients.blobs.create_container(container)
-            _ready.add(key)
+        await create_once(
+            settings.storage, f"container {container}", clients.blobs.get_container_client(container).create_container
+        )
     return Context(
         settings=settings,
         clients=clients,

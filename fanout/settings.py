@@ -14,6 +14,8 @@ from fanout.errors import SettingsError
 DEFAULT_SOURCE = "default"
 DEMO_API_PORT = 7072
 MAX_CHUNK_SIZE = 32_000
+DEFAULT_CHUNK_CONTAINER = "chunks"
+DEFAULT_CONTROL_QUEUE = "chunking-continuations"
 _NAMED_SOURCE_URL = re.compile(r"^SOURCE_([A-Z0-9][A-Z0-9_]*?)__URL$")
 
 MessageEncoding = Literal["base64", "none"]
@@ -71,7 +73,7 @@ class RetryConfig:
 class Settings:
     storage: StorageConfig
     sources: Mapping[str, SourceConfig]
-    chunk_container: str = "chunks"
+    chunk_container: str = DEFAULT_CHUNK_CONTAINER
     runs_container: str = "ingestion-runs"
     chunk_size: int = 5000
     queue_name: str = "ingest"
@@ -87,7 +89,7 @@ class Settings:
     source_timeout: float = 60.0
     source_retry: RetryConfig = RetryConfig()
     chunking_time_budget: float = 60.0
-    control_queue: str = "chunking-continuations"
+    control_queue: str = DEFAULT_CONTROL_QUEUE
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -95,7 +97,7 @@ class Settings:
         return cls(
             storage=_storage_config(env),
             sources=_sources(env),
-            chunk_container=env.get("CHUNK_CONTAINER", "chunks"),
+            chunk_container=chunk_container(env),
             runs_container=env.get("RUNS_CONTAINER", "ingestion-runs"),
             chunk_size=_int(env, "CHUNK_SIZE", 5000, low=1, high=MAX_CHUNK_SIZE),
             queue_name=env.get("QUEUE_NAME", "ingest"),
@@ -136,12 +138,12 @@ def blob_trigger_source(env: Mapping[str, str] | None = None) -> Literal["LogsAn
 
 def control_queue(env: Mapping[str, str] | None = None) -> str:
     env = os.environ if env is None else env
-    return env.get("CONTROL_QUEUE", "chunking-continuations")
+    return env.get("CONTROL_QUEUE", DEFAULT_CONTROL_QUEUE)
 
 
 def chunk_container(env: Mapping[str, str] | None = None) -> str:
     env = os.environ if env is None else env
-    return env.get("CHUNK_CONTAINER", "chunks")
+    return env.get("CHUNK_CONTAINER", DEFAULT_CHUNK_CONTAINER)
 
 
 def _storage_config(env: Mapping[str, str]) -> StorageConfig:

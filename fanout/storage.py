@@ -9,10 +9,13 @@ send window.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import aiohttp
+from azure.core.exceptions import ResourceExistsError
 from azure.core.pipeline.transport import AioHttpTransport
 from azure.identity.aio import DefaultAzureCredential
 from azure.storage.blob.aio import BlobServiceClient, ExponentialRetry
@@ -49,6 +52,18 @@ def storage_clients(config: StorageConfig, pool_size: int = 100) -> StorageClien
     if clients is None:
         clients = _clients[key] = _build(config, pool_size)
     return clients
+
+
+_existing: set[tuple[StorageConfig, str]] = set()
+
+
+async def create_once(config: StorageConfig, name: str, create: Callable[[], Awaitable[object]]) -> None:
+    """Creates a container or queue the first time this process needs it; one that exists is fine."""
+    if (config, name) in _existing:
+        return
+    with contextlib.suppress(ResourceExistsError):
+        await create()
+    _existing.add((config, name))
 
 
 async def close_storage_clients() -> None:

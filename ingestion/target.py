@@ -6,18 +6,14 @@ lands in the same partition, in every process.
 
 from __future__ import annotations
 
-import contextlib
 import zlib
 from collections.abc import Awaitable, Callable
 
-from azure.core.exceptions import ResourceExistsError
-
 from fanout.context import Context
+from fanout.storage import create_once
 from ingestion.put_message import PutMessageSender
 
 Send = Callable[[str], Awaitable[None]]
-
-_created: set[tuple[object, str]] = set()
 
 
 def partition_of(text: str, partitions: int) -> int:
@@ -26,11 +22,7 @@ def partition_of(text: str, partitions: int) -> int:
 
 async def ensure_queues(ctx: Context) -> None:
     for name in ctx.settings.queue_names:
-        key = (ctx.settings.storage, name)
-        if key not in _created:
-            with contextlib.suppress(ResourceExistsError):
-                await ctx.clients.queues.get_queue_client(name).create_queue()
-            _created.add(key)
+        await create_once(ctx.settings.storage, f"queue {name}", ctx.clients.queues.get_queue_client(name).create_queue)
 
 
 async def target_sender(ctx: Context) -> Send:
