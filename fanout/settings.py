@@ -80,6 +80,7 @@ class Settings:
     queue_partitions: int = 1
     message_encoding: MessageEncoding = "base64"
     message_ttl: int | None = None
+    message_visibility_timeout: int = 0
     ingest_concurrency: int = 64
     checkpoint_every: int = 1000
     lease_seconds: float = 60.0
@@ -104,6 +105,7 @@ class Settings:
             queue_partitions=_int(env, "QUEUE_PARTITIONS", 1, low=1, high=100),
             message_encoding=_choice(env, "QUEUE_MESSAGE_ENCODING", "base64", ("base64", "none")),
             message_ttl=_ttl(env),
+            message_visibility_timeout=_visibility_timeout(env),
             ingest_concurrency=_int(env, "INGEST_CONCURRENCY", 64, low=1, high=1024),
             checkpoint_every=_int(env, "INGEST_CHECKPOINT_EVERY", 1000, low=1, high=MAX_CHUNK_SIZE),
             lease_seconds=_float(env, "INGEST_LEASE_SECONDS", 60.0, low=1.0, high=3600.0),
@@ -250,3 +252,12 @@ def _ttl(env: Mapping[str, str]) -> int | None:
     if ttl == 0:
         raise SettingsError("QUEUE_MESSAGE_TTL must be a positive number of seconds, or -1 for never")
     return ttl
+
+
+def _visibility_timeout(env: Mapping[str, str]) -> int:
+    """Seconds a new message stays hidden (Put Message's visibilitytimeout); less than its TTL."""
+    hidden = _int(env, "QUEUE_MESSAGE_VISIBILITY_TIMEOUT", 0, low=0, high=7 * 24 * 3600)
+    ttl = _ttl(env)
+    if hidden and ttl not in (None, -1) and hidden >= ttl:
+        raise SettingsError(f"QUEUE_MESSAGE_VISIBILITY_TIMEOUT ({hidden}) must be less than QUEUE_MESSAGE_TTL ({ttl})")
+    return hidden

@@ -37,6 +37,10 @@ param chunkSize int = 5000
 param queueMessageEncoding string = 'base64'
 @description('Message time-to-live in seconds; -1 = never expires; empty = the service default (7 days).')
 param queueMessageTtl string = ''
+@description('Seconds a new message stays invisible to consumers; 0 = visible at once; less than the TTL.')
+@minValue(0)
+@maxValue(604800)
+param queueMessageVisibilityTimeout int = 0
 param ingestConcurrency int = 64
 param controlQueueName string = 'chunking-continuations'
 @description('Seconds the HTTP function chunks before it answers and hands the rest to the control queue.')
@@ -140,6 +144,7 @@ module functionApp 'modules/function-app.bicep' = {
       QUEUE_PARTITIONS: string(queuePartitions)
       QUEUE_MESSAGE_ENCODING: queueMessageEncoding
       QUEUE_MESSAGE_TTL: queueMessageTtl
+      QUEUE_MESSAGE_VISIBILITY_TIMEOUT: string(queueMessageVisibilityTimeout)
       INGEST_CONCURRENCY: string(ingestConcurrency)
       INGEST_CHECKPOINT_EVERY: '1000'
       INGEST_LEASE_SECONDS: '60'

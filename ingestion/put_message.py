@@ -3,8 +3,8 @@
 The SDK's pipeline costs ~1-2.5 ms of CPU per message and aiohttp's request machinery ~0.4 ms; this
 costs ~0.15 ms, so storage, not Python, is the limit. It keeps what the SDK gave: SAS (from an
 account key, refreshed before it expires) or Entra ID bearer tokens, base64 or plain text bodies,
-TTL, and retries with exponential backoff on 408/500/503, broken connections and timeouts.
-Everything else (creating queues, reading) stays on the SDK.
+TTL, visibility timeout, and retries with exponential backoff on 408/500/503, broken connections
+and timeouts. Everything else (creating queues, reading) stays on the SDK.
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ class PutMessageSender:
         storage: StorageConfig,
         encoding: MessageEncoding,
         ttl: int | None,
+        visibility_timeout: int = 0,
     ) -> None:
         self._pool = pool
         self._queue = queue
@@ -59,7 +60,8 @@ class PutMessageSender:
         self._timeout = storage.timeout
         base, _, sas = queue.url.partition("?")
         self._path = urlsplit(base).path + "/messages"
-        self._query = f"messagettl={ttl}" if ttl is not None else ""
+        options = {"messagettl": ttl, "visibilitytimeout": visibility_timeout or None}
+        self._query = "&".join(f"{key}={value}" for key, value in options.items() if value is not None)
         self._fixed_sas = sas
         self._head = b""  # the request up to the Content-Length value, built by _refresh_auth
         self._refresh_at = 0.0

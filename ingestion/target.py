@@ -36,6 +36,7 @@ async def target_sender(ctx: Context) -> Send:
             settings.storage,
             settings.message_encoding,
             settings.message_ttl,
+            settings.message_visibility_timeout,
         )
         for name in settings.queue_names
     ]

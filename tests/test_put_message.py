@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import secrets
+import time
 
 import pytest
 from azure.storage.queue import QueueClient, TextBase64EncodePolicy
@@ -78,3 +79,19 @@ def test_a_status_that_retrying_cannot_fix_is_raised_with_the_answer(run, app_en
 
 def sdk_queue_of(azurite, name: str) -> QueueClient:
     return QueueClient.from_connection_string(azurite.connection_string, name)
+
+
+def test_a_visibility_timeout_hides_new_messages_until_it_passes(run, azurite, app_env, monkeypatch):
+    monkeypatch.setenv("QUEUE_MESSAGE_VISIBILITY_TIMEOUT", "2")
+
+    async def send_three() -> None:
+        send = await target_sender(await app_context())
+        for text in ("a", "b", "c"):
+            await send(text)
+
+    run(send_three())
+    queue = QueueClient.from_connection_string(azurite.connection_string, app_env["QUEUE_NAME"])
+    assert queue.get_queue_properties().approximate_message_count == 3
+    assert raw_messages(queue) == []  # stored, not yet visible
+    time.sleep(2.5)
+    assert sorted(base64.b64decode(content).decode() for content, _ in raw_messages(queue)) == ["a", "b", "c"]
