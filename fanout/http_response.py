@@ -7,7 +7,7 @@ connection, skips 1xx interim responses, and says whether the connection can be 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 _MAX_HEAD = 64 * 1024
 _NO_BODY = frozenset({204, 304})
@@ -17,8 +17,7 @@ class ProtocolError(Exception):
     """The server's bytes are not an HTTP/1.1 response."""
 
 
-@dataclass(frozen=True, slots=True)
-class Response:
+class Response(NamedTuple):
     status: int
     body: bytes
     keep_alive: bool
@@ -60,30 +59,24 @@ class ResponseParser:
             if len(self._buffer) > _MAX_HEAD:
                 raise ProtocolError(f"response head longer than {_MAX_HEAD} bytes")
             return None
-        status_line, *header_lines = bytes(self._buffer[:end]).split(b"\r\n")
+        head = bytes(self._buffer[: end + 2]).lower()  # every header line ends with CRLF
         del self._buffer[: end + 4]
-        version, _, rest = status_line.partition(b" ")
-        code = rest[:3]
-        if not version.startswith(b"HTTP/1.") or not code.isdigit():
+        version, code = head[:8], head[9:12]
+        if not version.startswith(b"http/1.") or not code.isdigit() or head[8:9] != b" ":
+            status_line = head.partition(b"\r")[0]
             raise ProtocolError(f"not an HTTP/1.x status line: {status_line[:80]!r}")
         status = int(code)
         if 100 <= status < 200:
             return True  # an interim response: the final one follows
-        headers = {}
-        for line in header_lines:
-            name, colon, value = line.partition(b":")
-            if not colon:
-                raise ProtocolError(f"malformed header line: {line[:80]!r}")
-            headers[name.strip().lower()] = value.strip().lower()
         self._status = status
-        connection = headers.get(b"connection", b"")
-        self._keep_alive = b"close" not in connection and (version == b"HTTP/1.1" or b"keep-alive" in connection)
+        connection = _header(head, b"connection")
+        self._keep_alive = b"close" not in connection and (version == b"http/1.1" or b"keep-alive" in connection)
+        length = _header(head, b"content-length")
         if status in _NO_BODY:
             self._state, self._remaining = "length", 0
-        elif b"chunked" in headers.get(b"transfer-encoding", b""):
+        elif b"chunked" in _header(head, b"transfer-encoding"):
             self._state = "chunk-size"
-        elif b"content-length" in headers:
-            length = headers[b"content-length"]
+        elif length:
             if not length.isdigit():
                 raise ProtocolError(f"invalid Content-Length: {length[:40]!r}")
             self._state, self._remaining = "length", int(length)
@@ -134,3 +127,12 @@ class ResponseParser:
         self._state = "head"
         self._body.clear()
         return response
+
+
+def _header(head: bytes, name: bytes) -> bytes:
+    """The value of header `name` in a lowercased response head, b"" if it is absent."""
+    start = head.find(b"\r\n" + name + b":")
+    if start < 0:
+        return b""
+    start += len(name) + 3
+    return head[start : head.find(b"\r\n", start)].strip()
