@@ -37,7 +37,10 @@ Measurement = tuple[float, float]  # messages/s, client CPU µs per message
 def measured(messages: int, work: Callable[[], object]) -> Measurement:
     wall, cpu = time.perf_counter(), time.process_time()
     work()
-    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return rates(messages, time.perf_counter() - wall, time.process_time() - cpu)
+
+
+def rates(messages: int, wall: float, cpu: float) -> Measurement:
     return messages / wall, cpu / messages * 1e6
 
 
@@ -111,23 +114,26 @@ def aiohttp_prebuilt(azurite: Azurite, ids: list[str], window: int) -> Measureme
 
 
 def ingestion_path(azurite: Azurite, ids: list[str], window: int) -> Measurement:
-    """(d) This project: the blob trigger's handler on one chunk (claim, read, check, send, checkpoint)."""
+    """(d) This project: the blob trigger's handler on one chunk (claim, read, check, send, checkpoints)
+    in a warm worker: the process's clients are built, as after its first chunk (a small one here)."""
     env = {"AzureWebJobsStorage": azurite.connection_string, "QUEUE_NAME": QUEUE, "INGEST_CONCURRENCY": str(window)}
-    ref = ChunkRef("bench", 0)
+    first, measured_chunk = ChunkRef("bench", 0), ChunkRef("bench", 1)
 
-    async def prepare() -> None:
-        ctx = await app_context(Settings.from_env(env))
-        await ctx.chunks.upload_blob(ref.blob_name, encode_chunk(ids), metadata={COUNT_METADATA: str(len(ids))})
-        await close_storage_clients()
-
-    async def main() -> None:
+    async def main() -> Measurement:
         try:
-            await ingest_chunk(await app_context(Settings.from_env(env)), ref)
+            ctx = await app_context(Settings.from_env(env))
+            for ref, texts in ((first, ids[:100]), (measured_chunk, ids)):
+                await ctx.chunks.upload_blob(
+                    ref.blob_name, encode_chunk(texts), metadata={COUNT_METADATA: str(len(texts))}
+                )
+            await ingest_chunk(ctx, first)
+            wall, cpu = time.perf_counter(), time.process_time()
+            await ingest_chunk(ctx, measured_chunk)
+            return rates(len(ids), time.perf_counter() - wall, time.process_time() - cpu)
         finally:
             await close_storage_clients()
 
-    asyncio.run(prepare())
-    return measured(len(ids), lambda: asyncio.run(main()))
+    return asyncio.run(main())
 
 
 async def pool_of(window: int, ids: list[str], send: Callable) -> None:
@@ -185,8 +191,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=5_000)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--window", type=int, default=32, help="send window for (b) and (d)")
-    parser.add_argument("--ceiling-windows", default="8,16,32,64", help="windows tried for (c); the best counts")
+    parser.add_argument(
+        "--window", type=int, default=64, help="send window for (b) and (d) (INGEST_CONCURRENCY's default)"
+    )
+    parser.add_argument("--ceiling-windows", default="16,32,64,128", help="windows tried for (c); the best counts")
     parser.add_argument("--json", action="store_true", help="print one JSON line")
     parser.add_argument("--chart", metavar="PNG", help="also sweep windows and draw throughput against window")
     args = parser.parse_args()

@@ -27,6 +27,7 @@ class _Connection(asyncio.Protocol):
         self._answer: asyncio.Future[Response] | None = None
         self.closed = False
         self.idle_since = 0.0
+        self.deadline = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
@@ -67,6 +68,9 @@ class _Connection(asyncio.Protocol):
         if not response.keep_alive:
             self.close()
 
+    def expire(self, timeout: float) -> None:
+        self._fail(TimeoutError(f"no answer within {timeout:g} s"))
+
     def _fail(self, exc: Exception) -> None:
         if self._answer is not None and not self._answer.done():
             self._answer.set_exception(exc)
@@ -74,34 +78,49 @@ class _Connection(asyncio.Protocol):
 
 
 class ConnectionPool:
-    """At most `size` connections to the endpoint of `url` (http or https)."""
+    """At most `size` connections to the endpoint of `url` (http or https).
 
-    def __init__(self, url: str, size: int, tls: ssl.SSLContext | None = None) -> None:
+    A request with no answer after `timeout` seconds fails with TimeoutError and its connection is
+    closed. One watchdog timer checks the requests in flight every `timeout / 4` seconds (at most
+    1 s), instead of a timer per request: that timer cost as much CPU as parsing the answer.
+    """
+
+    def __init__(self, url: str, size: int, tls: ssl.SSLContext | None = None, timeout: float = 30.0) -> None:
         parts = urlsplit(url)
         self.host = parts.hostname or ""
         self._tls = parts.scheme == "https"
         self._port = parts.port or (443 if self._tls else 80)
         self.host_header = parts.netloc.rpartition("@")[2]
         self._ssl = (tls or ssl.create_default_context()) if self._tls else None
+        self._timeout = timeout
         self._slots = asyncio.Semaphore(size)
         self._idle: list[_Connection] = []
+        self._busy: set[_Connection] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._watchdog: asyncio.TimerHandle | None = None
 
     async def request(self, request: bytes) -> Response:
         """Sends one whole request and returns the answer; a connection that fails is dropped."""
         async with self._slots:
             connection = self._idle_connection() or await self._connect()
+            connection.deadline = self._loop.time() + self._timeout  # type: ignore[union-attr]
+            self._busy.add(connection)
             try:
                 response = await connection.exchange(request)
             except BaseException:
                 connection.close()
                 raise
+            finally:
+                self._busy.discard(connection)
             if not connection.closed:
                 connection.idle_since = self._loop.time()  # type: ignore[union-attr]
                 self._idle.append(connection)
             return response
 
     def close(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         while self._idle:
             self._idle.pop().close()
 
@@ -116,11 +135,24 @@ class ConnectionPool:
 
     async def _connect(self) -> _Connection:
         self._loop = loop = asyncio.get_running_loop()
-        _, connection = await loop.create_connection(
-            lambda: _Connection(loop),
-            self.host,
-            self._port,
-            ssl=self._ssl,
-            server_hostname=self.host if self._tls else None,
-        )
+        if self._watchdog is None:
+            self._watchdog = loop.call_later(self._tick, self._expire_overdue)
+        async with asyncio.timeout(self._timeout):
+            _, connection = await loop.create_connection(
+                lambda: _Connection(loop),
+                self.host,
+                self._port,
+                ssl=self._ssl,
+                server_hostname=self.host if self._tls else None,
+            )
         return connection
+
+    @property
+    def _tick(self) -> float:
+        return min(1.0, self._timeout / 4)
+
+    def _expire_overdue(self) -> None:
+        now = self._loop.time()  # type: ignore[union-attr]
+        for connection in [connection for connection in self._busy if connection.deadline <= now]:
+            connection.expire(self._timeout)
+        self._watchdog = self._loop.call_later(self._tick, self._expire_overdue)  # type: ignore[union-attr]

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import os
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -73,9 +75,15 @@ async def close_storage_clients() -> None:
         await _clients.pop(key).close()
 
 
+@functools.cache
+def _tls_context(ca_file: str | None) -> ssl.SSLContext:
+    """One TLS context per process (loading the trust store takes ~50 ms), made when first needed
+    so it honours SSL_CERT_FILE as it is then (aiohttp's default context is made at import)."""
+    return ssl.create_default_context()
+
+
 def _build(config: StorageConfig, pool_size: int) -> StorageClients:
-    # One TLS context, made now so it honours SSL_CERT_FILE (aiohttp's default is made at import).
-    tls = ssl.create_default_context()
+    tls = _tls_context(os.environ.get("SSL_CERT_FILE"))
     session = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=pool_size, ssl=tls),
         trust_env=config.use_env_settings,
@@ -106,4 +114,6 @@ def _build(config: StorageConfig, pool_size: int) -> StorageClients:
         credential = DefaultAzureCredential(managed_identity_client_id=config.client_id)
         blobs = BlobServiceClient(config.blob_service_uri, credential=credential, **options())
         queues = QueueServiceClient(config.queue_service_uri, credential=credential, **options())
-    return StorageClients(blobs, queues, session, ConnectionPool(queues.url, pool_size, tls), credential)
+    return StorageClients(
+        blobs, queues, session, ConnectionPool(queues.url, pool_size, tls, config.timeout), credential
+    )

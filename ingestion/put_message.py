@@ -57,7 +57,6 @@ class PutMessageSender:
         self._encoding = encoding
         self._retries = storage.max_retries
         self._backoff = storage.retry_backoff
-        self._timeout = storage.timeout
         base, _, sas = queue.url.partition("?")
         self._path = urlsplit(base).path + "/messages"
         options = {"messagettl": ttl, "visibilitytimeout": visibility_timeout or None}
@@ -80,8 +79,7 @@ class PutMessageSender:
         request = b"%b%d\r\n\r\n%b" % (self._head, len(body), body)
         for attempt in range(self._retries + 1):
             try:
-                async with asyncio.timeout(self._timeout):
-                    response = await self._pool.request(request)
+                response = await self._pool.request(request)  # the pool times out a request
                 if response.status == 201:
                     return
                 failure = f"Put Message to {self.name!r} answered {response.status} {_error(response.body)}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -44,10 +45,12 @@ class Server:
             writer.close()
 
 
-async def serve(server: Server, client: Callable[[ConnectionPool], Awaitable[object]], size: int = 4) -> object:
+async def serve(
+    server: Server, client: Callable[[ConnectionPool], Awaitable[object]], size: int = 4, timeout: float = 30.0
+) -> object:
     listener = await asyncio.start_server(server.handle, "127.0.0.1", 0)
     port = listener.sockets[0].getsockname()[1]
-    pool = ConnectionPool(f"http://127.0.0.1:{port}", size)
+    pool = ConnectionPool(f"http://127.0.0.1:{port}", size, timeout=timeout)
     try:
         return await client(pool)
     finally:
@@ -146,10 +149,12 @@ def test_a_request_that_times_out_closes_its_connection():
 
     server = Server(never)
 
-    async def with_timeout(pool: ConnectionPool) -> None:
-        async with asyncio.timeout(0.1):
+    async def unanswered(pool: ConnectionPool) -> float:
+        started = time.monotonic()
+        with pytest.raises(TimeoutError, match=r"no answer within 0\.4 s"):
             await pool.request(REQUEST)
+        return time.monotonic() - started
 
-    with pytest.raises(TimeoutError):
-        asyncio.run(serve(server, with_timeout))
+    waited = asyncio.run(serve(server, unanswered, timeout=0.4))
+    assert 0.4 <= waited < 0.4 + 0.1 + 0.2  # the deadline, plus at most one watchdog tick (timeout / 4)
     assert server.closed_by_client == [True]
