@@ -95,6 +95,7 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
+        ttl = _ttl(env)
         return cls(
             storage=_storage_config(env),
             sources=_sources(env),
@@ -104,8 +105,8 @@ class Settings:
             queue_name=env.get("QUEUE_NAME", "ingest"),
             queue_partitions=_int(env, "QUEUE_PARTITIONS", 1, low=1, high=100),
             message_encoding=_choice(env, "QUEUE_MESSAGE_ENCODING", "base64", ("base64", "none")),
-            message_ttl=_ttl(env),
-            message_visibility_timeout=_visibility_timeout(env),
+            message_ttl=ttl,
+            message_visibility_timeout=_visibility_timeout(env, ttl),
             ingest_concurrency=_int(env, "INGEST_CONCURRENCY", 64, low=1, high=1024),
             checkpoint_every=_int(env, "INGEST_CHECKPOINT_EVERY", 1000, low=1, high=MAX_CHUNK_SIZE),
             lease_seconds=_float(env, "INGEST_LEASE_SECONDS", 60.0, low=1.0, high=3600.0),
@@ -254,10 +255,9 @@ def _ttl(env: Mapping[str, str]) -> int | None:
     return ttl
 
 
-def _visibility_timeout(env: Mapping[str, str]) -> int:
+def _visibility_timeout(env: Mapping[str, str], ttl: int | None) -> int:
     """Seconds a new message stays hidden (Put Message's visibilitytimeout); less than its TTL."""
     hidden = _int(env, "QUEUE_MESSAGE_VISIBILITY_TIMEOUT", 0, low=0, high=7 * 24 * 3600)
-    ttl = _ttl(env)
     if hidden and ttl not in (None, -1) and hidden >= ttl:
         raise SettingsError(f"QUEUE_MESSAGE_VISIBILITY_TIMEOUT ({hidden}) must be less than QUEUE_MESSAGE_TTL ({ttl})")
     return hidden

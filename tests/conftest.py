@@ -6,7 +6,6 @@ Async handlers run on one event loop for the whole session, as the Functions wor
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
@@ -16,7 +15,7 @@ import pytest
 from fanout.azurite import Azurite, start_azurite
 from fanout.demo_api import DemoApi
 from fanout.storage import close_storage_clients
-from tests.storage_helpers import StorageProbe
+from tests.storage_helpers import StorageProbe, set_app_env
 
 Run = Callable[[Coroutine[Any, Any, Any]], Any]
 
@@ -62,17 +61,15 @@ def run(event_loop_runner: Run) -> Run:
 @pytest.fixture
 def app_env(azurite: Azurite, demo_api: DemoApi, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     """The app's settings for one test: the session's Azurite, and a queue no other test uses."""
-    for key in [key for key in os.environ if key.startswith(("AzureWebJobsStorage", "SOURCE_"))]:
-        monkeypatch.delenv(key)
-    env = {
-        "AzureWebJobsStorage": azurite.connection_string,
-        "SOURCE_URL": f"{demo_api.url}?count=10000",
-        "QUEUE_NAME": f"ingest-{secrets.token_hex(6)}",
-        "SOURCE_RETRY_BASE_DELAY": "0.01",
-    }
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    return env
+    return set_app_env(
+        monkeypatch,
+        {
+            "AzureWebJobsStorage": azurite.connection_string,
+            "SOURCE_URL": f"{demo_api.url}?count=10000",
+            "QUEUE_NAME": f"ingest-{secrets.token_hex(6)}",
+            "SOURCE_RETRY_BASE_DELAY": "0.01",
+        },
+    )
 
 
 @pytest.fixture

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+
+import pytest
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueClient, TextBase64DecodePolicy
@@ -35,3 +38,12 @@ class StorageProbe:
 
     def chunk_names(self, run_id: str) -> list[str]:
         return sorted(blob.name for blob in self.chunks.list_blobs(name_starts_with=f"{run_id}/"))
+
+
+def set_app_env(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> dict[str, str]:
+    """Exactly these storage and source settings (none left over from the shell), plus the rest of `env`."""
+    for key in [key for key in os.environ if key.startswith(("AzureWebJobsStorage", "SOURCE_"))]:
+        monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return env

@@ -22,7 +22,7 @@ from fanout.storage import close_storage_clients
 from ingestion.target import target_sender
 from tests.http_helpers import body_of, get_status, post_ingestion
 from tests.identity_helpers import LocalEntraCredential, self_signed_certificate
-from tests.storage_helpers import StorageProbe
+from tests.storage_helpers import StorageProbe, set_app_env
 from tests.test_pipeline import ingest_every_chunk
 
 
@@ -36,19 +36,18 @@ def tls_azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
 @pytest.fixture
 def credential(run, tls_azurite: Azurite, demo_api: DemoApi, monkeypatch: pytest.MonkeyPatch):
     """Identity-based settings only (no connection string); the process trusts Azurite's certificate."""
-    for key in [key for key in os.environ if key.startswith(("AzureWebJobsStorage", "SOURCE_"))]:
-        monkeypatch.delenv(key)
     certificate = str(tls_azurite.tls[0])
-    env = {
-        "AzureWebJobsStorage__blobServiceUri": tls_azurite.service_uri("blob"),
-        "AzureWebJobsStorage__queueServiceUri": tls_azurite.service_uri("queue"),
-        "SOURCE_URL": f"{demo_api.url}?count=3000",
-        "QUEUE_NAME": f"ingest-{secrets.token_hex(6)}",
-        "SSL_CERT_FILE": certificate,  # the ssl module (aiohttp, the lean sender)
-        "REQUESTS_CA_BUNDLE": certificate,  # requests (the probe's synchronous SDK clients)
-    }
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
+    set_app_env(
+        monkeypatch,
+        {
+            "AzureWebJobsStorage__blobServiceUri": tls_azurite.service_uri("blob"),
+            "AzureWebJobsStorage__queueServiceUri": tls_azurite.service_uri("queue"),
+            "SOURCE_URL": f"{demo_api.url}?count=3000",
+            "QUEUE_NAME": f"ingest-{secrets.token_hex(6)}",
+            "SSL_CERT_FILE": certificate,  # the ssl module (aiohttp, the lean sender)
+            "REQUESTS_CA_BUNDLE": certificate,  # requests (the probe's synchronous SDK clients)
+        },
+    )
     issuer = LocalEntraCredential()
     monkeypatch.setattr(storage, "DefaultAzureCredential", lambda **kwargs: issuer)
     run(close_storage_clients())  # clients are cached per storage configuration: build them with this issuer
