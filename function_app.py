@@ -2,11 +2,11 @@
 
 import azure.functions as func
 
+from api.redrive import redrive_ingestion
+from api.start import STATUS_ROUTE, start_ingestion
+from api.status import get_ingestion_status
 from chunking.continuation import continue_chunking_message
-from chunking.http import STATUS_ROUTE, start_ingestion
-from fanout.settings import blob_trigger_source, chunk_container, control_queue
-from fanout.status_api import get_ingestion_status
-from ingestion.redrive_api import redrive_ingestion
+from core.settings import blob_trigger_source, chunk_container, control_queue
 from ingestion.trigger import ingest_chunk_blob
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)

@@ -20,8 +20,8 @@ CHILD = """
 import asyncio, json, time, ijson
 from chunking.request import IngestionRequest, new_run_id
 from chunking.run import chunk_run
-from fanout.context import app_context
-from fanout.storage import close_storage_clients
+from core.context import app_context
+from core.storage import close_storage_clients
 
 def rss(field):
     return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith(field)) / 1024

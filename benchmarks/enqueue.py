@@ -20,15 +20,15 @@ import yarl
 from azure.storage.queue import QueueClient, QueueSasPermissions, TextBase64EncodePolicy, generate_queue_sas
 from azure.storage.queue.aio import QueueClient as AsyncQueueClient
 
+from core.context import app_context
+from core.contract import COUNT_METADATA, ChunkRef, encode_chunk
+from core.settings import Settings
+from core.storage import close_storage_clients
 from fanout.azurite import ACCOUNT, ACCOUNT_KEY, Azurite, start_azurite
-from fanout.chunk_contract import COUNT_METADATA, ChunkRef, encode_chunk
-from fanout.connection_pool import ConnectionPool
-from fanout.context import app_context
 from fanout.demo_api import demo_ids
-from fanout.settings import Settings
-from fanout.storage import close_storage_clients
 from ingestion.chunk import ingest_chunk
-from ingestion.message_body import message_body
+from putmessage.connection_pool import ConnectionPool
+from putmessage.message_body import message_body
 
 QUEUE = "bench"
 WARM_UP_QUEUE = "warm-up"

@@ -23,9 +23,9 @@ from fanout.demo_api import DemoApi, demo_ids
 CHILD = """
 import asyncio, json, time, sys
 from chunking.request import IngestionRequest, new_run_id
-from fanout.context import app_context
+from core.context import app_context
 from fanout.pipeline import run_pipeline
-from fanout.storage import close_storage_clients
+from core.storage import close_storage_clients
 
 async def main():
     started = time.perf_counter()

@@ -8,8 +8,8 @@ import logging
 import azure.functions as func
 
 from chunking.run import write_chunks
-from fanout.context import Context, app_context
-from fanout.runs import RunRecord
+from core.context import Context, app_context
+from core.run_store import RunRecord
 
 log = logging.getLogger(__name__)
 

@@ -6,9 +6,9 @@ import json
 
 from azure.storage.queue import TextBase64EncodePolicy
 
-from fanout.context import Context
-from fanout.runs import RunRecord
-from fanout.storage import create_once
+from core.context import Context
+from core.run_store import RunRecord
+from core.storage import create_once
 
 
 async def enqueue_continuation(ctx: Context, record: RunRecord) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fanout.errors import SourceError
+from core.errors import SourceError
 
 
 def _segments(path: str) -> list[str]:

@@ -7,9 +7,9 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from fanout.chunk_contract import RUN_ID_PATTERN
-from fanout.errors import RequestError
-from fanout.settings import MAX_CHUNK_SIZE, Settings
+from core.contract import RUN_ID_PATTERN
+from core.errors import RequestError
+from core.settings import MAX_CHUNK_SIZE, Settings
 
 _FIELDS = ("source", "chunk_size", "run_id")
 

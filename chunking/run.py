@@ -14,9 +14,9 @@ from chunking.control_queue import enqueue_continuation
 from chunking.request import IngestionRequest
 from chunking.source import Position, SourceReader
 from chunking.writer import ChunkWriter
-from fanout.context import Context
-from fanout.errors import ClaimLostError, RunConflictError, SourceError
-from fanout.runs import RunRecord, utc_now
+from core.context import Context
+from core.errors import ClaimLostError, RunConflictError, SourceError
+from core.run_store import RunRecord, utc_now
 
 
 async def chunk_run(ctx: Context, request: IngestionRequest, budget: float | None) -> tuple[RunRecord, bool]:

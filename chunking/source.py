@@ -2,7 +2,7 @@
 
 Without pagination the one response is parsed as it streams (ijson), so memory is bounded by a
 chunk, not by the source. Paged responses are read a page at a time. Connect errors, timeouts, a
-body cut short, 408/429 and 5xx are retried (`chunking.retry`); a retried stream resumes after the
+body cut short, 408/429 and 5xx are retried (`core.retry`); a retried stream resumes after the
 items already read, so a source must answer the same items in the same order each time.
 """
 
@@ -17,9 +17,9 @@ import httpx
 import ijson
 
 from chunking.items_path import ijson_prefix, items_at, value_at
-from chunking.retry import RETRYABLE_STATUS, backoff, retry_after_seconds
-from fanout.errors import SourceError
-from fanout.settings import RetryConfig, SourceConfig
+from core.errors import SourceError
+from core.retry import RETRYABLE_STATUS, backoff, retry_after_seconds
+from core.settings import RetryConfig, SourceConfig
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from typing import Any
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.blob.aio import ContainerClient
 
-from fanout.chunk_contract import COUNT_METADATA, ChunkRef, encode_chunk
+from core.contract import COUNT_METADATA, ChunkRef, encode_chunk
 
 
 class ChunkWriter:

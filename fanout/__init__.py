@@ -1,1 +1,1 @@
-"""Shared core of the fan-out app: settings, storage clients, the chunk contract, run records."""
+"""Local tooling, never deployed: the CLI (`python -m fanout`), the local pipeline, the demo API, Azurite."""

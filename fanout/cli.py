@@ -12,14 +12,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from chunking.request import IngestionRequest, new_run_id, parse_ingestion_request
+from core.context import app_context
+from core.errors import FanoutError, RequestError
+from core.settings import DEMO_API_PORT, MAX_CHUNK_SIZE, Settings
+from core.status import run_status
+from core.storage import close_storage_clients
 from fanout.azurite import start_azurite
-from fanout.context import app_context
 from fanout.demo_api import PAGINATIONS, DemoApi, Faults
-from fanout.errors import FanoutError, RequestError
 from fanout.pipeline import resume_run, run_pipeline
-from fanout.settings import DEMO_API_PORT, MAX_CHUNK_SIZE, Settings
-from fanout.status import run_status
-from fanout.storage import close_storage_clients
 from ingestion.run import redrive_run
 from ingestion.target import queue_length
 

@@ -6,9 +6,9 @@ from typing import Any
 
 from chunking.request import IngestionRequest
 from chunking.run import chunk_run, write_chunks
-from fanout.context import Context
-from fanout.errors import FanoutError
-from fanout.status import run_status
+from core.context import Context
+from core.errors import FanoutError
+from core.status import run_status
 from ingestion.run import Progress, ingest_run
 
 

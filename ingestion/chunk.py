@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import contextlib
 
-from fanout.chunk_contract import COUNT_METADATA, ChunkRef, decode_chunk
-from fanout.context import Context
-from fanout.errors import ChunkError
-from fanout.runs import ChunkStatus
+from core.context import Context
+from core.contract import COUNT_METADATA, ChunkRef, decode_chunk
+from core.errors import ChunkError
+from core.run_store import ChunkStatus
 from ingestion.claim import claim_chunk, new_owner
 from ingestion.large_messages import fit_messages
 from ingestion.target import target_sender

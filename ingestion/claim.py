@@ -13,9 +13,9 @@ import socket
 import time
 from dataclasses import replace
 
-from fanout.chunk_contract import ChunkRef
-from fanout.errors import ClaimLostError
-from fanout.runs import ChunkStatus, RunStore, utc_now
+from core.contract import ChunkRef
+from core.errors import ClaimLostError
+from core.run_store import ChunkStatus, RunStore, utc_now
 
 
 def new_owner() -> str:

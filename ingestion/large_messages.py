@@ -7,10 +7,10 @@ import re
 from collections.abc import Sequence
 from xml.sax.saxutils import escape
 
-from fanout.chunk_contract import ChunkRef
-from fanout.context import Context
-from fanout.errors import ChunkError
-from fanout.settings import MessageEncoding
+from core.context import Context
+from core.contract import ChunkRef
+from core.errors import ChunkError
+from core.settings import MessageEncoding
 
 MAX_MESSAGE_BYTES = 64 * 1024
 _ALWAYS_FITS = MAX_MESSAGE_BYTES * 3 // 4 // 4  # 4 UTF-8 bytes a character, base64 adds a third

@@ -6,9 +6,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from fanout.chunk_contract import ChunkRef, run_prefix
-from fanout.context import Context
-from fanout.runs import ChunkStatus
+from core.context import Context
+from core.contract import ChunkRef, run_prefix
+from core.run_store import ChunkStatus
 from ingestion.chunk import ingest_chunk
 
 Progress = Callable[[str], None]

@@ -9,9 +9,9 @@ from __future__ import annotations
 import zlib
 from collections.abc import Awaitable, Callable
 
-from fanout.context import Context
-from fanout.storage import create_once
-from ingestion.put_message import PutMessageSender
+from core.context import Context
+from core.storage import create_once
+from putmessage.sender import PutMessageSender
 
 Send = Callable[[str], Awaitable[None]]
 

@@ -6,9 +6,9 @@ import logging
 
 import azure.functions as func
 
-from fanout.chunk_contract import ChunkRef
-from fanout.context import app_context
-from fanout.errors import ChunkError
+from core.context import app_context
+from core.contract import ChunkRef
+from core.errors import ChunkError
 from ingestion.chunk import ingest_chunk
 
 log = logging.getLogger(__name__)

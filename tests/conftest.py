@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
+from core.storage import close_storage_clients
 from fanout.azurite import Azurite, start_azurite
 from fanout.demo_api import DemoApi
-from fanout.storage import close_storage_clients
-from tests.storage_helpers import StorageProbe, set_app_env
+from testkit.storage_probe import StorageProbe, set_app_env
 
 Run = Callable[[Coroutine[Any, Any, Any]], Any]
 

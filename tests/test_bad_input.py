@@ -8,13 +8,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from api.problems import PROBLEM_JSON
 from chunking.request import parse_ingestion_request
-from fanout.chunk_contract import RUN_ID_PATTERN
+from core.contract import RUN_ID_PATTERN
+from core.errors import RequestError
+from core.settings import Settings
 from fanout.demo_api import DemoApi, Faults
-from fanout.errors import RequestError
-from fanout.problems import PROBLEM_JSON
-from fanout.settings import Settings
-from tests.http_helpers import body_of, get_status, post_ingestion
+from testkit.http_requests import body_of, get_status, post_ingestion
 
 st_json = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),

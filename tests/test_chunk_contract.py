@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fanout.chunk_contract import ChunkRef, decode_chunk, encode_chunk
-from fanout.errors import ChunkError
+from core.contract import ChunkRef, decode_chunk, encode_chunk
+from core.errors import ChunkError
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from fanout import connection_pool
-from fanout.connection_pool import ConnectionPool
+from putmessage import connection_pool
+from putmessage.connection_pool import ConnectionPool
 
 REQUEST = b"POST /q/messages HTTP/1.1\r\nHost: test\r\nContent-Length: 2\r\n\r\nhi"
 OK = b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok"

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fanout.http_response import ProtocolError, Response, ResponseParser
+from putmessage.http_response import ProtocolError, Response, ResponseParser
 
 AZURITE_201 = (
     b"HTTP/1.1 201 Created\r\nServer: Azurite-Queue/3.37.0\r\ncontent-type: application/xml\r\n"

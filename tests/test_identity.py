@@ -13,17 +13,16 @@ from collections.abc import Iterator
 
 import pytest
 
-from fanout import storage
+from core import storage
+from core.context import app_context
+from core.errors import QueueSendError
+from core.storage import close_storage_clients
 from fanout.azurite import Azurite, start_azurite
-from fanout.context import app_context
 from fanout.demo_api import DemoApi, demo_ids
-from fanout.errors import QueueSendError
-from fanout.storage import close_storage_clients
 from ingestion.target import target_sender
-from tests.http_helpers import body_of, get_status, post_ingestion
-from tests.identity_helpers import LocalEntraCredential, self_signed_certificate
-from tests.storage_helpers import StorageProbe, set_app_env
-from tests.test_pipeline import ingest_every_chunk
+from testkit.http_requests import body_of, get_status, ingest_every_chunk, post_ingestion
+from testkit.local_entra import LocalEntraCredential, self_signed_certificate
+from testkit.storage_probe import StorageProbe, set_app_env
 
 
 @pytest.fixture(scope="module")

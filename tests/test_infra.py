@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from pycep import BicepParser
 
+from core.settings import SOURCE_KEYS
 from fanout.azurite import PROJECT_ROOT
-from fanout.settings import SOURCE_KEYS
-from tests.test_wiring import indexed_functions
+from testkit.indexed_functions import indexed_functions
 
 INFRA = PROJECT_ROOT / "infra"
 VENV_BIN = PROJECT_ROOT / ".venv" / "bin"
@@ -100,7 +100,7 @@ def test_roles_are_the_named_built_ins_scoped_to_the_storage_account_and_app_ins
 
 
 def settings_read_by_the_code() -> set[str]:
-    source = (PROJECT_ROOT / "fanout" / "settings.py").read_text()
+    source = (PROJECT_ROOT / "core" / "settings.py").read_text()
     names = set(re.findall(r'(?:env\.get\(|_int\(env, |_float\(env, |_choice\(env, )"([A-Za-z_]+)"', source))
     names |= {f"SOURCE_{key}" for key in SOURCE_KEYS}  # read under a prefix: SOURCE_<KEY> for the default source
     return names - {"AzureWebJobsStorage"}  # the connection string: never in Azure, identity only

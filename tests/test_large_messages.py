@@ -7,11 +7,11 @@ import json
 import azure.functions as func
 from azure.storage.blob import BlobClient
 
-from fanout.chunk_contract import COUNT_METADATA, encode_chunk
-from fanout.context import app_context
-from fanout.problems import PROBLEM_JSON
-from fanout.runs import RunRecord, utc_now
-from tests.http_helpers import body_of, chunk_blob, get_status
+from api.problems import PROBLEM_JSON
+from core.context import app_context
+from core.contract import COUNT_METADATA, encode_chunk
+from core.run_store import RunRecord, utc_now
+from testkit.http_requests import body_of, chunk_blob, get_status
 
 BIG = "x" * 50_000  # 50,000 bytes, 66,668 after base64: over the limit only once encoded
 

@@ -11,8 +11,8 @@ import pytest
 from azure.storage.queue import QueueClient, TextBase64DecodePolicy
 
 from fanout.demo_api import DemoApi, Faults, demo_id, demo_ids
-from tests.http_helpers import body_of, get_status, post_ingestion
-from tests.test_pipeline import cli
+from testkit.cli_runner import cli
+from testkit.http_requests import body_of, get_status, post_ingestion
 
 MODES = {
     "none": ({}, {}),

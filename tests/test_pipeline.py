@@ -5,22 +5,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
-import sys
 
 import pytest
 
-from fanout.azurite import PROJECT_ROOT
 from fanout.demo_api import demo_ids
-from tests.http_helpers import body_of, chunk_blob, get_status, post_ingestion
-
-
-def ingest_every_chunk(run, functions, probe, run_id: str) -> list[str]:
-    names = probe.chunk_names(run_id)
-    for name in names:
-        data = probe.chunks.download_blob(name).readall()
-        run(functions["ingest_chunk"](chunk_blob("chunks", name, data)))
-    return names
+from testkit.cli_runner import cli
+from testkit.http_requests import body_of, chunk_blob, get_status, ingest_every_chunk, post_ingestion
 
 
 @pytest.mark.own_azurite
@@ -71,7 +61,7 @@ def test_second_post_with_same_run_id_does_not_create_a_second_run(run, function
 
 
 def test_object_items_become_compact_json_messages(run, functions, probe):
-    from fanout.chunk_contract import encode_chunk
+    from core.contract import encode_chunk
 
     items = [{"id": 1, "name": "ä b"}, 42, "plain", [1, 2]]
     run(functions["start_ingestion"](post_ingestion({"run_id": "objects-seed", "chunk_size": 10})))
@@ -79,13 +69,6 @@ def test_object_items_become_compact_json_messages(run, functions, probe):
     run(functions["ingest_chunk"](chunk_blob("chunks", "objects/000000.jsonl", b"")))
 
     assert sorted(probe.drain()) == sorted(['{"id":1,"name":"ä b"}', "42", "plain", "[1,2]"])
-
-
-def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "fanout", *args], cwd=PROJECT_ROOT, env={**os.environ, **env},
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
 
 
 @pytest.mark.own_azurite

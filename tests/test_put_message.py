@@ -9,8 +9,8 @@ import time
 import pytest
 from azure.storage.queue import QueueClient, TextBase64EncodePolicy
 
-from fanout.context import app_context
-from fanout.errors import QueueSendError
+from core.context import app_context
+from core.errors import QueueSendError
 from ingestion.target import partition_of, target_sender
 
 TEXTS = ["plain-id-0001", "<xml> & 'quotes' \"double\"", "ünïcödé ✓ 🚀", "line\u2028sep\u0085", "x" * 40_000, " "]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.reliability import DUPLICATE_BOUND, SCENARIOS, Lab
+from testkit.fault_scenarios import DUPLICATE_BOUND, SCENARIOS, Lab
 
 pytestmark = pytest.mark.own_azurite  # each scenario on a fresh Azurite, as the script runs them
 

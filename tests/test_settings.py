@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from fanout.errors import SettingsError
-from fanout.settings import Settings
+from core.errors import SettingsError
+from core.settings import Settings
 
 
 @pytest.mark.parametrize(

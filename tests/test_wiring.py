@@ -2,29 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
-import sys
 
 import pytest
 
-from fanout.azurite import PROJECT_ROOT
-
-_DUMP = (
-    "import json, function_app\n"
-    "print(json.dumps({f.get_function_name(): json.loads(f.get_function_json())['bindings']"
-    " for f in function_app.app.get_functions()}))"
-)
-
-
-def indexed_functions(**env: str) -> dict[str, list[dict]]:
-    clean = {k: v for k, v in os.environ.items() if k not in ("BLOB_TRIGGER_SOURCE", "CHUNK_CONTAINER")}
-    result = subprocess.run(
-        [sys.executable, "-c", _DUMP], cwd=PROJECT_ROOT, env={**clean, **env}, capture_output=True, text=True,
-        check=True, timeout=60,
-    )  # fmt: skip
-    return json.loads(result.stdout)
+from testkit.indexed_functions import indexed_functions
 
 
 @pytest.fixture(scope="module")

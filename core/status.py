@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from fanout.context import Context
-from fanout.runs import ChunkStatus, RunRecord
+from core.context import Context
+from core.run_store import ChunkStatus, RunRecord
 
 
 def derive_status(record: RunRecord, chunks: Sequence[ChunkStatus]) -> dict[str, Any]:

@@ -6,12 +6,12 @@ from urllib.parse import urlsplit, urlunsplit
 
 import azure.functions as func
 
+from api.problems import json_response, problem
 from chunking.request import parse_ingestion_request
 from chunking.run import chunk_run
-from fanout.context import app_context
-from fanout.errors import RequestError, RunConflictError, SettingsError
-from fanout.problems import json_response, problem
-from fanout.settings import Settings
+from core.context import app_context
+from core.errors import RequestError, RunConflictError, SettingsError
+from core.settings import Settings
 
 STATUS_ROUTE = "ingestions/{run_id}"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 from xml.sax.saxutils import escape
 
-from fanout.settings import MessageEncoding
+from core.settings import MessageEncoding
 
 _HEAD = b"<?xml version='1.0' encoding='utf-8'?>\n<QueueMessage><MessageText>"
 _TAIL = b"</MessageText></QueueMessage>"

@@ -21,11 +21,11 @@ from urllib.parse import urlsplit
 from azure.storage.queue import QueueSasPermissions, generate_queue_sas
 from azure.storage.queue.aio import QueueClient
 
-from fanout.connection_pool import ConnectionPool
-from fanout.errors import QueueSendError
-from fanout.http_response import ProtocolError
-from fanout.settings import MessageEncoding, StorageConfig
-from ingestion.message_body import message_body
+from core.errors import QueueSendError
+from core.settings import MessageEncoding, StorageConfig
+from putmessage.connection_pool import ConnectionPool
+from putmessage.http_response import ProtocolError
+from putmessage.message_body import message_body
 
 RETRYABLE_STATUS = frozenset({408, 500, 503})
 STORAGE_SCOPE = "https://storage.azure.com/.default"

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from fanout.errors import SettingsError
+from core.errors import SettingsError
 
 DEFAULT_SOURCE = "default"
 DEMO_API_PORT = 7072

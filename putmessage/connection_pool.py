@@ -12,7 +12,7 @@ import asyncio
 import ssl
 from urllib.parse import urlsplit
 
-from fanout.http_response import ProtocolError, Response, ResponseParser
+from putmessage.http_response import ProtocolError, Response, ResponseParser
 
 # Servers close idle keep-alive connections (Node, and so Azurite, after 5 s); never reuse one that
 # has idled this long, so a request is not written into a connection the server is closing.

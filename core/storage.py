@@ -23,8 +23,8 @@ from azure.identity.aio import DefaultAzureCredential
 from azure.storage.blob.aio import BlobServiceClient, ExponentialRetry
 from azure.storage.queue.aio import QueueServiceClient
 
-from fanout.connection_pool import ConnectionPool
-from fanout.settings import StorageConfig
+from core.settings import StorageConfig
+from putmessage.connection_pool import ConnectionPool
 
 
 @dataclass

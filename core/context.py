@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 from azure.storage.blob.aio import ContainerClient
 
-from fanout.runs import RunStore
-from fanout.settings import Settings
-from fanout.storage import StorageClients, create_once, storage_clients
+from core.run_store import RunStore
+from core.settings import Settings
+from core.storage import StorageClients, create_once, storage_clients
 
 
 @dataclass(frozen=True)

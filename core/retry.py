@@ -6,7 +6,7 @@ import random
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
-from fanout.settings import RetryConfig
+from core.settings import RetryConfig
 
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 

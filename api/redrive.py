@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import azure.functions as func
 
-from fanout.problems import json_response
-from fanout.run_route import known_run
+from api.problems import json_response
+from api.run_route import known_run
 from ingestion.run import redrive_run
 
 

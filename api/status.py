@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import azure.functions as func
 
-from fanout.problems import json_response
-from fanout.run_route import known_run
-from fanout.status import run_status
+from api.problems import json_response
+from api.run_route import known_run
+from core.status import run_status
 
 
 async def get_ingestion_status(req: func.HttpRequest) -> func.HttpResponse:

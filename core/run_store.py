@@ -16,8 +16,8 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.storage.blob.aio import BlobServiceClient, ContainerClient
 
-from fanout.chunk_contract import ChunkRef
-from fanout.errors import ClaimLostError
+from core.contract import ChunkRef
+from core.errors import ClaimLostError
 
 RunState = Literal["chunking", "chunked", "failed"]
 ChunkState = Literal["ingesting", "ingested", "failed"]

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import azure.functions as func
 
-from fanout.chunk_contract import RUN_ID_PATTERN
-from fanout.context import Context, app_context
-from fanout.errors import SettingsError
-from fanout.problems import problem
+from api.problems import problem
+from core.context import Context, app_context
+from core.contract import RUN_ID_PATTERN
+from core.errors import SettingsError
 
 
 async def known_run(req: func.HttpRequest) -> tuple[Context, str] | func.HttpResponse:

@@ -27,3 +27,11 @@ def chunk_blob(container: str, name: str, data: bytes) -> func.InputStream:
 
 def body_of(response: func.HttpResponse) -> dict[str, Any]:
     return json.loads(response.get_body())
+
+
+def ingest_every_chunk(run: Any, functions: dict[str, Any], probe: Any, run_id: str) -> list[str]:
+    names = probe.chunk_names(run_id)
+    for name in names:
+        data = probe.chunks.download_blob(name).readall()
+        run(functions["ingest_chunk"](chunk_blob("chunks", name, data)))
+    return names

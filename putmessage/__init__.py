@@ -1,0 +1,1 @@
+"""The Put Message transport: prebuilt requests on keep-alive connections. Imports nothing of the app but errors."""
