@@ -19,7 +19,7 @@ from fanout.azurite import PROJECT_ROOT, free_port, start_azurite
 CHILD = """
 import asyncio, json, time, ijson
 from chunking.request import IngestionRequest, new_run_id
-from chunking.run import chunk_run
+from chunking.chunker import start_chunking
 from core.context import app_context
 from core.storage import close_storage_clients
 
@@ -31,7 +31,7 @@ async def main():
     before = rss("VmRSS")
     started = time.perf_counter()
     try:
-        record, _ = await chunk_run(ctx, IngestionRequest("default", 5000, new_run_id()), budget=None)
+        record, _ = await start_chunking(ctx, IngestionRequest("default", 5000, new_run_id()), budget=None)
     finally:
         await close_storage_clients()
     return record, time.perf_counter() - started, before

@@ -124,7 +124,7 @@ def ingestion_path(azurite: Azurite, ids: list[str], window: int) -> Measurement
         try:
             ctx = await app_context(Settings.from_env(env))
             for ref, texts in ((first, ids[:100]), (measured_chunk, ids)):
-                await ctx.chunks.upload_blob(
+                await ctx.chunk_container.upload_blob(
                     ref.blob_name, encode_chunk(texts), metadata={COUNT_METADATA: str(len(texts))}
                 )
             await ingest_chunk(ctx, first)

@@ -2,26 +2,31 @@
 
 from __future__ import annotations
 
-import json
 import logging
 
 import azure.functions as func
 
-from chunking.run import write_chunks
+from chunking.chunker import chunk_onward
 from core.context import Context, app_context
+from core.contract import Continuation
+from core.errors import ContractError
 from core.run_store import RunRecord
 
 log = logging.getLogger(__name__)
 
 
 async def continue_chunking(ctx: Context, body: bytes) -> RunRecord | None:
-    """Carries a run's chunking on from a continuation; a stale or repeated one does nothing."""
-    message = json.loads(body)
-    record, etag = await ctx.runs.get_versioned(message["run_id"])
-    if record is None or record.state != "chunking" or record.resume != message["resume"]:
-        log.info("continuation for %s is stale: the run has moved on", message["run_id"])
+    """Carries a run's chunking on from a continuation; a stale, repeated or malformed one does nothing."""
+    try:
+        continuation = Continuation.decode(body)
+    except ContractError as exc:
+        log.error("ignoring a control-queue message that is not a continuation: %s", exc)
         return None
-    return await write_chunks(ctx, record, etag, ctx.settings.chunking_time_budget)
+    record, etag = await ctx.runs.get_versioned(continuation.run_id)
+    if record is None or record.state != "chunking" or record.resume != continuation.resume:
+        log.info("continuation for %s is stale: the run has moved on", continuation.run_id)
+        return None
+    return await chunk_onward(ctx, record, etag, ctx.settings.chunking_time_budget)
 
 
 async def continue_chunking_message(msg: func.QueueMessage) -> None:

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import json
-
 from azure.storage.queue import TextBase64EncodePolicy
+from azure.storage.queue.aio import QueueServiceClient
 
-from core.context import Context
-from core.run_store import RunRecord
+from core.contract import Continuation
+from core.settings import StorageConfig
 from core.storage import create_once
 
 
-async def enqueue_continuation(ctx: Context, record: RunRecord) -> None:
-    """`{"run_id", "resume"}`, base64-encoded as the Functions queue trigger expects by default."""
-    name = ctx.settings.control_queue
-    queue = ctx.clients.queues.get_queue_client(name, message_encode_policy=TextBase64EncodePolicy())
-    await create_once(ctx.settings.storage, f"queue {name}", queue.create_queue)
-    await queue.send_message(json.dumps({"run_id": record.run_id, "resume": record.resume}))
+async def enqueue_continuation(
+    queues: QueueServiceClient, storage: StorageConfig, name: str, continuation: Continuation
+) -> None:
+    """Base64-encoded, as the Functions queue trigger expects by default."""
+    queue = queues.get_queue_client(name, message_encode_policy=TextBase64EncodePolicy())
+    await create_once(storage, f"queue {name}", queue.create_queue)
+    await queue.send_message(continuation.encode())

@@ -6,8 +6,9 @@ import json
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import cast
 
-from core.contract import RUN_ID_PATTERN
+from core.contract import RUN_ID_RULE, is_run_id
 from core.errors import RequestError
 from core.settings import MAX_CHUNK_SIZE, Settings
 
@@ -74,9 +75,6 @@ def _chunk_size(value: object, default: int) -> int:
 def _run_id(value: object) -> str:
     if value is None:
         return new_run_id()
-    if not isinstance(value, str) or not RUN_ID_PATTERN.match(value):
-        raise RequestError(
-            "run_id must be 1-63 characters of letters, digits, '.', '_' or '-', starting with a letter or digit",
-            field="run_id",
-        )
-    return value
+    if not is_run_id(value):
+        raise RequestError(RUN_ID_RULE, field="run_id")
+    return cast(str, value)

@@ -8,29 +8,19 @@ items already read, so a source must answer the same items in the same order eac
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import httpx
 import ijson
 
 from chunking.items_path import ijson_prefix, items_at, value_at
+from core.contract import ResumePosition
 from core.errors import SourceError
-from core.retry import RETRYABLE_STATUS, backoff, retry_after_seconds
-from core.settings import RetryConfig, SourceConfig
+from core.retry import Attempts, RetryPolicy, retry_after_seconds
+from core.settings import SourceConfig
 
-
-@dataclass(frozen=True)
-class Position:
-    """Where reading resumes: a page (its URL, cursor or number; None: the first) and items to skip in it."""
-
-    page: str | int | None = None
-    skip: int = 0
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 
 
 class _TransientError(Exception):
@@ -40,7 +30,7 @@ class _TransientError(Exception):
 
 
 class SourceReader:
-    def __init__(self, source: SourceConfig, timeout: float, retry: RetryConfig) -> None:
+    def __init__(self, source: SourceConfig, timeout: float, retry: RetryPolicy) -> None:
         self._source = source
         self._retry = retry
         self._origin = httpx.URL(source.url)
@@ -53,20 +43,20 @@ class SourceReader:
     async def __aexit__(self, *exc_info: object) -> None:
         await self._client.aclose()
 
-    async def items(self, start: Position) -> AsyncIterator[tuple[Any, Position | None]]:
+    async def items(self, start: ResumePosition) -> AsyncIterator[tuple[Any, ResumePosition | None]]:
         """Each item with the position just after it (None: nothing follows it)."""
         if self._source.pagination == "none":
             async for item, taken in self._streamed(start.skip):
-                yield item, Position(None, taken)
+                yield item, ResumePosition(None, taken)
             return
         page, skip = start.page, start.skip
         while True:
             items, next_page = await self._page(page)
             for index in range(skip, len(items)):
                 if index + 1 < len(items):
-                    after = Position(page, index + 1)
+                    after = ResumePosition(page, index + 1)
                 else:
-                    after = None if next_page is None else Position(next_page)
+                    after = None if next_page is None else ResumePosition(next_page)
                 yield items[index], after
             if next_page is None or not items:
                 return
@@ -107,7 +97,8 @@ class SourceReader:
             raise SourceError(f"{self._where} answered invalid JSON: {exc}") from None
 
     async def _get(self, url: str, params: dict[str, Any]) -> httpx.Response:
-        for attempt in range(1, self._retry.max_attempts + 1):
+        attempts = Attempts(self._retry, give_up=SourceError)
+        while True:
             try:
                 # Merged by hand: httpx's params= would drop the query the URL already has.
                 response = await self._client.get(httpx.URL(url).copy_merge_params(params))
@@ -117,14 +108,14 @@ class SourceReader:
                 failure = _TransientError(f"{self._where} failed: {type(exc).__name__}: {exc or 'no details'}")
             except _TransientError as exc:
                 failure = exc
-            await self._wait_or_give_up(attempt, failure)
-        raise AssertionError("unreachable")
+            await attempts.wait(str(failure), retry_after=failure.retry_after)
 
     async def _streamed(self, skip: int) -> AsyncIterator[tuple[Any, int]]:
         """The one response's items as it streams, each with how many items precede it plus one."""
         read = skip
         prefix = ijson_prefix(self._source.items_path)
-        for attempt in range(1, self._retry.max_attempts + 1):
+        attempts = Attempts(self._retry, give_up=SourceError)
+        while True:
             try:
                 async with self._client.stream("GET", self._source.url) as response:
                     if not response.is_success:
@@ -144,7 +135,7 @@ class SourceReader:
                 failure = exc
             except ijson.JSONError as exc:
                 raise SourceError(f"{self._where} answered invalid JSON: {str(exc).splitlines()[0]}") from None
-            await self._wait_or_give_up(attempt, failure)
+            await attempts.wait(str(failure), retry_after=failure.retry_after)
 
     def _check(self, response: httpx.Response) -> None:
         if response.is_success:
@@ -153,11 +144,6 @@ class SourceReader:
         if response.status_code in RETRYABLE_STATUS:
             raise _TransientError(reason, retry_after_seconds(response.headers.get("Retry-After")))
         raise SourceError(reason)
-
-    async def _wait_or_give_up(self, attempt: int, failure: _TransientError) -> None:
-        if attempt == self._retry.max_attempts:
-            raise SourceError(f"{failure} (gave up after {attempt} attempts)")
-        await asyncio.sleep(backoff(self._retry, attempt, failure.retry_after))
 
 
 class _BodyReader:

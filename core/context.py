@@ -1,14 +1,19 @@
-"""What every handler needs: settings, the process's storage clients, and the run store."""
+"""What every handler needs: settings, the process's storage clients, and the run store.
+
+`app_context()` is the one place it is built: once per process and event loop for the environment as
+it is (a changed environment, as in tests, gets a context of its own), its containers created once.
+"""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from azure.storage.blob.aio import ContainerClient
 
 from core.run_store import RunStore
 from core.settings import Settings
-from core.storage import StorageClients, create_once, storage_clients
+from core.storage import StorageClients, create_once, once_per_loop, storage_clients
 
 
 @dataclass(frozen=True)
@@ -16,21 +21,32 @@ class Context:
     settings: Settings
     clients: StorageClients
     runs: RunStore
-    chunks: ContainerClient
+    chunk_container: ContainerClient
+
+    def close(self) -> None:
+        """Nothing of its own: its clients close with the loop's others (`close_storage_clients`)."""
 
 
 async def app_context(settings: Settings | None = None) -> Context:
-    """Reads the settings (unless given) and makes sure the containers exist, once per process."""
-    settings = settings or Settings.from_env()
+    """The context for the process's environment, or for `settings` when given (a CLI's, a benchmark's)."""
+    if settings is None:
+        environment = tuple(sorted(os.environ.items()))
+        context = once_per_loop(("context", environment), lambda: _context(Settings.from_env()))
+    else:
+        context = _context(settings)
+    settings = context.settings
+    for container in (settings.runs_container, settings.chunk_container, settings.large_message_container):
+        create = context.clients.blobs.get_container_client(container).create_container
+        await create_once(settings.storage, f"container {container}", create)
+    return context
+
+
+def _context(settings: Settings) -> Context:
     pool = max(settings.ingest_concurrency, settings.upload_concurrency) + 4
     clients = storage_clients(settings.storage, pool_size=pool)
-    for container in (settings.runs_container, settings.chunk_container, settings.large_message_container):
-        await create_once(
-            settings.storage, f"container {container}", clients.blobs.get_container_client(container).create_container
-        )
     return Context(
         settings=settings,
         clients=clients,
         runs=RunStore(clients.blobs, settings.runs_container),
-        chunks=clients.blobs.get_container_client(settings.chunk_container),
+        chunk_container=clients.blobs.get_container_client(settings.chunk_container),
     )

@@ -1,24 +1,40 @@
-"""The chunk blob and its name: the one contract between `chunking/` and `ingestion/`.
+"""What the app writes and how it is named: the one contract between `chunking/` and `ingestion/`.
 
-A chunk is `{run_id}/{index:06d}.jsonl` in the chunk container: UTF-8, one JSON value a line.
-A JSON string line becomes its string as the message; any other value is sent as its compact JSON.
-The blob's metadata carries the number of lines, so the reader can tell a chunk cut short.
+- A run id: 1-63 letters, digits, `.`, `_`, `-`, starting with a letter or digit and not ending in `.`
+  (Azure trims a trailing dot from blob names, so `x.` and `x` would collide).
+- A chunk is `{run_id}/{index:06d}.jsonl` in the chunk container: UTF-8, one JSON value a line.
+  A JSON string line becomes its string as the message; any other value is sent as its compact JSON.
+  The blob's metadata carries the number of lines, so the reader can tell a chunk cut short.
+- In the runs container: `{run_id}/run.json` (the run record) and `{run_id}/chunks/{index:06d}` (a
+  chunk's status). In the large-message container: `{run_id}/{index:06d}/{line:06d}.json`.
+- On the control queue: a `Continuation`, JSON `{"run_id", "resume": {"page", "skip"}}`.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from core.errors import ChunkError
+from core.errors import ChunkError, ContractError
 
 COUNT_METADATA = "message_count"
-RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+_RUN_ID = r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,61}[A-Za-z0-9_-])?"
+RUN_ID_RULE = (
+    "run_id must be 1-63 characters of letters, digits, '.', '_' or '-', starting with a letter or digit "
+    "and not ending in '.'"
+)
 _INDEX_DIGITS = 6
-_NAME = re.compile(r"^(?P<run_id>[A-Za-z0-9][A-Za-z0-9._-]{0,62})/(?P<index>\d{6,})\.jsonl$")
+_RUN_ID_PATTERN = re.compile(_RUN_ID)
+_CHUNK_NAME = re.compile(rf"(?P<run_id>{_RUN_ID})/(?P<index>\d{{6,}})\.jsonl")
+
+
+def is_run_id(value: object) -> bool:
+    return isinstance(value, str) and _RUN_ID_PATTERN.fullmatch(value) is not None
+
+
 _encode_string = json.JSONEncoder(ensure_ascii=False).encode
 _encode_value = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
@@ -40,14 +56,83 @@ class ChunkRef:
     def parse(cls, name: str, container: str) -> ChunkRef:
         """Accepts the blob name with or without its container (the host passes `container/name`)."""
         name = name.removeprefix(container + "/")
-        match = _NAME.match(name)
+        match = _CHUNK_NAME.fullmatch(name)
         if match is None:
             raise ChunkError(f"{name!r} is not a chunk blob name (expected RUN_ID/NNNNNN.jsonl)")
         return cls(match["run_id"], int(match["index"]))
 
+    @property
+    def status_blob(self) -> str:
+        """The chunk's status, in the runs container."""
+        return f"{self.run_id}/chunks/{self.padded_index}"
+
+    def claim_check_blob(self, line: int) -> str:
+        """Where an oversized message of this chunk (0-based line) is kept, in the large-message container."""
+        return f"{self.run_id}/{self.padded_index}/{line:06d}.json"
+
 
 def run_prefix(run_id: str) -> str:
+    """Every blob of a run starts with this, in each container."""
     return f"{run_id}/"
+
+
+def run_record_blob(run_id: str) -> str:
+    return f"{run_id}/run.json"
+
+
+def chunk_statuses_prefix(run_id: str) -> str:
+    return f"{run_id}/chunks/"
+
+
+def partition_queue_names(queue: str, partitions: int) -> list[str]:
+    """The target queues: `queue`, or `queue-0` … `queue-{N-1}` with N partitions."""
+    return [queue] if partitions == 1 else [f"{queue}-{partition}" for partition in range(partitions)]
+
+
+@dataclass(frozen=True)
+class ResumePosition:
+    """Where reading the source resumes: a page (its URL, cursor or number; None: the first) and the
+    items to skip in it."""
+
+    page: str | int | None = None
+    skip: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"page": self.page, "skip": self.skip}
+
+    @classmethod
+    def from_json(cls, value: object) -> ResumePosition:
+        if (
+            not isinstance(value, dict)
+            or not isinstance(value.get("page"), str | int | None)
+            or isinstance(value.get("page"), bool)
+            or not isinstance(value.get("skip"), int)
+            or isinstance(value.get("skip"), bool)
+            or value["skip"] < 0
+        ):
+            raise ContractError(f"not a resume position: {str(value)[:200]}")
+        return cls(value["page"], value["skip"])
+
+
+@dataclass(frozen=True)
+class Continuation:
+    """The control queue's message: carry on chunking `run_id` from `resume`."""
+
+    run_id: str
+    resume: ResumePosition
+
+    def encode(self) -> str:
+        return json.dumps({"run_id": self.run_id, "resume": self.resume.to_json()})
+
+    @classmethod
+    def decode(cls, body: bytes) -> Continuation:
+        try:
+            value = json.loads(body)
+        except (ValueError, RecursionError):
+            raise ContractError(f"a continuation must be JSON, got {body[:100]!r}") from None
+        if not isinstance(value, dict) or not is_run_id(value.get("run_id")):
+            raise ContractError(f"a continuation names a valid run_id, got {body[:100]!r}")
+        return cls(value["run_id"], ResumePosition.from_json(value.get("resume")))
 
 
 def encode_chunk(items: Iterable[Any]) -> bytes:
@@ -55,6 +140,16 @@ def encode_chunk(items: Iterable[Any]) -> bytes:
     return "".join(
         (_encode_string(item) if isinstance(item, str) else _encode_value(item)) + "\n" for item in items
     ).encode("utf-8")
+
+
+def expected_count(metadata: Mapping[str, str] | None) -> int | None:
+    """The line count chunking wrote in the blob's metadata; None for a chunk written without one."""
+    value = (metadata or {}).get(COUNT_METADATA)
+    if value is None:
+        return None
+    if not value.isdigit() or len(value) > 9:
+        raise ChunkError(f"the chunk's {COUNT_METADATA} metadata is not a count: {value[:40]!r}")
+    return int(value)
 
 
 def decode_chunk(data: bytes, expected_count: int | None) -> list[str]:

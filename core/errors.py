@@ -1,8 +1,23 @@
-"""Every error this app raises on purpose, each saying what to do about it."""
+"""Every error this app raises on purpose, each saying what to do about it.
+
+`fields` are facts worth returning with the message (an HTTP problem's extension members).
+"""
+
+from __future__ import annotations
+
+from typing import Any
 
 
 class FanoutError(Exception):
     """Base class: a failure the app reports instead of a stack trace."""
+
+    def __init__(self, message: str, **fields: Any) -> None:
+        super().__init__(message)
+        self.fields = {name: value for name, value in fields.items() if value is not None}
+
+    @property
+    def detail(self) -> str:
+        return str(self)
 
 
 class SettingsError(FanoutError):
@@ -13,9 +28,12 @@ class RequestError(FanoutError):
     """A caller's request is invalid; the message says which field and why."""
 
     def __init__(self, detail: str, *, field: str | None = None) -> None:
-        super().__init__(detail)
-        self.detail = detail
+        super().__init__(detail, field=field)
         self.field = field
+
+
+class RunNotFoundError(FanoutError):
+    """No run has this id."""
 
 
 class RunConflictError(FanoutError):
@@ -24,6 +42,14 @@ class RunConflictError(FanoutError):
 
 class SourceError(FanoutError):
     """The source API failed or answered something that is not a JSON array of items."""
+
+
+class RunFailedError(FanoutError):
+    """The run failed while the request waited for it (its source failed); `fields` describe the run."""
+
+
+class ContractError(FanoutError):
+    """A message or record is not in the shape the contract says (core/contract.py)."""
 
 
 class ChunkError(FanoutError):

@@ -1,33 +1,84 @@
-"""When and how long to wait before calling a source again."""
+"""One way to retry a call: exponential backoff with jitter, a server's Retry-After, an overall deadline.
+
+The caller keeps its own idea of what is worth retrying; this module only decides how long to wait
+and when to give up:
+
+    attempts = Attempts(policy, give_up=SourceError)
+    while True:
+        try:
+            return await call()
+        except TransientFailure as exc:
+            await attempts.wait(str(exc), retry_after=exc.retry_after)   # sleeps, or raises SourceError
+"""
 
 from __future__ import annotations
 
+import asyncio
 import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
-from core.settings import RetryConfig
 
-RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 5  # calls in all, the first one included
+    base_delay: float = 0.5  # seconds before the second attempt (before jitter)
+    max_delay: float = 30.0  # no wait is longer, whatever the backoff or Retry-After says
+
+
+def backoff_delay(policy: RetryPolicy, attempt: int, retry_after: float | None = None) -> float:
+    """Seconds to wait after failed attempt number `attempt` (from 1): Retry-After when the server
+    gave one, else exponential with jitter ("equal jitter": between half and all of the step)."""
+    if retry_after is not None:
+        return min(retry_after, policy.max_delay)
+    step = min(policy.max_delay, policy.base_delay * 2 ** min(attempt - 1, 32))
+    return step * random.uniform(0.5, 1.0)
 
 
 def retry_after_seconds(header: str | None) -> float | None:
-    """Retry-After as seconds: either a number of seconds or an HTTP date."""
+    """Retry-After as seconds: either a number of seconds or an HTTP date; None when absent or unreadable."""
     if not header:
         return None
     try:
-        return max(0.0, float(header))
+        seconds = float(header)
     except ValueError:
         pass
+    else:
+        return max(0.0, seconds) if seconds == seconds else None  # NaN is no answer
     try:
         when = parsedate_to_datetime(header)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
         return None
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
-def backoff(config: RetryConfig, attempt: int, retry_after: float | None) -> float:
-    """The server's Retry-After when it gave one, else exponential with jitter; capped at max_delay."""
-    if retry_after is not None:
-        return min(retry_after, config.max_delay)
-    return min(config.max_delay, config.base_delay * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+class Attempts:
+    """The attempts at one call under a policy; `deadline` is a `time.monotonic()` instant, or None."""
+
+    def __init__(
+        self, policy: RetryPolicy, *, give_up: Callable[[str], Exception], deadline: float | None = None
+    ) -> None:
+        self._policy = policy
+        self._give_up = give_up
+        self._deadline = deadline
+        self.number = 1  # the attempt under way
+
+    @property
+    def retries(self) -> int:
+        return self.number - 1
+
+    async def wait(self, failure: str, *, retry_after: float | None = None) -> None:
+        """After a failed attempt: sleeps before the next one, or raises `give_up(reason)` when the
+        attempts are used up or the wait would end past the deadline."""
+        if self.number >= self._policy.attempts:
+            raise self._give_up(f"{failure} (gave up after {self.number} attempts)")
+        delay = backoff_delay(self._policy, self.number, retry_after)
+        if self._deadline is not None and time.monotonic() + delay >= self._deadline:
+            raise self._give_up(f"{failure} (gave up after {self.number} attempts: out of time)")
+        await asyncio.sleep(delay)
+        self.number += 1

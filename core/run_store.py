@@ -1,7 +1,7 @@
 """Run records and chunk statuses, kept as small blobs in the runs container.
 
-`{run_id}/run.json` is written by the chunking side; `{run_id}/chunks/{index}` by the ingestion
-side, its state in the blob's metadata so one listing reads every chunk's status.
+The run record is written by the chunking side, a chunk's status by the ingestion side, its state
+in the blob's metadata so one listing reads every chunk's status (names: core/contract.py).
 """
 
 from __future__ import annotations
@@ -10,13 +10,13 @@ import asyncio
 import json
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Literal
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.storage.blob.aio import BlobServiceClient, ContainerClient
 
-from core.contract import ChunkRef
+from core.contract import ChunkRef, ResumePosition, chunk_statuses_prefix, run_record_blob
 from core.errors import ClaimLostError
 
 RunState = Literal["chunking", "chunked", "failed"]
@@ -38,9 +38,9 @@ class RunRecord:
     error: str | None = None
     created_at: str = ""
     chunked_at: str | None = None
-    resume: dict[str, Any] | None = None  # where chunking continues (state "chunking", after a time budget)
+    resume: ResumePosition | None = None  # where chunking continues (state "chunking", after a time budget)
 
-    def paused(self, chunks: int, messages: int, resume: dict[str, Any]) -> RunRecord:
+    def paused(self, chunks: int, messages: int, resume: ResumePosition) -> RunRecord:
         return replace(self, chunks=chunks, messages=messages, resume=resume)
 
     def finished(self, chunks: int, messages: int) -> RunRecord:
@@ -76,7 +76,7 @@ class RunStore:
 
     async def create(self, record: RunRecord) -> str | None:
         """Writes the record only if the run is new: its ETag, or None when the run already exists."""
-        blob = self._container.get_blob_client(_run_blob(record.run_id))
+        blob = self._container.get_blob_client(run_record_blob(record.run_id))
         try:
             result = await blob.upload_blob(_to_json(record), overwrite=False)
         except ResourceExistsError:
@@ -90,15 +90,15 @@ class RunStore:
     async def get_versioned(self, run_id: str) -> tuple[RunRecord | None, str | None]:
         """The record and its ETag, for a save that must not overwrite someone else's."""
         try:
-            stream = await self._container.download_blob(_run_blob(run_id))
+            stream = await self._container.download_blob(run_record_blob(run_id))
         except ResourceNotFoundError:
             return None, None
-        return RunRecord(**json.loads(await stream.readall())), stream.properties.etag
+        return _from_json(await stream.readall()), stream.properties.etag
 
     async def save(self, record: RunRecord, *, if_match: str | None = None) -> str:
         """Writes the record (only over `if_match`, when given, else ClaimLostError); returns its new ETag."""
         condition = {"etag": if_match, "match_condition": MatchConditions.IfNotModified} if if_match else {}
-        blob = self._container.get_blob_client(_run_blob(record.run_id))
+        blob = self._container.get_blob_client(run_record_blob(record.run_id))
         try:
             result = await blob.upload_blob(_to_json(record), overwrite=True, **condition)
         except ResourceModifiedError:
@@ -107,10 +107,10 @@ class RunStore:
 
     async def chunk_status(self, ref: ChunkRef) -> ChunkStatus | None:
         try:
-            props = await self._container.get_blob_client(_chunk_blob(ref)).get_blob_properties()
+            props = await self._container.get_blob_client(ref.status_blob).get_blob_properties()
         except ResourceNotFoundError:
             return None
-        return await self._status_from(_chunk_blob(ref), props.metadata, props.etag)
+        return await self._status_from(ref.status_blob, props.metadata, props.etag)
 
     async def put_chunk_status(
         self, ref: ChunkRef, status: ChunkStatus, *, expected: ChunkStatus | None
@@ -127,14 +127,14 @@ class RunStore:
         )
         body = (status.error or "").encode("utf-8")
         try:
-            blob = self._container.get_blob_client(_chunk_blob(ref))
+            blob = self._container.get_blob_client(ref.status_blob)
             result = await blob.upload_blob(body, metadata=metadata, **condition)
         except (ResourceExistsError, ResourceModifiedError):
             raise ClaimLostError(f"chunk {ref.blob_name} was claimed or updated by another invocation") from None
         return replace(status, etag=result["etag"])
 
     async def chunk_statuses(self, run_id: str) -> list[ChunkStatus]:
-        listing = self._container.list_blobs(name_starts_with=f"{run_id}/chunks/", include=["metadata"])
+        listing = self._container.list_blobs(name_starts_with=chunk_statuses_prefix(run_id), include=["metadata"])
         statuses = [self._status_from(blob.name, blob.metadata, blob.etag) async for blob in listing]
         return sorted(await asyncio.gather(*statuses), key=lambda status: status.index)
 
@@ -158,13 +158,13 @@ class RunStore:
         return await stream.readall()
 
 
-def _run_blob(run_id: str) -> str:
-    return f"{run_id}/run.json"
-
-
-def _chunk_blob(ref: ChunkRef) -> str:
-    return f"{ref.run_id}/chunks/{ref.padded_index}"
-
-
 def _to_json(record: RunRecord) -> bytes:
-    return json.dumps(asdict(record)).encode("utf-8")
+    fields = asdict(record)
+    fields["resume"] = record.resume.to_json() if record.resume else None
+    return json.dumps(fields).encode("utf-8")
+
+
+def _from_json(data: bytes) -> RunRecord:
+    fields = json.loads(data)
+    resume = fields.pop("resume", None)
+    return RunRecord(**fields, resume=ResumePosition.from_json(resume) if resume else None)

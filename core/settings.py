@@ -1,4 +1,6 @@
-"""Configuration from environment variables, each with a default that works on Azurite."""
+"""Configuration from environment variables: one table (`TABLE`) says each setting's name, type,
+default, bounds and meaning, once. `Settings.from_env` reads it; the README's table is rendered from it
+(`python -m fanout settings-table`) and a test keeps the two equal."""
 
 from __future__ import annotations
 
@@ -7,19 +9,242 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Generic, Literal, TypeVar, cast
 
+from core.contract import partition_queue_names
 from core.errors import SettingsError
+from core.retry import RetryPolicy
 
+T = TypeVar("T")
 DEFAULT_SOURCE = "default"
 DEMO_API_PORT = 7072
 MAX_CHUNK_SIZE = 32_000
-DEFAULT_CHUNK_CONTAINER = "chunks"
-DEFAULT_CONTROL_QUEUE = "chunking-continuations"
-_NAMED_SOURCE_URL = re.compile(r"^SOURCE_([A-Z0-9][A-Z0-9_]*?)__URL$")
+_NAMED_SOURCE_URL = re.compile(r"SOURCE_([A-Z0-9][A-Z0-9_]*?)__URL")
 
 MessageEncoding = Literal["base64", "none"]
 LargeMessageMode = Literal["claim-check", "reject"]
+Pagination = Literal["none", "next-link", "cursor", "page"]
+TriggerSource = Literal["LogsAndContainerScan", "EventGrid"]
+
+
+@dataclass(frozen=True)
+class Setting(Generic[T]):
+    """One environment variable. `default` is what an unset or empty variable means."""
+
+    name: str
+    default: T
+    meaning: str
+    shown_default: str | None = None  # how the README shows the default, where its value says too little
+
+    def read(self, env: Mapping[str, str], name: str | None = None) -> T:
+        name = name or self.name
+        raw = env.get(name)
+        if raw is None or raw == "":
+            return self.default
+        return self.parse(raw.strip(), name)
+
+    def parse(self, raw: str, name: str) -> T:
+        return cast(T, raw)
+
+    @property
+    def default_text(self) -> str:
+        if self.shown_default is not None:
+            return self.shown_default
+        if self.default is None:
+            return "—"
+        if isinstance(self.default, bool):
+            return "true" if self.default else "false"
+        return f"`{self.default}`" if self.default != "" else "empty"
+
+
+@dataclass(frozen=True)
+class Text(Setting[str]):
+    pass
+
+
+@dataclass(frozen=True)
+class OptionalText(Setting[str | None]):
+    pass
+
+
+@dataclass(frozen=True)
+class Flag(Setting[bool]):
+    def parse(self, raw: str, name: str) -> bool:
+        value = raw.lower()
+        if value not in ("true", "false", "1", "0", "yes", "no"):
+            raise SettingsError(f"{name} must be true or false, got {raw[:40]!r}")
+        return value in ("true", "1", "yes")
+
+
+@dataclass(frozen=True)
+class Number(Setting[T]):
+    low: float = 0
+    high: float = 0
+    whole: bool = True
+
+    def parse(self, raw: str, name: str) -> T:
+        value: float | None
+        try:  # a length cap first: int() of a 5,000-digit string is slow, and no bound needs it
+            value = (int(raw) if self.whole else float(raw)) if len(raw) <= 24 else None
+        except ValueError:
+            value = None
+        if value is None or value != value or value in (float("inf"), float("-inf")):
+            kind = "a whole number" if self.whole else "a number"
+            raise SettingsError(f"{name} must be {kind}, got {raw[:40]!r}")
+        if not self.low <= value <= self.high:
+            raise SettingsError(f"{name} must be between {self.low:g} and {self.high:g}, got {value:g}")
+        return cast(T, value)
+
+
+@dataclass(frozen=True)
+class Choice(Setting[T]):
+    choices: tuple[str, ...] = ()
+
+    def parse(self, raw: str, name: str) -> T:
+        if raw not in self.choices:
+            raise SettingsError(f"{name} must be one of {', '.join(self.choices)}, got {raw[:40]!r}")
+        return cast(T, raw)
+
+
+def _int(name: str, default: int, low: int, high: int, meaning: str) -> Number[int]:
+    return Number(name, default, meaning, low=low, high=high)
+
+
+def _float(name: str, default: float, low: float, high: float, meaning: str) -> Number[float]:
+    return Number(name, default, meaning, low=low, high=high, whole=False)
+
+
+# --- the table, in the README's order ----------------------------------------------------------------
+
+STORAGE = Text("AzureWebJobsStorage", "UseDevelopmentStorage=true", "storage connection string (Azurite locally)")
+STORAGE_BLOB_URI = OptionalText(
+    "AzureWebJobsStorage__blobServiceUri", None,
+    "identity-based storage in Azure (used when `AzureWebJobsStorage` is not set): the blob endpoint; "
+    "`DefaultAzureCredential`, with the user-assigned identity `AzureWebJobsStorage__clientId`",
+)  # fmt: skip
+STORAGE_QUEUE_URI = OptionalText(
+    "AzureWebJobsStorage__queueServiceUri", None, "identity-based storage: the queue endpoint"
+)
+STORAGE_CLIENT_ID = OptionalText(
+    "AzureWebJobsStorage__clientId", None, "identity-based storage: the user-assigned identity's client id"
+)
+SOURCE_URL = OptionalText(
+    "SOURCE_URL", None,
+    "the default source: answers a JSON array of IDs (strings) or of objects. Required in Azure (with "
+    "identity-based storage); locally it defaults to the demo API",
+    shown_default=f"`http://127.0.0.1:{DEMO_API_PORT}/ids` (locally only)",
+)  # fmt: skip
+SOURCE_HEADERS = OptionalText(
+    "SOURCE_HEADERS", None, 'JSON object of request headers for the source, e.g. `{"x-api-key": "…"}`'
+)
+SOURCE_PAGINATION = Choice[Pagination](
+    "SOURCE_PAGINATION", "none", "`none`, `next-link`, `cursor` or `page`: see [Sources](#sources)",
+    choices=("none", "next-link", "cursor", "page"),
+)  # fmt: skip
+SOURCE_ITEMS_PATH = Text(
+    "SOURCE_ITEMS_PATH", "", "where the items are: empty = the body is the array; `data`, `items`, `data[].id`"
+)
+SOURCE_NEXT_PATH = Text(
+    "SOURCE_NEXT_PATH", "",
+    "`next-link`: where the next link is (`links.next`); empty = the `Link: <…>; rel=\"next\"` header",
+)  # fmt: skip
+SOURCE_CURSOR_PATH = Text(
+    "SOURCE_CURSOR_PATH", "next_cursor", "`cursor`: where the cursor is (null or missing = last page)"
+)
+SOURCE_CURSOR_PARAM = Text("SOURCE_CURSOR_PARAM", "cursor", "`cursor`: the query parameter the cursor goes back in")
+SOURCE_PAGE_PARAM = Text("SOURCE_PAGE_PARAM", "page", "`page`: the page number's query parameter")
+SOURCE_PAGE_SIZE_PARAM = Text("SOURCE_PAGE_SIZE_PARAM", "per_page", "`page`: the page size's query parameter")
+SOURCE_PAGE_SIZE = _int("SOURCE_PAGE_SIZE", 1000, 1, 1_000_000, "`page`: items asked for per page")
+SOURCE_FIRST_PAGE = _int(
+    "SOURCE_FIRST_PAGE", 1, 0, 1_000_000, "`page`: the first page's number; stops at an empty page"
+)
+SOURCE_TIMEOUT = _float("SOURCE_TIMEOUT", 60.0, 0.1, 3600.0, "seconds for connecting to and reading from the source")
+SOURCE_MAX_ATTEMPTS = _int(
+    "SOURCE_MAX_ATTEMPTS", 5, 1, 100,
+    "calls to the source before the run fails (connect errors, timeouts, bodies cut short, 408, 429, 5xx are retried)",
+)  # fmt: skip
+SOURCE_RETRY_BASE_DELAY = _float(
+    "SOURCE_RETRY_BASE_DELAY", 0.5, 0.0, 60.0, "seconds of the first backoff step (exponential, with jitter)"
+)
+SOURCE_RETRY_MAX_DELAY = _float(
+    "SOURCE_RETRY_MAX_DELAY", 30.0, 0.0, 600.0, "the longest backoff; a `Retry-After` from the source wins up to this"
+)
+CHUNKING_TIME_BUDGET = _float(
+    "CHUNKING_TIME_BUDGET", 60.0, 0.0, 200.0,
+    "seconds an HTTP or queue invocation chunks a paged source before it hands the rest on (HTTP functions "
+    "must answer within 230 s); one unpaged response is always read whole",
+)  # fmt: skip
+CONTROL_QUEUE = Text(
+    "CONTROL_QUEUE", "chunking-continuations", "where continuations wait; `continue_chunking` reads it"
+)
+CHUNK_SIZE = _int("CHUNK_SIZE", 5000, 1, MAX_CHUNK_SIZE, f"messages per chunk blob (1..{MAX_CHUNK_SIZE})")
+CHUNK_CONTAINER = Text("CHUNK_CONTAINER", "chunks", "where chunk blobs go; the blob trigger watches it")
+RUNS_CONTAINER = Text("RUNS_CONTAINER", "ingestion-runs", "run records and chunk statuses")
+CHUNK_UPLOAD_CONCURRENCY = _int(
+    "CHUNK_UPLOAD_CONCURRENCY", 8, 1, 64, "chunk uploads in flight while the source still streams"
+)
+QUEUE_NAME = Text("QUEUE_NAME", "ingest", "the target queue (created if missing)")
+QUEUE_PARTITIONS = _int(
+    "QUEUE_PARTITIONS", 1, 1, 100, "spread messages over `QUEUE_NAME-0` … `-{N-1}` by a stable hash of the message"
+)
+QUEUE_MESSAGE_ENCODING = Choice[MessageEncoding](
+    "QUEUE_MESSAGE_ENCODING", "base64", "`base64`, which Functions queue triggers expect, or `none` (plain text)",
+    choices=("base64", "none"),
+)  # fmt: skip
+QUEUE_MESSAGE_TTL = Number[int | None](
+    "QUEUE_MESSAGE_TTL", None, "message time-to-live in seconds; `-1` = never expires",
+    "service default (7 days)", low=-1, high=2**31 - 1,
+)  # fmt: skip
+QUEUE_MESSAGE_VISIBILITY_TIMEOUT = _int(
+    "QUEUE_MESSAGE_VISIBILITY_TIMEOUT", 0, 0, 7 * 24 * 3600,
+    "seconds a new message stays invisible to consumers (0 to 7 days, less than the TTL)",
+)  # fmt: skip
+INGEST_CONCURRENCY = _int("INGEST_CONCURRENCY", 64, 1, 1024, "Put Message calls in flight per chunk (a sliding window)")
+INGEST_CHECKPOINT_EVERY = _int(
+    "INGEST_CHECKPOINT_EVERY", 1000, 1, MAX_CHUNK_SIZE, "messages between checkpoints of a chunk's progress"
+)
+INGEST_LEASE_SECONDS = _float(
+    "INGEST_LEASE_SECONDS", 60.0, 1.0, 3600.0,
+    "how long a chunk's claim lasts without a checkpoint before another invocation may take over",
+)  # fmt: skip
+LARGE_MESSAGE_MODE = Choice[LargeMessageMode](
+    "LARGE_MESSAGE_MODE", "claim-check",
+    "a message over 64 KiB after encoding: `claim-check` stores it in a blob and enqueues "
+    '`{"claim_check": {"container", "blob", "bytes"}}`; `reject` fails the chunk',
+    choices=("claim-check", "reject"),
+)  # fmt: skip
+LARGE_MESSAGE_CONTAINER = Text("LARGE_MESSAGE_CONTAINER", "large-messages", "where claim-checked payloads go")
+STORAGE_MAX_RETRIES = _int(
+    "STORAGE_MAX_RETRIES", 5, 0, 20,
+    "retries after a storage call fails with 408/500/503 (\"server busy\"), a timeout or a broken connection, "
+    "for the storage SDK and the Put Message sender alike",
+)  # fmt: skip
+STORAGE_RETRY_BACKOFF = _float("STORAGE_RETRY_BACKOFF", 1.0, 0.0, 60.0, "seconds of the first storage backoff step")
+STORAGE_RETRY_MAX_DELAY = _float("STORAGE_RETRY_MAX_DELAY", 30.0, 0.0, 600.0, "the longest storage backoff, in seconds")
+STORAGE_TIMEOUT = _float("STORAGE_TIMEOUT", 30.0, 1.0, 600.0, "seconds a storage request may take")
+BLOB_TRIGGER_SOURCE = Choice[TriggerSource](
+    "BLOB_TRIGGER_SOURCE", "LogsAndContainerScan",
+    "`LogsAndContainerScan` (polling; works on Azurite) or `EventGrid` (required on Flex Consumption)",
+    choices=("LogsAndContainerScan", "EventGrid"),
+)  # fmt: skip
+STORAGE_USE_PROXY_ENV = Flag(
+    "STORAGE_USE_PROXY_ENV", False,
+    "let the SDK's storage clients read `HTTP(S)_PROXY`/`NO_PROXY` (off: reading them on every request costs CPU); "
+    "the Put Message sender always connects directly",
+)  # fmt: skip
+
+TABLE: tuple[Setting[object], ...] = tuple(
+    value for value in list(globals().values()) if isinstance(value, Setting)
+)  # every setting above, in order
+# A named source repeats the source settings under its own prefix: SOURCE_<NAME>__<KEY>.
+SOURCE_SETTINGS: tuple[Setting[object], ...] = (
+    SOURCE_URL, SOURCE_HEADERS, SOURCE_PAGINATION, SOURCE_ITEMS_PATH, SOURCE_NEXT_PATH, SOURCE_CURSOR_PATH,
+    SOURCE_CURSOR_PARAM, SOURCE_PAGE_PARAM, SOURCE_PAGE_SIZE_PARAM, SOURCE_PAGE_SIZE, SOURCE_FIRST_PAGE,
+)  # fmt: skip
+SOURCE_KEYS = tuple(setting.name.removeprefix("SOURCE_") for setting in SOURCE_SETTINGS)
+
+
+# --- what the app reads ------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -33,13 +258,17 @@ class StorageConfig:
     use_env_settings: bool = False
     max_retries: int = 5
     retry_backoff: float = 1.0
+    retry_max_delay: float = 30.0
     timeout: float = 30.0
 
+    @property
+    def in_azure(self) -> bool:
+        """Identity-based storage: the app runs in Azure, where nothing may fall back to a local default."""
+        return self.connection_string is None
 
-Pagination = Literal["none", "next-link", "cursor", "page"]
-# What describes a source: the default source reads SOURCE_<KEY>, a named one SOURCE_<NAME>__<KEY>.
-SOURCE_KEYS = ("URL", "HEADERS", "ITEMS_PATH", "PAGINATION", "NEXT_PATH", "CURSOR_PATH", "CURSOR_PARAM",
-               "PAGE_PARAM", "PAGE_SIZE_PARAM", "PAGE_SIZE", "FIRST_PAGE")  # fmt: skip
+    @property
+    def retry(self) -> RetryPolicy:
+        return RetryPolicy(attempts=self.max_retries + 1, base_delay=self.retry_backoff, max_delay=self.retry_max_delay)
 
 
 @dataclass(frozen=True)
@@ -61,203 +290,153 @@ class SourceConfig:
 
 
 @dataclass(frozen=True)
-class RetryConfig:
-    """How calls to a source are retried: exponential backoff with jitter, Retry-After honoured."""
-
-    max_attempts: int = 5
-    base_delay: float = 0.5
-    max_delay: float = 30.0
-
-
-@dataclass(frozen=True)
 class Settings:
     storage: StorageConfig
     sources: Mapping[str, SourceConfig]
-    chunk_container: str = DEFAULT_CHUNK_CONTAINER
-    runs_container: str = "ingestion-runs"
-    chunk_size: int = 5000
-    queue_name: str = "ingest"
-    queue_partitions: int = 1
-    message_encoding: MessageEncoding = "base64"
-    message_ttl: int | None = None
-    message_visibility_timeout: int = 0
-    ingest_concurrency: int = 64
-    checkpoint_every: int = 1000
-    lease_seconds: float = 60.0
-    large_message_mode: LargeMessageMode = "claim-check"
-    large_message_container: str = "large-messages"
-    upload_concurrency: int = 8
-    source_timeout: float = 60.0
-    source_retry: RetryConfig = RetryConfig()
-    chunking_time_budget: float = 60.0
-    control_queue: str = DEFAULT_CONTROL_QUEUE
+    chunk_container: str = CHUNK_CONTAINER.default
+    runs_container: str = RUNS_CONTAINER.default
+    chunk_size: int = CHUNK_SIZE.default
+    queue_name: str = QUEUE_NAME.default
+    queue_partitions: int = QUEUE_PARTITIONS.default
+    message_encoding: MessageEncoding = QUEUE_MESSAGE_ENCODING.default
+    message_ttl: int | None = QUEUE_MESSAGE_TTL.default
+    message_visibility_timeout: int = QUEUE_MESSAGE_VISIBILITY_TIMEOUT.default
+    ingest_concurrency: int = INGEST_CONCURRENCY.default
+    checkpoint_every: int = INGEST_CHECKPOINT_EVERY.default
+    lease_seconds: float = INGEST_LEASE_SECONDS.default
+    large_message_mode: LargeMessageMode = LARGE_MESSAGE_MODE.default
+    large_message_container: str = LARGE_MESSAGE_CONTAINER.default
+    upload_concurrency: int = CHUNK_UPLOAD_CONCURRENCY.default
+    source_timeout: float = SOURCE_TIMEOUT.default
+    source_retry: RetryPolicy = field(default_factory=RetryPolicy)
+    chunking_time_budget: float = CHUNKING_TIME_BUDGET.default
+    control_queue: str = CONTROL_QUEUE.default
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         ttl = _ttl(env)
+        storage = _storage_config(env)
         return cls(
-            storage=_storage_config(env),
-            sources=_sources(env),
-            chunk_container=chunk_container(env),
-            runs_container=env.get("RUNS_CONTAINER", "ingestion-runs"),
-            chunk_size=_int(env, "CHUNK_SIZE", 5000, low=1, high=MAX_CHUNK_SIZE),
-            queue_name=env.get("QUEUE_NAME", "ingest"),
-            queue_partitions=_int(env, "QUEUE_PARTITIONS", 1, low=1, high=100),
-            message_encoding=_choice(env, "QUEUE_MESSAGE_ENCODING", "base64", ("base64", "none")),
+            storage=storage,
+            sources=_sources(env, in_azure=storage.in_azure),
+            chunk_container=CHUNK_CONTAINER.read(env),
+            runs_container=RUNS_CONTAINER.read(env),
+            chunk_size=CHUNK_SIZE.read(env),
+            queue_name=QUEUE_NAME.read(env),
+            queue_partitions=QUEUE_PARTITIONS.read(env),
+            message_encoding=QUEUE_MESSAGE_ENCODING.read(env),
             message_ttl=ttl,
             message_visibility_timeout=_visibility_timeout(env, ttl),
-            ingest_concurrency=_int(env, "INGEST_CONCURRENCY", 64, low=1, high=1024),
-            checkpoint_every=_int(env, "INGEST_CHECKPOINT_EVERY", 1000, low=1, high=MAX_CHUNK_SIZE),
-            lease_seconds=_float(env, "INGEST_LEASE_SECONDS", 60.0, low=1.0, high=3600.0),
-            large_message_mode=_choice(env, "LARGE_MESSAGE_MODE", "claim-check", ("claim-check", "reject")),
-            large_message_container=env.get("LARGE_MESSAGE_CONTAINER", "large-messages"),
-            upload_concurrency=_int(env, "CHUNK_UPLOAD_CONCURRENCY", 8, low=1, high=64),
-            source_timeout=_float(env, "SOURCE_TIMEOUT", 60.0, low=0.1, high=3600.0),
-            chunking_time_budget=_float(env, "CHUNKING_TIME_BUDGET", 60.0, low=0.0, high=200.0),
-            control_queue=control_queue(env),
-            source_retry=RetryConfig(
-                max_attempts=_int(env, "SOURCE_MAX_ATTEMPTS", 5, low=1, high=100),
-                base_delay=_float(env, "SOURCE_RETRY_BASE_DELAY", 0.5, low=0.0, high=60.0),
-                max_delay=_float(env, "SOURCE_RETRY_MAX_DELAY", 30.0, low=0.0, high=600.0),
+            ingest_concurrency=INGEST_CONCURRENCY.read(env),
+            checkpoint_every=INGEST_CHECKPOINT_EVERY.read(env),
+            lease_seconds=INGEST_LEASE_SECONDS.read(env),
+            large_message_mode=LARGE_MESSAGE_MODE.read(env),
+            large_message_container=LARGE_MESSAGE_CONTAINER.read(env),
+            upload_concurrency=CHUNK_UPLOAD_CONCURRENCY.read(env),
+            source_timeout=SOURCE_TIMEOUT.read(env),
+            chunking_time_budget=CHUNKING_TIME_BUDGET.read(env),
+            control_queue=CONTROL_QUEUE.read(env),
+            source_retry=RetryPolicy(
+                attempts=SOURCE_MAX_ATTEMPTS.read(env),
+                base_delay=SOURCE_RETRY_BASE_DELAY.read(env),
+                max_delay=SOURCE_RETRY_MAX_DELAY.read(env),
             ),
         )
 
     @property
     def queue_names(self) -> list[str]:
-        """The target queues: QUEUE_NAME, or QUEUE_NAME-0 … -{N-1} with QUEUE_PARTITIONS=N."""
-        if self.queue_partitions == 1:
-            return [self.queue_name]
-        return [f"{self.queue_name}-{partition}" for partition in range(self.queue_partitions)]
+        return partition_queue_names(self.queue_name, self.queue_partitions)
 
     def source(self, name: str | None) -> SourceConfig:
         return self.sources[(name or DEFAULT_SOURCE).lower()]
 
 
-def blob_trigger_source(env: Mapping[str, str] | None = None) -> Literal["LogsAndContainerScan", "EventGrid"]:
-    env = os.environ if env is None else env
-    return _choice(env, "BLOB_TRIGGER_SOURCE", "LogsAndContainerScan", ("LogsAndContainerScan", "EventGrid"))
-
-
-def control_queue(env: Mapping[str, str] | None = None) -> str:
-    env = os.environ if env is None else env
-    return env.get("CONTROL_QUEUE", DEFAULT_CONTROL_QUEUE)
-
-
-def chunk_container(env: Mapping[str, str] | None = None) -> str:
-    env = os.environ if env is None else env
-    return env.get("CHUNK_CONTAINER", DEFAULT_CHUNK_CONTAINER)
-
-
 def _storage_config(env: Mapping[str, str]) -> StorageConfig:
     common = {
-        "use_env_settings": env.get("STORAGE_USE_PROXY_ENV", "false").lower() in ("1", "true", "yes"),
-        "max_retries": _int(env, "STORAGE_MAX_RETRIES", 5, low=0, high=20),
-        "retry_backoff": _float(env, "STORAGE_RETRY_BACKOFF", 1.0, low=0.0, high=60.0),
-        "timeout": _float(env, "STORAGE_TIMEOUT", 30.0, low=1.0, high=600.0),
+        "use_env_settings": STORAGE_USE_PROXY_ENV.read(env),
+        "max_retries": STORAGE_MAX_RETRIES.read(env),
+        "retry_backoff": STORAGE_RETRY_BACKOFF.read(env),
+        "retry_max_delay": STORAGE_RETRY_MAX_DELAY.read(env),
+        "timeout": STORAGE_TIMEOUT.read(env),
     }
-    blob_uri = env.get("AzureWebJobsStorage__blobServiceUri")
-    if blob_uri and not env.get("AzureWebJobsStorage"):
-        queue_uri = env.get("AzureWebJobsStorage__queueServiceUri")
+    blob_uri = STORAGE_BLOB_URI.read(env)
+    if blob_uri and not env.get(STORAGE.name):
+        queue_uri = STORAGE_QUEUE_URI.read(env)
         if not queue_uri:
             raise SettingsError(
-                "AzureWebJobsStorage__blobServiceUri is set but AzureWebJobsStorage__queueServiceUri "
-                "is not: set both for identity-based storage access."
+                f"{STORAGE_BLOB_URI.name} is set but {STORAGE_QUEUE_URI.name} is not: set both for "
+                "identity-based storage access."
             )
         return StorageConfig(
-            connection_string=None,
-            blob_service_uri=blob_uri,
-            queue_service_uri=queue_uri,
-            client_id=env.get("AzureWebJobsStorage__clientId"),
-            **common,
-        )
-    return StorageConfig(connection_string=env.get("AzureWebJobsStorage") or "UseDevelopmentStorage=true", **common)
+            None, blob_service_uri=blob_uri, queue_service_uri=queue_uri, client_id=STORAGE_CLIENT_ID.read(env),
+            **common,  # type: ignore[arg-type]
+        )  # fmt: skip
+    return StorageConfig(STORAGE.read(env), **common)  # type: ignore[arg-type]
 
 
-def _sources(env: Mapping[str, str]) -> dict[str, SourceConfig]:
-    sources = {DEFAULT_SOURCE: _source(env, DEFAULT_SOURCE, "SOURCE_")}
+def _sources(env: Mapping[str, str], *, in_azure: bool) -> dict[str, SourceConfig]:
+    sources = {DEFAULT_SOURCE: _source(env, DEFAULT_SOURCE, "SOURCE_", in_azure=in_azure)}
     for key in env:
-        match = _NAMED_SOURCE_URL.match(key)
+        match = _NAMED_SOURCE_URL.fullmatch(key)
         if match:
             name = match.group(1).lower()
-            sources[name] = _source(env, name, f"SOURCE_{match.group(1)}__")
+            sources[name] = _source(env, name, f"SOURCE_{match.group(1)}__", in_azure=in_azure)
     return sources
 
 
-def _source(env: Mapping[str, str], name: str, prefix: str) -> SourceConfig:
-    def text(key: str, default: str) -> str:
-        return env.get(prefix + key) or default
+def _source(env: Mapping[str, str], name: str, prefix: str, *, in_azure: bool) -> SourceConfig:
+    def read(setting: Setting[T]) -> T:
+        return setting.read(env, prefix + setting.name.removeprefix("SOURCE_"))
 
+    url = read(SOURCE_URL)
+    if url is None:
+        if in_azure:
+            raise SettingsError(
+                f"{prefix}URL is not set: in Azure the app needs the source API's URL as an app setting "
+                "(it falls back to the local demo API only with a connection string)"
+            )
+        url = f"http://127.0.0.1:{DEMO_API_PORT}/ids"
     return SourceConfig(
         name=name,
-        url=text("URL", f"http://127.0.0.1:{DEMO_API_PORT}/ids"),
-        headers=_headers(env, prefix + "HEADERS"),
-        items_path=text("ITEMS_PATH", ""),
-        pagination=_choice(env, prefix + "PAGINATION", "none", ("none", "next-link", "cursor", "page")),
-        next_path=text("NEXT_PATH", ""),
-        cursor_path=text("CURSOR_PATH", "next_cursor"),
-        cursor_param=text("CURSOR_PARAM", "cursor"),
-        page_param=text("PAGE_PARAM", "page"),
-        page_size_param=text("PAGE_SIZE_PARAM", "per_page"),
-        page_size=_int(env, prefix + "PAGE_SIZE", 1000, low=1, high=1_000_000),
-        first_page=_int(env, prefix + "FIRST_PAGE", 1, low=0, high=1_000_000),
+        url=url,
+        headers=_headers(read(SOURCE_HEADERS), prefix + "HEADERS"),
+        items_path=read(SOURCE_ITEMS_PATH),
+        pagination=read(SOURCE_PAGINATION),
+        next_path=read(SOURCE_NEXT_PATH),
+        cursor_path=read(SOURCE_CURSOR_PATH),
+        cursor_param=read(SOURCE_CURSOR_PARAM),
+        page_param=read(SOURCE_PAGE_PARAM),
+        page_size_param=read(SOURCE_PAGE_SIZE_PARAM),
+        page_size=read(SOURCE_PAGE_SIZE),
+        first_page=read(SOURCE_FIRST_PAGE),
     )
 
 
-def _headers(env: Mapping[str, str], key: str) -> dict[str, str]:
-    raw = env.get(key)
+def _headers(raw: str | None, name: str) -> dict[str, str]:
     if not raw:
         return {}
     try:
         value = json.loads(raw)
     except json.JSONDecodeError as exc:
-        raise SettingsError(f"{key} must be a JSON object of header names to values: {exc}") from None
+        raise SettingsError(f"{name} must be a JSON object of header names to values: {exc}") from None
     if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
-        raise SettingsError(f'{key} must be a JSON object of strings, e.g. {{"x-api-key": "..."}}')
-    return value
-
-
-def _int(env: Mapping[str, str], key: str, default: int, *, low: int, high: int) -> int:
-    return _number(env, key, default, low=low, high=high, kind=int)
-
-
-def _float(env: Mapping[str, str], key: str, default: float, *, low: float, high: float) -> float:
-    return _number(env, key, default, low=low, high=high, kind=float)
-
-
-def _number(env: Mapping[str, str], key: str, default: float, *, low: float, high: float, kind: type) -> Any:
-    raw = env.get(key)
-    if raw in (None, ""):
-        return default
-    try:
-        value = kind(raw)
-    except ValueError:
-        raise SettingsError(f"{key} must be {'a whole number' if kind is int else 'a number'}, got {raw!r}") from None
-    if not low <= value <= high:
-        raise SettingsError(f"{key} must be between {low} and {high}, got {value}")
-    return value
-
-
-def _choice(env: Mapping[str, str], key: str, default: str, allowed: tuple[str, ...]):
-    value = env.get(key) or default
-    if value not in allowed:
-        raise SettingsError(f"{key} must be one of {', '.join(allowed)}, got {value!r}")
+        raise SettingsError(f'{name} must be a JSON object of strings, e.g. {{"x-api-key": "..."}}')
     return value
 
 
 def _ttl(env: Mapping[str, str]) -> int | None:
-    raw = env.get("QUEUE_MESSAGE_TTL")
-    if raw in (None, ""):
-        return None
-    ttl = _int(env, "QUEUE_MESSAGE_TTL", -1, low=-1, high=2**31 - 1)
+    ttl = QUEUE_MESSAGE_TTL.read(env)
     if ttl == 0:
-        raise SettingsError("QUEUE_MESSAGE_TTL must be a positive number of seconds, or -1 for never")
+        raise SettingsError(f"{QUEUE_MESSAGE_TTL.name} must be a positive number of seconds, or -1 for never")
     return ttl
 
 
 def _visibility_timeout(env: Mapping[str, str], ttl: int | None) -> int:
     """Seconds a new message stays hidden (Put Message's visibilitytimeout); less than its TTL."""
-    hidden = _int(env, "QUEUE_MESSAGE_VISIBILITY_TIMEOUT", 0, low=0, high=7 * 24 * 3600)
-    if hidden and ttl not in (None, -1) and hidden >= ttl:
-        raise SettingsError(f"QUEUE_MESSAGE_VISIBILITY_TIMEOUT ({hidden}) must be less than QUEUE_MESSAGE_TTL ({ttl})")
+    hidden = QUEUE_MESSAGE_VISIBILITY_TIMEOUT.read(env)
+    if hidden and ttl not in (None, -1) and hidden >= cast(int, ttl):
+        raise SettingsError(
+            f"{QUEUE_MESSAGE_VISIBILITY_TIMEOUT.name} ({hidden}) must be less than {QUEUE_MESSAGE_TTL.name} ({ttl})"
+        )
     return hidden

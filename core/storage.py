@@ -1,9 +1,9 @@
 """The one place that builds storage clients, from a connection string or a managed identity.
 
 Clients are async and built once per process for each storage configuration and event loop (the
-Functions worker runs a single loop). The SDK's clients share one aiohttp session; the lean Put
-Message sender has its own keep-alive connection pool to the queue endpoint. Both are sized to the
-send window.
+Functions worker runs a single loop): `once_per_loop` keeps them, and anything else a stage builds
+the same way (the Put Message sender's connection pool), until `close_storage_clients`. The SDK's
+clients share one aiohttp session, sized to the send window.
 """
 
 from __future__ import annotations
@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import inspect
 import os
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
 
 import aiohttp
 from azure.core.exceptions import ResourceExistsError
@@ -24,7 +26,12 @@ from azure.storage.blob.aio import BlobServiceClient, ExponentialRetry
 from azure.storage.queue.aio import QueueServiceClient
 
 from core.settings import StorageConfig
-from putmessage.connection_pool import ConnectionPool
+
+T = TypeVar("T", bound="Closable")
+
+
+class Closable(Protocol):
+    def close(self) -> Any: ...  # returns None, or an awaitable
 
 
 @dataclass
@@ -32,28 +39,32 @@ class StorageClients:
     blobs: BlobServiceClient
     queues: QueueServiceClient
     session: aiohttp.ClientSession
-    queue_connections: ConnectionPool
     credential: DefaultAzureCredential | None
+    tls: ssl.SSLContext
 
     async def close(self) -> None:
         await self.blobs.close()
         await self.queues.close()
         await self.session.close()
-        self.queue_connections.close()
         if self.credential is not None:
             await self.credential.close()
 
 
-_clients: dict[tuple[StorageConfig, asyncio.AbstractEventLoop], StorageClients] = {}
+_per_loop: dict[tuple[Hashable, asyncio.AbstractEventLoop], Closable] = {}
+
+
+def once_per_loop(key: Hashable, build: Callable[[], T]) -> T:
+    """What `build` makes, once per process and event loop; call from a coroutine."""
+    loop_key = (key, asyncio.get_running_loop())
+    built = _per_loop.get(loop_key)
+    if built is None:
+        built = _per_loop[loop_key] = build()
+    return built  # type: ignore[return-value]
 
 
 def storage_clients(config: StorageConfig, pool_size: int = 100) -> StorageClients:
     """The clients for this storage on the running loop; call from a coroutine."""
-    key = (config, asyncio.get_running_loop())
-    clients = _clients.get(key)
-    if clients is None:
-        clients = _clients[key] = _build(config, pool_size)
-    return clients
+    return once_per_loop(("storage", config), lambda: _build(config, pool_size))
 
 
 _existing: set[tuple[StorageConfig, str]] = set()
@@ -69,10 +80,12 @@ async def create_once(config: StorageConfig, name: str, create: Callable[[], Awa
 
 
 async def close_storage_clients() -> None:
-    """Closes the clients built on the running loop."""
+    """Closes everything `once_per_loop` built on the running loop."""
     loop = asyncio.get_running_loop()
-    for key in [key for key in _clients if key[1] is loop]:
-        await _clients.pop(key).close()
+    for key in [key for key in _per_loop if key[1] is loop]:
+        closed = _per_loop.pop(key).close()
+        if inspect.isawaitable(closed):
+            await closed
 
 
 @functools.cache
@@ -114,6 +127,4 @@ def _build(config: StorageConfig, pool_size: int) -> StorageClients:
         credential = DefaultAzureCredential(managed_identity_client_id=config.client_id)
         blobs = BlobServiceClient(config.blob_service_uri, credential=credential, **options())
         queues = QueueServiceClient(config.queue_service_uri, credential=credential, **options())
-    return StorageClients(
-        blobs, queues, session, ConnectionPool(queues.url, pool_size, tls, config.timeout), credential
-    )
+    return StorageClients(blobs, queues, session, credential, tls)

@@ -9,18 +9,21 @@ import os
 import sys
 import time
 from collections.abc import Mapping
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from chunking.request import IngestionRequest, new_run_id, parse_ingestion_request
 from core.context import app_context
-from core.errors import FanoutError, RequestError
+from core.contract import RUN_ID_RULE, is_run_id
+from core.errors import FanoutError, RequestError, RunNotFoundError
 from core.settings import DEMO_API_PORT, MAX_CHUNK_SIZE, Settings
-from core.status import run_status
+from core.status import RunStatus, run_status
 from core.storage import close_storage_clients
 from fanout.azurite import start_azurite
 from fanout.demo_api import PAGINATIONS, DemoApi, Faults
 from fanout.pipeline import resume_run, run_pipeline
-from ingestion.run import redrive_run
+from fanout.settings_table import settings_table
+from ingestion.redrive import RedriveResult, redrive_run
 from ingestion.target import queue_length
 
 
@@ -57,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
         ("status", _status, "show a run's status", "print the status as JSON"),
     ]:
         command = commands.add_parser(name, help=purpose)
-        command.add_argument("run_id", metavar="RUN_ID")
+        command.add_argument("run_id", metavar="RUN_ID", type=_run_id)
         command.add_argument("--json", action="store_true", help=as_json)
         command.set_defaults(handler=handler)
 
@@ -77,11 +80,20 @@ def _parser() -> argparse.ArgumentParser:
     faults.add_argument("--foreign-next", action="store_true", help="next links point to another host")
     api.set_defaults(handler=_demo_api)
 
+    table = commands.add_parser("settings-table", help="print the README's settings table (from core/settings.py)")
+    table.set_defaults(handler=lambda args: print(settings_table(), end="") or 0)
+
     demo = commands.add_parser("demo", help="start Azurite and the demo API, ingest COUNT IDs, check the queue")
     demo.add_argument("--count", type=int, default=100_000, help="IDs to ingest (default 100000)")
     demo.add_argument("--json", action="store_true", help="end with a one-line JSON summary")
     demo.set_defaults(handler=_demo)
     return parser
+
+
+def _run_id(value: str) -> str:
+    if not is_run_id(value):
+        raise argparse.ArgumentTypeError(RUN_ID_RULE)
+    return value
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -95,72 +107,71 @@ def _run(args: argparse.Namespace) -> int:
         raise FanoutError(exc.detail) from None
     summary = asyncio.run(_run_and_close(settings, request))
     _print_summary(summary, as_json=args.json)
-    return 0 if summary["state"] == "completed" else 1
+    return 0 if summary.state == "completed" else 1
 
 
-async def _run_and_close(settings: Settings, request: IngestionRequest) -> dict[str, Any]:
+async def _run_and_close(settings: Settings, request: IngestionRequest) -> RunSummary:
     print(f"run_id: {request.run_id}", flush=True)
     started = time.monotonic()
     try:
         status = await run_pipeline(await app_context(settings), request, _progress_printer())
     finally:
         await close_storage_clients()
-    return _summary(status, time.monotonic() - started)
+    return RunSummary.of(status, time.monotonic() - started)
 
 
 def _resume(args: argparse.Namespace) -> int:
-    async def resume() -> dict[str, Any]:
+    async def resume() -> RunSummary:
         started = time.monotonic()
         try:
             status = await resume_run(await app_context(), args.run_id, _progress_printer())
         finally:
             await close_storage_clients()
-        return _summary(status, time.monotonic() - started)
+        return RunSummary.of(status, time.monotonic() - started)
 
     summary = asyncio.run(resume())
     _print_summary(summary, as_json=args.json)
-    return 0 if summary["state"] == "completed" else 1
+    return 0 if summary.state == "completed" else 1
 
 
 def _redrive(args: argparse.Namespace) -> int:
-    async def redrive() -> dict[str, Any]:
+    async def redrive() -> RedriveResult:
         try:
             ctx = await app_context()
             if await ctx.runs.get(args.run_id) is None:
-                raise FanoutError(f"no run {args.run_id!r}")
+                raise RunNotFoundError(f"no run {args.run_id!r}")
             return await redrive_run(ctx, args.run_id)
         finally:
             await close_storage_clients()
 
     result = asyncio.run(redrive())
     if args.json:
-        print(json.dumps(result))
+        print(json.dumps(result.to_json()))
     else:
-        chunks, queued = len(result["chunks"]), result["messages_queued"]
-        print(f"{result['run_id']}: {chunks} chunks redriven, {queued:,} messages queued")
-        for chunk in result["chunks"]:
-            print(f"  chunk {chunk['index']}: {chunk['state']}, {chunk['queued']:,} queued {chunk['error'] or ''}")
-    return 0 if result["failed"] == 0 else 1
+        print(f"{result.run_id}: {len(result.chunks)} chunks redriven, {result.messages_queued:,} messages queued")
+        for chunk in result.chunks:
+            print(f"  chunk {chunk.index}: {chunk.state}, {chunk.queued:,} queued {chunk.error or ''}")
+    return 0 if result.failed == 0 else 1
 
 
 def _status(args: argparse.Namespace) -> int:
-    async def load() -> dict[str, Any] | None:
+    async def load() -> RunStatus | None:
         try:
-            return await run_status(await app_context(), args.run_id)
+            return await run_status((await app_context()).runs, args.run_id)
         finally:
             await close_storage_clients()
 
     status = asyncio.run(load())
     if status is None:
-        raise FanoutError(f"no run {args.run_id!r}")
+        raise RunNotFoundError(f"no run {args.run_id!r}")
     if args.json:
-        print(json.dumps(status))
+        print(json.dumps(status.to_json()))
     else:
-        chunks, messages = status["chunks"], status["messages"]
-        print(f"{status['run_id']}: {status['state']}")
-        print(f"  chunks: {chunks['ingested']}/{chunks['total']} ingested, {chunks['failed']} failed")
-        print(f"  messages: {messages['enqueued']}/{messages['fetched']} enqueued")
-        for line in [status["error"]] + [f"chunk {c['index']}: {c['error']}" for c in status["failed_chunks"]]:
+        chunks, messages = status.chunks, status.messages
+        print(f"{status.run_id}: {status.state}")
+        print(f"  chunks: {chunks.ingested}/{chunks.total} ingested, {chunks.failed} failed")
+        print(f"  messages: {messages.enqueued}/{messages.fetched} enqueued")
+        for line in [status.error] + [f"chunk {c.index}: {c.error}" for c in status.failed_chunks]:
             if line:
                 print(f"  error: {line}")
     return 0
@@ -191,49 +202,67 @@ def _demo(args: argparse.Namespace) -> int:
     finally:
         api.stop()
         azurite.close()
-    summary["queue_matches_source"] = summary["queue_length"] == args.count
+    summary = replace(summary, queue_matches_source=summary.queue_length == args.count)
     _print_summary(summary, as_json=args.json)
-    return 0 if summary["state"] == "completed" and summary["queue_matches_source"] else 1
+    return 0 if summary.state == "completed" and summary.queue_matches_source else 1
 
 
-async def _demo_run(settings: Settings, request: IngestionRequest) -> dict[str, Any]:
+async def _demo_run(settings: Settings, request: IngestionRequest) -> RunSummary:
     summary = await _run_and_close(settings, request)
     try:
-        summary["queue_length"] = await queue_length(await app_context(settings))
+        return replace(summary, queue_length=await queue_length(await app_context(settings)))
     finally:
         await close_storage_clients()
-    return summary
 
 
 def _without_identity(env: Mapping[str, str]) -> dict[str, str]:
     return {key: value for key, value in env.items() if not key.startswith("AzureWebJobsStorage__")}
 
 
-def _summary(status: dict[str, Any], seconds: float) -> dict[str, Any]:
-    enqueued = status["messages"]["enqueued"]
-    return {
-        "run_id": status["run_id"],
-        "state": status["state"],
-        "chunks": status["chunks"]["total"],
-        "messages_fetched": status["messages"]["fetched"],
-        "messages_enqueued": enqueued,
-        "seconds": round(seconds, 2),
-        "messages_per_second": round(enqueued / seconds) if seconds else None,
-        "error": status["error"] or next((c["error"] for c in status["failed_chunks"]), None),
-    }
+@dataclass(frozen=True)
+class RunSummary:
+    """The one-line summary a local run ends with (`--json`)."""
+
+    run_id: str
+    state: str
+    chunks: int | None
+    messages_fetched: int | None
+    messages_enqueued: int
+    seconds: float
+    messages_per_second: int | None
+    error: str | None
+    queue_length: int | None = None  # `demo` only: what the queue holds afterwards
+    queue_matches_source: bool | None = None
+
+    @classmethod
+    def of(cls, status: RunStatus, seconds: float) -> RunSummary:
+        enqueued = status.messages.enqueued
+        return cls(
+            run_id=status.run_id,
+            state=status.state,
+            chunks=status.chunks.total,
+            messages_fetched=status.messages.fetched,
+            messages_enqueued=enqueued,
+            seconds=round(seconds, 2),
+            messages_per_second=round(enqueued / seconds) if seconds else None,
+            error=status.error or next((c.error for c in status.failed_chunks), None),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {key: value for key, value in asdict(self).items() if not key.startswith("queue_") or value is not None}
 
 
-def _print_summary(summary: dict[str, Any], *, as_json: bool) -> None:
+def _print_summary(summary: RunSummary, *, as_json: bool) -> None:
     if as_json:
-        print(json.dumps(summary), flush=True)
+        print(json.dumps(summary.to_json()), flush=True)
         return
-    print(f"{summary['run_id']}: {summary['state']}")
-    print(f"  {summary['messages_enqueued']:,} messages enqueued from {summary['chunks']} chunks")
-    print(f"  {summary['seconds']} s, {summary['messages_per_second']} messages/s")
-    if "queue_length" in summary:
-        print(f"  queue holds {summary['queue_length']:,} messages")
-    if summary["error"]:
-        print(f"  error: {summary['error']}")
+    print(f"{summary.run_id}: {summary.state}")
+    print(f"  {summary.messages_enqueued:,} messages enqueued from {summary.chunks} chunks")
+    print(f"  {summary.seconds} s, {summary.messages_per_second} messages/s")
+    if summary.queue_length is not None:
+        print(f"  queue holds {summary.queue_length:,} messages")
+    if summary.error:
+        print(f"  error: {summary.error}")
 
 
 def _progress_printer():

@@ -2,37 +2,35 @@
 
 from __future__ import annotations
 
-from typing import Any
-
+from chunking.chunker import chunk_onward, start_chunking
 from chunking.request import IngestionRequest
-from chunking.run import chunk_run, write_chunks
 from core.context import Context
-from core.errors import FanoutError
-from core.status import run_status
-from ingestion.run import Progress, ingest_run
+from core.errors import RunNotFoundError
+from core.status import RunStatus, run_status
+from ingestion.redrive import Progress, ingest_pending_chunks
 
 
-async def run_pipeline(ctx: Context, request: IngestionRequest, progress: Progress | None = None) -> dict[str, Any]:
+async def run_pipeline(ctx: Context, request: IngestionRequest, progress: Progress | None = None) -> RunStatus:
     """Chunks the source, then ingests every chunk; returns the run's final status."""
-    record, _ = await chunk_run(ctx, request, budget=None)
+    record, _ = await start_chunking(ctx, request, budget=None)
     if progress:
         progress(f"chunked: {record.messages:,} messages in {record.chunks:,} chunks ({record.state})")
     return await _ingest_and_report(ctx, record.run_id, progress)
 
 
-async def resume_run(ctx: Context, run_id: str, progress: Progress | None = None) -> dict[str, Any]:
+async def resume_run(ctx: Context, run_id: str, progress: Progress | None = None) -> RunStatus:
     """Finishes a run whose process died: chunking (if it never finished), then every chunk not ingested."""
     record, etag = await ctx.runs.get_versioned(run_id)
     if record is None:
-        raise FanoutError(f"no run {run_id!r}")
+        raise RunNotFoundError(f"no run {run_id!r}")
     if record.state == "chunking":
-        await write_chunks(ctx, record, etag, budget=None)
+        await chunk_onward(ctx, record, etag, budget=None)
     return await _ingest_and_report(ctx, run_id, progress)
 
 
-async def _ingest_and_report(ctx: Context, run_id: str, progress: Progress | None) -> dict[str, Any]:
-    await ingest_run(ctx, run_id, progress)
-    status = await run_status(ctx, run_id)
+async def _ingest_and_report(ctx: Context, run_id: str, progress: Progress | None) -> RunStatus:
+    await ingest_pending_chunks(ctx, run_id, progress)
+    status = await run_status(ctx.runs, run_id)
     if status is None:
-        raise FanoutError(f"run {run_id!r} disappeared while it ran")
+        raise RunNotFoundError(f"run {run_id!r} disappeared while it ran")
     return status

@@ -152,6 +152,7 @@ module functionApp 'modules/function-app.bicep' = {
       LARGE_MESSAGE_CONTAINER: largeMessageContainerName
       STORAGE_MAX_RETRIES: '5'
       STORAGE_RETRY_BACKOFF: '1'
+      STORAGE_RETRY_MAX_DELAY: '30'
       STORAGE_TIMEOUT: '30'
       STORAGE_USE_PROXY_ENV: 'false'
     }

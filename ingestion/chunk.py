@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from azure.storage.blob.aio import ContainerClient
 
 from core.context import Context
-from core.contract import COUNT_METADATA, ChunkRef, decode_chunk
+from core.contract import COUNT_METADATA, ChunkRef, decode_chunk, expected_count
 from core.errors import ChunkError
 from core.run_store import ChunkStatus
 from ingestion.claim import claim_chunk, new_owner
@@ -14,22 +18,34 @@ from ingestion.target import target_sender
 from ingestion.window import send_window
 
 
-async def ingest_chunk(ctx: Context, ref: ChunkRef) -> ChunkStatus:
+@dataclass(frozen=True)
+class ChunkBlob:
+    """A chunk's bytes and metadata as the blob trigger's host already read them."""
+
+    data: bytes
+    metadata: Mapping[str, str] | None
+
+
+async def ingest_chunk(ctx: Context, ref: ChunkRef, blob: ChunkBlob | None = None) -> ChunkStatus:
     """Sends what the chunk's checkpoint says is unsent; a chunk that cannot be read is marked failed.
 
-    A chunk already ingested sends nothing. Errors from storage propagate (the host retries the
-    invocation) after the claim is released, and the retry resumes from the last checkpoint.
+    `blob` is the chunk as the trigger delivered it; without it (a redrive, a resume, a local run) the
+    chunk is downloaded. A chunk already ingested sends nothing. Errors from storage propagate (the
+    host retries the invocation) after the claim is released, and the retry resumes from the last
+    checkpoint.
     """
     settings = ctx.settings
     claim = await claim_chunk(ctx.runs, ref, new_owner(), settings.lease_seconds)
     if isinstance(claim, ChunkStatus):
         return claim
     try:
-        download = await ctx.chunks.download_blob(ref.blob_name)
-        data = await download.readall()
-        expected = download.properties.metadata.get(COUNT_METADATA)
+        blob = await _with_count(ctx.chunk_container, ref, blob)
         try:
-            messages = await fit_messages(ctx, ref, decode_chunk(data, int(expected) if expected else None))
+            messages = decode_chunk(blob.data, expected_count(blob.metadata))
+            messages = await fit_messages(
+                messages, ref, encoding=settings.message_encoding, mode=settings.large_message_mode,
+                store=ctx.clients.blobs.get_container_client(settings.large_message_container),
+            )  # fmt: skip
         except ChunkError as exc:
             return await claim.fail(str(exc))
         await send_window(
@@ -45,3 +61,14 @@ async def ingest_chunk(ctx: Context, ref: ChunkRef) -> ChunkStatus:
             await claim.release()
         raise
     return await claim.complete(len(messages))
+
+
+async def _with_count(container: ContainerClient, ref: ChunkRef, blob: ChunkBlob | None) -> ChunkBlob:
+    """The chunk with the metadata that says its line count: as delivered, or read from storage."""
+    if blob is None:
+        download = await container.download_blob(ref.blob_name)
+        return ChunkBlob(await download.readall(), download.properties.metadata)
+    if blob.metadata is None or COUNT_METADATA not in blob.metadata:  # the host passed no metadata
+        properties = await container.get_blob_client(ref.blob_name).get_blob_properties()
+        return ChunkBlob(blob.data, properties.metadata)
+    return blob

@@ -7,10 +7,11 @@ import re
 from collections.abc import Sequence
 from xml.sax.saxutils import escape
 
-from core.context import Context
+from azure.storage.blob.aio import ContainerClient
+
 from core.contract import ChunkRef
 from core.errors import ChunkError
-from core.settings import MessageEncoding
+from core.settings import LargeMessageMode, MessageEncoding
 
 MAX_MESSAGE_BYTES = 64 * 1024
 _ALWAYS_FITS = MAX_MESSAGE_BYTES * 3 // 4 // 4  # 4 UTF-8 bytes a character, base64 adds a third
@@ -44,26 +45,27 @@ def check_xml_safe(messages: Sequence[str]) -> None:
             )
 
 
-async def fit_messages(ctx: Context, ref: ChunkRef, messages: list[str]) -> list[str]:
-    """The messages to send: an oversized one becomes a reference to a blob holding its payload."""
-    encoding = ctx.settings.message_encoding
+async def fit_messages(
+    messages: list[str], ref: ChunkRef, *, encoding: MessageEncoding, mode: LargeMessageMode, store: ContainerClient
+) -> list[str]:
+    """The messages to send: an oversized one becomes a reference to a blob in `store` holding its payload."""
     if encoding == "none":
         check_xml_safe(messages)
     positions = oversized(messages, encoding)
     if not positions:
         return messages
-    if ctx.settings.large_message_mode == "reject":
+    if mode == "reject":
         first = positions[0]
         size = encoded_size(messages[first], encoding)
         raise ChunkError(
             f"line {first + 1}: message is {size} bytes after {encoding} encoding, over the queue's "
             f"{MAX_MESSAGE_BYTES}-byte limit (LARGE_MESSAGE_MODE=reject; set claim-check to store it as a blob)"
         )
-    container = ctx.settings.large_message_container
+    container = store.container_name
     fitted = list(messages)
     for position in positions:
-        name = f"{ref.run_id}/{ref.padded_index}/{position:06d}.json"
+        name = ref.claim_check_blob(position)
         payload = messages[position].encode("utf-8")
-        await ctx.clients.blobs.get_blob_client(container, name).upload_blob(payload, overwrite=True)
+        await store.upload_blob(name, payload, overwrite=True)
         fitted[position] = json.dumps({"claim_check": {"container": container, "blob": name, "bytes": len(payload)}})
     return fitted

@@ -10,7 +10,8 @@ import zlib
 from collections.abc import Awaitable, Callable
 
 from core.context import Context
-from core.storage import create_once
+from core.storage import create_once, once_per_loop
+from putmessage.connection_pool import ConnectionPool
 from putmessage.sender import PutMessageSender
 
 Send = Callable[[str], Awaitable[None]]
@@ -29,14 +30,19 @@ async def target_sender(ctx: Context) -> Send:
     """A function that sends one message to its target queue."""
     await ensure_queues(ctx)
     settings = ctx.settings
+    queues = ctx.clients.queues
+    pool = once_per_loop(
+        ("put-message", settings.storage, queues.url),
+        lambda: ConnectionPool(queues.url, settings.ingest_concurrency + 4, ctx.clients.tls, settings.storage.timeout),
+    )
     senders = [
         PutMessageSender(
-            ctx.clients.queue_connections,
-            ctx.clients.queues.get_queue_client(name),
-            settings.storage,
-            settings.message_encoding,
-            settings.message_ttl,
-            settings.message_visibility_timeout,
+            pool,
+            queues.get_queue_client(name),
+            encoding=settings.message_encoding,
+            ttl=settings.message_ttl,
+            visibility_timeout=settings.message_visibility_timeout,
+            retry=settings.storage.retry,
         )
         for name in settings.queue_names
     ]

@@ -9,7 +9,7 @@ import azure.functions as func
 from core.context import app_context
 from core.contract import ChunkRef
 from core.errors import ChunkError
-from ingestion.chunk import ingest_chunk
+from ingestion.chunk import ChunkBlob, ingest_chunk
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +21,7 @@ async def ingest_chunk_blob(chunk: func.InputStream) -> None:
     except ChunkError as exc:
         log.warning("ignoring blob that is not a chunk: %s", exc)
         return
-    status = await ingest_chunk(ctx, ref)
+    status = await ingest_chunk(ctx, ref, ChunkBlob(chunk.read(), chunk.metadata))
     if status.state == "failed":
         log.error("chunk %s failed and will not be retried: %s", ref.blob_name, status.error)
     else:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import base64
+from typing import Literal
 from xml.sax.saxutils import escape
 
-from core.settings import MessageEncoding
-
+MessageEncoding = Literal["base64", "none"]
 _HEAD = b"<?xml version='1.0' encoding='utf-8'?>\n<QueueMessage><MessageText>"
 _TAIL = b"</MessageText></QueueMessage>"
 

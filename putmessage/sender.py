@@ -10,7 +10,6 @@ and timeouts. Everything else (creating queues, reading) stays on the SDK.
 from __future__ import annotations
 
 import asyncio
-import random
 import re
 import time
 from datetime import UTC, datetime, timedelta
@@ -22,10 +21,10 @@ from azure.storage.queue import QueueSasPermissions, generate_queue_sas
 from azure.storage.queue.aio import QueueClient
 
 from core.errors import QueueSendError
-from core.settings import MessageEncoding, StorageConfig
+from core.retry import Attempts, RetryPolicy
 from putmessage.connection_pool import ConnectionPool
 from putmessage.http_response import ProtocolError
-from putmessage.message_body import message_body
+from putmessage.message_body import MessageEncoding, message_body
 
 RETRYABLE_STATUS = frozenset({408, 500, 503})
 STORAGE_SCOPE = "https://storage.azure.com/.default"
@@ -47,16 +46,16 @@ class PutMessageSender:
         self,
         pool: ConnectionPool,
         queue: QueueClient,
-        storage: StorageConfig,
+        *,
         encoding: MessageEncoding,
         ttl: int | None,
         visibility_timeout: int = 0,
+        retry: RetryPolicy,
     ) -> None:
         self._pool = pool
         self._queue = queue
         self._encoding = encoding
-        self._retries = storage.max_retries
-        self._backoff = storage.retry_backoff
+        self._retry = retry
         base, _, sas = queue.url.partition("?")
         self._path = urlsplit(base).path + "/messages"
         options = {"messagettl": ttl, "visibilitytimeout": visibility_timeout or None}
@@ -77,7 +76,8 @@ class PutMessageSender:
                     await self._refresh_auth()
         body = message_body(text, self._encoding)
         request = b"%b%d\r\n\r\n%b" % (self._head, len(body), body)
-        for attempt in range(self._retries + 1):
+        attempts = Attempts(self._retry, give_up=QueueSendError)
+        while True:
             try:
                 response = await self._pool.request(request)  # the pool times out a request
                 if response.status == 201:
@@ -87,9 +87,7 @@ class PutMessageSender:
                     raise QueueSendError(failure)
             except (OSError, ProtocolError, TimeoutError) as exc:
                 failure = f"Put Message to {self.name!r} failed: {type(exc).__name__}: {exc}"
-            if attempt == self._retries:
-                raise QueueSendError(f"{failure} (gave up after {attempt + 1} attempts)")
-            await asyncio.sleep(self._backoff * 2**attempt * random.uniform(0.5, 1.5))
+            await attempts.wait(failure)
 
     async def _refresh_auth(self) -> None:
         credential: Any = self._queue.credential

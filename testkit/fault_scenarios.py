@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from chunking.chunker import start_chunking
 from chunking.request import IngestionRequest
-from chunking.run import chunk_run
 from core.context import app_context
 from core.contract import COUNT_METADATA, ChunkRef
 from core.settings import Settings
@@ -30,7 +30,7 @@ from core.storage import close_storage_clients
 from fanout.azurite import PROJECT_ROOT, Azurite, start_azurite
 from fanout.demo_api import DemoApi, Faults, demo_ids
 from ingestion.chunk import ingest_chunk
-from ingestion.run import ingest_run
+from ingestion.redrive import ingest_pending_chunks
 from testkit.storage_probe import StorageProbe
 
 WINDOW = 32
@@ -228,7 +228,7 @@ def duplicate_trigger(lab: Lab, count: int = 1_000) -> Outcome:
 
     async def work(ctx: Any) -> list[str]:
         request = IngestionRequest("default", count, f"twice-{secrets.token_hex(4)}")
-        record, _ = await chunk_run(ctx, request, budget=None)
+        record, _ = await start_chunking(ctx, request, budget=None)
         ref = ChunkRef(record.run_id, 0)
         first, second = await asyncio.gather(ingest_chunk(ctx, ref), ingest_chunk(ctx, ref))
         return [first.state, second.state]
@@ -258,11 +258,11 @@ def malformed_chunk(lab: Lab, kind: str, count: int = 1_500) -> Outcome:
     run_id = f"malformed-{secrets.token_hex(4)}"
 
     async def corrupt_then_ingest(ctx: Any) -> dict[str, Any]:
-        await chunk_run(ctx, IngestionRequest("default", count // 3, run_id), budget=None)
+        await start_chunking(ctx, IngestionRequest("default", count // 3, run_id), budget=None)
         name = ChunkRef(run_id, 1).blob_name
         original = chunks.download_blob(name).readall()
         chunks.upload_blob(name, MALFORMED[kind](original), overwrite=True, metadata={COUNT_METADATA: str(count // 3)})
-        await ingest_run(ctx, run_id)
+        await ingest_pending_chunks(ctx, run_id)
         return {"original": original, "name": name}
 
     try:

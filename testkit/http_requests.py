@@ -21,17 +21,18 @@ def get_status(run_id: str) -> func.HttpRequest:
     return func.HttpRequest("GET", f"{BASE}/ingestions/{run_id}", route_params={"run_id": run_id}, body=b"")
 
 
-def chunk_blob(container: str, name: str, data: bytes) -> func.InputStream:
-    return func.blob.InputStream(data=data, name=f"{container}/{name}", length=len(data))
+def chunk_blob(container: str, name: str, data: bytes, metadata: dict[str, str] | None = None) -> func.InputStream:
+    """The blob as the trigger hands it over: its bytes, its name with the container, its metadata."""
+    return func.blob.InputStream(data=data, name=f"{container}/{name}", length=len(data), metadata=metadata)
 
 
 def body_of(response: func.HttpResponse) -> dict[str, Any]:
     return json.loads(response.get_body())
 
 
-def ingest_every_chunk(run: Any, functions: dict[str, Any], probe: Any, run_id: str) -> list[str]:
+def ingest_every_chunk(on_loop: Any, functions: dict[str, Any], probe: Any, run_id: str) -> list[str]:
     names = probe.chunk_names(run_id)
     for name in names:
-        data = probe.chunks.download_blob(name).readall()
-        run(functions["ingest_chunk"](chunk_blob("chunks", name, data)))
+        download = probe.chunks.download_blob(name)
+        on_loop(functions["ingest_chunk"](chunk_blob("chunks", name, download.readall(), download.properties.metadata)))
     return names

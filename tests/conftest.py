@@ -54,7 +54,8 @@ def demo_api() -> Iterator[DemoApi]:
 
 
 @pytest.fixture
-def run(event_loop_runner: Run) -> Run:
+def on_loop(event_loop_runner: Run) -> Run:
+    """Runs a coroutine to its end on the session's one event loop, as the Functions worker would."""
     return event_loop_runner
 
 

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from api.problems import PROBLEM_JSON
+from api.http import PROBLEM_JSON
 from chunking.request import parse_ingestion_request
-from core.contract import RUN_ID_PATTERN
+from core.contract import is_run_id
 from core.errors import RequestError
 from core.settings import Settings
 from fanout.demo_api import DemoApi, Faults
@@ -43,8 +43,8 @@ def _as_body(fields: dict) -> bytes:
         ({"url": "http://169.254.169.254/"}, "url", "unknown field(s) url; allowed: source, chunk_size, run_id"),
     ],
 )
-def test_bad_request_answers_400_problem_json(run, functions, app_env, body, field, detail):
-    response = run(functions["start_ingestion"](post_ingestion(body)))
+def test_bad_request_answers_400_problem_json(on_loop, functions, app_env, body, field, detail):
+    response = on_loop(functions["start_ingestion"](post_ingestion(body)))
 
     assert response.status_code == 400
     assert response.mimetype == PROBLEM_JSON
@@ -54,17 +54,17 @@ def test_bad_request_answers_400_problem_json(run, functions, app_env, body, fie
     assert problem.get("field") == field
 
 
-def test_unknown_run_answers_404_problem_json(run, functions, app_env):
-    response = run(functions["get_ingestion_status"](get_status("no-such-run")))
+def test_unknown_run_answers_404_problem_json(on_loop, functions, app_env):
+    response = on_loop(functions["get_ingestion_status"](get_status("no-such-run")))
 
     assert response.status_code == 404
     assert response.mimetype == PROBLEM_JSON
     assert body_of(response)["detail"].startswith("no run 'no-such-run'")
 
 
-def test_named_source_is_chosen_by_name(run, functions, probe, demo_api, monkeypatch):
+def test_named_source_is_chosen_by_name(on_loop, functions, probe, demo_api, monkeypatch):
     monkeypatch.setenv("SOURCE_BILLING__URL", f"{demo_api.url}?count=7")
-    response = run(functions["start_ingestion"](post_ingestion({"source": "billing", "run_id": "named"})))
+    response = on_loop(functions["start_ingestion"](post_ingestion({"source": "billing", "run_id": "named"})))
 
     assert response.status_code == 202
     assert body_of(response)["messages"] == 7
@@ -78,19 +78,19 @@ def test_named_source_is_chosen_by_name(run, functions, probe, demo_api, monkeyp
         (Faults(truncate=True), "failed: RemoteProtocolError"),
     ],
 )
-def test_failing_source_fails_the_run_with_its_reason(run, functions, app_env, monkeypatch, faults, reason):
+def test_failing_source_fails_the_run_with_its_reason(on_loop, functions, app_env, monkeypatch, faults, reason):
     api = DemoApi(count=100, faults=faults).start()
     try:
         monkeypatch.setenv("SOURCE_URL", api.url)
         monkeypatch.setenv("SOURCE_MAX_ATTEMPTS", "3")
-        response = run(functions["start_ingestion"](post_ingestion({"run_id": f"bad-source-{id(faults)}"})))
+        response = on_loop(functions["start_ingestion"](post_ingestion({"run_id": f"bad-source-{id(faults)}"})))
     finally:
         api.stop()
 
     assert response.status_code == 502
     assert response.mimetype == PROBLEM_JSON
     assert reason in body_of(response)["detail"]
-    status = body_of(run(functions["get_ingestion_status"](get_status(body_of(response)["run_id"]))))
+    status = body_of(on_loop(functions["get_ingestion_status"](get_status(body_of(response)["run_id"]))))
     assert status["state"] == "failed"
     assert reason in status["error"]
     if faults.status or faults.truncate:
@@ -108,4 +108,4 @@ def test_no_body_crashes_request_validation(body):
     else:
         assert request.source in settings.sources
         assert 1 <= request.chunk_size <= 32_000
-        assert RUN_ID_PATTERN.match(request.run_id)
+        assert is_run_id(request.run_id)

@@ -33,7 +33,7 @@ def tls_azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
 
 
 @pytest.fixture
-def credential(run, tls_azurite: Azurite, demo_api: DemoApi, monkeypatch: pytest.MonkeyPatch):
+def credential(on_loop, tls_azurite: Azurite, demo_api: DemoApi, monkeypatch: pytest.MonkeyPatch):
     """Identity-based settings only (no connection string); the process trusts Azurite's certificate."""
     certificate = str(tls_azurite.tls[0])
     set_app_env(
@@ -49,27 +49,27 @@ def credential(run, tls_azurite: Azurite, demo_api: DemoApi, monkeypatch: pytest
     )
     issuer = LocalEntraCredential()
     monkeypatch.setattr(storage, "DefaultAzureCredential", lambda **kwargs: issuer)
-    run(close_storage_clients())  # clients are cached per storage configuration: build them with this issuer
+    on_loop(close_storage_clients())  # clients are cached per storage configuration: build them with this issuer
     yield issuer
-    run(close_storage_clients())
+    on_loop(close_storage_clients())
 
 
 def probe_of(azurite: Azurite) -> StorageProbe:
     return StorageProbe(azurite.connection_string, os.environ["QUEUE_NAME"])
 
 
-def test_the_pipeline_runs_on_bearer_tokens_over_https(run, functions, tls_azurite, credential):
-    response = run(functions["start_ingestion"](post_ingestion({"run_id": "entra-3k", "chunk_size": 1000})))
+def test_the_pipeline_runs_on_bearer_tokens_over_https(on_loop, functions, tls_azurite, credential):
+    response = on_loop(functions["start_ingestion"](post_ingestion({"run_id": "entra-3k", "chunk_size": 1000})))
     assert response.status_code == 202, response.get_body()
     probe = probe_of(tls_azurite)
-    assert len(ingest_every_chunk(run, functions, probe, "entra-3k")) == 3
+    assert len(ingest_every_chunk(on_loop, functions, probe, "entra-3k")) == 3
 
     assert sorted(probe.drain()) == sorted(demo_ids(3000))
-    assert body_of(run(functions["get_ingestion_status"](get_status("entra-3k"))))["state"] == "completed"
+    assert body_of(on_loop(functions["get_ingestion_status"](get_status("entra-3k"))))["state"] == "completed"
     assert credential.issued >= 1
 
 
-def test_the_lean_sender_renews_its_token_before_it_expires(run, tls_azurite, credential):
+def test_the_lean_sender_renews_its_token_before_it_expires(on_loop, tls_azurite, credential):
     credential.lifetime = 2  # Azurite refuses a token once its `exp` has passed
 
     async def send_across_expiry() -> None:
@@ -78,16 +78,16 @@ def test_the_lean_sender_renews_its_token_before_it_expires(run, tls_azurite, cr
         await asyncio.sleep(2.5)
         await send("after")
 
-    run(send_across_expiry())
+    on_loop(send_across_expiry())
     assert sorted(probe_of(tls_azurite).drain()) == ["after", "before"]
 
 
-def test_a_token_storage_refuses_fails_the_send_with_its_reason(run, tls_azurite, credential):
+def test_a_token_storage_refuses_fails_the_send_with_its_reason(on_loop, tls_azurite, credential):
     async def send_with_wrong_audience() -> None:
         send = await target_sender(await app_context())  # the queue is created with a good token
         credential.audience = "https://vault.azure.net"
         await send("refused")
 
     with pytest.raises(QueueSendError, match=r"answered 403 AuthenticationFailed"):
-        run(send_with_wrong_audience())
+        on_loop(send_with_wrong_audience())
     assert probe_of(tls_azurite).queue_length() == 0

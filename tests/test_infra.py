@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from pycep import BicepParser
 
-from core.settings import SOURCE_KEYS
+from core.settings import TABLE
 from fanout.azurite import PROJECT_ROOT
 from testkit.indexed_functions import indexed_functions
 
@@ -100,10 +100,9 @@ def test_roles_are_the_named_built_ins_scoped_to_the_storage_account_and_app_ins
 
 
 def settings_read_by_the_code() -> set[str]:
-    source = (PROJECT_ROOT / "core" / "settings.py").read_text()
-    names = set(re.findall(r'(?:env\.get\(|_int\(env, |_float\(env, |_choice\(env, )"([A-Za-z_]+)"', source))
-    names |= {f"SOURCE_{key}" for key in SOURCE_KEYS}  # read under a prefix: SOURCE_<KEY> for the default source
-    return names - {"AzureWebJobsStorage"}  # the connection string: never in Azure, identity only
+    """Every setting in the table (the source settings as the default source reads them), but the
+    connection string: in Azure storage is reached by identity only."""
+    return {setting.name for setting in TABLE} - {"AzureWebJobsStorage"}
 
 
 def app_settings_in_bicep() -> dict[str, Any]:

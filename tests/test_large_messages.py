@@ -7,7 +7,7 @@ import json
 import azure.functions as func
 from azure.storage.blob import BlobClient
 
-from api.problems import PROBLEM_JSON
+from api.http import PROBLEM_JSON
 from core.context import app_context
 from core.contract import COUNT_METADATA, encode_chunk
 from core.run_store import RunRecord, utc_now
@@ -16,15 +16,21 @@ from testkit.http_requests import body_of, chunk_blob, get_status
 BIG = "x" * 50_000  # 50,000 bytes, 66,668 after base64: over the limit only once encoded
 
 
-def write_chunked_run(run, probe, run_id: str, items: list[str]) -> str:
+def write_chunked_run(on_loop, probe, run_id: str, items: list[str]) -> str:
     """A run as chunking leaves it: its record, and one chunk blob holding `items`."""
-    ctx = run(app_context())
+    ctx = on_loop(app_context())
     record = RunRecord(run_id, "default", 5000, created_at=utc_now())
-    run(ctx.runs.create(record))
+    on_loop(ctx.runs.create(record))
     name = f"{run_id}/000000.jsonl"
     probe.chunks.upload_blob(name, encode_chunk(items), metadata={COUNT_METADATA: str(len(items))})
-    run(ctx.runs.save(record.finished(chunks=1, messages=len(items))))
+    on_loop(ctx.runs.save(record.finished(chunks=1, messages=len(items))))
     return name
+
+
+def delivered(probe, name: str) -> func.InputStream:
+    """The chunk as the blob trigger hands it over."""
+    download = probe.chunks.download_blob(name)
+    return chunk_blob("chunks", name, download.readall(), download.properties.metadata)
 
 
 def redrive(run_id: str) -> func.HttpRequest:
@@ -32,9 +38,9 @@ def redrive(run_id: str) -> func.HttpRequest:
     return func.HttpRequest("POST", url, route_params={"run_id": run_id}, body=b"")
 
 
-def test_oversized_message_is_sent_as_a_claim_check(run, functions, probe, azurite):
-    name = write_chunked_run(run, probe, "claim-check", ["small", BIG])
-    run(functions["ingest_chunk"](chunk_blob("chunks", name, b"")))
+def test_oversized_message_is_sent_as_a_claim_check(on_loop, functions, probe, azurite):
+    name = write_chunked_run(on_loop, probe, "claim-check", ["small", BIG])
+    on_loop(functions["ingest_chunk"](delivered(probe, name)))
 
     small, reference = sorted(probe.drain())
     assert small == "small"
@@ -44,12 +50,12 @@ def test_oversized_message_is_sent_as_a_claim_check(run, functions, probe, azuri
     assert blob.download_blob().readall().decode() == BIG
 
 
-def test_rejected_oversized_message_fails_the_chunk_and_redrive_completes_it(run, functions, probe, monkeypatch):
+def test_rejected_oversized_message_fails_the_chunk_and_redrive_completes_it(on_loop, functions, probe, monkeypatch):
     monkeypatch.setenv("LARGE_MESSAGE_MODE", "reject")
-    name = write_chunked_run(run, probe, "reject-big", ["small", BIG, "after"])
-    run(functions["ingest_chunk"](chunk_blob("chunks", name, b"")))
+    name = write_chunked_run(on_loop, probe, "reject-big", ["small", BIG, "after"])
+    on_loop(functions["ingest_chunk"](delivered(probe, name)))
 
-    status = body_of(run(functions["get_ingestion_status"](get_status("reject-big"))))
+    status = body_of(on_loop(functions["get_ingestion_status"](get_status("reject-big"))))
     assert status["state"] == "failed"
     assert status["failed_chunks"] == [
         {"index": 0, "error": "line 2: message is 66668 bytes after base64 encoding, over the queue's 65536-byte "
@@ -58,15 +64,15 @@ def test_rejected_oversized_message_fails_the_chunk_and_redrive_completes_it(run
     assert probe.queue_length() == 0
 
     monkeypatch.setenv("LARGE_MESSAGE_MODE", "claim-check")
-    answer = run(functions["redrive_ingestion"](redrive("reject-big")))
+    answer = on_loop(functions["redrive_ingestion"](redrive("reject-big")))
 
     assert answer.status_code == 200
     assert body_of(answer)["chunks"] == [{"index": 0, "state": "ingested", "queued": 3, "error": None}]
-    assert body_of(run(functions["get_ingestion_status"](get_status("reject-big"))))["state"] == "completed"
+    assert body_of(on_loop(functions["get_ingestion_status"](get_status("reject-big"))))["state"] == "completed"
     assert probe.queue_length() == 3
 
 
-def test_redrive_of_an_unknown_run_answers_404(run, functions, app_env):
-    answer = run(functions["redrive_ingestion"](redrive("nobody")))
+def test_redrive_of_an_unknown_run_answers_404(on_loop, functions, app_env):
+    answer = on_loop(functions["redrive_ingestion"](redrive("nobody")))
 
     assert answer.status_code == 404 and answer.mimetype == PROBLEM_JSON

@@ -56,19 +56,19 @@ def chunk_lines(probe, run_id: str) -> Iterator[str]:
 @pytest.mark.own_azurite
 @pytest.mark.parametrize("paged_api", ["none", "next-link", "cursor", "page"], indirect=True)
 def test_a_million_ids_chunk_across_continuations_each_once_in_order(
-    run, functions, probe, azurite, monkeypatch, paged_api
+    on_loop, functions, probe, azurite, monkeypatch, paged_api
 ):
     api, settings = paged_api
     for key, value in {**settings, "SOURCE_URL": api.url, "CHUNKING_TIME_BUDGET": "0", "CHUNK_SIZE": "20000"}.items():
         monkeypatch.setenv(key, value)
-    started = run(functions["start_ingestion"](post_ingestion({"run_id": "million"})))
+    started = on_loop(functions["start_ingestion"](post_ingestion({"run_id": "million"})))
     assert started.status_code == 202, started.get_body()
 
     continuations = 0
     control = control_queue(azurite)
-    while body_of(run(functions["get_ingestion_status"](get_status("million"))))["state"] == "chunking":
+    while body_of(on_loop(functions["get_ingestion_status"](get_status("million"))))["state"] == "chunking":
         (message,) = control.receive_messages(max_messages=1)
-        run(functions["continue_chunking"](func.QueueMessage(body=message.content.encode())))
+        on_loop(functions["continue_chunking"](func.QueueMessage(body=message.content.encode())))
         control.delete_message(message)
         continuations += 1
 
@@ -76,44 +76,44 @@ def test_a_million_ids_chunk_across_continuations_each_once_in_order(
     # mode learns it is done only from an empty page, which takes one more continuation.
     expected = {"none": 0, "page": 1_000_000 // 20_000}.get(settings["SOURCE_PAGINATION"], 1_000_000 // 20_000 - 1)
     assert continuations == expected
-    status = body_of(run(functions["get_ingestion_status"](get_status("million"))))
+    status = body_of(on_loop(functions["get_ingestion_status"](get_status("million"))))
     assert (status["chunks"]["total"], status["messages"]["fetched"]) == (50, 1_000_000)
     expected = (json.dumps(demo_id(index)) for index in range(1_000_000))
     assert all(line == want for line, want in zip(chunk_lines(probe, "million"), expected, strict=True))
 
 
 def test_a_continuation_delivered_twice_writes_no_chunk_twice_and_loses_none(
-    run, functions, probe, azurite, monkeypatch
+    on_loop, functions, probe, azurite, monkeypatch
 ):
     api = DemoApi(count=30_000, pagination="cursor", page_size=1000).start()
     try:
         for key, value in {**MODES["cursor"][1], "SOURCE_PAGINATION": "cursor", "SOURCE_URL": api.url,
                            "CHUNKING_TIME_BUDGET": "0", "CHUNK_SIZE": "5000"}.items():  # fmt: skip
             monkeypatch.setenv(key, value)
-        run(functions["start_ingestion"](post_ingestion({"run_id": "twice-continued"})))
+        on_loop(functions["start_ingestion"](post_ingestion({"run_id": "twice-continued"})))
         control = control_queue(azurite)
         (first,) = control.receive_messages(max_messages=1)
         duplicate = func.QueueMessage(body=first.content.encode())
-        run(functions["continue_chunking"](duplicate))
-        run(functions["continue_chunking"](duplicate))  # the same message again: stale, does nothing
+        on_loop(functions["continue_chunking"](duplicate))
+        on_loop(functions["continue_chunking"](duplicate))  # the same message again: stale, does nothing
         control.delete_message(first)
         while messages := list(control.receive_messages(max_messages=1)):
-            run(functions["continue_chunking"](func.QueueMessage(body=messages[0].content.encode())))
+            on_loop(functions["continue_chunking"](func.QueueMessage(body=messages[0].content.encode())))
             control.delete_message(messages[0])
     finally:
         api.stop()
 
     assert [json.loads(line) for line in chunk_lines(probe, "twice-continued")] == demo_ids(30_000)
-    status = body_of(run(functions["get_ingestion_status"](get_status("twice-continued"))))
+    status = body_of(on_loop(functions["get_ingestion_status"](get_status("twice-continued"))))
     assert (status["chunks"]["total"], status["messages"]["fetched"]) == (6, 30_000)
 
 
-def test_a_next_link_to_another_host_fails_the_run_with_that_reason(run, functions, monkeypatch, app_env):
+def test_a_next_link_to_another_host_fails_the_run_with_that_reason(on_loop, functions, monkeypatch, app_env):
     api = DemoApi(count=5000, pagination="next-link", faults=Faults(foreign_next=True)).start()
     try:
         for key, value in {**MODES["next-link"][1], "SOURCE_PAGINATION": "next-link", "SOURCE_URL": api.url}.items():
             monkeypatch.setenv(key, value)
-        response = run(functions["start_ingestion"](post_ingestion({"run_id": "foreign"})))
+        response = on_loop(functions["start_ingestion"](post_ingestion({"run_id": "foreign"})))
     finally:
         api.stop()
 

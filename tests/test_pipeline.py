@@ -14,8 +14,8 @@ from testkit.http_requests import body_of, chunk_blob, get_status, ingest_every_
 
 
 @pytest.mark.own_azurite
-def test_every_source_id_reaches_the_queue_once(run, functions, probe):
-    response = run(functions["start_ingestion"](post_ingestion({"run_id": "spine-10k"})))
+def test_every_source_id_reaches_the_queue_once(on_loop, functions, probe):
+    response = on_loop(functions["start_ingestion"](post_ingestion({"run_id": "spine-10k"})))
 
     assert response.status_code == 202, response.get_body()
     assert response.headers["Location"] == "/api/ingestions/spine-10k"
@@ -24,49 +24,49 @@ def test_every_source_id_reaches_the_queue_once(run, functions, probe):
     assert body["status_url"] == "http://localhost:7071/api/ingestions/spine-10k"
     assert (body["chunks"], body["messages"]) == (math.ceil(10_000 / 5000), 10_000)
 
-    names = ingest_every_chunk(run, functions, probe, "spine-10k")
+    names = ingest_every_chunk(on_loop, functions, probe, "spine-10k")
     assert names == ["spine-10k/000000.jsonl", "spine-10k/000001.jsonl"]
     bodies = probe.drain()
     assert len(bodies) == 10_000
     assert set(bodies) == set(demo_ids(10_000))
 
-    status = body_of(run(functions["get_ingestion_status"](get_status("spine-10k"))))
+    status = body_of(on_loop(functions["get_ingestion_status"](get_status("spine-10k"))))
     assert status["state"] == "completed"
     assert status["chunks"] == {"total": 2, "ingested": 2, "failed": 0, "ingesting": 0}
     assert status["messages"] == {"fetched": 10_000, "enqueued": 10_000}
     assert status["completed_at"] >= status["chunked_at"] >= status["created_at"]
 
 
-def test_chunk_ingested_twice_is_sent_once(run, functions, probe, monkeypatch):
+def test_chunk_ingested_twice_is_sent_once(on_loop, functions, probe, monkeypatch):
     monkeypatch.setenv("SOURCE_URL", os.environ["SOURCE_URL"].replace("10000", "300"))
-    run(functions["start_ingestion"](post_ingestion({"run_id": "twice", "chunk_size": 100})))
-    ingest_every_chunk(run, functions, probe, "twice")
-    ingest_every_chunk(run, functions, probe, "twice")
+    on_loop(functions["start_ingestion"](post_ingestion({"run_id": "twice", "chunk_size": 100})))
+    ingest_every_chunk(on_loop, functions, probe, "twice")
+    ingest_every_chunk(on_loop, functions, probe, "twice")
 
     assert probe.queue_length() == 300
     assert sorted(probe.drain()) == sorted(demo_ids(300))
 
 
-def test_second_post_with_same_run_id_does_not_create_a_second_run(run, functions, probe, monkeypatch):
+def test_second_post_with_same_run_id_does_not_create_a_second_run(on_loop, functions, probe, monkeypatch):
     monkeypatch.setenv("SOURCE_URL", os.environ["SOURCE_URL"].replace("10000", "250"))
-    first = run(functions["start_ingestion"](post_ingestion({"run_id": "same", "chunk_size": 100})))
-    second = run(functions["start_ingestion"](post_ingestion({"run_id": "same", "chunk_size": 100})))
+    first = on_loop(functions["start_ingestion"](post_ingestion({"run_id": "same", "chunk_size": 100})))
+    second = on_loop(functions["start_ingestion"](post_ingestion({"run_id": "same", "chunk_size": 100})))
 
     assert first.status_code == second.status_code == 202
     assert body_of(first) == body_of(second)
     assert probe.chunk_names("same") == ["same/000000.jsonl", "same/000001.jsonl", "same/000002.jsonl"]
-    conflict = run(functions["start_ingestion"](post_ingestion({"run_id": "same", "chunk_size": 50})))
+    conflict = on_loop(functions["start_ingestion"](post_ingestion({"run_id": "same", "chunk_size": 50})))
     assert conflict.status_code == 409
     assert "already exists" in body_of(conflict)["detail"]
 
 
-def test_object_items_become_compact_json_messages(run, functions, probe):
+def test_object_items_become_compact_json_messages(on_loop, functions, probe):
     from core.contract import encode_chunk
 
     items = [{"id": 1, "name": "ä b"}, 42, "plain", [1, 2]]
-    run(functions["start_ingestion"](post_ingestion({"run_id": "objects-seed", "chunk_size": 10})))
+    on_loop(functions["start_ingestion"](post_ingestion({"run_id": "objects-seed", "chunk_size": 10})))
     probe.chunks.upload_blob("objects/000000.jsonl", encode_chunk(items), metadata={"message_count": "4"})
-    run(functions["ingest_chunk"](chunk_blob("chunks", "objects/000000.jsonl", b"")))
+    on_loop(functions["ingest_chunk"](chunk_blob("chunks", "objects/000000.jsonl", encode_chunk(items))))
 
     assert sorted(probe.drain()) == sorted(['{"id":1,"name":"ä b"}', "42", "plain", "[1,2]"])
 

@@ -30,7 +30,7 @@ def raw_messages(queue: QueueClient) -> list[tuple[str, str]]:
 
 
 @pytest.mark.parametrize(("encoding", "ttl"), [("base64", None), ("none", "-1"), ("base64", "3600")])
-def test_lean_sender_stores_the_same_bytes_as_the_sdk(run, azurite, app_env, monkeypatch, encoding, ttl):
+def test_lean_sender_stores_the_same_bytes_as_the_sdk(on_loop, azurite, app_env, monkeypatch, encoding, ttl):
     monkeypatch.setenv("QUEUE_MESSAGE_ENCODING", encoding)
     if ttl:
         monkeypatch.setenv("QUEUE_MESSAGE_TTL", ttl)
@@ -43,13 +43,13 @@ def test_lean_sender_stores_the_same_bytes_as_the_sdk(run, azurite, app_env, mon
         for text in TEXTS:
             await send(text)
 
-    run(send_lean())
+    on_loop(send_lean())
     lean = QueueClient.from_connection_string(azurite.connection_string, app_env["QUEUE_NAME"])
 
     assert raw_messages(lean) == raw_messages(sdk)
 
 
-def test_partitions_route_each_id_to_one_stable_queue(run, azurite, app_env, monkeypatch):
+def test_partitions_route_each_id_to_one_stable_queue(on_loop, azurite, app_env, monkeypatch):
     monkeypatch.setenv("QUEUE_PARTITIONS", "3")
     ids = [f"id-{n}" for n in range(60)]
 
@@ -58,7 +58,7 @@ def test_partitions_route_each_id_to_one_stable_queue(run, azurite, app_env, mon
         for text in ids:
             await send(text)
 
-    run(send_all())
+    on_loop(send_all())
     for partition in range(3):
         name = f"{app_env['QUEUE_NAME']}-{partition}"
         stored = sorted(base64.b64decode(content).decode() for content, _ in raw_messages(sdk_queue_of(azurite, name)))
@@ -66,7 +66,7 @@ def test_partitions_route_each_id_to_one_stable_queue(run, azurite, app_env, mon
         assert stored  # 60 IDs over 3 partitions: none is empty
 
 
-def test_a_status_that_retrying_cannot_fix_is_raised_with_the_answer(run, app_env, monkeypatch):
+def test_a_status_that_retrying_cannot_fix_is_raised_with_the_answer(on_loop, app_env, monkeypatch):
     monkeypatch.setenv("QUEUE_MESSAGE_ENCODING", "none")
 
     async def send_too_large() -> None:
@@ -74,14 +74,14 @@ def test_a_status_that_retrying_cannot_fix_is_raised_with_the_answer(run, app_en
         await send("x" * 70_000)
 
     with pytest.raises(QueueSendError, match=r"answered 413 RequestBodyTooLarge: The request body is too large"):
-        run(send_too_large())
+        on_loop(send_too_large())
 
 
 def sdk_queue_of(azurite, name: str) -> QueueClient:
     return QueueClient.from_connection_string(azurite.connection_string, name)
 
 
-def test_a_visibility_timeout_hides_new_messages_until_it_passes(run, azurite, app_env, monkeypatch):
+def test_a_visibility_timeout_hides_new_messages_until_it_passes(on_loop, azurite, app_env, monkeypatch):
     monkeypatch.setenv("QUEUE_MESSAGE_VISIBILITY_TIMEOUT", "2")
 
     async def send_three() -> None:
@@ -89,7 +89,7 @@ def test_a_visibility_timeout_hides_new_messages_until_it_passes(run, azurite, a
         for text in ("a", "b", "c"):
             await send(text)
 
-    run(send_three())
+    on_loop(send_three())
     queue = QueueClient.from_connection_string(azurite.connection_string, app_env["QUEUE_NAME"])
     assert queue.get_queue_properties().approximate_message_count == 3
     assert raw_messages(queue) == []  # stored, not yet visible

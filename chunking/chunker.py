@@ -12,14 +12,15 @@ from contextlib import aclosing
 
 from chunking.control_queue import enqueue_continuation
 from chunking.request import IngestionRequest
-from chunking.source import Position, SourceReader
+from chunking.source import SourceReader
 from chunking.writer import ChunkWriter
 from core.context import Context
+from core.contract import Continuation, ResumePosition
 from core.errors import ClaimLostError, RunConflictError, SourceError
 from core.run_store import RunRecord, utc_now
 
 
-async def chunk_run(ctx: Context, request: IngestionRequest, budget: float | None) -> tuple[RunRecord, bool]:
+async def start_chunking(ctx: Context, request: IngestionRequest, budget: float | None) -> tuple[RunRecord, bool]:
     """Returns the run's record and whether this call created it (False: the run already existed)."""
     record = RunRecord(request.run_id, request.source, request.chunk_size, created_at=utc_now())
     etag = await ctx.runs.create(record)
@@ -30,24 +31,24 @@ async def chunk_run(ctx: Context, request: IngestionRequest, budget: float | Non
                 f"run {request.run_id!r} already exists with different parameters; choose another run_id"
             )
         return existing, False
-    return await write_chunks(ctx, record, etag, budget), True
+    return await chunk_onward(ctx, record, etag, budget), True
 
 
-async def write_chunks(ctx: Context, record: RunRecord, etag: str | None, budget: float | None) -> RunRecord:
+async def chunk_onward(ctx: Context, record: RunRecord, etag: str | None, budget: float | None) -> RunRecord:
     """Writes the run's chunks from where it stands (its `resume` position, else the start).
 
     Saves the outcome over `etag` only: when another invocation moved the run on meanwhile, this one
     neither saves nor continues (its chunks were the same blobs).
     """
     settings = ctx.settings
-    writer = ChunkWriter(ctx.chunks, record.run_id, record.chunk_size, settings.upload_concurrency,
+    writer = ChunkWriter(ctx.chunk_container, record.run_id, record.chunk_size, settings.upload_concurrency,
                          chunks=record.chunks or 0, messages=record.messages or 0)  # fmt: skip
     source = settings.source(record.source)
     # A paged source stops at the budget; one unpaged response is read whole (re-reading it to skip
     # what was taken would cost more than finishing it: a million IDs stream in seconds).
     deadline = None if budget is None or source.pagination == "none" else time.monotonic() + budget
-    resume: Position | None = None
-    start = Position(**record.resume) if record.resume else Position()
+    resume: ResumePosition | None = None
+    start = record.resume or ResumePosition()
     try:
         async with (
             SourceReader(source, settings.source_timeout, settings.source_retry) as reader,
@@ -69,11 +70,12 @@ async def write_chunks(ctx: Context, record: RunRecord, etag: str | None, budget
         if resume is None:
             record = record.finished(writer.chunks, writer.messages)
         else:
-            record = record.paused(writer.chunks, writer.messages, resume.to_json())
+            record = record.paused(writer.chunks, writer.messages, resume)
     try:
         await ctx.runs.save(record, if_match=etag)
     except ClaimLostError:
         return record
     if record.resume is not None:
-        await enqueue_continuation(ctx, record)
+        continuation = Continuation(record.run_id, record.resume)
+        await enqueue_continuation(ctx.clients.queues, settings.storage, settings.control_queue, continuation)
     return record

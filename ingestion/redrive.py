@@ -4,22 +4,23 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from core.context import Context
 from core.contract import ChunkRef, run_prefix
-from core.run_store import ChunkStatus
+from core.run_store import ChunkState, ChunkStatus
 from ingestion.chunk import ingest_chunk
 
 Progress = Callable[[str], None]
 
 
 async def chunk_refs(ctx: Context, run_id: str) -> list[ChunkRef]:
-    names = [blob.name async for blob in ctx.chunks.list_blobs(name_starts_with=run_prefix(run_id))]
+    names = [blob.name async for blob in ctx.chunk_container.list_blobs(name_starts_with=run_prefix(run_id))]
     return sorted(ChunkRef.parse(name, ctx.settings.chunk_container) for name in names)
 
 
-async def ingest_run(ctx: Context, run_id: str, progress: Progress | None = None) -> None:
+async def ingest_pending_chunks(ctx: Context, run_id: str, progress: Progress | None = None) -> None:
     """Ingests every chunk of the run in order, each from its checkpoint; ingested chunks are skipped."""
     ingested = {status.index for status in await ctx.runs.chunk_statuses(run_id) if status.state == "ingested"}
     refs = await chunk_refs(ctx, run_id)
@@ -35,7 +36,32 @@ def needs_redrive(status: ChunkStatus | None, now: float) -> bool:
     return status is None or status.state == "failed" or (status.state == "ingesting" and not status.leased(now))
 
 
-async def redrive_run(ctx: Context, run_id: str) -> dict[str, Any]:
+@dataclass(frozen=True)
+class RedrivenChunk:
+    index: int
+    state: ChunkState
+    queued: int
+    error: str | None
+
+
+@dataclass(frozen=True)
+class RedriveResult:
+    run_id: str
+    chunks: list[RedrivenChunk]
+
+    @property
+    def messages_queued(self) -> int:
+        return sum(chunk.queued for chunk in self.chunks)
+
+    @property
+    def failed(self) -> int:
+        return sum(chunk.state == "failed" for chunk in self.chunks)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "messages_queued": self.messages_queued, "failed": self.failed}
+
+
+async def redrive_run(ctx: Context, run_id: str) -> RedriveResult:
     """Re-ingests the chunks that need it, each from its checkpoint; says what each one queued."""
     before = {status.index: status for status in await ctx.runs.chunk_statuses(run_id)}
     now = time.time()
@@ -45,10 +71,5 @@ async def redrive_run(ctx: Context, run_id: str) -> dict[str, Any]:
         if needs_redrive(previous, now):
             status = await ingest_chunk(ctx, ref)
             queued = status.sent - (previous.sent if previous else 0)
-            redriven.append({"index": ref.index, "state": status.state, "queued": queued, "error": status.error})
-    return {
-        "run_id": run_id,
-        "chunks": redriven,
-        "messages_queued": sum(chunk["queued"] for chunk in redriven),
-        "failed": sum(chunk["state"] == "failed" for chunk in redriven),
-    }
+            redriven.append(RedrivenChunk(ref.index, status.state, queued, status.error))
+    return RedriveResult(run_id, redriven)

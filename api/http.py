@@ -1,0 +1,138 @@
+"""The HTTP API: every route's handler, problem+json answers, and one table from exceptions to statuses.
+
+Handlers raise; `answers_problems` turns what they raise into an RFC 9457 `application/problem+json`
+answer: a known error with its status and message, anything else a 500 with an error id that is also
+in the log, never a stack trace.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import azure.functions as func
+
+from chunking.chunker import start_chunking
+from chunking.request import parse_ingestion_request
+from core.context import Context, app_context
+from core.contract import is_run_id
+from core.errors import (
+    FanoutError,
+    RequestError,
+    RunConflictError,
+    RunFailedError,
+    RunNotFoundError,
+    SettingsError,
+)
+from core.settings import Settings
+from core.status import run_status
+from ingestion.redrive import redrive_run
+
+PROBLEM_JSON = "application/problem+json"
+INGESTIONS_ROUTE = "ingestions"
+RUN_ROUTE = "ingestions/{run_id}"
+REDRIVE_ROUTE = RUN_ROUTE + "/redrive"
+log = logging.getLogger(__name__)
+
+# (exception, status, what the detail starts with); the first match wins.
+STATUS_OF_ERROR: tuple[tuple[type[FanoutError], int, str], ...] = (
+    (RequestError, 400, ""),
+    (RunNotFoundError, 404, ""),
+    (RunConflictError, 409, ""),
+    (RunFailedError, 502, ""),
+    (SettingsError, 500, "the app is misconfigured: "),
+)
+
+Handler = Callable[[func.HttpRequest], Awaitable[func.HttpResponse]]
+
+
+def problem(status: int, detail: str, **extensions: Any) -> func.HttpResponse:
+    body = {"type": "about:blank", "title": HTTPStatus(status).phrase, "status": status, "detail": detail}
+    body.update({key: value for key, value in extensions.items() if value is not None})
+    return func.HttpResponse(json.dumps(body), status_code=status, mimetype=PROBLEM_JSON)
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> func.HttpResponse:
+    return func.HttpResponse(json.dumps(body), status_code=status, mimetype="application/json", headers=headers)
+
+
+def answers_problems(handler: Handler) -> Handler:
+    @functools.wraps(handler)
+    async def answer(req: func.HttpRequest) -> func.HttpResponse:
+        try:
+            return await handler(req)
+        except FanoutError as exc:
+            for kind, status, prefix in STATUS_OF_ERROR:
+                if isinstance(exc, kind):
+                    return problem(status, prefix + exc.detail, **exc.fields)
+            return _unexpected(req, exc)
+        except Exception as exc:
+            return _unexpected(req, exc)
+
+    return answer
+
+
+def _unexpected(req: func.HttpRequest, exc: BaseException) -> func.HttpResponse:
+    error_id = secrets.token_hex(8)
+    log.error("error %s answering %s %s", error_id, req.method, urlsplit(req.url).path, exc_info=exc)
+    return problem(500, f"the app failed unexpectedly; the log has the details under error id {error_id}",
+                   error_id=error_id)  # fmt: skip
+
+
+@answers_problems
+async def start_ingestion(req: func.HttpRequest) -> func.HttpResponse:
+    """`POST /api/ingestions`: validate, chunk the source, answer 202 with where to watch the run."""
+    settings = Settings.from_env()
+    request = parse_ingestion_request(req.get_body(), settings)
+    record, _ = await start_chunking(await app_context(settings), request, settings.chunking_time_budget)
+    status_path = "/api/" + RUN_ROUTE.format(run_id=record.run_id)
+    body = {
+        "run_id": record.run_id,
+        "status_url": _absolute(req.url, status_path),
+        "state": record.state,
+        "chunks": record.chunks,
+        "messages": record.messages,
+    }
+    if record.state == "failed":
+        raise RunFailedError(record.error or "the source failed", **body)
+    return json_response(body, status=202, headers={"Location": status_path})
+
+
+@answers_problems
+async def get_ingestion_status(req: func.HttpRequest) -> func.HttpResponse:
+    """`GET /api/ingestions/{run_id}`: the run's status."""
+    ctx, run_id = await _known_run(req)
+    status = await run_status(ctx.runs, run_id)
+    if status is None:
+        raise _not_found(run_id)
+    return json_response(status.to_json())
+
+
+@answers_problems
+async def redrive_ingestion(req: func.HttpRequest) -> func.HttpResponse:
+    """`POST /api/ingestions/{run_id}/redrive`: re-ingest the run's failed and stalled chunks."""
+    ctx, run_id = await _known_run(req)
+    return json_response((await redrive_run(ctx, run_id)).to_json())
+
+
+async def _known_run(req: func.HttpRequest) -> tuple[Context, str]:
+    run_id = req.route_params.get("run_id", "")
+    ctx = await app_context()
+    if not is_run_id(run_id) or await ctx.runs.get(run_id) is None:
+        raise _not_found(run_id)
+    return ctx, run_id
+
+
+def _not_found(run_id: str) -> RunNotFoundError:
+    return RunNotFoundError(f"no run {run_id!r}; start one with POST /api/ingestions", run_id=run_id)
+
+
+def _absolute(request_url: str, path: str) -> str:
+    parts = urlsplit(request_url)
+    return urlunsplit((parts.scheme, parts.netloc, path, "", "")) if parts.netloc else path
