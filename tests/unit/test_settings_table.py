@@ -1,0 +1,60 @@
+"""One settings table: every default valid, the README's table rendered from it, Azure without fallbacks."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from core.errors import SettingsError
+from core.settings import TABLE, Choice, Number, Settings
+from fanout.azurite import PROJECT_ROOT
+from fanout.settings_table import settings_table
+
+IN_AZURE = {
+    "AzureWebJobsStorage__blobServiceUri": "https://acct.blob.core.windows.net",
+    "AzureWebJobsStorage__queueServiceUri": "https://acct.queue.core.windows.net",
+}
+
+
+def test_the_readme_settings_table_is_the_one_the_code_reads():
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    start = readme.index("| setting | default | meaning |")
+    table = readme[start : readme.index("\n\n", start)] + "\n"
+    assert table == settings_table(), "README's settings table drifted: paste `python -m fanout settings-table`"
+
+
+def test_every_setting_is_named_once_and_its_default_is_valid():
+    names = [setting.name for setting in TABLE]
+    assert len(names) == len(set(names))
+    for setting in TABLE:
+        if isinstance(setting, Number) and setting.default is not None:
+            assert setting.low <= setting.default <= setting.high, setting.name
+        if isinstance(setting, Choice):
+            assert setting.default in setting.choices, setting.name
+    Settings.from_env({})  # every default together works locally
+
+
+@pytest.mark.parametrize(
+    ("env", "error"),
+    [
+        ({"CHUNK_SIZE": "9" * 5000}, "CHUNK_SIZE must be a whole number, got '9999"),
+        ({"CHUNK_SIZE": "1e3"}, "CHUNK_SIZE must be a whole number"),
+        ({"SOURCE_TIMEOUT": "nan"}, "SOURCE_TIMEOUT must be a number"),
+        ({"SOURCE_TIMEOUT": "inf"}, "SOURCE_TIMEOUT must be a number"),
+        ({"STORAGE_USE_PROXY_ENV": "maybe"}, "STORAGE_USE_PROXY_ENV must be true or false"),
+        ({"SOURCE_CRM__PAGINATION": "pages", "SOURCE_CRM__URL": "http://x"}, "SOURCE_CRM__PAGINATION must be one of"),
+    ],
+)
+def test_a_malformed_setting_is_refused_with_its_name(env, error):
+    with pytest.raises(SettingsError, match=re.escape(error)):
+        Settings.from_env(env)
+
+
+def test_in_azure_a_missing_source_url_is_a_startup_error_not_the_demo_api():
+    with pytest.raises(SettingsError, match="SOURCE_URL is not set: in Azure"):
+        Settings.from_env(IN_AZURE)
+    assert Settings.from_env({**IN_AZURE, "SOURCE_URL": "https://api.example.com/ids"}).source(None).url == (
+        "https://api.example.com/ids"
+    )
+    assert Settings.from_env({}).source(None).url == "http://127.0.0.1:7072/ids"  # locally: the demo API
