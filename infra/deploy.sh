@@ -3,6 +3,10 @@
 # subscription. Idempotent: run it again to update. Needs the Azure CLI (`az login` first) and python3.
 #
 #   SOURCE_URL=https://api.example.com/ids infra/deploy.sh NAME [LOCATION]
+#
+# SOURCE_HEADERS (optional, a JSON object such as {"x-api-key": "…"}) is read from the environment and
+# handed to `az` in a parameters file (mode 600, in a private temporary directory removed on exit), never
+# on a command line, where any user could read it with `ps`. The template stores it in Key Vault.
 set -euo pipefail
 
 NAME="${1:?usage: SOURCE_URL=https://… infra/deploy.sh NAME [LOCATION]}"
@@ -10,18 +14,49 @@ LOCATION="${2:-${AZURE_LOCATION:-eastus2}}"
 : "${SOURCE_URL:?set SOURCE_URL to the source API the app reads}"
 export AZURE_RESOURCE_GROUP="${AZURE_RESOURCE_GROUP:-rg-${NAME}}"
 cd "$(dirname "$0")/.."
+workdir="$(mktemp -d)" # mode 700: this user's only
+trap 'rm -rf "$workdir"' EXIT
 
 echo "1/4 resource group ${AZURE_RESOURCE_GROUP} in ${LOCATION}" >&2
 az group create --name "$AZURE_RESOURCE_GROUP" --location "$LOCATION" --tags "azd-env-name=${NAME}" --output none
 
 echo "2/4 infrastructure (infra/main.bicep)" >&2
+parameters="$workdir/main.parameters.json"
+# The values travel to python3 in its environment and to az in the file; the file is created 600.
+NAME="$NAME" LOCATION="$LOCATION" SOURCE_URL="$SOURCE_URL" python3 - "$parameters" <<'PY'
+import json, os, sys
+
+headers = os.environ.get("SOURCE_HEADERS", "")
+try:
+    parsed = json.loads(headers) if headers else {}
+except ValueError:
+    parsed = None
+if not isinstance(parsed, dict) or not all(isinstance(v, str) for v in parsed.values()):
+    # The app would refuse it at its first run; never echo the value: it holds a secret.
+    sys.exit('error: SOURCE_HEADERS must be a JSON object of strings, e.g. {"x-api-key": "..."}, or unset')
+values = {
+    "name": os.environ["NAME"],
+    "location": os.environ["LOCATION"],
+    "sourceUrl": os.environ["SOURCE_URL"],
+    "sourceHeaders": headers,
+}
+document = {
+    "$schema": "https://schema.management.azure.com/schemas/2019-04-01/deploymentParameters.json#",
+    "contentVersion": "1.0.0.0",
+    "parameters": {key: {"value": value} for key, value in values.items()},
+}
+with os.fdopen(os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as file:
+    json.dump(document, file)
+PY
+# Later parameters override earlier ones: the file's values win over main.parameters.json's azd placeholders.
 az deployment group create \
   --resource-group "$AZURE_RESOURCE_GROUP" \
   --name "$NAME" \
   --template-file infra/main.bicep \
   --parameters infra/main.parameters.json \
-  --parameters name="$NAME" location="$LOCATION" sourceUrl="$SOURCE_URL" sourceHeaders="${SOURCE_HEADERS:-}" \
+  --parameters @"$parameters" \
   --output none
+rm -f "$parameters"
 output() {
   az deployment group show --resource-group "$AZURE_RESOURCE_GROUP" --name "$NAME" \
     --query "properties.outputs.$1.value" --output tsv
@@ -29,10 +64,11 @@ output() {
 AZURE_FUNCTION_APP_NAME="$(output AZURE_FUNCTION_APP_NAME)"
 AZURE_EVENT_GRID_TOPIC_NAME="$(output AZURE_EVENT_GRID_TOPIC_NAME)"
 CHUNK_CONTAINER="$(output CHUNK_CONTAINER)"
-export AZURE_FUNCTION_APP_NAME AZURE_EVENT_GRID_TOPIC_NAME CHUNK_CONTAINER
+EVENT_GRID_DEADLETTER_CONTAINER="$(output EVENT_GRID_DEADLETTER_CONTAINER)"
+export AZURE_FUNCTION_APP_NAME AZURE_EVENT_GRID_TOPIC_NAME CHUNK_CONTAINER EVENT_GRID_DEADLETTER_CONTAINER
 
 echo "3/4 code → ${AZURE_FUNCTION_APP_NAME} (remote build installs requirements.txt)" >&2
-package="$(mktemp -d)/app.zip"
+package="$workdir/app.zip"
 python3 -m zipfile -c "$package" function_app.py host.json requirements.txt core putmessage chunking ingestion api
 az functionapp deployment source config-zip \
   --resource-group "$AZURE_RESOURCE_GROUP" --name "$AZURE_FUNCTION_APP_NAME" \

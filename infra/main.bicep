@@ -1,6 +1,8 @@
 // The fan-out app in one resource group: storage (no shared keys), a user-assigned identity with
-// least-privilege roles, Application Insights, a Flex Consumption function app, and the Event Grid
-// system topic its blob trigger listens through. Deploy with infra/deploy.sh or `azd up`.
+// least-privilege roles, a Key Vault (RBAC) for the source's headers, Application Insights, a Flex
+// Consumption function app (no basic publishing credentials), and the Event Grid system topic its blob
+// trigger listens through (the subscription itself: infra/event-subscription.bicep, after the code is
+// deployed). Deploy with infra/deploy.sh or `azd up`.
 targetScope = 'resourceGroup'
 
 @minLength(3)
@@ -15,7 +17,7 @@ param location string = resourceGroup().location
 param sourceUrl string
 
 @secure()
-@description('JSON object of headers for the source, e.g. an API key. Empty for none.')
+@description('JSON object of headers for the source, e.g. an API key. Empty for none. Stored as a Key Vault secret; the app setting holds only a reference to it.')
 param sourceHeaders string = ''
 
 param pythonVersion string = '3.11'
@@ -28,6 +30,8 @@ param maximumInstanceCount int = 100
 param chunkContainerName string = 'chunks'
 param runsContainerName string = 'ingestion-runs'
 param largeMessageContainerName string = 'large-messages'
+@description('Blob container where Event Grid dead-letters the chunk events it could not deliver.')
+param deadLetterContainerName string = 'eventgrid-deadletter'
 param queueName string = 'ingest'
 @minValue(1)
 @maxValue(100)
@@ -78,8 +82,24 @@ module storage 'modules/storage.bicep' = {
     name: 'st${take(token, 13)}fan'
     location: location
     tags: tags
-    containerNames: [chunkContainerName, runsContainerName, largeMessageContainerName, deploymentContainerName]
+    containerNames: [
+      chunkContainerName
+      runsContainerName
+      largeMessageContainerName
+      deploymentContainerName
+      deadLetterContainerName
+    ]
     queueNames: concat(queueNames, [controlQueueName])
+  }
+}
+
+module keyVault 'modules/key-vault.bicep' = {
+  name: 'key-vault'
+  params: {
+    name: 'kv${take(token, 13)}fan'
+    location: location
+    tags: tags
+    sourceHeaders: sourceHeaders
   }
 }
 
@@ -97,6 +117,7 @@ module roles 'modules/roles.bicep' = {
   params: {
     storageAccountName: storage.outputs.name
     appInsightsName: monitoring.outputs.appInsightsName
+    keyVaultName: keyVault.outputs.name
     principalId: identity.outputs.principalId
   }
 }
@@ -120,7 +141,8 @@ module functionApp 'modules/function-app.bicep' = {
     maximumInstanceCount: maximumInstanceCount
     appSettings: {
       SOURCE_URL: sourceUrl
-      SOURCE_HEADERS: sourceHeaders
+      // A Key Vault reference, resolved by the platform with the app's identity; never the secret itself.
+      SOURCE_HEADERS: empty(sourceHeaders) ? '' : '@Microsoft.KeyVault(SecretUri=${keyVault.outputs.sourceHeadersSecretUri})'
       SOURCE_PAGINATION: sourcePagination
       SOURCE_ITEMS_PATH: sourceItemsPath
       SOURCE_NEXT_PATH: sourceNextPath
@@ -155,6 +177,7 @@ module functionApp 'modules/function-app.bicep' = {
       STORAGE_RETRY_MAX_DELAY: '30'
       STORAGE_TIMEOUT: '30'
       STORAGE_USE_PROXY_ENV: 'false'
+      EVENT_GRID_DEADLETTER_CONTAINER: deadLetterContainerName
     }
   }
 }
@@ -165,7 +188,8 @@ module eventGrid 'modules/event-grid.bicep' = {
     name: 'evgt-${name}-${take(token, 6)}'
     location: location
     tags: tags
-    storageAccountId: storage.outputs.id
+    storageAccountName: storage.outputs.name
+    deadLetterContainerName: deadLetterContainerName
   }
 }
 
@@ -174,4 +198,6 @@ output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
 output AZURE_FUNCTION_APP_HOST string = functionApp.outputs.defaultHostName
 output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
 output AZURE_EVENT_GRID_TOPIC_NAME string = eventGrid.outputs.name
+output AZURE_KEY_VAULT_NAME string = keyVault.outputs.name
 output CHUNK_CONTAINER string = chunkContainerName
+output EVENT_GRID_DEADLETTER_CONTAINER string = deadLetterContainerName

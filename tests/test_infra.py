@@ -6,7 +6,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
+import stat
 import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -24,7 +27,9 @@ ROLE_IDS = {
     "storageQueueDataContributor": "974c5e8b-45b9-4653-ba55-5f855dd0fb88",
     "storageTableDataContributor": "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3",
     "monitoringMetricsPublisher": "3913510d-42f4-4e42-8a64-420c390055eb",
+    "keyVaultSecretsUser": "4633458b-17de-408a-b874-0445c86b69e6",
 }
+STORAGE_BLOB_DATA_CONTRIBUTOR = "ba92f5b4-2d11-453d-a403-e96b0029c9fe"
 # checkov findings we accept, each with its reason (anything else fails the test).
 ACCEPTED_FINDINGS = {
     "CKV_AZURE_35": "storage firewall default Allow: Flex Consumption without a VNet and Event Grid reach it; "
@@ -42,6 +47,16 @@ ACCEPTED_FINDINGS = {
     "CKV_AZURE_66": "failed request tracing: Flex Consumption logs to Application Insights",
     "CKV_AZURE_80": ".NET version: a Python app",
     "CKV_AZURE_88": "Azure Files: Flex Consumption deploys from blob storage, by identity",
+    "CKV_AZURE_109": "Key Vault firewall default Allow: a Flex Consumption app without a VNet resolves Key Vault "
+    "references over the public endpoint; RBAC mode, so only principals with a role on the vault read it",
+    "CKV_AZURE_189": "public network access on Key Vault: the same",
+    "CKV_AZURE_110": "no purge protection, for a sample: it can never be turned off and would keep the vault's name "
+    "taken after destroy.sh, so the environment could not be redeployed; soft delete is on; turn it on in production",
+    "CKV_AZURE_42": "recoverable Key Vault: soft delete is on; checkov also wants purge protection (CKV_AZURE_110)",
+    "CKV_AZURE_41": "no secret expiry: the Key Vault reference would stop resolving and the app lose its source "
+    "headers on that date; the operator rotates them by redeploying with new SOURCE_HEADERS",
+    "CKV_AZURE_114": "the secret's contentType is set (application/json, asserted below); checkov does not read the "
+    "properties of a conditional resource (`= if (...)`)",
 }
 
 
@@ -51,6 +66,19 @@ def parse(relative: str) -> dict[str, Any]:
 
 def config(relative: str, resource: str) -> dict[str, Any]:
     return parse(relative)["resources"][resource]["config"]
+
+
+def accessor(expression: Any) -> str:
+    """`a.b.c` for pycep's nested property accessors; a plain name as it is."""
+    if isinstance(expression, str):
+        return expression
+    operands = expression["operator"]["operands"]
+    assert expression["operator"]["type"] == "property_accessor", expression
+    return f"{accessor(operands['operand_1'])}.{accessor(operands['operand_2'])}"
+
+
+def role_id_variable(assignment: dict[str, Any]) -> str:
+    return assignment["properties"]["roleDefinitionId"]["function"]["parameters"]["resource_name_1"]
 
 
 @pytest.mark.parametrize("path", sorted(p.relative_to(INFRA).as_posix() for p in INFRA.rglob("*.bicep")))
@@ -153,3 +181,222 @@ def test_checkov_finds_no_parsing_errors_and_only_accepted_findings():
     assert summary["passed"] > 10  # it really read the templates
     failed = {check["check_id"] for entry in reports for check in entry["results"]["failed_checks"]}
     assert failed - set(ACCEPTED_FINDINGS) == set(), failed
+
+
+def test_key_vault_is_rbac_only_and_the_identity_reads_secrets_on_that_vault_only():
+    vault = config("modules/key-vault.bicep", "vault")["properties"]
+    assert vault["enableRbacAuthorization"] is True
+    assert "accessPolicies" not in vault
+    assert vault["enableSoftDelete"] is True
+    assert vault.get("enablePurgeProtection", True) is True  # ARM takes true or nothing; false is refused
+    roles = parse("modules/roles.bicep")
+    assert roles["variables"]["keyVaultSecretsUser"]["value"] == ROLE_IDS["keyVaultSecretsUser"]
+    assert roles["resources"]["keyVault"]["type"] == "Microsoft.KeyVault/vaults"
+    assert roles["resources"]["keyVault"]["config"]["name"] == "keyVaultName"
+    secrets_user = roles["resources"]["secretsUser"]["config"]
+    assert secrets_user["scope"] == "keyVault"
+    assert role_id_variable(secrets_user) == "keyVaultSecretsUser"
+    assert accessor(secrets_user["properties"]["principalId"]) == "principalId"
+    granted = [role_id_variable(r["config"].get("config", r["config"])) for r in roles["resources"].values()
+               if r["type"] == "Microsoft.Authorization/roleAssignments"]  # fmt: skip
+    assert granted.count("keyVaultSecretsUser") == 1
+    main = parse("main.bicep")["modules"]
+    assert accessor(main["roles"]["config"]["params"]["keyVaultName"]) == "keyVault.outputs.name"
+
+
+def test_source_headers_live_in_key_vault_and_the_app_setting_only_references_them():
+    main = parse("main.bicep")
+    assert {"type": "secure"} in main["parameters"]["sourceHeaders"]["decorators"]
+    assert main["modules"]["keyVault"]["config"]["params"]["sourceHeaders"] == "sourceHeaders"
+    key_vault = parse("modules/key-vault.bicep")
+    assert {"type": "secure"} in key_vault["parameters"]["sourceHeaders"]["decorators"]  # out of deployment history
+    secret = key_vault["resources"]["sourceHeadersSecret"]["config"]
+    assert secret["condition"]["operator"]["type"] == "not"  # created only when there are headers
+    assert secret["condition"]["operator"]["operands"]["bool_value"]["function"] == {
+        "type": "empty", "parameters": {"item_to_test": "sourceHeaders"}}  # fmt: skip
+    assert secret["config"]["properties"] == {"value": "sourceHeaders", "contentType": "application/json"}
+    assert key_vault["outputs"]["sourceHeadersSecretUri"]["value"] == (
+        "${vault.properties.vaultUri}secrets/${sourceHeadersSecretName}"
+    )
+    setting = app_settings_in_bicep()["SOURCE_HEADERS"]["operator"]
+    assert setting["type"] == "conditional"
+    assert setting["operands"]["true_value"] == ""  # no headers: empty, not a reference to a missing secret
+    assert setting["operands"]["false_value"] == (
+        "@Microsoft.KeyVault(SecretUri=${keyVault.outputs.sourceHeadersSecretUri})"
+    )
+    site = config("modules/function-app.bicep", "functionApp")
+    assert site["properties"]["keyVaultReferenceIdentity"] == "identityId"  # resolved by the user-assigned identity
+
+
+def test_basic_publishing_credentials_are_off_for_ftp_and_scm():
+    resources = parse("modules/function-app.bicep")["resources"].values()
+    policies = {r["config"]["name"]: r["config"] for r in resources
+                if r["type"] == "Microsoft.Web/sites/basicPublishingCredentialsPolicies"}  # fmt: skip
+    assert set(policies) == {"ftp", "scm"}
+    for policy in policies.values():
+        assert policy["parent"] == "functionApp"
+        assert policy["properties"] == {"allow": False}
+
+
+def test_event_subscription_retries_then_dead_letters_with_the_topic_identity():
+    template = parse("event-subscription.bicep")
+    subscription = template["resources"]["chunkCreated"]
+    assert subscription["type"] == "Microsoft.EventGrid/systemTopics/eventSubscriptions"
+    properties = subscription["config"]["properties"]
+    parameters = template["parameters"]
+    retry = properties["retryPolicy"]
+    assert set(retry) == {"maxDeliveryAttempts", "eventTimeToLiveInMinutes"}
+    assert parameters[retry["maxDeliveryAttempts"]]["default"] == 30
+    assert parameters[retry["eventTimeToLiveInMinutes"]]["default"] == 1440
+    dead_letter = properties["deadLetterWithResourceIdentity"]
+    assert "deadLetterDestination" not in properties  # that one would need shared keys, which are off
+    assert dead_letter["identity"] == {"type": "SystemAssigned"}
+    destination = dead_letter["deadLetterDestination"]
+    assert destination["endpointType"] == "StorageBlob"
+    assert accessor(destination["properties"]["resourceId"]) == "topic.properties.source"  # the same account
+    assert parameters[destination["properties"]["blobContainerName"]]["default"] == "eventgrid-deadletter"
+    assert properties["filter"]["subjectBeginsWith"] == "/blobServices/default/containers/${chunkContainerName}/"
+
+    main = parse("main.bicep")
+    assert main["parameters"]["deadLetterContainerName"]["default"] == "eventgrid-deadletter"
+    assert "deadLetterContainerName" in main["modules"]["storage"]["config"]["params"]["containerNames"]
+    assert main["outputs"]["EVENT_GRID_DEADLETTER_CONTAINER"]["value"] == "deadLetterContainerName"
+    assert app_settings_in_bicep()["EVENT_GRID_DEADLETTER_CONTAINER"] == "deadLetterContainerName"
+    event_grid = main["modules"]["eventGrid"]["config"]["params"]
+    assert event_grid["deadLetterContainerName"] == "deadLetterContainerName"
+
+    topic = parse("modules/event-grid.bicep")
+    assert topic["resources"]["topic"]["config"]["identity"] == {"type": "SystemAssigned"}
+    assert topic["variables"]["storageBlobDataContributor"]["value"] == STORAGE_BLOB_DATA_CONTRIBUTOR
+    writer = topic["resources"]["deadLetterWriter"]["config"]
+    assert writer["scope"] == "deadLetterContainer"  # that container only, not the account
+    assert topic["resources"]["deadLetterContainer"]["config"]["name"] == "deadLetterContainerName"
+    assert role_id_variable(writer) == "storageBlobDataContributor"
+    assert accessor(writer["properties"]["principalId"]) == "topic.identity.principalId"
+
+
+def test_the_webhook_key_is_read_inside_azure_never_by_a_script():
+    properties = config("event-subscription.bicep", "chunkCreated")["properties"]
+    assert properties["destination"]["properties"]["endpointUrl"] == (
+        "${webhookUrl}&code=${functionHost.listKeys().systemKeys.blobs_extension}"
+    )
+    host = parse("event-subscription.bicep")["resources"]["functionHost"]
+    assert (host["type"], host["existing"], host["config"]["name"]) == ("Microsoft.Web/sites/host", True, "default")
+    script = (INFRA / "event-subscription.sh").read_text()
+    assert "--template-file infra/event-subscription.bicep" in script
+    queries = re.findall(r'--query "([^"]*blobs_extension[^"]*)"', script)
+    assert queries == ["systemKeys.blobs_extension && 'present'"]  # whether it exists, never its value
+
+
+def logical_lines(script: str) -> list[str]:
+    """The script's commands: continuation lines joined, comments dropped."""
+    joined = re.sub(r"\\\n", " ", script)
+    return [line for line in joined.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in INFRA.glob("*.sh")))
+def test_no_script_puts_a_secret_on_a_command_line(script):
+    # Anything in argv is readable by every user of the machine (`ps`, /proc/<pid>/cmdline).
+    text = (INFRA / script).read_text()
+    az_commands = [line for line in logical_lines(text) if re.search(r"(^|[\s;&|(])az\s", line)]
+    assert az_commands, "no az command found: the test would prove nothing"
+    for command in az_commands:
+        for forbidden in ("SOURCE_HEADERS", "sourceHeaders=", "code=", "$key", "${key}"):
+            assert forbidden not in command, f"{script}: {command.strip()}"
+    # The secret is never expanded by the shell at all: only python3 reads it, from its environment.
+    assert not re.search(r"\$\{?SOURCE_HEADERS", text)
+    assert not re.search(r"code=\$\{?\w", text)
+
+
+@pytest.fixture
+def fake_az(tmp_path):
+    """A PATH where `az` records its argv (and any @parameters file it is given) and python3 records its
+    argv before running the real one. Enough of `az` for deploy.sh and event-subscription.sh."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "argv.jsonl"
+    files = tmp_path / "files.jsonl"
+    python = shutil.which("python3") or sys.executable
+    (bin_dir / "az").write_text(f"""#!{python}
+import json, os, stat, sys
+args = sys.argv[1:]
+with open({str(log)!r}, "a") as out:
+    out.write(json.dumps(["az", *args]) + "\\n")
+for flag, value in zip(args, args[1:]):
+    if flag == "--parameters" and value.startswith("@"):
+        with open(value[1:]) as parameters, open({str(files)!r}, "a") as out:
+            mode = stat.S_IMODE(os.stat(value[1:]).st_mode)
+            out.write(json.dumps({{"mode": mode, "content": json.load(parameters)}}) + "\\n")
+if args[:3] == ["deployment", "group", "show"]:
+    name = args[args.index("--query") + 1].split(".")[2]
+    print({{"AZURE_FUNCTION_APP_NAME": "func-test", "AZURE_EVENT_GRID_TOPIC_NAME": "evgt-test",
+           "CHUNK_CONTAINER": "chunks", "EVENT_GRID_DEADLETTER_CONTAINER": "eventgrid-deadletter"}}[name])
+if args[:3] == ["functionapp", "keys", "list"]:
+    print("present")
+""")
+    (bin_dir / "python3").write_text(f"""#!/bin/sh
+printf '%s\\n' "$*" | {python} -c 'import json, sys; print(json.dumps(["python3", sys.stdin.read()]))' >> {log}
+exec {python} "$@"
+""")
+    for tool in ("az", "python3"):
+        (bin_dir / tool).chmod(0o755)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "TMPDIR": str(scratch),
+           "SOURCE_URL": "https://api.example.com/ids"}  # fmt: skip
+    for name in ("AZURE_RESOURCE_GROUP", "SOURCE_HEADERS", "AZURE_LOCATION"):
+        env.pop(name, None)
+
+    def run(script: str, *args: str, **extra: str) -> tuple[subprocess.CompletedProcess, list[list[str]], list[dict]]:
+        result = subprocess.run([INFRA / script, *args], env={**env, **extra}, capture_output=True, text=True,
+                                timeout=120, cwd=tmp_path)  # fmt: skip
+        argv = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+        passed = [json.loads(line) for line in files.read_text().splitlines()] if files.exists() else []
+        assert list(scratch.iterdir()) == [], "the temporary directory outlived the script"
+        return result, argv, passed
+
+    return run
+
+
+def test_deploy_hands_secrets_to_az_in_a_private_file_never_in_argv(fake_az):
+    headers = '{"x-api-key": "s3cr3t-value"}'
+    result, argv, passed = fake_az("deploy.sh", "fanouttest", "westus3", SOURCE_HEADERS=headers)
+    assert result.returncode == 0, result.stderr
+    assert not [command for command in argv if "s3cr3t-value" in " ".join(command)]
+    assert not [command for command in argv if "code=" in " ".join(command)]
+    (parameters,) = passed
+    assert parameters["mode"] == stat.S_IRUSR | stat.S_IWUSR  # 600
+    assert {name: value["value"] for name, value in parameters["content"]["parameters"].items()} == {
+        "name": "fanouttest", "location": "westus3", "sourceUrl": "https://api.example.com/ids",
+        "sourceHeaders": headers}  # fmt: skip
+    (subscription,) = [command for command in argv if "infra/event-subscription.bicep" in command]
+    assert (
+        "webhookUrl=https://func-test.azurewebsites.net/runtime/webhooks/blobs?functionName=Host.Functions.ingest_chunk"
+        in subscription
+    )
+    assert "deadLetterContainerName=eventgrid-deadletter" in subscription
+
+
+def test_deploy_refuses_headers_that_are_not_a_json_object_without_echoing_them(fake_az):
+    result, argv, _ = fake_az("deploy.sh", "fanouttest", SOURCE_HEADERS="x-api-key: s3cr3t-value")
+    assert result.returncode != 0
+    assert "SOURCE_HEADERS must be a JSON object" in result.stderr
+    assert "s3cr3t-value" not in result.stderr + result.stdout
+    assert not [command for command in argv if command[1:4] == ["deployment", "group", "create"]]
+
+
+def test_azd_post_deploy_hook_creates_the_subscription_from_the_deployment_outputs(fake_az):
+    hook = (PROJECT_ROOT / "azure.yaml").read_text()
+    assert re.search(
+        r"postdeploy:(\n\s+#.*)*\n\s+posix:\n\s+shell: sh\n\s+run: \./infra/event-subscription\.sh\n", hook
+    )
+    outputs = {"AZURE_RESOURCE_GROUP": "rg-fanouttest", "AZURE_FUNCTION_APP_NAME": "func-test",
+               "AZURE_EVENT_GRID_TOPIC_NAME": "evgt-test", "CHUNK_CONTAINER": "chunks",
+               "EVENT_GRID_DEADLETTER_CONTAINER": "eventgrid-deadletter"}  # fmt: skip
+    result, argv, _ = fake_az("event-subscription.sh", **outputs)  # azd runs hooks with the outputs as variables
+    assert result.returncode == 0, result.stderr
+    (deployment,) = [command for command in argv if command[1:4] == ["deployment", "group", "create"]]
+    assert deployment[deployment.index("--template-file") + 1] == "infra/event-subscription.bicep"
+    assert {"systemTopicName=evgt-test", "functionAppName=func-test", "chunkContainerName=chunks",
+            "deadLetterContainerName=eventgrid-deadletter"} <= set(deployment)  # fmt: skip
+    assert not [command for command in argv if "code=" in " ".join(command)]

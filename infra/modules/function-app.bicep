@@ -1,5 +1,6 @@
 // A Flex Consumption (FC1) plan and a Linux Python function app that reaches storage, its deployment
-// package and Application Insights with its user-assigned managed identity only.
+// package, Application Insights and its Key Vault references with its user-assigned managed identity
+// only. No basic (user name and password) publishing credentials: FTP and SCM take Entra ID only.
 param name string
 param location string
 param tags object = {}
@@ -44,6 +45,9 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
   properties: {
     serverFarmId: plan.id
     httpsOnly: true
+    // Key Vault references in the app settings (SOURCE_HEADERS) resolve with the user-assigned identity
+    // (the default would be a system-assigned identity, which this app does not have).
+    keyVaultReferenceIdentity: identityId
     siteConfig: {
       minTlsVersion: '1.2'
       ftpsState: 'Disabled'
@@ -83,6 +87,25 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
       APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
       BLOB_TRIGGER_SOURCE: 'EventGrid'
     })
+  }
+}
+
+// Basic publishing credentials off: deployments (`az functionapp deployment source config-zip`, azd)
+// authenticate with Entra ID tokens, and nobody can publish with a user name and password.
+// Top-level children with `parent` (checkov's parser reads these).
+resource ftpBasicAuth 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
+  parent: functionApp
+  name: 'ftp'
+  properties: {
+    allow: false
+  }
+}
+
+resource scmBasicAuth 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
+  parent: functionApp
+  name: 'scm'
+  properties: {
+    allow: false
   }
 }
 
