@@ -2,8 +2,10 @@
 
 This is the lean sender's transport: an asyncio protocol that writes a prebuilt request and parses
 the answer with `ResponseParser`, a few microseconds of Python per request where a general client
-(aiohttp's request machinery, the SDK's pipeline) spends hundreds. TLS comes from the `ssl` module
-(the system's trust store, or SSL_CERT_FILE). It does not go through HTTP(S)_PROXY.
+(aiohttp's request machinery, the SDK's pipeline) spends hundreds. A connection that receives bytes
+after an answer, or bytes no request asked for, is closed: they are never read as the next answer.
+TLS comes from the `ssl` module (the system's trust store, or SSL_CERT_FILE). It does not go through
+HTTP(S)_PROXY.
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ class _Connection(asyncio.Protocol):
         self._transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
+        if self._answer is None or self._answer.done():
+            self.close()  # bytes no request asked for: never let them be read as the next answer
+            return
         try:
             response = self._parser.feed(data)
         except ProtocolError as exc:
@@ -65,8 +70,8 @@ class _Connection(asyncio.Protocol):
     def _answer_with(self, response: Response) -> None:
         if self._answer is not None and not self._answer.done():
             self._answer.set_result(response)
-        if not response.keep_alive:
-            self.close()
+        if not response.keep_alive or self._parser.pending:
+            self.close()  # pending: bytes came after the answer, and they are no answer to anything
 
     def expire(self, timeout: float) -> None:
         self._fail(TimeoutError(f"no answer within {timeout:g} s"))

@@ -1,16 +1,32 @@
-"""An incremental HTTP/1.1 response parser: just enough of RFC 9112 for one request at a time.
+"""An incremental HTTP/1.1 response parser for one request at a time, on llhttp (through `httptools`).
 
 Bytes go in as they arrive, in pieces of any size; a whole `Response` comes out once its body is
-complete. It frames bodies by `Transfer-Encoding: chunked`, `Content-Length`, or the end of the
-connection, skips 1xx interim responses, and says whether the connection can be used again.
+complete. llhttp frames the body (`Transfer-Encoding: chunked`, `Content-Length`, or the end of the
+connection) and refuses what RFC 9112 refuses: a Content-Length that is not plain digits or that is
+repeated, Content-Length together with Transfer-Encoding, chunk sizes that are not plain hex. This
+module adds what llhttp leaves to its caller: it skips 1xx interim responses, finishes a body framed by
+the close, accepts HTTP/1.x only, caps what a response may spend on framing (head, chunk-size lines,
+trailers), and says when bytes came after a response (`pending`), so the connection is not reused.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from typing import NamedTuple
 
-_MAX_HEAD = 64 * 1024
-_NO_BODY = frozenset({204, 304})
+import httptools
+
+_MAX_FRAMING = 64 * 1024  # bytes of a response that are not its body: head, chunk-size lines, trailers
+_FRAMING_HEADERS = frozenset({b"content-length", b"transfer-encoding"})
+_ERROR_KINDS = (  # a word in llhttp's reason -> what our message says first
+    ("content-length", "invalid Content-Length"),
+    ("transfer-encoding", "invalid Transfer-Encoding"),
+    ("chunk size", "invalid chunk size"),
+    ("http/", "not an HTTP/1.x status line"),
+    ("version", "not an HTTP/1.x status line"),
+    ("status", "not an HTTP/1.x status line"),
+    ("response line", "not an HTTP/1.x status line"),
+)
 
 
 class ProtocolError(Exception):
@@ -25,114 +41,100 @@ class Response(NamedTuple):
 
 class ResponseParser:
     def __init__(self) -> None:
-        self._buffer = bytearray()
-        self._state = "head"  # then "length", "chunk-size", "chunk-data", "trailers" or "close"
+        self._parser = httptools.HttpResponseParser(self)
+        self._responses: deque[Response] = deque()  # complete, not yet returned by `feed`
+        self._error: ProtocolError | None = None  # raised once the responses before it are returned
+        self._in_response = False  # bytes of a response have arrived, its end has not
+        self._head_done = False
+        self._framed = False  # a Content-Length or Transfer-Encoding header: the close does not end the body
         self._status = 0
         self._keep_alive = True
-        self._remaining = 0  # bytes of the body ("length") or of the current chunk still to come
-        self._body = bytearray()
-        self._steps = {
-            "head": self._head, "length": self._length, "chunk-size": self._chunk_size,
-            "chunk-data": self._chunk_data, "trailers": self._trailers, "close": self._close,
-        }  # fmt: skip
+        self._body: list[bytes] = []
+        self._framing = 0  # bytes of the current response that are not body, counted feed by feed
+        self._feed_size = 0
+        self._body_in_feed = 0
+
+    @property
+    def pending(self) -> bool:
+        """Bytes beyond the responses returned so far have arrived: on an idle connection, close it."""
+        return self._in_response or bool(self._responses) or self._error is not None
 
     def feed(self, data: bytes) -> Response | None:
-        self._buffer += data
-        while True:
-            done = self._steps[self._state]()
-            if done is None or isinstance(done, Response):
-                return done
+        """The oldest complete response not yet returned, if any; feed b"" to take the next one."""
+        if data and self._error is None:
+            self._feed_size, self._body_in_feed = len(data), 0
+            try:
+                self._parser.feed_data(data)
+                if self._in_response:
+                    self._framing += len(data) - self._body_in_feed
+                    self._check_framing(0)
+            except ProtocolError as exc:
+                self._error = exc
+            except httptools.HttpParserUpgrade:
+                self._error = ProtocolError("the server switched protocols")
+            except httptools.HttpParserError as exc:
+                cause = exc.__context__  # what one of our callbacks raised, if one did
+                self._error = cause if isinstance(cause, ProtocolError) else _protocol_error(str(exc))
+        if self._responses:
+            return self._responses.popleft()
+        if self._error is not None:
+            raise self._error
+        return None
 
     def end_of_stream(self) -> Response | None:
         """The server closed the connection: completes a body framed by the close, if one was pending."""
-        if self._state != "close":
-            return None
-        self._body += self._buffer
-        self._buffer.clear()
+        if self._error is not None or not self._head_done or self._framed:
+            return None  # nothing begun, or a body cut short
+        self._error = ProtocolError("the connection is closed")  # llhttp has no end-of-stream call
         return self._complete()
 
-    # Each step consumes what it can: None = wait for more bytes, True = go on, Response = done.
+    # llhttp's callbacks (httptools looks them up by name)
 
-    def _head(self) -> bool | None:
-        end = self._buffer.find(b"\r\n\r\n")
-        if end < 0:
-            if len(self._buffer) > _MAX_HEAD:
-                raise ProtocolError(f"response head longer than {_MAX_HEAD} bytes")
-            return None
-        head = bytes(self._buffer[: end + 2]).lower()  # every header line ends with CRLF
-        del self._buffer[: end + 4]
-        version, code = head[:8], head[9:12]
-        if not version.startswith(b"http/1.") or not code.isdigit() or head[8:9] != b" ":
-            status_line = head.partition(b"\r")[0]
-            raise ProtocolError(f"not an HTTP/1.x status line: {status_line[:80]!r}")
-        status = int(code)
-        if 100 <= status < 200:
-            return True  # an interim response: the final one follows
-        self._status = status
-        connection = _header(head, b"connection")
-        self._keep_alive = b"close" not in connection and (version == b"http/1.1" or b"keep-alive" in connection)
-        length = _header(head, b"content-length")
-        if status in _NO_BODY:
-            self._state, self._remaining = "length", 0
-        elif b"chunked" in _header(head, b"transfer-encoding"):
-            self._state = "chunk-size"
-        elif length:
-            if not length.isdigit():
-                raise ProtocolError(f"invalid Content-Length: {length[:40]!r}")
-            self._state, self._remaining = "length", int(length)
-        else:
-            self._state, self._keep_alive = "close", False
-        return True
+    def on_message_begin(self) -> None:
+        self._in_response = True
 
-    def _length(self) -> Response | None:
-        if len(self._buffer) < self._remaining:
-            return None
-        self._body += self._buffer[: self._remaining]
-        del self._buffer[: self._remaining]
-        return self._complete()
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if len(name) in (14, 17) and name.lower() in _FRAMING_HEADERS:
+            self._framed = True
 
-    def _chunk_size(self) -> bool | None:
-        end = self._buffer.find(b"\r\n")
-        if end < 0:
-            return None
-        size = bytes(self._buffer[:end]).partition(b";")[0].strip()
-        try:
-            self._remaining = int(size, 16)
-        except ValueError:
-            raise ProtocolError(f"invalid chunk size: {size[:40]!r}") from None
-        del self._buffer[: end + 2]
-        self._state = "chunk-data" if self._remaining else "trailers"
-        return True
+    def on_headers_complete(self) -> None:
+        version = self._parser.get_http_version()
+        if not version.startswith("1."):
+            raise ProtocolError(f"not an HTTP/1.x status line: HTTP/{version}")
+        self._head_done = True
+        self._status = self._parser.get_status_code()
+        self._keep_alive = self._parser.should_keep_alive()  # llhttp knows it only until the body ends
 
-    def _chunk_data(self) -> bool | None:
-        if len(self._buffer) < self._remaining + 2:
-            return None
-        self._body += self._buffer[: self._remaining]
-        del self._buffer[: self._remaining + 2]  # the chunk and its CRLF
-        self._state = "chunk-size"
-        return True
+    def on_body(self, body: bytes) -> None:
+        self._body_in_feed += len(body)
+        self._body.append(body)
 
-    def _trailers(self) -> Response | None:
-        end = self._buffer.find(b"\r\n")
-        if end < 0:
-            return None
-        del self._buffer[: end + 2]
-        return self._complete() if end == 0 else self._trailers()  # a blank line ends the trailers
-
-    def _close(self) -> None:
-        return None  # the body runs to the end of the connection
+    def on_message_complete(self) -> None:
+        if self._status < 200:
+            self._reset()  # an interim response: the final one follows
+            return
+        # This feed's bytes that are not body, as if all were this response's: exact unless another
+        # response shares the feed (a 1xx before it, or bytes after it: then the connection closes).
+        self._check_framing(self._feed_size - self._body_in_feed)
+        self._responses.append(self._complete())
 
     def _complete(self) -> Response:
-        response = Response(self._status, bytes(self._body), self._keep_alive)
-        self._state = "head"
-        self._body.clear()
+        response = Response(self._status, b"".join(self._body), self._keep_alive)
+        self._reset()
         return response
 
+    def _reset(self) -> None:
+        self._in_response = self._head_done = self._framed = False
+        self._body.clear()
+        self._framing = 0
 
-def _header(head: bytes, name: bytes) -> bytes:
-    """The value of header `name` in a lowercased response head, b"" if it is absent."""
-    start = head.find(b"\r\n" + name + b":")
-    if start < 0:
-        return b""
-    start += len(name) + 3
-    return head[start : head.find(b"\r\n", start)].strip()
+    def _check_framing(self, more: int) -> None:
+        if self._framing + more > _MAX_FRAMING:
+            where = "chunk-size lines and trailers" if self._head_done else "response head"
+            raise ProtocolError(f"{where} longer than {_MAX_FRAMING} bytes")
+
+
+def _protocol_error(reason: str) -> ProtocolError:
+    lowered = reason.lower()
+    kind = next((kind for word, kind in _ERROR_KINDS if word in lowered), "invalid response")
+    return ProtocolError(f"{kind}: {reason}")

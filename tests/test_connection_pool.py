@@ -11,30 +11,36 @@ import pytest
 
 from putmessage import connection_pool
 from putmessage.connection_pool import ConnectionPool
+from putmessage.http_response import ProtocolError
 
 REQUEST = b"POST /q/messages HTTP/1.1\r\nHost: test\r\nContent-Length: 2\r\n\r\nhi"
 OK = b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok"
+BUSY = b"HTTP/1.1 503 Server Busy\r\nx-ms-error-code: ServerBusy\r\nContent-Length: 4\r\n\r\nbusy"
 
 
 @dataclass
 class Server:
-    """Counts connections, the most open at once, and requests; `answer` decides what each gets."""
+    """Counts connections, the most open at once, and requests (in all and per connection); `answer` answers each."""
 
     answer: Callable[[int, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
     connections: int = 0
     open_now: int = 0
     most_open: int = 0
     requests: int = 0
+    requests_per_connection: list[int] = field(default_factory=list)
     closed_by_client: list[bool] = field(default_factory=list)
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
         self.open_now += 1
         self.most_open = max(self.most_open, self.open_now)
+        index = len(self.requests_per_connection)
+        self.requests_per_connection.append(0)
         try:
             while await reader.readuntil(b"\r\n\r\n"):
                 await reader.readexactly(2)
                 self.requests += 1
+                self.requests_per_connection[index] += 1
                 await self.answer(self.requests, reader, writer)
                 if writer.is_closing():
                     return
@@ -158,3 +164,45 @@ def test_a_request_that_times_out_closes_its_connection():
     waited = asyncio.run(serve(server, unanswered, timeout=0.4))
     assert 0.4 <= waited < 0.4 + 0.1 + 0.2  # the deadline, plus at most one watchdog tick (timeout / 4)
     assert server.closed_by_client == [True]
+
+
+async def in_turn(pool: ConnectionPool, count: int, pause: float = 0.0) -> list[object]:
+    """Each request's status, or the error it failed with."""
+    outcomes: list[object] = []
+    for _ in range(count):
+        try:
+            outcomes.append((await pool.request(REQUEST)).status)
+        except (OSError, ProtocolError) as exc:
+            outcomes.append(exc)
+        await asyncio.sleep(pause)
+    return outcomes
+
+
+def test_a_stray_response_after_the_answer_is_never_taken_for_the_next_answer():
+    async def ok_and_a_stray_ok_then_busy(
+        number: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        writer.write(OK + OK if number == 1 else BUSY)  # the stray 201 in the same write as the answer
+
+    server = Server(ok_and_a_stray_ok_then_busy)
+    outcomes = asyncio.run(serve(server, lambda pool: in_turn(pool, 4)))
+    assert outcomes[0] == 201
+    assert all(outcome == 503 or isinstance(outcome, OSError) for outcome in outcomes[1:]), outcomes
+    assert server.requests_per_connection[0] == 1  # the connection with bytes left over was closed
+
+
+def test_bytes_that_arrive_while_no_request_is_waiting_close_the_connection():
+    async def ok_then_a_stray_head(number: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if number > 1:
+            writer.write(BUSY)
+            return
+        writer.write(OK)
+        await writer.drain()
+        await asyncio.sleep(0.02)  # the client has its answer and the connection is idle
+        writer.write(b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\n")
+
+    server = Server(ok_then_a_stray_head)
+    outcomes = asyncio.run(serve(server, lambda pool: in_turn(pool, 3, pause=0.1)))
+    assert outcomes[0] == 201
+    assert all(outcome == 503 or isinstance(outcome, OSError) for outcome in outcomes[1:]), outcomes
+    assert server.requests_per_connection[0] == 1

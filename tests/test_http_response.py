@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from putmessage.http_response import ProtocolError, Response, ResponseParser
 
+CHUNKED_HEAD = b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n"
 AZURITE_201 = (
     b"HTTP/1.1 201 Created\r\nServer: Azurite-Queue/3.37.0\r\ncontent-type: application/xml\r\n"
     b"Connection: keep-alive\r\nKeep-Alive: timeout=5\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -76,8 +77,55 @@ def test_a_body_without_length_runs_to_the_end_of_the_connection():
         (b"HTTP/1.1 201 Created\r\nContent-Length: -1\r\n\r\n", "invalid Content-Length"),
         (b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "invalid chunk size"),
         (b"HTTP/1.1 201 Created\r\n" + b"X-Long: " + b"a" * 70_000, "response head longer than"),
+        (b"HTTP/2.0 201 Created\r\nContent-Length: 0\r\n\r\n", "not an HTTP/1.x status line"),
+        (b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok", "invalid Content-Length"),
+        (
+            b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+            "invalid Content-Length",
+        ),
+        (
+            b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\nContent-Length: 2\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+            "invalid Content-Length",
+        ),
+        (CHUNKED_HEAD + b"0x5\r\nhello\r\n0\r\n\r\n", "invalid chunk size"),
+        (CHUNKED_HEAD + b"+5\r\nhello\r\n0\r\n\r\n", "invalid chunk size"),
+        (CHUNKED_HEAD + b"5_0\r\n" + b"h" * 0x50 + b"\r\n0\r\n\r\n", "invalid chunk size"),
     ],
 )
 def test_bytes_that_are_not_a_response_raise_a_protocol_error(raw, error):
     with pytest.raises(ProtocolError, match=error):
         ResponseParser().feed(raw)
+
+
+@pytest.mark.parametrize(("line_start", "filler"), [(b"0", b"0"), (b"5;ext=", b"x")])
+def test_a_chunk_size_line_that_never_ends_raises_instead_of_growing(line_start, filler):
+    parser = ResponseParser()
+    parser.feed(CHUNKED_HEAD + line_start)
+    with pytest.raises(ProtocolError, match="longer than"):
+        for _ in range(100):  # 100 KiB in all, past the 64 KiB a response's framing may take
+            parser.feed(filler * 1024)
+
+
+@pytest.mark.parametrize("piece", [1_000_000, 1024])
+def test_thousands_of_trailer_lines_raise_a_protocol_error(piece):
+    trailers = (b"X-Trailer: " + b"t" * 40 + b"\r\n") * 3000 + b"\r\n"
+    raw = CHUNKED_HEAD + b"2\r\nok\r\n0\r\n" + trailers
+    with pytest.raises(ProtocolError, match="longer than"):
+        parse([raw[start : start + piece] for start in range(0, len(raw), piece)])
+
+
+def test_bytes_after_a_complete_response_leave_the_parser_pending():
+    ok = b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok"
+    parser = ResponseParser()
+    assert parser.feed(ok) == Response(201, b"ok", keep_alive=True)
+    assert not parser.pending
+    assert parser.feed(ok + b"HTTP/1.1 201") == Response(201, b"ok", keep_alive=True)
+    assert parser.pending  # a connection in this state must be closed, never read again
+
+
+def test_garbage_after_a_complete_response_still_gives_that_response_then_the_error():
+    parser = ResponseParser()
+    assert parser.feed(b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok<html>") == Response(201, b"ok", True)
+    assert parser.pending
+    with pytest.raises(ProtocolError):
+        parser.feed(b"")
