@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 COUNT ?= 100000
 
-.PHONY: setup demo test lint format bench clean
+.PHONY: setup demo test unit lint typecheck format bench clean
 
 setup: $(VENV)/.installed node_modules/.installed
 
@@ -25,8 +25,15 @@ node_modules/.installed: package.json package-lock.json
 demo: setup
 	$(PY) -m fanout demo --count $(COUNT)
 
-test: setup .venv-checkov/.installed lint
+# Both tiers: tests/unit (no Azurite, seconds) and the rest against a real Azurite.
+test: setup .venv-checkov/.installed lint typecheck
 	$(PY) -m pytest
+
+unit: setup
+	$(PY) -m pytest tests/unit -n 0
+
+typecheck: setup
+	$(VENV)/bin/mypy
 
 lint: setup
 	$(VENV)/bin/ruff check .

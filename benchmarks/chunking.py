@@ -16,31 +16,6 @@ import sys
 
 from fanout.azurite import PROJECT_ROOT, free_port, start_azurite
 
-CHILD = """
-import asyncio, json, time, ijson
-from chunking.request import IngestionRequest, new_run_id
-from chunking.chunker import start_chunking
-from core.context import app_context
-from core.storage import close_storage_clients
-
-def rss(field):
-    return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith(field)) / 1024
-
-async def main():
-    ctx = await app_context()
-    before = rss("VmRSS")
-    started = time.perf_counter()
-    try:
-        record, _ = await start_chunking(ctx, IngestionRequest("default", 5000, new_run_id()), budget=None)
-    finally:
-        await close_storage_clients()
-    return record, time.perf_counter() - started, before
-
-record, seconds, before = asyncio.run(main())
-print(json.dumps({"state": record.state, "messages": record.messages, "chunks": record.chunks, "seconds": seconds,
-                  "rss_before_mb": before, "peak_rss_mb": rss("VmHWM"), "ijson_backend": ijson.backend}))
-"""
-
 
 def chunk_in_child(count: int) -> dict:
     """One size: a fresh Azurite, the demo API in a process of its own (its memory is not ours)."""
@@ -52,8 +27,8 @@ def chunk_in_child(count: int) -> dict:
     try:
         env = {**os.environ, "AzureWebJobsStorage": azurite.connection_string,
                "SOURCE_URL": f"http://127.0.0.1:{port}/ids"}  # fmt: skip
-        result = subprocess.run([sys.executable, "-c", CHILD], cwd=PROJECT_ROOT, env=env, capture_output=True,
-                                text=True, check=True, timeout=1800)  # fmt: skip
+        result = subprocess.run([sys.executable, "-m", "benchmarks.child", "chunk"], cwd=PROJECT_ROOT, env=env,
+                                capture_output=True, text=True, check=True, timeout=1800)  # fmt: skip
         return {"count": count, **json.loads(result.stdout.strip().splitlines()[-1])}
     finally:
         azurite.close()

@@ -20,32 +20,11 @@ from benchmarks.enqueue import raw_http_ceiling
 from fanout.azurite import ACCOUNT, ACCOUNT_KEY, PROJECT_ROOT, start_azurite
 from fanout.demo_api import DemoApi, demo_ids
 
-CHILD = """
-import asyncio, json, time, sys
-from chunking.request import IngestionRequest, new_run_id
-from core.context import app_context
-from fanout.pipeline import run_pipeline
-from core.storage import close_storage_clients
-
-async def main():
-    started = time.perf_counter()
-    try:
-        status = await run_pipeline(await app_context(), IngestionRequest("default", 5000, new_run_id()))
-    finally:
-        await close_storage_clients()
-    return status, time.perf_counter() - started
-
-status, seconds = asyncio.run(main())
-peak = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM"))
-print(json.dumps({"state": status["state"], "enqueued": status["messages"]["enqueued"], "seconds": seconds,
-                  "peak_rss_mb": peak / 1024}))
-"""
-
 
 def run_child(connection_string: str, source_url: str) -> dict:
     env = {**os.environ, "AzureWebJobsStorage": connection_string, "SOURCE_URL": source_url, "QUEUE_NAME": "bench"}
-    result = subprocess.run([sys.executable, "-c", CHILD], cwd=PROJECT_ROOT, env=env, capture_output=True,
-                            text=True, check=True, timeout=1800)  # fmt: skip
+    result = subprocess.run([sys.executable, "-m", "benchmarks.child", "pipeline"], cwd=PROJECT_ROOT, env=env,
+                            capture_output=True, text=True, check=True, timeout=1800)  # fmt: skip
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 

@@ -6,7 +6,7 @@ import json
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import cast
+from typing import Any, cast
 
 from core.contract import RUN_ID_RULE, is_run_id
 from core.errors import RequestError
@@ -39,7 +39,7 @@ def parse_ingestion_request(body: bytes, settings: Settings) -> IngestionRequest
     )
 
 
-def _json_object(body: bytes) -> dict:
+def _json_object(body: bytes) -> dict[str, Any]:
     if not body.strip():
         return {}
     try:

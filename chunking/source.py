@@ -8,7 +8,7 @@ items already read, so a source must answer the same items in the same order eac
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import httpx
@@ -43,7 +43,7 @@ class SourceReader:
     async def __aexit__(self, *exc_info: object) -> None:
         await self._client.aclose()
 
-    async def items(self, start: ResumePosition) -> AsyncIterator[tuple[Any, ResumePosition | None]]:
+    async def items(self, start: ResumePosition) -> AsyncGenerator[tuple[Any, ResumePosition | None]]:
         """Each item with the position just after it (None: nothing follows it)."""
         if self._source.pagination == "none":
             async for item, taken in self._streamed(start.skip):
@@ -53,6 +53,7 @@ class SourceReader:
         while True:
             items, next_page = await self._page(page)
             for index in range(skip, len(items)):
+                after: ResumePosition | None
                 if index + 1 < len(items):
                     after = ResumePosition(page, index + 1)
                 else:

@@ -163,12 +163,12 @@ def decode_chunk(data: bytes, expected_count: int | None) -> list[str]:
     if lines[-1] == "":
         lines.pop()
     messages: list[str] = []
-    for number, line in enumerate(lines, start=1):
+    for number, text_line in enumerate(lines, start=1):
         try:
-            value = json.loads(line)
+            value = json.loads(text_line)
         except json.JSONDecodeError as exc:
-            raise ChunkError(f"line {number} is not valid JSON ({exc.msg}): {line[:200]!r}") from None
-        messages.append(value if isinstance(value, str) else line)
+            raise ChunkError(f"line {number} is not valid JSON ({exc.msg}): {text_line[:200]!r}") from None
+        messages.append(value if isinstance(value, str) else text_line)
     if expected_count is not None and len(messages) != expected_count:
         raise ChunkError(f"chunk holds {len(messages)} lines but was written with {expected_count}")
     return messages

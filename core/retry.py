@@ -34,7 +34,7 @@ def backoff_delay(policy: RetryPolicy, attempt: int, retry_after: float | None =
     gave one, else exponential with jitter ("equal jitter": between half and all of the step)."""
     if retry_after is not None:
         return min(retry_after, policy.max_delay)
-    step = min(policy.max_delay, policy.base_delay * 2 ** min(attempt - 1, 32))
+    step = min(policy.max_delay, policy.base_delay * 2.0 ** min(attempt - 1, 32))
     return step * random.uniform(0.5, 1.0)
 
 

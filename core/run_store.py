@@ -10,14 +10,14 @@ import asyncio
 import json
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Literal, cast
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.storage.blob.aio import BlobServiceClient, ContainerClient
 
 from core.contract import ChunkRef, ResumePosition, chunk_statuses_prefix, run_record_blob
-from core.errors import ClaimLostError
+from core.errors import ClaimLostError, ContractError
 
 RunState = Literal["chunking", "chunked", "failed"]
 ChunkState = Literal["ingesting", "ingested", "failed"]
@@ -81,7 +81,7 @@ class RunStore:
             result = await blob.upload_blob(_to_json(record), overwrite=False)
         except ResourceExistsError:
             return None
-        return result["etag"]
+        return str(result["etag"])
 
     async def get(self, run_id: str) -> RunRecord | None:
         record, _ = await self.get_versioned(run_id)
@@ -97,13 +97,13 @@ class RunStore:
 
     async def save(self, record: RunRecord, *, if_match: str | None = None) -> str:
         """Writes the record (only over `if_match`, when given, else ClaimLostError); returns its new ETag."""
-        condition = {"etag": if_match, "match_condition": MatchConditions.IfNotModified} if if_match else {}
+        condition = MatchConditions.IfNotModified if if_match else None
         blob = self._container.get_blob_client(run_record_blob(record.run_id))
         try:
-            result = await blob.upload_blob(_to_json(record), overwrite=True, **condition)
+            result = await blob.upload_blob(_to_json(record), overwrite=True, etag=if_match, match_condition=condition)
         except ResourceModifiedError:
             raise ClaimLostError(f"run {record.run_id!r} was updated by another invocation") from None
-        return result["etag"]
+        return str(result["etag"])
 
     async def chunk_status(self, ref: ChunkRef) -> ChunkStatus | None:
         try:
@@ -120,15 +120,13 @@ class RunStore:
             "index": str(status.index), "state": status.state, "sent": str(status.sent), "count": str(status.count),
             "updated_at": status.updated_at, "owner": status.owner or "", "lease_until": f"{status.lease_until:.3f}",
         }  # fmt: skip
-        condition = (
-            {"overwrite": False}
-            if expected is None
-            else {"overwrite": True, "etag": expected.etag, "match_condition": MatchConditions.IfNotModified}
-        )
         body = (status.error or "").encode("utf-8")
         try:
             blob = self._container.get_blob_client(ref.status_blob)
-            result = await blob.upload_blob(body, metadata=metadata, **condition)
+            result = await blob.upload_blob(
+                body, metadata=metadata, overwrite=expected is not None, etag=expected.etag if expected else None,
+                match_condition=MatchConditions.IfNotModified if expected else None,
+            )  # fmt: skip
         except (ResourceExistsError, ResourceModifiedError):
             raise ClaimLostError(f"chunk {ref.blob_name} was claimed or updated by another invocation") from None
         return replace(status, etag=result["etag"])
@@ -140,12 +138,15 @@ class RunStore:
 
     async def _status_from(self, name: str, metadata: dict[str, str], etag: str) -> ChunkStatus:
         state = metadata["state"]
+        if state not in ("ingesting", "ingested", "failed"):
+            raise ContractError(f"chunk status {name} has the unknown state {state[:40]!r}")
         error = None
         if state == "failed":
             data = await self._download(name)
             error = None if data is None else data.decode("utf-8")
         return ChunkStatus(
-            index=int(metadata["index"]), state=state, sent=int(metadata["sent"]), count=int(metadata["count"]),
+            index=int(metadata["index"]), state=cast(ChunkState, state), sent=int(metadata["sent"]),
+            count=int(metadata["count"]),
             updated_at=metadata["updated_at"], error=error, owner=metadata.get("owner") or None,
             lease_until=float(metadata.get("lease_until") or 0), etag=etag,
         )  # fmt: skip

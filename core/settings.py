@@ -9,7 +9,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Generic, Literal, TypeVar, cast
+from typing import Any, Generic, Literal, TypeVar, cast
 
 from core.contract import partition_queue_names
 from core.errors import SettingsError
@@ -233,11 +233,11 @@ STORAGE_USE_PROXY_ENV = Flag(
     "the Put Message sender always connects directly",
 )  # fmt: skip
 
-TABLE: tuple[Setting[object], ...] = tuple(
+TABLE: tuple[Setting[Any], ...] = tuple(
     value for value in list(globals().values()) if isinstance(value, Setting)
 )  # every setting above, in order
 # A named source repeats the source settings under its own prefix: SOURCE_<NAME>__<KEY>.
-SOURCE_SETTINGS: tuple[Setting[object], ...] = (
+SOURCE_SETTINGS: tuple[Setting[Any], ...] = (
     SOURCE_URL, SOURCE_HEADERS, SOURCE_PAGINATION, SOURCE_ITEMS_PATH, SOURCE_NEXT_PATH, SOURCE_CURSOR_PATH,
     SOURCE_CURSOR_PARAM, SOURCE_PAGE_PARAM, SOURCE_PAGE_SIZE_PARAM, SOURCE_PAGE_SIZE, SOURCE_FIRST_PAGE,
 )  # fmt: skip
@@ -435,7 +435,7 @@ def _ttl(env: Mapping[str, str]) -> int | None:
 def _visibility_timeout(env: Mapping[str, str], ttl: int | None) -> int:
     """Seconds a new message stays hidden (Put Message's visibilitytimeout); less than its TTL."""
     hidden = QUEUE_MESSAGE_VISIBILITY_TIMEOUT.read(env)
-    if hidden and ttl not in (None, -1) and hidden >= cast(int, ttl):
+    if hidden and ttl is not None and ttl != -1 and hidden >= ttl:
         raise SettingsError(
             f"{QUEUE_MESSAGE_VISIBILITY_TIMEOUT.name} ({hidden}) must be less than {QUEUE_MESSAGE_TTL.name} ({ttl})"
         )

@@ -104,7 +104,7 @@ def _build(config: StorageConfig, pool_size: int) -> StorageClients:
         auto_decompress=False,
     )
 
-    def options() -> dict:
+    def options() -> dict[str, Any]:
         """The SDK's own retry policy, configured: backs off on 500/503 "server busy" and timeouts."""
         return {
             "transport": AioHttpTransport(
@@ -112,8 +112,8 @@ def _build(config: StorageConfig, pool_size: int) -> StorageClients:
             ),
             # The async storage retry policy (the queue package does not export its identical copy).
             "retry_policy": ExponentialRetry(
-                initial_backoff=config.retry_backoff, increment_base=2, retry_total=config.max_retries,
-                random_jitter_range=config.retry_backoff / 2,
+                initial_backoff=config.retry_backoff, increment_base=2, retry_total=config.max_retries,  # type: ignore[arg-type]
+                random_jitter_range=config.retry_backoff / 2,  # type: ignore[arg-type]
             ),
             "connection_timeout": config.timeout,
             "read_timeout": config.timeout,
@@ -125,6 +125,7 @@ def _build(config: StorageConfig, pool_size: int) -> StorageClients:
         credential = None
     else:
         credential = DefaultAzureCredential(managed_identity_client_id=config.client_id)
+        assert config.blob_service_uri and config.queue_service_uri  # Settings requires both for identity
         blobs = BlobServiceClient(config.blob_service_uri, credential=credential, **options())
         queues = QueueServiceClient(config.queue_service_uri, credential=credential, **options())
     return StorageClients(blobs, queues, session, credential, tls)

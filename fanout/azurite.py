@@ -36,7 +36,7 @@ def _stop_with_parent() -> None:
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -45,7 +45,7 @@ class Azurite:
     queue_port: int
     table_port: int
     location: Path
-    process: subprocess.Popen | None = field(default=None, repr=False)
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     tls: tuple[Path, Path] | None = None  # (certificate, key), PEM: HTTPS and bearer tokens
     _scratch: bool = field(default=False, repr=False)
 
@@ -105,6 +105,7 @@ class Azurite:
         deadline = time.monotonic() + timeout
         for port in (self.blob_port, self.queue_port, self.table_port):
             while True:
+                assert self.process is not None
                 if self.process.poll() is not None:
                     error = (self.location / "azurite-stderr.log").read_text(errors="replace")
                     raise FanoutError(f"Azurite exited with {self.process.returncode}: {error.strip()}")

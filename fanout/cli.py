@@ -23,14 +23,14 @@ from fanout.azurite import start_azurite
 from fanout.demo_api import PAGINATIONS, DemoApi, Faults
 from fanout.pipeline import resume_run, run_pipeline
 from fanout.settings_table import settings_table
-from ingestion.redrive import RedriveResult, redrive_run
+from ingestion.redrive import Progress, RedriveResult, redrive_run
 from ingestion.target import queue_length
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return args.handler(args)
+        return int(args.handler(args))
     except FanoutError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -265,7 +265,7 @@ def _print_summary(summary: RunSummary, *, as_json: bool) -> None:
         print(f"  error: {summary.error}")
 
 
-def _progress_printer():
+def _progress_printer() -> Progress | None:
     if not sys.stderr.isatty():
         return None
 

@@ -93,7 +93,7 @@ class DemoApi:
             self.requests += 1
             return self.requests
 
-    def item(self, index: int) -> str | dict:
+    def item(self, index: int) -> str | dict[str, object]:
         return {"id": demo_id(index), "seq": index} if self.objects else demo_id(index)
 
     def body(self, count: int, *, non_json: bool = False) -> Iterator[bytes]:
@@ -106,7 +106,7 @@ class DemoApi:
             yield (b"," if start else b"") + ",".join(items).encode()
         yield b"]"
 
-    def page(self, query: dict[str, list[str]], count: int, foreign_next: bool) -> tuple[dict, str | None]:
+    def page(self, query: dict[str, list[str]], count: int, foreign_next: bool) -> tuple[dict[str, object], str | None]:
         """One page of a paged mode, and its next link (next-link mode)."""
         size = self.page_size
         if self.pagination == "page":
@@ -122,8 +122,8 @@ class DemoApi:
         if self.pagination == "page":
             return {"data": items}, None
         if self.pagination == "cursor":
-            cursor = base64.urlsafe_b64encode(str(end).encode()).decode() if end < count else None
-            return {"items": items, "next_cursor": cursor}, None
+            next_cursor = base64.urlsafe_b64encode(str(end).encode()).decode() if end < count else None
+            return {"items": items, "next_cursor": next_cursor}, None
         host = f"http://127.0.0.2:{self._server.server_address[1]}" if foreign_next else ""
         link = f"{host}/ids?page_token={end}&count={count}" if end < count else None
         return {"data": items, "links": {"next": link}}, link

@@ -36,21 +36,21 @@ class ChunkClaim:
         return self._status.sent
 
     async def checkpoint(self, sent: int) -> None:
-        await self._write(sent=sent, lease_until=time.time() + self._lease_seconds)
+        await self._write(replace(self._status, sent=sent, lease_until=time.time() + self._lease_seconds))
 
     async def complete(self, count: int) -> ChunkStatus:
-        return await self._write(state="ingested", sent=count, count=count, lease_until=0.0)
+        return await self._write(replace(self._status, state="ingested", sent=count, count=count, lease_until=0.0))
 
     async def fail(self, error: str) -> ChunkStatus:
-        return await self._write(state="failed", error=error, lease_until=0.0)
+        return await self._write(replace(self._status, state="failed", error=error, lease_until=0.0))
 
     async def release(self) -> None:
         """Ends the lease early (after an error) so that a retry need not wait for it to expire."""
-        await self._write(lease_until=0.0)
+        await self._write(replace(self._status, lease_until=0.0))
 
-    async def _write(self, **changes: object) -> ChunkStatus:
+    async def _write(self, changed: ChunkStatus) -> ChunkStatus:
         async with self._lock:
-            updated = replace(self._status, updated_at=utc_now(), **changes)
+            updated = replace(changed, updated_at=utc_now())
             self._status = await self._runs.put_chunk_status(self._ref, updated, expected=self._status)
             return self._status
 
@@ -65,12 +65,10 @@ async def claim_chunk(runs: RunStore, ref: ChunkRef, owner: str, lease_seconds: 
         if current is not None and current.leased(time.time()):
             await asyncio.sleep(poll)
             continue
-        lease = {"state": "ingesting", "owner": owner, "lease_until": time.time() + lease_seconds, "error": None}
         claimed = replace(
             current or ChunkStatus(ref.index, "ingesting", sent=0, count=0, updated_at=""),
-            updated_at=utc_now(),
-            **lease,
-        )
+            state="ingesting", owner=owner, lease_until=time.time() + lease_seconds, error=None, updated_at=utc_now(),
+        )  # fmt: skip
         try:
             status = await runs.put_chunk_status(ref, claimed, expected=current)
         except ClaimLostError:

@@ -60,5 +60,6 @@ async def queue_length(ctx: Context) -> int:
     """Messages in the target queue(s) (exact on Azurite; approximate in Azure)."""
     total = 0
     for name in ctx.settings.queue_names:
-        total += (await ctx.clients.queues.get_queue_client(name).get_queue_properties()).approximate_message_count
+        properties = await ctx.clients.queues.get_queue_client(name).get_queue_properties()
+        total += properties.approximate_message_count or 0
     return total

@@ -21,7 +21,7 @@ async def ingest_chunk_blob(chunk: func.InputStream) -> None:
     except ChunkError as exc:
         log.warning("ignoring blob that is not a chunk: %s", exc)
         return
-    status = await ingest_chunk(ctx, ref, ChunkBlob(chunk.read(), chunk.metadata))
+    status = await ingest_chunk(ctx, ref, ChunkBlob(chunk.read(), getattr(chunk, "metadata", None)))
     if status.state == "failed":
         log.error("chunk %s failed and will not be retried: %s", ref.blob_name, status.error)
     else:
