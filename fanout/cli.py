@@ -70,6 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     api.add_argument("--pagination", choices=PAGINATIONS, default="none", help="the response shape (default none)")
     api.add_argument("--page-size", type=int, default=1000, help="items per page when paged (default 1000)")
     api.add_argument("--objects", action="store_true", help='items as {"id": …, "seq": n} instead of strings')
+    api.add_argument("--item-bytes", type=int, default=0, metavar="N", help="pad each ID to N characters")
     faults = api.add_argument_group("fault modes", "applied to every K-th request (--fail-every, default 1: all)")
     faults.add_argument("--fail-every", type=int, default=1, metavar="K", help="which requests misbehave")
     faults.add_argument("--fail-status", type=int, choices=(429, 500, 502, 503), help="answer this error status")
@@ -78,6 +79,10 @@ def _parser() -> argparse.ArgumentParser:
     faults.add_argument("--truncate", action="store_true", help="cut the body short")
     faults.add_argument("--non-json", action="store_true", help="answer an HTML page instead of JSON")
     faults.add_argument("--foreign-next", action="store_true", help="next links point to another host")
+    faults.add_argument("--error-body", type=int, default=0, metavar="BYTES", help="with --fail-status: a long body")
+    faults.add_argument("--trickle", type=float, default=0.0, metavar="SECONDS", help="send the body byte by byte")
+    faults.add_argument("--nested", type=int, default=0, metavar="DEPTH", help="items nested DEPTH arrays deep")
+    faults.add_argument("--gzip-bomb", type=int, default=0, metavar="BYTES", help="gzip inflating to BYTES")
     api.set_defaults(handler=_demo_api)
 
     table = commands.add_parser("settings-table", help="print the README's settings table (from core/settings.py)")
@@ -178,10 +183,13 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _demo_api(args: argparse.Namespace) -> int:
-    faults = Faults(args.fail_every, args.fail_status, args.retry_after, args.delay, args.truncate, args.non_json,
-                    args.foreign_next)  # fmt: skip
+    faults = Faults(
+        every=args.fail_every, status=args.fail_status, retry_after=args.retry_after, delay=args.delay,
+        truncate=args.truncate, non_json=args.non_json, foreign_next=args.foreign_next, trickle=args.trickle,
+        nested=args.nested, gzip_bomb=args.gzip_bomb, error_body=args.error_body,
+    )  # fmt: skip
     api = DemoApi(args.count, args.port, faults, pagination=args.pagination, page_size=args.page_size,
-                  objects=args.objects)  # fmt: skip
+                  objects=args.objects, item_bytes=args.item_bytes)  # fmt: skip
     print(f"demo API serving {args.count:,} IDs at {api.url} (pagination: {args.pagination})", flush=True)
     try:
         api.serve_forever()

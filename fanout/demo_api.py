@@ -4,22 +4,28 @@
 real API takes:
 
 - `none`: one JSON array, streamed in HTTP/1.1 chunked encoding so a million IDs never sit in memory;
-- `next-link`: `{"data": [...], "links": {"next": "/ids?page_token=…"}}`, and the same link as an
-  RFC 8288 `Link: <…>; rel="next"` header;
+- `next-link`: `{"data": [...], "links": {"self": …, "next": "/ids?page_token=…"}}`, and the same link
+  as an RFC 8288 `Link: <…>; rel="next"` header;
 - `cursor`: `{"items": [...], "next_cursor": "…"}` (null on the last page), sent back as `?cursor=`;
 - `page`: `{"data": [...]}` for `?page=P&per_page=S` (from 1), an empty page after the last.
 
-With `objects` the items are `{"id": "<id>", "seq": n}` instead of the bare ID strings.
+Every body streams, pages too, so a page of any size never sits in memory. With `objects` the items
+are `{"id": "<id>", "seq": n}` instead of the bare ID strings; with `item_bytes` each ID is padded
+to that many characters. An API that ignores a misnamed cursor or page parameter answers the first
+page again: this one reads only `cursor`, `page`, `per_page` and `page_token`.
 """
 
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import socket
+import sys
 import threading
 import time
-from collections.abc import Iterator
+import zlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
@@ -27,6 +33,7 @@ from urllib.parse import parse_qs, urlsplit
 _MIX = 0x9E3779B97F4A7C15F39CC0605CEDC835
 _MASK = (1 << 128) - 1
 _PIECE = 1_000
+_FILL = 1 << 20  # bytes of filler generated at a time (error bodies, gzip bombs)
 
 
 def demo_id(index: int) -> str:
@@ -41,8 +48,10 @@ def demo_ids(count: int) -> list[str]:
 
 @dataclass(frozen=True)
 class Faults:
-    """What the first and then every `every`-th request gets wrong: an error status (with Retry-After),
-    a slow answer, a body cut short, or HTML instead of JSON. The other requests are answered correctly."""
+    """What the first and then every `every`-th request gets wrong: an error status (with Retry-After
+    and an error body of `error_body` bytes), a slow answer, a body cut short, HTML instead of JSON, a
+    body that trickles (`trickle` seconds between its bytes), items nested `nested` arrays deep, or a
+    gzip body that inflates to `gzip_bomb` bytes. The other requests are answered correctly."""
 
     every: int = 1
     status: int | None = None
@@ -51,6 +60,10 @@ class Faults:
     truncate: bool = False
     non_json: bool = False
     foreign_next: bool = False  # next links point to another host
+    trickle: float = 0.0
+    nested: int = 0
+    gzip_bomb: int = 0
+    error_body: int = 0
 
 
 PAGINATIONS = ("none", "next-link", "cursor", "page")
@@ -59,17 +72,18 @@ PAGINATIONS = ("none", "next-link", "cursor", "page")
 class DemoApi:
     def __init__(
         self, count: int = 100_000, port: int = 0, faults: Faults = Faults(), *, pagination: str = "none",
-        page_size: int = 1000, objects: bool = False,
+        page_size: int = 1000, objects: bool = False, item_bytes: int = 0,
     ) -> None:  # fmt: skip
         self.count = count
         self.faults = faults
         self.pagination = pagination
         self.page_size = page_size
         self.objects = objects
+        self.item_bytes = item_bytes
         self.requests = 0
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), _handler_for(self))
-        self._server.daemon_threads = True
+        self._bombs: dict[int, bytes] = {}
+        self._server = _Server(("127.0.0.1", port), _handler_for(self))
         self._thread: threading.Thread | None = None
 
     @property
@@ -94,39 +108,78 @@ class DemoApi:
             return self.requests
 
     def item(self, index: int) -> str | dict[str, object]:
-        return {"id": demo_id(index), "seq": index} if self.objects else demo_id(index)
+        text = demo_id(index)
+        if self.item_bytes > len(text):
+            text = f"{text}-{'x' * (self.item_bytes - len(text) - 1)}"
+        return {"id": text, "seq": index} if self.objects else text
 
-    def body(self, count: int, *, non_json: bool = False) -> Iterator[bytes]:
-        if non_json:
-            yield b"<html><body>Service temporarily unavailable</body></html>"
+    def items(self, start: int, end: int, faults: Faults) -> Iterator[bytes]:
+        """The items from `start` to `end` as the pieces of a JSON array's inside."""
+        if faults.nested:
+            yield b"[" * faults.nested + b"]" * faults.nested
             return
-        yield b"["
-        for start in range(0, count, _PIECE):
-            items = (json.dumps(self.item(i)) for i in range(start, min(start + _PIECE, count)))
-            yield (b"," if start else b"") + ",".join(items).encode()
-        yield b"]"
+        for first in range(start, end, _PIECE):
+            items = (json.dumps(self.item(i)) for i in range(first, min(first + _PIECE, end)))
+            yield (b"," if first > start else b"") + ",".join(items).encode()
 
-    def page(self, query: dict[str, list[str]], count: int, foreign_next: bool) -> tuple[dict[str, object], str | None]:
-        """One page of a paged mode, and its next link (next-link mode)."""
+    def body(self, query: dict[str, list[str]], faults: Faults) -> tuple[Iterable[bytes], str | None]:
+        """The answer's body as it streams, and its next link (next-link mode)."""
+        count = int(query.get("count", [self.count])[0])
+        if self.pagination == "none":
+            return itertools.chain([b"["], self.items(0, count, faults), [b"]"]), None
+        start, size = self._page_window(query)
+        end = min(start + size, count)
+        head, tail, link = self._page_envelope(start, end, count, faults.foreign_next)
+        return itertools.chain([head], self.items(max(start, 0), end, faults), [tail]), link
+
+    def gzip_bomb(self, size: int) -> bytes:
+        """A gzip body that inflates to an empty array (an empty page) padded to `size` bytes with whitespace."""
+        with self._lock:
+            if size not in self._bombs:
+                head, tail = (b"[", b"]") if self.pagination == "none" else self._page_envelope(0, 0, 0, False)[:2]
+                packer = zlib.compressobj(9, zlib.DEFLATED, 31)
+                parts = [packer.compress(head)]
+                parts += [packer.compress(b" " * min(_FILL, size - done)) for done in range(0, size, _FILL)]
+                self._bombs[size] = b"".join([*parts, packer.compress(tail), packer.flush()])
+            return self._bombs[size]
+
+    def _page_window(self, query: dict[str, list[str]]) -> tuple[int, int]:
         size = self.page_size
         if self.pagination == "page":
             size = int(query.get("per_page", [size])[0])
-            start = (int(query.get("page", ["1"])[0]) - 1) * size
-        elif self.pagination == "cursor":
+            return (int(query.get("page", ["1"])[0]) - 1) * size, size
+        if self.pagination == "cursor":
             cursor = query.get("cursor", [""])[0]
-            start = int(base64.urlsafe_b64decode(cursor)) if cursor else 0
-        else:
-            start = int(query.get("page_token", ["0"])[0])
-        end = min(start + size, count)
-        items = [self.item(index) for index in range(max(start, 0), end)]
+            return (int(base64.urlsafe_b64decode(cursor)) if cursor else 0), size
+        return int(query.get("page_token", ["0"])[0]), size
+
+    def _page_envelope(self, start: int, end: int, count: int, foreign_next: bool) -> tuple[bytes, bytes, str | None]:
+        """A page's JSON before and after its items, and its next link (next-link mode)."""
         if self.pagination == "page":
-            return {"data": items}, None
+            return b'{"data": [', b"]}", None
         if self.pagination == "cursor":
             next_cursor = base64.urlsafe_b64encode(str(end).encode()).decode() if end < count else None
-            return {"items": items, "next_cursor": next_cursor}, None
+            return b'{"items": [', b'], "next_cursor": ' + json.dumps(next_cursor).encode() + b"}", None
         host = f"http://127.0.0.2:{self._server.server_address[1]}" if foreign_next else ""
         link = f"{host}/ids?page_token={end}&count={count}" if end < count else None
-        return {"data": items, "links": {"next": link}}, link
+        links = {"self": f"/ids?page_token={start}&count={count}", "next": link}
+        return b'{"data": [', b"], " + json.dumps({"links": links}).encode()[1:], link
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):  # a client that hangs up is no error here
+            super().handle_error(request, client_address)  # type: ignore[arg-type]
+
+
+def error_body(size: int) -> Iterator[bytes]:
+    """`{"error": "xxx…"}`, `size` bytes or more, as it streams."""
+    yield b'{"error": "'
+    for done in range(0, size, _FILL):
+        yield b"x" * min(_FILL, size - done)
+    yield b'"}'
 
 
 def _handler_for(api: DemoApi) -> type[BaseHTTPRequestHandler]:
@@ -152,25 +205,38 @@ def _handler_for(api: DemoApi) -> type[BaseHTTPRequestHandler]:
             faults = api.faults if faulty else Faults()
             if faults.status:
                 headers = {} if faults.retry_after is None else {"Retry-After": f"{faults.retry_after:g}"}
-                self._send_simple(faults.status, b'{"error": "injected fault"}', headers)
+                if faults.error_body:
+                    self._send_streamed(faults.status, error_body(faults.error_body), headers, faults)
+                else:
+                    self._send_simple(faults.status, b'{"error": "injected fault"}', headers)
                 return
             if faults.delay:
                 time.sleep(faults.delay)
-            query = parse_qs(url.query)
-            count = int(query.get("count", [api.count])[0])
-            if api.pagination != "none" and not faults.non_json:
-                page, link = api.page(query, count, faults.foreign_next)
-                self._send_simple(200, json.dumps(page).encode(), {"Link": f'<{link}>; rel="next"'} if link else {})
+            if faults.non_json:
+                body: Iterable[bytes] = [b"<html><body>Service temporarily unavailable</body></html>"]
+                self._send_streamed(200, body, {"Content-Type": "text/html"}, faults)
                 return
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html" if faults.non_json else "application/json")
-            self.send_header("Transfer-Encoding", "chunked")
+            if faults.gzip_bomb:
+                self._send_simple(200, api.gzip_bomb(faults.gzip_bomb), {"Content-Encoding": "gzip"})
+                return
+            body, link = api.body(parse_qs(url.query), faults)
+            self._send_streamed(200, body, {"Link": f'<{link}>; rel="next"'} if link else {}, faults)
+
+        def _send_streamed(self, status: int, body: Iterable[bytes], headers: dict[str, str], faults: Faults) -> None:
+            """HTTP/1.1 chunked: one chunk per piece, or per byte when the body trickles."""
+            self.send_response(status)
+            for name, value in {"Content-Type": "application/json", **headers, "Transfer-Encoding": "chunked"}.items():
+                self.send_header(name, value)
             self.end_headers()
-            for number, piece in enumerate(api.body(count, non_json=faults.non_json)):
+            for number, piece in enumerate(body):
                 if faults.truncate and number == 2:
                     self.close_connection = True
                     return  # the connection closes without the final chunk: a body cut short
-                self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                for part in (piece[i : i + 1] for i in range(len(piece))) if faults.trickle else [piece]:
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
+                    if faults.trickle:
+                        self.wfile.flush()
+                        time.sleep(faults.trickle)
             self.wfile.write(b"0\r\n\r\n")
 
         def _send_simple(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
