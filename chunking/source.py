@@ -1,26 +1,48 @@
 """Reads the items of a configured source API with httpx, page by page, from any position.
 
-Without pagination the one response is parsed as it streams (ijson), so memory is bounded by a
-chunk, not by the source. Paged responses are read a page at a time. Connect errors, timeouts, a
-body cut short, 408/429 and 5xx are retried (`core.retry`); a retried stream resumes after the
-items already read, so a source must answer the same items in the same order each time.
+Without pagination the one answer is parsed as it streams (ijson), so memory is bounded by a chunk,
+not by the source. A page is read whole, up to SOURCE_MAX_PAGE_BYTES. Every answer is checked as it
+arrives: its nesting (SOURCE_MAX_DEPTH), its time (SOURCE_READ_DEADLINE, and the invocation's time box,
+which stops a read mid-answer), and an error answer is read no further than SOURCE_MAX_ERROR_BYTES.
+Connect errors, timeouts, a body cut short, 408/429 and 5xx are retried (`core.retry`); a retried
+stream resumes after the items already read, so a source must answer the same items in the same order
+each time. A source that comes back to where it was, or goes past SOURCE_MAX_PAGES or SOURCE_MAX_ITEMS,
+fails the run.
 """
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import ijson
 
-from chunking.items_path import ijson_prefix, items_at, value_at
+from chunking.answer_body import AnswerBody, StreamedItems, read_deadline_passed
+from chunking.items_path import items_at, value_at
+from chunking.repeats import RepeatGuard
+from chunking.time_box import TimeBox
 from core.contract import ResumePosition
 from core.errors import SourceError
 from core.retry import Attempts, RetryPolicy, retry_after_seconds
-from core.settings import SourceConfig
+from core.settings import (
+    SOURCE_CURSOR_PARAM,
+    SOURCE_CURSOR_PATH,
+    SOURCE_MAX_ITEMS,
+    SOURCE_MAX_PAGES,
+    SOURCE_NEXT_PATH,
+    SOURCE_PAGE_PARAM,
+    SOURCE_URL,
+    SourceConfig,
+    SourceLimits,
+)
 
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+Page = str | int | None  # a page's URL, cursor or number; None: the first page
 
 
 class _TransientError(Exception):
@@ -29,13 +51,39 @@ class _TransientError(Exception):
         self.retry_after = retry_after
 
 
+@dataclass(frozen=True)
+class SourcePosition:
+    """Where reading resumes, and how many pages came before it (SOURCE_MAX_PAGES counts them all)."""
+
+    resume: ResumePosition = field(default_factory=ResumePosition)
+    pages: int = 0
+
+
 class SourceReader:
-    def __init__(self, source: SourceConfig, timeout: float, retry: RetryPolicy) -> None:
+    """`time_box` stops a read mid-answer (OutOfTimeError); `max_item_bytes` bounds an unpaged answer's item."""
+
+    def __init__(
+        self, source: SourceConfig, timeout: float, retry: RetryPolicy, limits: SourceLimits, time_box: TimeBox,
+        max_item_bytes: int,
+    ) -> None:  # fmt: skip
         self._source = source
         self._retry = retry
-        self._origin = httpx.URL(source.url)
+        self._limits = limits
+        self._time_box = time_box
+        self._max_item_bytes = max_item_bytes
+        self._origin = self._url(
+            source.url, f"{source.setting_name(SOURCE_URL)} {source.url!r}", f"source {source.name!r}"
+        )
         self._where = f"source {source.name!r} ({self._origin.host})"
         self._client = httpx.AsyncClient(headers=dict(source.headers), timeout=timeout, follow_redirects=False)
+        # where the last item given came from: its page and the pages before it, the items taken from
+        # that page (or from the one unpaged answer), the page's length, the page after it; and in all
+        self._page: Page = None
+        self._pages = 0
+        self._index = 0
+        self._page_length = 0
+        self._next_page: Page = None
+        self._taken = 0
 
     async def __aenter__(self) -> SourceReader:
         return self
@@ -43,44 +91,104 @@ class SourceReader:
     async def __aexit__(self, *exc_info: object) -> None:
         await self._client.aclose()
 
-    async def items(self, start: ResumePosition) -> AsyncGenerator[tuple[Any, ResumePosition | None]]:
-        """Each item with the position just after it (None: nothing follows it)."""
+    async def items(self, start: SourcePosition, taken: int) -> AsyncGenerator[Any]:
+        """The items from `start` on; `taken`: how many the run took before it (SOURCE_MAX_ITEMS counts all)."""
+        self._taken = taken
         if self._source.pagination == "none":
-            async for item, taken in self._streamed(start.skip):
-                yield item, ResumePosition(None, taken)
+            async for item in self._streamed(start.resume.skip):
+                yield item
             return
-        page, skip = start.page, start.skip
+        page, skip, self._pages = start.resume.page, start.resume.skip, start.pages
+        repeats = RepeatGuard(self._where, self._repeat_hint(), page or self._source.url)
         while True:
-            items, next_page = await self._page(page)
+            if self._pages >= self._limits.max_pages:
+                raise SourceError(
+                    f"{self._where} has more than {SOURCE_MAX_PAGES.name}={self._limits.max_pages} pages: raise it "
+                    f"for a source that long, else check {self._repeat_hint()}"
+                )
+            items, next_page = await self._read_page(page)
+            repeats.check(items, next_page)
+            self._page, self._page_length, self._next_page = page, len(items), next_page
             for index in range(skip, len(items)):
-                after: ResumePosition | None
-                if index + 1 < len(items):
-                    after = ResumePosition(page, index + 1)
-                else:
-                    after = None if next_page is None else ResumePosition(next_page)
-                yield items[index], after
+                self._index = index + 1
+                self._take()
+                yield items[index]
             if next_page is None or not items:
                 return
             page, skip = next_page, 0
+            self._pages += 1
 
-    async def _page(self, page: str | int | None) -> tuple[list[Any], str | int | None]:
+    @property
+    def after_last(self) -> SourcePosition | None:
+        """Just after the last item given; None when nothing follows it."""
+        if self._source.pagination == "none" or self._index < self._page_length:
+            return SourcePosition(ResumePosition(self._page, self._index), self._pages)
+        return None if self._next_page is None else SourcePosition(ResumePosition(self._next_page), self._pages + 1)
+
+    @property
+    def before_last(self) -> SourcePosition:
+        """Just before the last item given."""
+        return SourcePosition(ResumePosition(self._page, self._index - 1), self._pages)
+
+    def _take(self) -> None:
+        self._taken += 1
+        if self._taken > self._limits.max_items:
+            raise SourceError(f"{self._where} has more than {SOURCE_MAX_ITEMS.name}={self._limits.max_items} items")
+
+    def _repeat_hint(self) -> str:
+        """The setting to check when the source comes back to where it was."""
+        source = self._source
+        setting, value = {
+            "cursor": (SOURCE_CURSOR_PARAM, source.cursor_param),
+            "page": (SOURCE_PAGE_PARAM, source.page_param),
+        }.get(source.pagination, (SOURCE_NEXT_PATH, source.next_path))
+        return f"{source.setting_name(setting)}={value!r}"
+
+    async def _read_page(self, page: Page) -> tuple[list[Any], Page]:
         """A page's items and the next page (None after the last)."""
         source = self._source
         if source.pagination == "page":
             number = source.first_page if page is None else int(page)
-            params = {source.page_param: number, source.page_size_param: source.page_size}
-            response = await self._get(source.url, params)
-            items = items_at(self._json(response), source.items_path)
+            document, _ = await self._get(
+                source.url, {source.page_param: number, source.page_size_param: source.page_size}
+            )
+            items = items_at(document, source.items_path)
             return items, (number + 1 if items else None)
         if source.pagination == "cursor":
-            response = await self._get(source.url, {source.cursor_param: page} if page else {})
-            document = self._json(response)
-            cursor = value_at(document, source.cursor_path)
-            return items_at(document, source.items_path), (str(cursor) if cursor not in (None, "") else None)
-        response = await self._get(self._same_origin(str(page)) if page else source.url, {})  # next-link
-        document = self._json(response)
+            document, _ = await self._get(source.url, {source.cursor_param: page} if page else {})
+            return items_at(document, source.items_path), self._cursor(value_at(document, source.cursor_path))
+        document, response = await self._get(self._same_origin(str(page)) if page else source.url, {})  # next-link
         link = value_at(document, source.next_path) if source.next_path else response.links.get("next", {}).get("url")
-        return items_at(document, source.items_path), (str(response.url.join(link)) if link else None)
+        return items_at(document, source.items_path), self._next_link(response.url, link)
+
+    def _cursor(self, cursor: object) -> str | None:
+        if cursor is None or cursor == "":
+            return None
+        if isinstance(cursor, bool) or not isinstance(cursor, str | int | float):
+            setting = self._source.setting_name(SOURCE_CURSOR_PATH)
+            raise SourceError(
+                f"{self._where}: the cursor at {setting}={self._source.cursor_path!r} must be a string or a number, "
+                f"got {type(cursor).__name__}"
+            )
+        return str(cursor)
+
+    def _next_link(self, base: httpx.URL, link: object) -> str | None:
+        if link is None or link == "":
+            return None
+        if not isinstance(link, str):
+            setting = self._source.setting_name(SOURCE_NEXT_PATH)
+            raise SourceError(
+                f"{self._where}: the next link at {setting}={self._source.next_path!r} must be a string, "
+                f"got {type(link).__name__}"
+            )
+        return str(self._url(link, f"the next link {link[:200]!r}", self._where, base))
+
+    @staticmethod
+    def _url(link: str, what: str, where: str, base: httpx.URL | None = None) -> httpx.URL:
+        try:
+            return base.join(link) if base else httpx.URL(link)
+        except httpx.InvalidURL as exc:
+            raise SourceError(f"{where}: {what} is not a URL ({exc})") from None
 
     def _same_origin(self, link: str) -> str:
         """A next link is followed only on the source's own scheme, host and port (no request forgery)."""
@@ -91,44 +199,41 @@ class SourceReader:
             )
         return link
 
-    def _json(self, response: httpx.Response) -> Any:
+    def _json(self, data: bytes) -> Any:
         try:
-            return response.json()
+            return json.loads(data)
         except ValueError as exc:
             raise SourceError(f"{self._where} answered invalid JSON: {exc}") from None
 
-    async def _get(self, url: str, params: dict[str, Any]) -> httpx.Response:
+    async def _get(self, url: str, params: dict[str, Any]) -> tuple[Any, httpx.Response]:
+        """A page's JSON, and its answer (for its URL and Link header)."""
         attempts = Attempts(self._retry, give_up=SourceError)
         while True:
             try:
-                # Merged by hand: httpx's params= would drop the query the URL already has.
-                response = await self._client.get(httpx.URL(url).copy_merge_params(params))
-                self._check(response)
-                return response
+                async with self._answer(url, params) as (response, body):
+                    data = await body.whole()
+                return self._json(data), response
             except httpx.TransportError as exc:
                 failure = _TransientError(f"{self._where} failed: {type(exc).__name__}: {exc or 'no details'}")
             except _TransientError as exc:
                 failure = exc
-            await attempts.wait(str(failure), retry_after=failure.retry_after)
+            await self._time_box.within(attempts.wait(str(failure), retry_after=failure.retry_after))
 
-    async def _streamed(self, skip: int) -> AsyncIterator[tuple[Any, int]]:
-        """The one response's items as it streams, each with how many items precede it plus one."""
-        read = skip
-        prefix = ijson_prefix(self._source.items_path)
+    async def _streamed(self, skip: int) -> AsyncIterator[Any]:
+        """The one answer's items as it streams, after the first `skip`."""
+        self._index = skip
         attempts = Attempts(self._retry, give_up=SourceError)
         while True:
             try:
-                async with self._client.stream("GET", self._source.url) as response:
-                    if not response.is_success:
-                        await response.aread()
-                    self._check(response)
+                async with self._answer(self._source.url, {}) as (_, body):
                     position = 0
-                    reader = _BodyReader(response.aiter_bytes(), self._where, self._source.items_path)
-                    async for item in ijson.items(reader, prefix, use_float=True):
-                        position += 1
-                        if position > read:
-                            read = position
-                            yield item, read
+                    stream = StreamedItems(body, self._where, self._source.items_path, self._max_item_bytes)
+                    async for batch in stream.batches():
+                        for item in batch[max(0, self._index - position) :]:
+                            self._index += 1
+                            self._take()
+                            yield item
+                        position += len(batch)
                 return
             except httpx.TransportError as exc:
                 failure = _TransientError(f"{self._where} failed: {type(exc).__name__}: {exc or 'no details'}")
@@ -136,34 +241,26 @@ class SourceReader:
                 failure = exc
             except ijson.JSONError as exc:
                 raise SourceError(f"{self._where} answered invalid JSON: {str(exc).splitlines()[0]}") from None
-            await attempts.wait(str(failure), retry_after=failure.retry_after)
+            await self._time_box.within(attempts.wait(str(failure), retry_after=failure.retry_after))
 
-    def _check(self, response: httpx.Response) -> None:
-        if response.is_success:
-            return
-        reason = f"{self._where} answered {response.status_code} {response.reason_phrase}: {response.text[:300]}"
-        if response.status_code in RETRYABLE_STATUS:
-            raise _TransientError(reason, retry_after_seconds(response.headers.get("Retry-After")))
-        raise SourceError(reason)
-
-
-class _BodyReader:
-    """The async file ijson reads from; refuses a body that does not start as the items path says."""
-
-    def __init__(self, parts: AsyncIterator[bytes], where: str, items_path: str) -> None:
-        self._parts = parts
-        self._where = where
-        self._expected = b"[" if not items_path else b"{"
-        self._checked = False
-
-    async def read(self, size: int = -1) -> bytes:
-        if size == 0:
-            return b""
-        part = await anext(self._parts, b"")
-        if not self._checked and part.strip():
-            self._checked = True
-            head = part.lstrip()
-            if not head.startswith(self._expected):
-                shape = "a JSON array" if self._expected == b"[" else "a JSON object"
-                raise SourceError(f"{self._where} must answer {shape}, got {head[:60]!r}")
-        return part
+    @asynccontextmanager
+    async def _answer(self, url: str, params: dict[str, Any]) -> AsyncIterator[tuple[httpx.Response, AnswerBody]]:
+        """The answer at `url`, streamed; an error status raises with the first SOURCE_MAX_ERROR_BYTES of it."""
+        # Merged by hand: httpx's params= would drop the query the URL already has.
+        request = self._client.build_request("GET", httpx.URL(url).copy_merge_params(params))
+        answer_by = time.monotonic() + self._limits.read_deadline
+        try:
+            response = await self._time_box.within(self._client.send(request, stream=True), answer_by)
+        except TimeoutError:
+            raise read_deadline_passed(self._where, self._limits) from None
+        try:
+            body = AnswerBody(response, self._where, self._limits, self._time_box, answer_by)
+            if not response.is_success:
+                excerpt = (await body.head()).decode("utf-8", "replace")[:300]
+                reason = f"{self._where} answered {response.status_code} {response.reason_phrase}: {excerpt}"
+                if response.status_code in RETRYABLE_STATUS:
+                    raise _TransientError(reason, retry_after_seconds(response.headers.get("Retry-After")))
+                raise SourceError(reason)
+            yield response, body
+        finally:
+            await response.aclose()

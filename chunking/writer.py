@@ -3,48 +3,70 @@
 from __future__ import annotations
 
 import asyncio
+from decimal import Decimal
 from typing import Any
 
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.blob.aio import ContainerClient
 
 from core.contract import COUNT_METADATA, ChunkRef, encode_chunk
+from core.errors import SourceError
+from core.settings import CHUNK_MAX_BYTES
 
 
 class ChunkWriter:
     """Buffers one chunk; full chunks upload in the background, at most `concurrency` at once.
 
-    Blobs are written with if-none-match: an existing chunk is never overwritten, since an
-    overwrite would fire the blob trigger again.
+    A chunk closes at `chunk_size` items, or early, before the item that would take it past `max_bytes`.
+    Blobs are written with if-none-match: an existing chunk is never overwritten, since an overwrite
+    would fire the blob trigger again.
     """
 
     def __init__(
         self, container: ContainerClient, run_id: str, chunk_size: int, concurrency: int, *, chunks: int = 0,
-        messages: int = 0,
+        messages: int = 0, max_bytes: int = CHUNK_MAX_BYTES.default,
     ) -> None:  # fmt: skip
         self._container = container
         self._run_id = run_id
-        self._chunk_size = chunk_size
+        self.chunk_size = chunk_size
+        self._max_bytes = max_bytes
         self._slots = asyncio.Semaphore(concurrency)
         self._uploads: set[asyncio.Task[None]] = set()
-        self._buffer: list[Any] = []
+        self._lines: list[bytes] = []
+        self._bytes = 0
         self.chunks = chunks  # written (or being written) so far: the next chunk's index
         self.messages = messages
 
-    async def add(self, item: Any) -> None:
-        self._buffer.append(item)
-        if len(self._buffer) >= self._chunk_size:
+    async def add(self, item: Any) -> bool:
+        """True when a chunk closed: before this item (it did not fit) or with it (`at_chunk_boundary`)."""
+        line = _line(item)
+        if len(line) > self._max_bytes:
+            raise SourceError(
+                f"an item of {len(line):,} bytes does not fit in a chunk of {CHUNK_MAX_BYTES.name}={self._max_bytes}"
+            )
+        closed = self._bytes + len(line) > self._max_bytes
+        if closed:
             await self._flush()
+        self._lines.append(line)
+        self._bytes += len(line)
+        if len(self._lines) >= self.chunk_size:
+            await self._flush()
+            return True
+        return closed
 
     @property
     def at_chunk_boundary(self) -> bool:
         """True right after a chunk filled: stopping here keeps chunk numbering independent of when."""
-        return not self._buffer
+        return not self._lines
+
+    def drop_partial(self) -> None:
+        """Forgets the items of the chunk not yet full: the next invocation reads them again."""
+        self._lines, self._bytes = [], 0
 
     async def close(self) -> None:
         """Writes the last partial chunk and waits for every upload; raises the first upload error."""
         try:
-            if self._buffer:
+            if self._lines:
                 await self._flush()
             await asyncio.gather(*self._uploads)
         finally:
@@ -52,15 +74,15 @@ class ChunkWriter:
                 task.cancel()
 
     async def _flush(self) -> None:
-        items, self._buffer = self._buffer, []
+        lines, self._lines, self._bytes = self._lines, [], 0
         ref = ChunkRef(self._run_id, self.chunks)
         self.chunks += 1
-        self.messages += len(items)
+        self.messages += len(lines)
         await self._slots.acquire()
         for task in [task for task in self._uploads if task.done()]:
             self._uploads.discard(task)
             task.result()
-        task = asyncio.create_task(self._upload(ref, encode_chunk(items), len(items)))
+        task = asyncio.create_task(self._upload(ref, b"".join(lines), len(lines)))
         self._uploads.add(task)
 
     async def _upload(self, ref: ChunkRef, data: bytes, count: int) -> None:
@@ -72,3 +94,22 @@ class ChunkWriter:
             pass  # written by an earlier attempt at this run; the trigger already has it
         finally:
             self._slots.release()
+
+
+def _line(item: Any) -> bytes:
+    """The item's chunk line. A number with a fraction comes as a Decimal (the source parses numbers exactly,
+    for integers' sake) and is written as a float, as JSON has it."""
+    try:
+        return encode_chunk((item,))
+    except TypeError:
+        return encode_chunk((_floats(item),))
+
+
+def _floats(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, dict):
+        return {key: _floats(element) for key, element in value.items()}
+    if isinstance(value, list):
+        return [_floats(element) for element in value]
+    return value

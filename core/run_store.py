@@ -39,6 +39,7 @@ class RunRecord:
     created_at: str = ""
     chunked_at: str | None = None
     resume: ResumePosition | None = None  # where chunking continues (state "chunking", after a time budget)
+    pages: int = 0  # source pages before `resume` (SOURCE_MAX_PAGES counts across continuations)
 
     def paused(self, chunks: int, messages: int, resume: ResumePosition) -> RunRecord:
         return replace(self, chunks=chunks, messages=messages, resume=resume)

@@ -106,8 +106,8 @@ class Choice(Setting[T]):
         return cast(T, raw)
 
 
-def _int(name: str, default: int, low: int, high: int, meaning: str) -> Number[int]:
-    return Number(name, default, meaning, low=low, high=high)
+def _int(name: str, default: int, low: int, high: int, meaning: str, shown_default: str | None = None) -> Number[int]:
+    return Number(name, default, meaning, shown_default, low=low, high=high)
 
 
 def _float(name: str, default: float, low: float, high: float, meaning: str) -> Number[float]:
@@ -169,15 +169,50 @@ SOURCE_RETRY_BASE_DELAY = _float(
 SOURCE_RETRY_MAX_DELAY = _float(
     "SOURCE_RETRY_MAX_DELAY", 30.0, 0.0, 600.0, "the longest backoff; a `Retry-After` from the source wins up to this"
 )
+SOURCE_READ_DEADLINE = _float(
+    "SOURCE_READ_DEADLINE", 300.0, 1.0, 86_400.0,
+    "seconds one answer may take from request to last byte (a page, or the whole unpaged array): a source that "
+    "trickles fails the run",
+)  # fmt: skip
+SOURCE_MAX_PAGES = _int(
+    "SOURCE_MAX_PAGES", 1_000_000, 1, 10**9,
+    "pages a run may read (across continuations); a source with more fails the run, as does one that answers a "
+    "position or a page it answered before",
+)  # fmt: skip
+SOURCE_MAX_ITEMS = _int("SOURCE_MAX_ITEMS", 100_000_000, 1, 10**12, "items a run may take; more fails the run")
+SOURCE_MAX_DEPTH = _int(
+    "SOURCE_MAX_DEPTH", 64, 2, 512, "how deeply an answer may nest arrays and objects; deeper fails the run"
+)
+SOURCE_MAX_PAGE_BYTES = _int(
+    "SOURCE_MAX_PAGE_BYTES", 16 << 20, 1024, 1 << 30,
+    "bytes one page may take, decompressed (a page is parsed whole); a bigger page fails the run",
+    shown_default="`16777216` (16 MiB)",
+)  # fmt: skip
+SOURCE_MAX_ERROR_BYTES = _int(
+    "SOURCE_MAX_ERROR_BYTES", 4096, 256, 1 << 20,
+    "bytes of an error answer read for the run's failure reason (which keeps 300 characters); the rest is not read",
+)  # fmt: skip
 CHUNKING_TIME_BUDGET = _float(
     "CHUNKING_TIME_BUDGET", 60.0, 0.0, 200.0,
-    "seconds an HTTP or queue invocation chunks a paged source before it hands the rest on (HTTP functions "
-    "must answer within 230 s); one unpaged response is always read whole",
+    "seconds an HTTP or queue invocation chunks a paged source before it hands the rest on, mid-page if need be "
+    "(HTTP functions must answer within 230 s: an HTTP call reads at most 200 s, an unpaged source too)",
+)  # fmt: skip
+CHUNKING_TIME_LIMIT = _float(
+    "CHUNKING_TIME_LIMIT", 480.0, 1.0, 3600.0,
+    "seconds a `continue_chunking` invocation may read without having written a chunk (past the budget it goes on "
+    "until it has); a run that cannot write one in this time fails. Keep it below the function timeout "
+    "(`host.json`: 10 min)",
 )  # fmt: skip
 CONTROL_QUEUE = Text(
     "CONTROL_QUEUE", "chunking-continuations", "where continuations wait; `continue_chunking` reads it"
 )
 CHUNK_SIZE = _int("CHUNK_SIZE", 5000, 1, MAX_CHUNK_SIZE, f"messages per chunk blob (1..{MAX_CHUNK_SIZE})")
+CHUNK_MAX_BYTES = _int(
+    "CHUNK_MAX_BYTES", 8 << 20, 1024, 256 << 20,
+    "bytes a chunk blob may hold: a chunk closes early before the item that would pass this; a bigger item fails "
+    "the run",
+    shown_default="`8388608` (8 MiB)",
+)  # fmt: skip
 CHUNK_CONTAINER = Text("CHUNK_CONTAINER", "chunks", "where chunk blobs go; the blob trigger watches it")
 RUNS_CONTAINER = Text("RUNS_CONTAINER", "ingestion-runs", "run records and chunk statuses")
 CHUNK_UPLOAD_CONCURRENCY = _int(
@@ -272,6 +307,18 @@ class StorageConfig:
 
 
 @dataclass(frozen=True)
+class SourceLimits:
+    """The most a run takes from a source; past any of these it fails, with a reason naming the setting."""
+
+    read_deadline: float = SOURCE_READ_DEADLINE.default
+    max_pages: int = SOURCE_MAX_PAGES.default
+    max_items: int = SOURCE_MAX_ITEMS.default
+    max_depth: int = SOURCE_MAX_DEPTH.default
+    max_page_bytes: int = SOURCE_MAX_PAGE_BYTES.default
+    max_error_bytes: int = SOURCE_MAX_ERROR_BYTES.default
+
+
+@dataclass(frozen=True)
 class SourceConfig:
     """A source API: where its items are in a response, and how to reach the next page."""
 
@@ -287,6 +334,11 @@ class SourceConfig:
     page_size_param: str = "per_page"
     page_size: int = 1000
     first_page: int = 1
+
+    def setting_name(self, setting: Setting[Any]) -> str:
+        """What `setting` is called for this source: `SOURCE_CURSOR_PARAM`, or `SOURCE_CRM__CURSOR_PARAM`."""
+        prefix = "SOURCE_" if self.name == DEFAULT_SOURCE else f"SOURCE_{self.name.upper()}__"
+        return prefix + setting.name.removeprefix("SOURCE_")
 
 
 @dataclass(frozen=True)
@@ -309,7 +361,10 @@ class Settings:
     upload_concurrency: int = CHUNK_UPLOAD_CONCURRENCY.default
     source_timeout: float = SOURCE_TIMEOUT.default
     source_retry: RetryPolicy = field(default_factory=RetryPolicy)
+    source_limits: SourceLimits = field(default_factory=SourceLimits)
     chunking_time_budget: float = CHUNKING_TIME_BUDGET.default
+    chunking_time_limit: float = CHUNKING_TIME_LIMIT.default
+    chunk_max_bytes: int = CHUNK_MAX_BYTES.default
     control_queue: str = CONTROL_QUEUE.default
 
     @classmethod
@@ -336,11 +391,21 @@ class Settings:
             upload_concurrency=CHUNK_UPLOAD_CONCURRENCY.read(env),
             source_timeout=SOURCE_TIMEOUT.read(env),
             chunking_time_budget=CHUNKING_TIME_BUDGET.read(env),
+            chunking_time_limit=CHUNKING_TIME_LIMIT.read(env),
+            chunk_max_bytes=CHUNK_MAX_BYTES.read(env),
             control_queue=CONTROL_QUEUE.read(env),
             source_retry=RetryPolicy(
                 attempts=SOURCE_MAX_ATTEMPTS.read(env),
                 base_delay=SOURCE_RETRY_BASE_DELAY.read(env),
                 max_delay=SOURCE_RETRY_MAX_DELAY.read(env),
+            ),
+            source_limits=SourceLimits(
+                read_deadline=SOURCE_READ_DEADLINE.read(env),
+                max_pages=SOURCE_MAX_PAGES.read(env),
+                max_items=SOURCE_MAX_ITEMS.read(env),
+                max_depth=SOURCE_MAX_DEPTH.read(env),
+                max_page_bytes=SOURCE_MAX_PAGE_BYTES.read(env),
+                max_error_bytes=SOURCE_MAX_ERROR_BYTES.read(env),
             ),
         )
 

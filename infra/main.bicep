@@ -153,12 +153,20 @@ module functionApp 'modules/function-app.bicep' = {
       SOURCE_PAGE_SIZE: string(sourcePageSize)
       SOURCE_FIRST_PAGE: string(sourceFirstPage)
       CHUNKING_TIME_BUDGET: string(chunkingTimeBudget)
+      CHUNKING_TIME_LIMIT: '480'
       CONTROL_QUEUE: controlQueueName
       SOURCE_TIMEOUT: '60'
       SOURCE_MAX_ATTEMPTS: '5'
       SOURCE_RETRY_BASE_DELAY: '0.5'
       SOURCE_RETRY_MAX_DELAY: '30'
+      SOURCE_READ_DEADLINE: '300'
+      SOURCE_MAX_PAGES: '1000000'
+      SOURCE_MAX_ITEMS: '100000000'
+      SOURCE_MAX_DEPTH: '64'
+      SOURCE_MAX_PAGE_BYTES: '16777216'
+      SOURCE_MAX_ERROR_BYTES: '4096'
       CHUNK_SIZE: string(chunkSize)
+      CHUNK_MAX_BYTES: '8388608'
       CHUNK_CONTAINER: chunkContainerName
       CHUNK_UPLOAD_CONCURRENCY: '8'
       RUNS_CONTAINER: runsContainerName

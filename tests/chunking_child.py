@@ -1,0 +1,31 @@
+"""Chunks the configured source (SOURCE_URL …) in a process of its own, so that its peak RSS is chunking's
+alone; prints one JSON line: the run's state, error, chunks, messages and `peak_rss_mb`.
+
+    python -m tests.chunking_child CHUNK_SIZE
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from typing import Any
+
+from benchmarks.child import rss_mb
+from chunking.chunker import start_chunking
+from chunking.request import IngestionRequest, new_run_id
+from core.context import app_context
+from core.storage import close_storage_clients
+
+
+async def chunk(chunk_size: int) -> dict[str, Any]:
+    try:
+        request = IngestionRequest("default", chunk_size, new_run_id())
+        record, _ = await start_chunking(await app_context(), request, budget=None)
+    finally:
+        await close_storage_clients()
+    return {"state": record.state, "error": record.error, "chunks": record.chunks, "messages": record.messages}
+
+
+if __name__ == "__main__":
+    print(json.dumps({**asyncio.run(chunk(int(sys.argv[1]))), "peak_rss_mb": rss_mb("VmHWM")}))
