@@ -13,9 +13,10 @@ from api.http import (
     start_ingestion,
 )
 from chunking.continuation import continue_chunking_message
-from core.settings import BLOB_TRIGGER_SOURCE, CHUNK_CONTAINER, CONTROL_QUEUE
+from core.settings import BLOB_TRIGGER_SOURCE, CHUNK_CONTAINER, CONTROL_QUEUE, Settings
 from ingestion.trigger import ingest_chunk_blob
 
+Settings.from_env()  # bad or missing settings (SOURCE_URL in Azure) stop the app at startup, with their names
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 
 

@@ -30,7 +30,6 @@ from core.errors import (
     RunNotFoundError,
     SettingsError,
 )
-from core.settings import Settings
 from core.status import run_status
 from ingestion.redrive import redrive_run
 
@@ -88,9 +87,9 @@ def _unexpected(req: func.HttpRequest, exc: BaseException) -> func.HttpResponse:
 @answers_problems
 async def start_ingestion(req: func.HttpRequest) -> func.HttpResponse:
     """`POST /api/ingestions`: validate, chunk the source, answer 202 with where to watch the run."""
-    settings = Settings.from_env()
-    request = parse_ingestion_request(req.get_body(), settings)
-    record, _ = await start_chunking(await app_context(settings), request, settings.chunking_time_budget)
+    ctx = await app_context()
+    request = parse_ingestion_request(req.get_body(), ctx.settings)
+    record, _ = await start_chunking(ctx, request, ctx.settings.chunking_time_budget)
     status_path = "/api/" + RUN_ROUTE.format(run_id=record.run_id)
     body = {
         "run_id": record.run_id,

@@ -28,7 +28,8 @@ async def start_chunking(ctx: Context, request: IngestionRequest, budget: float 
         existing = await ctx.runs.get(request.run_id)
         if existing is None or (existing.source, existing.chunk_size) != (request.source, request.chunk_size):
             raise RunConflictError(
-                f"run {request.run_id!r} already exists with different parameters; choose another run_id"
+                f"run {request.run_id!r} already exists with different parameters; choose another run_id",
+                run_id=request.run_id,
             )
         return existing, False
     return await chunk_onward(ctx, record, etag, budget), True

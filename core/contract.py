@@ -28,7 +28,7 @@ RUN_ID_RULE = (
 )
 _INDEX_DIGITS = 6
 _RUN_ID_PATTERN = re.compile(_RUN_ID)
-_CHUNK_NAME = re.compile(rf"(?P<run_id>{_RUN_ID})/(?P<index>\d{{6,}})\.jsonl")
+_CHUNK_NAME = re.compile(rf"(?P<run_id>{_RUN_ID})/(?P<index>[0-9]{{6,}})\.jsonl")
 
 
 def is_run_id(value: object) -> bool:
@@ -57,9 +57,10 @@ class ChunkRef:
         """Accepts the blob name with or without its container (the host passes `container/name`)."""
         name = name.removeprefix(container + "/")
         match = _CHUNK_NAME.fullmatch(name)
-        if match is None:
-            raise ChunkError(f"{name!r} is not a chunk blob name (expected RUN_ID/NNNNNN.jsonl)")
-        return cls(match["run_id"], int(match["index"]))
+        ref = None if match is None else cls(match["run_id"], int(match["index"]))
+        if ref is None or ref.blob_name != name:  # only the one name chunking writes: no look-alikes
+            raise ChunkError(f"{name[:200]!r} is not a chunk blob name (expected RUN_ID/NNNNNN.jsonl)")
+        return ref
 
     @property
     def status_blob(self) -> str:
@@ -147,7 +148,7 @@ def expected_count(metadata: Mapping[str, str] | None) -> int | None:
     value = (metadata or {}).get(COUNT_METADATA)
     if value is None:
         return None
-    if not value.isdigit() or len(value) > 9:
+    if not (value.isascii() and value.isdigit()) or len(value) > 9:
         raise ChunkError(f"the chunk's {COUNT_METADATA} metadata is not a count: {value[:40]!r}")
     return int(value)
 

@@ -10,7 +10,7 @@ import asyncio
 import json
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
@@ -97,10 +97,9 @@ class RunStore:
 
     async def save(self, record: RunRecord, *, if_match: str | None = None) -> str:
         """Writes the record (only over `if_match`, when given, else ClaimLostError); returns its new ETag."""
-        condition = MatchConditions.IfNotModified if if_match else None
         blob = self._container.get_blob_client(run_record_blob(record.run_id))
         try:
-            result = await blob.upload_blob(_to_json(record), overwrite=True, etag=if_match, match_condition=condition)
+            result = await blob.upload_blob(_to_json(record), overwrite=True, **_only_over(if_match))
         except ResourceModifiedError:
             raise ClaimLostError(f"run {record.run_id!r} was updated by another invocation") from None
         return str(result["etag"])
@@ -123,10 +122,10 @@ class RunStore:
         body = (status.error or "").encode("utf-8")
         try:
             blob = self._container.get_blob_client(ref.status_blob)
-            result = await blob.upload_blob(
-                body, metadata=metadata, overwrite=expected is not None, etag=expected.etag if expected else None,
-                match_condition=MatchConditions.IfNotModified if expected else None,
-            )  # fmt: skip
+            if expected is None:
+                result = await blob.upload_blob(body, metadata=metadata, overwrite=False)
+            else:
+                result = await blob.upload_blob(body, metadata=metadata, overwrite=True, **_only_over(expected.etag))
         except (ResourceExistsError, ResourceModifiedError):
             raise ClaimLostError(f"chunk {ref.blob_name} was claimed or updated by another invocation") from None
         return replace(status, etag=result["etag"])
@@ -157,6 +156,11 @@ class RunStore:
         except ResourceNotFoundError:
             return None
         return await stream.readall()
+
+
+def _only_over(etag: str | None) -> dict[str, Any]:
+    """An upload's condition: only over this ETag (None: unconditional). The SDK must not see etag=None."""
+    return {"etag": etag, "match_condition": MatchConditions.IfNotModified} if etag else {}
 
 
 def _to_json(record: RunRecord) -> bytes:

@@ -38,10 +38,10 @@ class Setting(Generic[T]):
 
     def read(self, env: Mapping[str, str], name: str | None = None) -> T:
         name = name or self.name
-        raw = env.get(name)
-        if raw is None or raw == "":
+        raw = (env.get(name) or "").strip()
+        if not raw:
             return self.default
-        return self.parse(raw.strip(), name)
+        return self.parse(raw, name)
 
     def parse(self, raw: str, name: str) -> T:
         return cast(T, raw)
@@ -71,9 +71,9 @@ class OptionalText(Setting[str | None]):
 class Flag(Setting[bool]):
     def parse(self, raw: str, name: str) -> bool:
         value = raw.lower()
-        if value not in ("true", "false", "1", "0", "yes", "no"):
+        if value not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
             raise SettingsError(f"{name} must be true or false, got {raw[:40]!r}")
-        return value in ("true", "1", "yes")
+        return value in ("true", "1", "yes", "on")
 
 
 @dataclass(frozen=True)
@@ -92,8 +92,12 @@ class Number(Setting[T]):
             kind = "a whole number" if self.whole else "a number"
             raise SettingsError(f"{name} must be {kind}, got {raw[:40]!r}")
         if not self.low <= value <= self.high:
-            raise SettingsError(f"{name} must be between {self.low:g} and {self.high:g}, got {value:g}")
+            raise SettingsError(f"{name} must be between {_number(self.low)} and {_number(self.high)}, got {value}")
         return cast(T, value)
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if value == int(value) else str(value)
 
 
 @dataclass(frozen=True)
@@ -220,7 +224,10 @@ STORAGE_MAX_RETRIES = _int(
     "for the storage SDK and the Put Message sender alike",
 )  # fmt: skip
 STORAGE_RETRY_BACKOFF = _float("STORAGE_RETRY_BACKOFF", 1.0, 0.0, 60.0, "seconds of the first storage backoff step")
-STORAGE_RETRY_MAX_DELAY = _float("STORAGE_RETRY_MAX_DELAY", 30.0, 0.0, 600.0, "the longest storage backoff, in seconds")
+STORAGE_RETRY_MAX_DELAY = _float(
+    "STORAGE_RETRY_MAX_DELAY", 30.0, 0.0, 600.0,
+    "the longest wait between two Put Message attempts, in seconds (the SDK's own policy doubles without a cap)",
+)  # fmt: skip
 STORAGE_TIMEOUT = _float("STORAGE_TIMEOUT", 30.0, 1.0, 600.0, "seconds a storage request may take")
 BLOB_TRIGGER_SOURCE = Choice[TriggerSource](
     "BLOB_TRIGGER_SOURCE", "LogsAndContainerScan",

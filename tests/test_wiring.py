@@ -55,6 +55,18 @@ def test_event_grid_setting_yields_an_event_grid_blob_trigger():
     assert (trigger["source"], trigger["path"]) == ("EventGrid", "batches/{name}")
 
 
+def test_in_azure_a_missing_source_url_stops_the_app_at_startup():
+    identity = {
+        "AzureWebJobsStorage": "",
+        "AzureWebJobsStorage__blobServiceUri": "https://acct.blob.core.windows.net",
+        "AzureWebJobsStorage__queueServiceUri": "https://acct.queue.core.windows.net",
+        "SOURCE_URL": "",
+    }
+    with pytest.raises(subprocess.CalledProcessError) as failure:
+        indexed_functions(**identity)
+    assert "SOURCE_URL is not set: in Azure the app needs the source API's URL" in failure.value.stderr
+
+
 def test_unknown_trigger_source_is_refused_with_the_allowed_values():
     with pytest.raises(subprocess.CalledProcessError) as failure:
         indexed_functions(BLOB_TRIGGER_SOURCE="Polling")

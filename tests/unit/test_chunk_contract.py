@@ -26,7 +26,11 @@ def test_chunk_names_sort_in_chunk_order_and_parse_back():
     assert [ChunkRef.parse(f"chunks/{name}", "chunks") for name in names] == refs
 
 
-@pytest.mark.parametrize("name", ["run-1/0.jsonl", "run-1/000001.json", "000001.jsonl", "a/b/000001.jsonl"])
+@pytest.mark.parametrize(
+    "name",
+    ["run-1/0.jsonl", "run-1/000001.json", "000001.jsonl", "a/b/000001.jsonl", "run-1/0000001.jsonl",
+     "run-1/\u0660\u0660\u0660\u0660\u0660\u0661.jsonl", "run.\n/000001.jsonl", "x./000001.jsonl"],
+)  # fmt: skip
 def test_a_blob_that_is_not_a_chunk_is_refused(name):
     with pytest.raises(ChunkError):
         ChunkRef.parse(name, "chunks")
