@@ -355,6 +355,11 @@ class Settings:
     def queue_names(self) -> list[str]:
         return partition_queue_names(self.queue_name, self.queue_partitions)
 
+    @property
+    def secrets(self) -> list[str]:
+        """Values that must never reach a status, a problem answer or a log: every source's header values."""
+        return [value for source in self.sources.values() for value in source.headers.values()]
+
     def source(self, name: str | None) -> SourceConfig:
         return self.sources[(name or DEFAULT_SOURCE).lower()]
 
@@ -420,15 +425,30 @@ def _source(env: Mapping[str, str], name: str, prefix: str, *, in_azure: bool) -
     )
 
 
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}")
+_HEADER_VALUE = re.compile(r"[\t\x20-\x7e]{0,8192}")
+
+
 def _headers(raw: str | None, name: str) -> dict[str, str]:
+    """Header names and values an HTTP request can carry. Errors name the header, never its value
+    (it is usually a secret), and never quote the setting's text."""
     if not raw:
         return {}
     try:
         value = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise SettingsError(f"{name} must be a JSON object of header names to values: {exc}") from None
+    except (ValueError, RecursionError) as exc:
+        where = f" (line {exc.lineno}, column {exc.colno})" if isinstance(exc, json.JSONDecodeError) else ""
+        raise SettingsError(f"{name} must be a JSON object of header names to values; it is not JSON{where}") from None
     if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
         raise SettingsError(f'{name} must be a JSON object of strings, e.g. {{"x-api-key": "..."}}')
+    for header, text in value.items():
+        if not _HEADER_NAME.fullmatch(header):
+            raise SettingsError(f"{name}: {header[:40]!r} is not a header name (letters, digits and !#$%&'*+.^_`|~-)")
+        if not _HEADER_VALUE.fullmatch(text):
+            raise SettingsError(
+                f"{name}: the value of {header!r} holds a character a header cannot carry (a line break, a control "
+                "or non-ASCII character) or is over 8,192 characters; the value is not shown"
+            )
     return value
 
 
