@@ -10,7 +10,7 @@ import asyncio
 import json
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
@@ -121,12 +121,13 @@ class RunStore:
             "updated_at": status.updated_at, "owner": status.owner or "", "lease_until": f"{status.lease_until:.3f}",
         }  # fmt: skip
         body = (status.error or "").encode("utf-8")
+        # No `etag=None` for a new status: the SDK would hand it on to the transport, which refuses it.
+        condition: dict[str, Any] = {}
+        if expected is not None:
+            condition = {"etag": expected.etag, "match_condition": MatchConditions.IfNotModified}
         try:
             blob = self._container.get_blob_client(ref.status_blob)
-            result = await blob.upload_blob(
-                body, metadata=metadata, overwrite=expected is not None, etag=expected.etag if expected else None,
-                match_condition=MatchConditions.IfNotModified if expected else None,
-            )  # fmt: skip
+            result = await blob.upload_blob(body, metadata=metadata, overwrite=expected is not None, **condition)
         except (ResourceExistsError, ResourceModifiedError):
             raise ClaimLostError(f"chunk {ref.blob_name} was claimed or updated by another invocation") from None
         return replace(status, etag=result["etag"])
