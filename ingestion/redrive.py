@@ -8,22 +8,16 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from core.context import Context
-from core.contract import ChunkRef, run_prefix
-from core.run_store import ChunkState, ChunkStatus
+from core.run_store import ChunkState, ChunkStatus, chunks_written
 from ingestion.chunk import ingest_chunk
 
 Progress = Callable[[str], None]
 
 
-async def chunk_refs(ctx: Context, run_id: str) -> list[ChunkRef]:
-    names = [blob.name async for blob in ctx.chunk_container.list_blobs(name_starts_with=run_prefix(run_id))]
-    return sorted(ChunkRef.parse(name, ctx.settings.chunk_container) for name in names)
-
-
 async def ingest_pending_chunks(ctx: Context, run_id: str, progress: Progress | None = None) -> None:
     """Ingests every chunk of the run in order, each from its checkpoint; ingested chunks are skipped."""
     ingested = {status.index for status in await ctx.runs.chunk_statuses(run_id) if status.state == "ingested"}
-    refs = await chunk_refs(ctx, run_id)
+    refs = await chunks_written(ctx.chunk_container, run_id)
     for number, ref in enumerate(refs, start=1):
         if ref.index not in ingested:
             status = await ingest_chunk(ctx, ref)
@@ -66,7 +60,7 @@ async def redrive_run(ctx: Context, run_id: str) -> RedriveResult:
     before = {status.index: status for status in await ctx.runs.chunk_statuses(run_id)}
     now = time.time()
     redriven = []
-    for ref in await chunk_refs(ctx, run_id):
+    for ref in await chunks_written(ctx.chunk_container, run_id):
         previous = before.get(ref.index)
         if needs_redrive(previous, now):
             status = await ingest_chunk(ctx, ref)

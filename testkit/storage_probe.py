@@ -37,7 +37,10 @@ class StorageProbe:
             bodies.extend(message.content for message in batch)
 
     def chunk_names(self, run_id: str) -> list[str]:
-        return sorted(blob.name for blob in self.chunks.list_blobs(name_starts_with=f"{run_id}/"))
+        try:
+            return sorted(blob.name for blob in self.chunks.list_blobs(name_starts_with=f"{run_id}/"))
+        except ResourceNotFoundError:
+            return []  # the container is not created yet: nothing was written
 
 
 def set_app_env(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> dict[str, str]:

@@ -20,10 +20,10 @@ def write_chunked_run(on_loop, probe, run_id: str, items: list[str]) -> str:
     """A run as chunking leaves it: its record, and one chunk blob holding `items`."""
     ctx = on_loop(app_context())
     record = RunRecord(run_id, "default", 5000, created_at=utc_now())
-    on_loop(ctx.runs.create(record))
+    etag = on_loop(ctx.runs.create(record))
     name = f"{run_id}/000000.jsonl"
     probe.chunks.upload_blob(name, encode_chunk(items), metadata={COUNT_METADATA: str(len(items))})
-    on_loop(ctx.runs.save(record.finished(chunks=1, messages=len(items))))
+    on_loop(ctx.runs.save(record.finished(chunks=1, messages=len(items)), if_match=etag))
     return name
 
 
