@@ -25,6 +25,7 @@ from core.contract import is_run_id
 from core.errors import (
     FanoutError,
     RequestError,
+    RequestTooLargeError,
     RunConflictError,
     RunFailedError,
     RunNotFoundError,
@@ -42,6 +43,7 @@ log = logging.getLogger(__name__)
 
 # (exception, status, what the detail starts with); the first match wins.
 STATUS_OF_ERROR: tuple[tuple[type[FanoutError], int, str], ...] = (
+    (RequestTooLargeError, 413, ""),
     (RequestError, 400, ""),
     (RunNotFoundError, 404, ""),
     (RunConflictError, 409, ""),
