@@ -236,6 +236,9 @@ HTTP_MAX_BODY_BYTES = _int(
     "HTTP_MAX_BODY_BYTES", 65_536, 1_024, 100 * 1024 * 1024,
     "the largest `POST /api/ingestions` body accepted, in bytes; a larger one answers `413`",
 )  # fmt: skip
+REDRIVE_QUEUE = Text(
+    "REDRIVE_QUEUE", "chunk-redrives", "where chunk redrives wait, one message a chunk; `redrive_chunk` reads it"
+)
 
 TABLE: tuple[Setting[Any], ...] = tuple(
     value for value in list(globals().values()) if isinstance(value, Setting)
@@ -316,6 +319,7 @@ class Settings:
     chunking_time_budget: float = CHUNKING_TIME_BUDGET.default
     control_queue: str = CONTROL_QUEUE.default
     http_max_body_bytes: int = HTTP_MAX_BODY_BYTES.default
+    redrive_queue: str = REDRIVE_QUEUE.default
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -348,6 +352,7 @@ class Settings:
                 max_delay=SOURCE_RETRY_MAX_DELAY.read(env),
             ),
             http_max_body_bytes=HTTP_MAX_BODY_BYTES.read(env),
+            redrive_queue=REDRIVE_QUEUE.read(env),
         )
 
     @property
