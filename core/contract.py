@@ -7,7 +7,8 @@
   The blob's metadata carries the number of lines, so the reader can tell a chunk cut short.
 - In the runs container: `{run_id}/run.json` (the run record) and `{run_id}/chunks/{index:06d}` (a
   chunk's status). In the large-message container: `{run_id}/{index:06d}/{line:06d}.json`.
-- On the control queue: a `Continuation`, JSON `{"run_id", "resume": {"page", "skip"}}`.
+- On the control queue: a `Continuation`, JSON `{"run_id", "resume": {"page", "skip"}}`. On the redrive
+  queue: a chunk to redrive, JSON `{"run_id", "index"}` (`ChunkRef.redrive_message`).
 """
 
 from __future__ import annotations
@@ -71,6 +72,18 @@ class ChunkRef:
         """Where an oversized message of this chunk (0-based line) is kept, in the large-message container."""
         return f"{self.run_id}/{self.padded_index}/{line:06d}.json"
 
+    def redrive_message(self) -> str:
+        """The redrive queue's message: ingest this chunk again, from its checkpoint."""
+        return json.dumps({"run_id": self.run_id, "index": self.index})
+
+    @classmethod
+    def from_redrive_message(cls, body: bytes) -> ChunkRef:
+        value = _run_message(body, "a chunk redrive")
+        index = value.get("index")
+        if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < 10**_INDEX_DIGITS:
+            raise ContractError(f"a chunk redrive names a chunk index, got {body[:100]!r}")
+        return cls(value["run_id"], index)
+
 
 def run_prefix(run_id: str) -> str:
     """Every blob of a run starts with this, in each container."""
@@ -127,13 +140,19 @@ class Continuation:
 
     @classmethod
     def decode(cls, body: bytes) -> Continuation:
-        try:
-            value = json.loads(body)
-        except (ValueError, RecursionError):
-            raise ContractError(f"a continuation must be JSON, got {body[:100]!r}") from None
-        if not isinstance(value, dict) or not is_run_id(value.get("run_id")):
-            raise ContractError(f"a continuation names a valid run_id, got {body[:100]!r}")
+        value = _run_message(body, "a continuation")
         return cls(value["run_id"], ResumePosition.from_json(value.get("resume")))
+
+
+def _run_message(body: bytes, what: str) -> dict[str, Any]:
+    """A queue message's JSON object, which names a valid run_id."""
+    try:
+        value = json.loads(body)
+    except (ValueError, RecursionError):
+        raise ContractError(f"{what} must be JSON, got {body[:100]!r}") from None
+    if not isinstance(value, dict) or not is_run_id(value.get("run_id")):
+        raise ContractError(f"{what} names a valid run_id, got {body[:100]!r}")
+    return value
 
 
 def encode_chunk(items: Iterable[Any]) -> bytes:

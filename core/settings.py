@@ -239,6 +239,13 @@ STORAGE_USE_PROXY_ENV = Flag(
     "let the SDK's storage clients read `HTTP(S)_PROXY`/`NO_PROXY` (off: reading them on every request costs CPU); "
     "the Put Message sender always connects directly",
 )  # fmt: skip
+HTTP_MAX_BODY_BYTES = _int(
+    "HTTP_MAX_BODY_BYTES", 65_536, 1_024, 100 * 1024 * 1024,
+    "the largest `POST /api/ingestions` body accepted, in bytes; a larger one answers `413`",
+)  # fmt: skip
+REDRIVE_QUEUE = Text(
+    "REDRIVE_QUEUE", "chunk-redrives", "where chunk redrives wait, one message a chunk; `redrive_chunk` reads it"
+)
 
 TABLE: tuple[Setting[Any], ...] = tuple(
     value for value in list(globals().values()) if isinstance(value, Setting)
@@ -318,6 +325,8 @@ class Settings:
     source_retry: RetryPolicy = field(default_factory=RetryPolicy)
     chunking_time_budget: float = CHUNKING_TIME_BUDGET.default
     control_queue: str = CONTROL_QUEUE.default
+    http_max_body_bytes: int = HTTP_MAX_BODY_BYTES.default
+    redrive_queue: str = REDRIVE_QUEUE.default
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -349,6 +358,8 @@ class Settings:
                 base_delay=SOURCE_RETRY_BASE_DELAY.read(env),
                 max_delay=SOURCE_RETRY_MAX_DELAY.read(env),
             ),
+            http_max_body_bytes=HTTP_MAX_BODY_BYTES.read(env),
+            redrive_queue=REDRIVE_QUEUE.read(env),
         )
 
     @property

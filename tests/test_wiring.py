@@ -16,7 +16,8 @@ def default_functions() -> dict[str, list[dict]]:
 
 def test_app_has_exactly_the_documented_functions(default_functions):
     assert sorted(default_functions) == [
-        "continue_chunking", "get_ingestion_status", "ingest_chunk", "redrive_ingestion", "start_ingestion",
+        "continue_chunking", "get_ingestion_status", "ingest_chunk", "redrive_chunk", "redrive_ingestion",
+        "start_ingestion",
     ]  # fmt: skip
 
 
@@ -25,6 +26,18 @@ def test_continuations_arrive_on_the_control_queue(default_functions):
     assert (trigger["type"], trigger["queueName"], trigger["connection"]) == (
         "queueTrigger", "chunking-continuations", "AzureWebJobsStorage",
     )  # fmt: skip
+
+
+def test_chunk_redrives_arrive_on_the_redrive_queue(default_functions):
+    (trigger,) = default_functions["redrive_chunk"]
+    assert (trigger["type"], trigger["queueName"], trigger["connection"]) == (
+        "queueTrigger", "chunk-redrives", "AzureWebJobsStorage",
+    )  # fmt: skip
+
+
+def test_the_redrive_queue_is_a_setting():
+    (trigger,) = indexed_functions(REDRIVE_QUEUE="redrives-elsewhere")["redrive_chunk"]
+    assert trigger["queueName"] == "redrives-elsewhere"
 
 
 def test_http_routes_methods_and_auth_levels(default_functions):
