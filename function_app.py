@@ -13,9 +13,11 @@ from api.http import (
     start_ingestion,
 )
 from chunking.continuation import continue_chunking_message
-from core.settings import BLOB_TRIGGER_SOURCE, CHUNK_CONTAINER, CONTROL_QUEUE
+from core.settings import BLOB_TRIGGER_SOURCE, CHUNK_CONTAINER, CONTROL_QUEUE, REDRIVE_QUEUE, Settings
+from ingestion.redrive_queue import redrive_chunk_message
 from ingestion.trigger import ingest_chunk_blob
 
+Settings.from_env()  # bad or missing settings (SOURCE_URL in Azure) stop the app at startup, with their names
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 
 
@@ -52,3 +54,9 @@ async def ingest_chunk_function(chunk: func.InputStream) -> None:
 @app.queue_trigger(arg_name="msg", queue_name=CONTROL_QUEUE.read(os.environ), connection="AzureWebJobsStorage")
 async def continue_chunking_function(msg: func.QueueMessage) -> None:
     await continue_chunking_message(msg)
+
+
+@app.function_name("redrive_chunk")
+@app.queue_trigger(arg_name="msg", queue_name=REDRIVE_QUEUE.read(os.environ), connection="AzureWebJobsStorage")
+async def redrive_chunk_function(msg: func.QueueMessage) -> None:
+    await redrive_chunk_message(msg)

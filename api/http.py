@@ -25,14 +25,14 @@ from core.contract import is_run_id
 from core.errors import (
     FanoutError,
     RequestError,
+    RequestTooLargeError,
     RunConflictError,
     RunFailedError,
     RunNotFoundError,
     SettingsError,
 )
-from core.settings import Settings
 from core.status import run_status
-from ingestion.redrive import redrive_run
+from ingestion.redrive_queue import schedule_redrives
 
 PROBLEM_JSON = "application/problem+json"
 INGESTIONS_ROUTE = "ingestions"
@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 # (exception, status, what the detail starts with); the first match wins.
 STATUS_OF_ERROR: tuple[tuple[type[FanoutError], int, str], ...] = (
+    (RequestTooLargeError, 413, ""),
     (RequestError, 400, ""),
     (RunNotFoundError, 404, ""),
     (RunConflictError, 409, ""),
@@ -88,10 +89,10 @@ def _unexpected(req: func.HttpRequest, exc: BaseException) -> func.HttpResponse:
 @answers_problems
 async def start_ingestion(req: func.HttpRequest) -> func.HttpResponse:
     """`POST /api/ingestions`: validate, chunk the source, answer 202 with where to watch the run."""
-    settings = Settings.from_env()
-    request = parse_ingestion_request(req.get_body(), settings)
-    record, _ = await start_chunking(await app_context(settings), request, settings.chunking_time_budget)
-    status_path = "/api/" + RUN_ROUTE.format(run_id=record.run_id)
+    ctx = await app_context()
+    request = parse_ingestion_request(req.get_body(), ctx.settings)
+    record, _ = await start_chunking(ctx, request, ctx.settings.chunking_time_budget)
+    status_path = _status_path(record.run_id)
     body = {
         "run_id": record.run_id,
         "status_url": _absolute(req.url, status_path),
@@ -116,9 +117,17 @@ async def get_ingestion_status(req: func.HttpRequest) -> func.HttpResponse:
 
 @answers_problems
 async def redrive_ingestion(req: func.HttpRequest) -> func.HttpResponse:
-    """`POST /api/ingestions/{run_id}/redrive`: re-ingest the run's failed and stalled chunks."""
+    """`POST /api/ingestions/{run_id}/redrive`: schedule the run's failed, stalled and never-started chunks
+    for the `redrive_chunk` trigger; answer 202 with their indexes and where to watch the run."""
     ctx, run_id = await _known_run(req)
-    return json_response((await redrive_run(ctx, run_id)).to_json())
+    scheduled = await schedule_redrives(ctx, run_id)
+    status_path = _status_path(run_id)
+    body = {
+        "run_id": run_id,
+        "status_url": _absolute(req.url, status_path),
+        "scheduled": [ref.index for ref in scheduled],
+    }
+    return json_response(body, status=202, headers={"Location": status_path})
 
 
 async def _known_run(req: func.HttpRequest) -> tuple[Context, str]:
@@ -131,6 +140,10 @@ async def _known_run(req: func.HttpRequest) -> tuple[Context, str]:
 
 def _not_found(run_id: str) -> RunNotFoundError:
     return RunNotFoundError(f"no run {run_id!r}; start one with POST /api/ingestions", run_id=run_id)
+
+
+def _status_path(run_id: str) -> str:
+    return "/api/" + RUN_ROUTE.format(run_id=run_id)
 
 
 def _absolute(request_url: str, path: str) -> str:

@@ -8,6 +8,9 @@ continuation run twice writes the same chunk blobs (if-none-match keeps the firs
 
 from __future__ import annotations
 
+import itertools
+import logging
+from collections.abc import Callable
 from contextlib import aclosing
 from dataclasses import replace
 
@@ -19,8 +22,10 @@ from chunking.writer import ChunkWriter
 from core.context import Context
 from core.contract import Continuation, ResumePosition
 from core.errors import ClaimLostError, RunConflictError, SourceError
-from core.run_store import RunRecord, utc_now
+from core.run_store import RunRecord, chunks_written, utc_now
 from core.settings import CHUNKING_TIME_LIMIT, Settings, SourceConfig
+
+log = logging.getLogger(__name__)
 
 
 async def start_chunking(ctx: Context, request: IngestionRequest, budget: float | None) -> tuple[RunRecord, bool]:
@@ -34,21 +39,23 @@ async def start_chunking(ctx: Context, request: IngestionRequest, budget: float 
         existing = await ctx.runs.get(request.run_id)
         if existing is None or (existing.source, existing.chunk_size) != (request.source, request.chunk_size):
             raise RunConflictError(
-                f"run {request.run_id!r} already exists with different parameters; choose another run_id"
+                f"run {request.run_id!r} already exists with different parameters; choose another run_id",
+                run_id=request.run_id,
             )
         return existing, False
     return await chunk_onward(ctx, record, etag, budget, http_call=budget is not None), True
 
 
 async def chunk_onward(
-    ctx: Context, record: RunRecord, etag: str | None, budget: float | None, *, http_call: bool = False
+    ctx: Context, record: RunRecord, etag: str, budget: float | None, *, http_call: bool = False
 ) -> RunRecord:
     """Writes the run's chunks from where it stands (its `resume` position, else the start).
 
     `budget`: seconds before handing the rest on (None: no limit); `http_call`: an HTTP call, which hands
     on whatever it wrote, rather than a continuation, which must write a chunk before it may.
     Saves the outcome over `etag` only: when another invocation moved the run on meanwhile, this one
-    neither saves nor continues (its chunks were the same blobs).
+    neither saves nor continues (its chunks were the same blobs). Only the source failing fails the run;
+    anything else (cancelled, Ctrl-C, a storage error) is raised after keeping what was chunked.
     """
     settings = ctx.settings
     source = settings.source(record.source)
@@ -56,38 +63,38 @@ async def chunk_onward(
                          chunks=record.chunks or 0, messages=record.messages or 0,
                          max_bytes=settings.chunk_max_bytes)  # fmt: skip
     time_box = _time_box(settings, source, budget, http_call)
-    start = SourcePosition(record.resume or ResumePosition(), record.pages)
+    filled: list[RunRecord] = []  # the run as it stands after each chunk filled here, uploaded or not
+
+    def keep(boundary: SourcePosition) -> None:
+        filled.append(replace(record.paused(writer.chunks, writer.messages, boundary.resume), pages=boundary.pages))
+
     try:
         async with SourceReader(source, settings.source_timeout, settings.source_retry, settings.source_limits,
                                 time_box, settings.chunk_max_bytes) as reader:  # fmt: skip
-            resume = await _read_into(writer, reader, start, time_box, settings)
+            start = SourcePosition(record.resume or ResumePosition(), record.pages)
+            resume = await _read_into(writer, reader, start, time_box, settings, keep)
         await writer.close()
     except SourceError as exc:
         await writer.close()
         record = record.failed(str(exc), writer.chunks, writer.messages)
-    except BaseException as exc:
-        await ctx.runs.save(record.failed(f"chunking stopped: {exc!r}", writer.chunks, writer.messages))
+    except BaseException:
+        await _keep_progress(ctx, record, etag, filled, hand_on=budget is not None)
         raise
     else:
         if resume is None:
             record = record.finished(writer.chunks, writer.messages)
         else:
             record = replace(record.paused(writer.chunks, writer.messages, resume.resume), pages=resume.pages)
-    try:
-        await ctx.runs.save(record, if_match=etag)
-    except ClaimLostError:
-        return record
-    if record.resume is not None:
-        continuation = Continuation(record.run_id, record.resume)
-        await enqueue_continuation(ctx.clients.queues, settings.storage, settings.control_queue, continuation)
+    await _save(ctx, record, etag, hand_on=True)
     return record
 
 
 async def _read_into(
-    writer: ChunkWriter, reader: SourceReader, start: SourcePosition, time_box: TimeBox, settings: Settings
-) -> SourcePosition | None:
-    """Feeds the source to the writer until it is exhausted (None) or the time is up: then drops the
-    chunk not yet full and returns the last chunk boundary, where the next invocation resumes."""
+    writer: ChunkWriter, reader: SourceReader, start: SourcePosition, time_box: TimeBox, settings: Settings,
+    keep: Callable[[SourcePosition], None],
+) -> SourcePosition | None:  # fmt: skip
+    """Feeds the source to the writer (`keep` hears of each chunk boundary) until it is exhausted (None)
+    or the time is up: then drops the chunk not yet full and returns the last boundary, to resume at."""
     boundary: SourcePosition | None = start
     try:
         async with aclosing(reader.items(start, writer.messages)) as items:
@@ -95,6 +102,8 @@ async def _read_into(
                 if await writer.add(item):
                     boundary = reader.after_last if writer.at_chunk_boundary else reader.before_last
                     time_box.progressed = True
+                    if boundary is not None:
+                        keep(boundary)
                 if boundary is not None and time_box.is_up():
                     raise OutOfTimeError
     except OutOfTimeError:
@@ -116,3 +125,33 @@ def _time_box(settings: Settings, source: SourceConfig, budget: float | None, ht
     if http_call:
         return TimeBox.http_call(budget, paged)
     return TimeBox.continuation(budget, settings.chunking_time_limit, paged)
+
+
+async def _keep_progress(ctx: Context, record: RunRecord, etag: str, filled: list[RunRecord], *, hand_on: bool) -> None:
+    """Leaves the run `chunking`, resumable right after its last chunk known to be written: uploads
+    still in flight may be lost, and chunk numbers must stay those of the source's order.
+
+    `hand_on`: in the app, the rest goes to the control queue (a retry of the interrupted continuation
+    finds it stale). Best effort: the interruption is what the caller hears about.
+    """
+    try:
+        written = {ref.index for ref in await chunks_written(ctx.chunk_container, record.run_id)}
+        first_missing = next(index for index in itertools.count(record.chunks or 0) if index not in written)
+        kept = [paused for paused in filled if (paused.chunks or 0) <= first_missing]
+        if kept:
+            await _save(ctx, kept[-1], etag, hand_on=hand_on)
+    except Exception as exc:
+        log.warning("run %s: chunking was interrupted and its progress not saved: %r", record.run_id, exc)
+
+
+async def _save(ctx: Context, record: RunRecord, etag: str, *, hand_on: bool) -> None:
+    """Saves the record over `etag` (else leaves it to the invocation that moved the run on); a paused
+    run's rest goes to the control queue when `hand_on`."""
+    try:
+        await ctx.runs.save(record, if_match=etag)
+    except ClaimLostError:
+        log.info("run %s was moved on by another invocation; leaving it to that one", record.run_id)
+        return
+    if hand_on and record.resume is not None:
+        continuation = Continuation(record.run_id, record.resume)
+        await enqueue_continuation(ctx.clients.queues, ctx.settings.storage, ctx.settings.control_queue, continuation)

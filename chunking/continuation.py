@@ -22,10 +22,11 @@ async def continue_chunking(ctx: Context, body: bytes) -> RunRecord | None:
     except ContractError as exc:
         log.error("ignoring a control-queue message that is not a continuation: %s", exc)
         return None
-    record, etag = await ctx.runs.get_versioned(continuation.run_id)
-    if record is None or record.state != "chunking" or record.resume != continuation.resume:
+    versioned = await ctx.runs.get_versioned(continuation.run_id)
+    if versioned is None or (versioned[0].state, versioned[0].resume) != ("chunking", continuation.resume):
         log.info("continuation for %s is stale: the run has moved on", continuation.run_id)
         return None
+    record, etag = versioned
     return await chunk_onward(ctx, record, etag, ctx.settings.chunking_time_budget)
 
 

@@ -9,10 +9,11 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 from core.contract import RUN_ID_RULE, is_run_id
-from core.errors import RequestError
-from core.settings import MAX_CHUNK_SIZE, Settings
+from core.errors import RequestError, RequestTooLargeError
+from core.settings import HTTP_MAX_BODY_BYTES, MAX_CHUNK_SIZE, Settings
 
 _FIELDS = ("source", "chunk_size", "run_id")
+_MAX_INT_DIGITS = 20
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,11 @@ def new_run_id() -> str:
 
 
 def parse_ingestion_request(body: bytes, settings: Settings) -> IngestionRequest:
+    if len(body) > settings.http_max_body_bytes:
+        raise RequestTooLargeError(
+            f"the request body is {len(body)} bytes, over the {settings.http_max_body_bytes} this app accepts "
+            f"({HTTP_MAX_BODY_BYTES.name})"
+        )
     fields = _json_object(body)
     unknown = sorted(set(fields) - set(_FIELDS))
     if unknown:
@@ -43,12 +49,22 @@ def _json_object(body: bytes) -> dict[str, Any]:
     if not body.strip():
         return {}
     try:
-        value = json.loads(body)
+        value = json.loads(body, parse_int=_bounded_int)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise RequestError(f"body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise RequestError("body is nested too deeply to be a request") from None
     if not isinstance(value, dict):
         raise RequestError(f"body must be a JSON object, got {type(value).__name__}")
     return value
+
+
+def _bounded_int(text: str) -> int:
+    """No field takes a long number, and int() of thousands of digits is slow or refused (ValueError)."""
+    digits = len(text.lstrip("-"))
+    if digits > _MAX_INT_DIGITS:
+        raise RequestError(f"body holds a number of {digits} digits; no field takes more than {_MAX_INT_DIGITS}")
+    return int(text)
 
 
 def _source(value: object, settings: Settings) -> str:

@@ -7,7 +7,8 @@
   The blob's metadata carries the number of lines, so the reader can tell a chunk cut short.
 - In the runs container: `{run_id}/run.json` (the run record) and `{run_id}/chunks/{index:06d}` (a
   chunk's status). In the large-message container: `{run_id}/{index:06d}/{line:06d}.json`.
-- On the control queue: a `Continuation`, JSON `{"run_id", "resume": {"page", "skip"}}`.
+- On the control queue: a `Continuation`, JSON `{"run_id", "resume": {"page", "skip"}}`. On the redrive
+  queue: a chunk to redrive, JSON `{"run_id", "index"}` (`ChunkRef.redrive_message`).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ RUN_ID_RULE = (
 )
 _INDEX_DIGITS = 6
 _RUN_ID_PATTERN = re.compile(_RUN_ID)
-_CHUNK_NAME = re.compile(rf"(?P<run_id>{_RUN_ID})/(?P<index>\d{{6,}})\.jsonl")
+_CHUNK_NAME = re.compile(rf"(?P<run_id>{_RUN_ID})/(?P<index>[0-9]{{6,}})\.jsonl")
 
 
 def is_run_id(value: object) -> bool:
@@ -57,9 +58,10 @@ class ChunkRef:
         """Accepts the blob name with or without its container (the host passes `container/name`)."""
         name = name.removeprefix(container + "/")
         match = _CHUNK_NAME.fullmatch(name)
-        if match is None:
-            raise ChunkError(f"{name!r} is not a chunk blob name (expected RUN_ID/NNNNNN.jsonl)")
-        return cls(match["run_id"], int(match["index"]))
+        ref = None if match is None else cls(match["run_id"], int(match["index"]))
+        if ref is None or ref.blob_name != name:  # only the one name chunking writes: no look-alikes
+            raise ChunkError(f"{name[:200]!r} is not a chunk blob name (expected RUN_ID/NNNNNN.jsonl)")
+        return ref
 
     @property
     def status_blob(self) -> str:
@@ -69,6 +71,18 @@ class ChunkRef:
     def claim_check_blob(self, line: int) -> str:
         """Where an oversized message of this chunk (0-based line) is kept, in the large-message container."""
         return f"{self.run_id}/{self.padded_index}/{line:06d}.json"
+
+    def redrive_message(self) -> str:
+        """The redrive queue's message: ingest this chunk again, from its checkpoint."""
+        return json.dumps({"run_id": self.run_id, "index": self.index})
+
+    @classmethod
+    def from_redrive_message(cls, body: bytes) -> ChunkRef:
+        value = _run_message(body, "a chunk redrive")
+        index = value.get("index")
+        if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < 10**_INDEX_DIGITS:
+            raise ContractError(f"a chunk redrive names a chunk index, got {body[:100]!r}")
+        return cls(value["run_id"], index)
 
 
 def run_prefix(run_id: str) -> str:
@@ -126,13 +140,19 @@ class Continuation:
 
     @classmethod
     def decode(cls, body: bytes) -> Continuation:
-        try:
-            value = json.loads(body)
-        except (ValueError, RecursionError):
-            raise ContractError(f"a continuation must be JSON, got {body[:100]!r}") from None
-        if not isinstance(value, dict) or not is_run_id(value.get("run_id")):
-            raise ContractError(f"a continuation names a valid run_id, got {body[:100]!r}")
+        value = _run_message(body, "a continuation")
         return cls(value["run_id"], ResumePosition.from_json(value.get("resume")))
+
+
+def _run_message(body: bytes, what: str) -> dict[str, Any]:
+    """A queue message's JSON object, which names a valid run_id."""
+    try:
+        value = json.loads(body)
+    except (ValueError, RecursionError):
+        raise ContractError(f"{what} must be JSON, got {body[:100]!r}") from None
+    if not isinstance(value, dict) or not is_run_id(value.get("run_id")):
+        raise ContractError(f"{what} names a valid run_id, got {body[:100]!r}")
+    return value
 
 
 def encode_chunk(items: Iterable[Any]) -> bytes:
@@ -147,7 +167,7 @@ def expected_count(metadata: Mapping[str, str] | None) -> int | None:
     value = (metadata or {}).get(COUNT_METADATA)
     if value is None:
         return None
-    if not value.isdigit() or len(value) > 9:
+    if not (value.isascii() and value.isdigit()) or len(value) > 9:
         raise ChunkError(f"the chunk's {COUNT_METADATA} metadata is not a count: {value[:40]!r}")
     return int(value)
 

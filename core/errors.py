@@ -32,6 +32,10 @@ class RequestError(FanoutError):
         self.field = field
 
 
+class RequestTooLargeError(RequestError):
+    """A caller's request body is over the size the app accepts."""
+
+
 class RunNotFoundError(FanoutError):
     """No run has this id."""
 

@@ -1,4 +1,4 @@
-"""Run records and chunk statuses, kept as small blobs in the runs container.
+"""Run records and chunk statuses (small blobs in the runs container), and the chunks a run has written.
 
 The run record is written by the chunking side, a chunk's status by the ingestion side, its state
 in the blob's metadata so one listing reads every chunk's status (names: core/contract.py).
@@ -16,7 +16,7 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.storage.blob.aio import BlobServiceClient, ContainerClient
 
-from core.contract import ChunkRef, ResumePosition, chunk_statuses_prefix, run_record_blob
+from core.contract import ChunkRef, ResumePosition, chunk_statuses_prefix, run_prefix, run_record_blob
 from core.errors import ClaimLostError, ContractError
 
 RunState = Literal["chunking", "chunked", "failed"]
@@ -85,23 +85,24 @@ class RunStore:
         return str(result["etag"])
 
     async def get(self, run_id: str) -> RunRecord | None:
-        record, _ = await self.get_versioned(run_id)
-        return record
+        versioned = await self.get_versioned(run_id)
+        return versioned[0] if versioned else None
 
-    async def get_versioned(self, run_id: str) -> tuple[RunRecord | None, str | None]:
+    async def get_versioned(self, run_id: str) -> tuple[RunRecord, str] | None:
         """The record and its ETag, for a save that must not overwrite someone else's."""
         try:
             stream = await self._container.download_blob(run_record_blob(run_id))
         except ResourceNotFoundError:
-            return None, None
-        return _from_json(await stream.readall()), stream.properties.etag
+            return None
+        return _from_json(await stream.readall()), str(stream.properties.etag)
 
-    async def save(self, record: RunRecord, *, if_match: str | None = None) -> str:
-        """Writes the record (only over `if_match`, when given, else ClaimLostError); returns its new ETag."""
-        condition = MatchConditions.IfNotModified if if_match else None
+    async def save(self, record: RunRecord, *, if_match: str) -> str:
+        """Writes the record only over the version `if_match` names (else ClaimLostError); returns its new ETag."""
         blob = self._container.get_blob_client(run_record_blob(record.run_id))
         try:
-            result = await blob.upload_blob(_to_json(record), overwrite=True, etag=if_match, match_condition=condition)
+            result = await blob.upload_blob(
+                _to_json(record), overwrite=True, etag=if_match, match_condition=MatchConditions.IfNotModified
+            )
         except ResourceModifiedError:
             raise ClaimLostError(f"run {record.run_id!r} was updated by another invocation") from None
         return str(result["etag"])
@@ -124,10 +125,13 @@ class RunStore:
         body = (status.error or "").encode("utf-8")
         try:
             blob = self._container.get_blob_client(ref.status_blob)
-            result = await blob.upload_blob(
-                body, metadata=metadata, overwrite=expected is not None, etag=expected.etag if expected else None,
-                match_condition=MatchConditions.IfNotModified if expected else None,
-            )  # fmt: skip
+            if expected is None:
+                result = await blob.upload_blob(body, metadata=metadata, overwrite=False)
+            else:
+                result = await blob.upload_blob(
+                    body, metadata=metadata, overwrite=True, etag=expected.etag,
+                    match_condition=MatchConditions.IfNotModified,
+                )  # fmt: skip
         except (ResourceExistsError, ResourceModifiedError):
             raise ClaimLostError(f"chunk {ref.blob_name} was claimed or updated by another invocation") from None
         return replace(status, etag=result["etag"])
@@ -158,6 +162,12 @@ class RunStore:
         except ResourceNotFoundError:
             return None
         return await stream.readall()
+
+
+async def chunks_written(chunks: ContainerClient, run_id: str) -> list[ChunkRef]:
+    """The run's chunk blobs in the chunk container `chunks`, in order."""
+    names = [blob.name async for blob in chunks.list_blobs(name_starts_with=run_prefix(run_id))]
+    return sorted(ChunkRef.parse(name, chunks.container_name) for name in names)
 
 
 def _to_json(record: RunRecord) -> bytes:

@@ -38,10 +38,10 @@ class Setting(Generic[T]):
 
     def read(self, env: Mapping[str, str], name: str | None = None) -> T:
         name = name or self.name
-        raw = env.get(name)
-        if raw is None or raw == "":
+        raw = (env.get(name) or "").strip()
+        if not raw:
             return self.default
-        return self.parse(raw.strip(), name)
+        return self.parse(raw, name)
 
     def parse(self, raw: str, name: str) -> T:
         return cast(T, raw)
@@ -71,9 +71,9 @@ class OptionalText(Setting[str | None]):
 class Flag(Setting[bool]):
     def parse(self, raw: str, name: str) -> bool:
         value = raw.lower()
-        if value not in ("true", "false", "1", "0", "yes", "no"):
+        if value not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
             raise SettingsError(f"{name} must be true or false, got {raw[:40]!r}")
-        return value in ("true", "1", "yes")
+        return value in ("true", "1", "yes", "on")
 
 
 @dataclass(frozen=True)
@@ -92,8 +92,12 @@ class Number(Setting[T]):
             kind = "a whole number" if self.whole else "a number"
             raise SettingsError(f"{name} must be {kind}, got {raw[:40]!r}")
         if not self.low <= value <= self.high:
-            raise SettingsError(f"{name} must be between {self.low:g} and {self.high:g}, got {value:g}")
+            raise SettingsError(f"{name} must be between {_number(self.low)} and {_number(self.high)}, got {value}")
         return cast(T, value)
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if value == int(value) else str(value)
 
 
 @dataclass(frozen=True)
@@ -255,7 +259,10 @@ STORAGE_MAX_RETRIES = _int(
     "for the storage SDK and the Put Message sender alike",
 )  # fmt: skip
 STORAGE_RETRY_BACKOFF = _float("STORAGE_RETRY_BACKOFF", 1.0, 0.0, 60.0, "seconds of the first storage backoff step")
-STORAGE_RETRY_MAX_DELAY = _float("STORAGE_RETRY_MAX_DELAY", 30.0, 0.0, 600.0, "the longest storage backoff, in seconds")
+STORAGE_RETRY_MAX_DELAY = _float(
+    "STORAGE_RETRY_MAX_DELAY", 30.0, 0.0, 600.0,
+    "the longest wait between two Put Message attempts, in seconds (the SDK's own policy doubles without a cap)",
+)  # fmt: skip
 STORAGE_TIMEOUT = _float("STORAGE_TIMEOUT", 30.0, 1.0, 600.0, "seconds a storage request may take")
 BLOB_TRIGGER_SOURCE = Choice[TriggerSource](
     "BLOB_TRIGGER_SOURCE", "LogsAndContainerScan",
@@ -267,6 +274,13 @@ STORAGE_USE_PROXY_ENV = Flag(
     "let the SDK's storage clients read `HTTP(S)_PROXY`/`NO_PROXY` (off: reading them on every request costs CPU); "
     "the Put Message sender always connects directly",
 )  # fmt: skip
+HTTP_MAX_BODY_BYTES = _int(
+    "HTTP_MAX_BODY_BYTES", 65_536, 1_024, 100 * 1024 * 1024,
+    "the largest `POST /api/ingestions` body accepted, in bytes; a larger one answers `413`",
+)  # fmt: skip
+REDRIVE_QUEUE = Text(
+    "REDRIVE_QUEUE", "chunk-redrives", "where chunk redrives wait, one message a chunk; `redrive_chunk` reads it"
+)
 
 TABLE: tuple[Setting[Any], ...] = tuple(
     value for value in list(globals().values()) if isinstance(value, Setting)
@@ -366,6 +380,8 @@ class Settings:
     chunking_time_limit: float = CHUNKING_TIME_LIMIT.default
     chunk_max_bytes: int = CHUNK_MAX_BYTES.default
     control_queue: str = CONTROL_QUEUE.default
+    http_max_body_bytes: int = HTTP_MAX_BODY_BYTES.default
+    redrive_queue: str = REDRIVE_QUEUE.default
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -407,11 +423,18 @@ class Settings:
                 max_page_bytes=SOURCE_MAX_PAGE_BYTES.read(env),
                 max_error_bytes=SOURCE_MAX_ERROR_BYTES.read(env),
             ),
+            http_max_body_bytes=HTTP_MAX_BODY_BYTES.read(env),
+            redrive_queue=REDRIVE_QUEUE.read(env),
         )
 
     @property
     def queue_names(self) -> list[str]:
         return partition_queue_names(self.queue_name, self.queue_partitions)
+
+    @property
+    def secrets(self) -> list[str]:
+        """Values that must never reach a status, a problem answer or a log: every source's header values."""
+        return [value for source in self.sources.values() for value in source.headers.values()]
 
     def source(self, name: str | None) -> SourceConfig:
         return self.sources[(name or DEFAULT_SOURCE).lower()]
@@ -478,15 +501,30 @@ def _source(env: Mapping[str, str], name: str, prefix: str, *, in_azure: bool) -
     )
 
 
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}")
+_HEADER_VALUE = re.compile(r"[\t\x20-\x7e]{0,8192}")
+
+
 def _headers(raw: str | None, name: str) -> dict[str, str]:
+    """Header names and values an HTTP request can carry. Errors name the header, never its value
+    (it is usually a secret), and never quote the setting's text."""
     if not raw:
         return {}
     try:
         value = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise SettingsError(f"{name} must be a JSON object of header names to values: {exc}") from None
+    except (ValueError, RecursionError) as exc:
+        where = f" (line {exc.lineno}, column {exc.colno})" if isinstance(exc, json.JSONDecodeError) else ""
+        raise SettingsError(f"{name} must be a JSON object of header names to values; it is not JSON{where}") from None
     if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
         raise SettingsError(f'{name} must be a JSON object of strings, e.g. {{"x-api-key": "..."}}')
+    for header, text in value.items():
+        if not _HEADER_NAME.fullmatch(header):
+            raise SettingsError(f"{name}: {header[:40]!r} is not a header name (letters, digits and !#$%&'*+.^_`|~-)")
+        if not _HEADER_VALUE.fullmatch(text):
+            raise SettingsError(
+                f"{name}: the value of {header!r} holds a character a header cannot carry (a line break, a control "
+                "or non-ASCII character) or is over 8,192 characters; the value is not shown"
+            )
     return value
 
 

@@ -20,9 +20,10 @@ async def run_pipeline(ctx: Context, request: IngestionRequest, progress: Progre
 
 async def resume_run(ctx: Context, run_id: str, progress: Progress | None = None) -> RunStatus:
     """Finishes a run whose process died: chunking (if it never finished), then every chunk not ingested."""
-    record, etag = await ctx.runs.get_versioned(run_id)
-    if record is None:
+    versioned = await ctx.runs.get_versioned(run_id)
+    if versioned is None:
         raise RunNotFoundError(f"no run {run_id!r}")
+    record, etag = versioned
     if record.state == "chunking":
         await chunk_onward(ctx, record, etag, budget=None)
     return await _ingest_and_report(ctx, run_id, progress)

@@ -185,6 +185,8 @@ module functionApp 'modules/function-app.bicep' = {
       STORAGE_RETRY_MAX_DELAY: '30'
       STORAGE_TIMEOUT: '30'
       STORAGE_USE_PROXY_ENV: 'false'
+      HTTP_MAX_BODY_BYTES: '65536'
+      REDRIVE_QUEUE: 'chunk-redrives'
       EVENT_GRID_DEADLETTER_CONTAINER: deadLetterContainerName
     }
   }

@@ -8,22 +8,17 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from core.context import Context
-from core.contract import ChunkRef, run_prefix
-from core.run_store import ChunkState, ChunkStatus
+from core.contract import ChunkRef
+from core.run_store import ChunkState, ChunkStatus, chunks_written
 from ingestion.chunk import ingest_chunk
 
 Progress = Callable[[str], None]
 
 
-async def chunk_refs(ctx: Context, run_id: str) -> list[ChunkRef]:
-    names = [blob.name async for blob in ctx.chunk_container.list_blobs(name_starts_with=run_prefix(run_id))]
-    return sorted(ChunkRef.parse(name, ctx.settings.chunk_container) for name in names)
-
-
 async def ingest_pending_chunks(ctx: Context, run_id: str, progress: Progress | None = None) -> None:
     """Ingests every chunk of the run in order, each from its checkpoint; ingested chunks are skipped."""
     ingested = {status.index for status in await ctx.runs.chunk_statuses(run_id) if status.state == "ingested"}
-    refs = await chunk_refs(ctx, run_id)
+    refs = await chunks_written(ctx.chunk_container, run_id)
     for number, ref in enumerate(refs, start=1):
         if ref.index not in ingested:
             status = await ingest_chunk(ctx, ref)
@@ -61,15 +56,20 @@ class RedriveResult:
         return {**asdict(self), "messages_queued": self.messages_queued, "failed": self.failed}
 
 
-async def redrive_run(ctx: Context, run_id: str) -> RedriveResult:
-    """Re-ingests the chunks that need it, each from its checkpoint; says what each one queued."""
-    before = {status.index: status for status in await ctx.runs.chunk_statuses(run_id)}
+async def chunks_to_redrive(ctx: Context, run_id: str) -> list[tuple[ChunkRef, ChunkStatus | None]]:
+    """The run's chunks that need a redrive, in order, each with its status as it stands."""
+    statuses = {status.index: status for status in await ctx.runs.chunk_statuses(run_id)}
     now = time.time()
+    refs = await chunks_written(ctx.chunk_container, run_id)
+    return [(ref, statuses.get(ref.index)) for ref in refs if needs_redrive(statuses.get(ref.index), now)]
+
+
+async def redrive_run(ctx: Context, run_id: str) -> RedriveResult:
+    """Re-ingests the chunks that need it here and now, each from its checkpoint; says what each one queued
+    (the command line's redrive; over HTTP, `schedule_redrives` hands them to the `redrive_chunk` trigger)."""
     redriven = []
-    for ref in await chunk_refs(ctx, run_id):
-        previous = before.get(ref.index)
-        if needs_redrive(previous, now):
-            status = await ingest_chunk(ctx, ref)
-            queued = status.sent - (previous.sent if previous else 0)
-            redriven.append(RedrivenChunk(ref.index, status.state, queued, status.error))
+    for ref, previous in await chunks_to_redrive(ctx, run_id):
+        status = await ingest_chunk(ctx, ref)
+        queued = status.sent - (previous.sent if previous else 0)
+        redriven.append(RedrivenChunk(ref.index, status.state, queued, status.error))
     return RedriveResult(run_id, redriven)

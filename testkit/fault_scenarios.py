@@ -11,6 +11,7 @@ import asyncio
 import json
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import tempfile
@@ -81,9 +82,10 @@ class Lab:
 
     @staticmethod
     def start_cli(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
+        """The CLI as a terminal starts it: Ctrl-C (SIGINT) interrupts it even if this process ignores SIGINT."""
         return subprocess.Popen(
             [sys.executable, "-m", "fanout", *args], cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True,
+            stderr=subprocess.PIPE, text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )  # fmt: skip
 
     def probe(self, queue: str) -> StorageProbe:
@@ -192,6 +194,46 @@ def process_killed(lab: Lab, count: int = 6_000) -> Outcome:
     )
 
 
+def wait_for_chunks(probe: StorageProbe, run_id: str, at_least: int, timeout: float = 60) -> int:
+    deadline = time.monotonic() + timeout
+    while (written := len(probe.chunk_names(run_id))) < at_least:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"only {written} of {at_least} chunks were written in {timeout:.0f} s")
+        time.sleep(0.05)
+    return written
+
+
+@dataclass
+class Interruption:
+    exit_code: int
+    interrupted: dict[str, Any]  # the run's status right after the interruption
+    outcome: Outcome  # after `resume`
+
+
+def interrupted_while_chunking(lab: Lab, count: int = 2_000) -> Interruption:
+    """Ctrl-C (SIGINT) on `python -m fanout run` while a slow paged source is being chunked, then `resume`."""
+    api = DemoApi(count=count, pagination="cursor", page_size=100, faults=Faults(delay=0.1)).start()
+    try:
+        queue = lab.new_queue()
+        env = lab.env(queue, api.url, CHUNK_SIZE="200", SOURCE_PAGINATION="cursor", SOURCE_ITEMS_PATH="items")
+        process = lab.start_cli("run", "--json", env=env)
+        run_id = process.stdout.readline().strip().removeprefix("run_id: ")
+        at_interrupt = wait_for_chunks(lab.probe(queue), run_id, 3)
+        process.send_signal(signal.SIGINT)
+        exit_code = process.wait(timeout=60)
+        interrupted = json.loads(lab.cli("status", run_id, "--json", env=env).stdout)
+        summary = summary_of(lab.cli("resume", run_id, "--json", env=env))
+    finally:
+        api.stop()
+    what = (
+        f"SIGINT with {at_interrupt} of {count // 200} chunks written: exit {exit_code}, the run "
+        f"{interrupted['state']} with {interrupted['messages']['fetched']} IDs chunked; `resume` → {summary['state']}"
+    )
+    delivered = lab.probe(queue).drain()
+    outcome = judge("Ctrl-C while chunking a paged source", what, summary["state"], demo_ids(count), delivered)
+    return Interruption(exit_code, interrupted, outcome)
+
+
 def storage_outage(lab: Lab, count: int = 6_000) -> Outcome:
     """Stop Azurite (disk persistence) mid-run, start it again on the same ports and folder, `resume`."""
     api = DemoApi(count=count).start()
@@ -290,6 +332,7 @@ SCENARIOS: dict[str, Callable[[Lab], Outcome]] = {
     "source_always_503": source_always_503,
     "source_non_json": source_non_json,
     "process_killed": process_killed,
+    "interrupted_while_chunking": lambda lab: interrupted_while_chunking(lab).outcome,
     "storage_outage": storage_outage,
     "duplicate_trigger": duplicate_trigger,
     **{f"malformed_{i}": (lambda lab, kind=kind: malformed_chunk(lab, kind)) for i, kind in enumerate(MALFORMED)},

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import azure.functions as func
+from azure.storage.queue import QueueClient
 
 BASE = "http://localhost:7071/api"
 
@@ -19,6 +20,22 @@ def post_ingestion(body: dict[str, Any] | bytes | None = None) -> func.HttpReque
 
 def get_status(run_id: str) -> func.HttpRequest:
     return func.HttpRequest("GET", f"{BASE}/ingestions/{run_id}", route_params={"run_id": run_id}, body=b"")
+
+
+def post_redrive(run_id: str) -> func.HttpRequest:
+    return func.HttpRequest("POST", f"{BASE}/ingestions/{run_id}/redrive", route_params={"run_id": run_id}, body=b"")
+
+
+def run_queued(on_loop: Any, function: Any, queue: QueueClient, times: int = 1) -> int:
+    """Hands each message waiting in `queue` to a queue-triggered function, as the host does (`times`
+    over: delivery is at least once), then deletes it; returns how many there were."""
+    handled = 0
+    while messages := list(queue.receive_messages(max_messages=1)):
+        for _ in range(times):
+            on_loop(function(func.QueueMessage(body=messages[0].content.encode())))
+        queue.delete_message(messages[0])
+        handled += 1
+    return handled
 
 
 def chunk_blob(container: str, name: str, data: bytes, metadata: dict[str, str] | None = None) -> func.InputStream:

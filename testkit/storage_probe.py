@@ -12,10 +12,15 @@ from azure.storage.queue import QueueClient, TextBase64DecodePolicy
 
 class StorageProbe:
     def __init__(self, connection_string: str, queue_name: str, chunk_container: str = "chunks") -> None:
-        self.queue = QueueClient.from_connection_string(
-            connection_string, queue_name, message_decode_policy=TextBase64DecodePolicy()
-        )
+        self.connection_string = connection_string
+        self.queue = self.queue_client(queue_name)
         self.chunks = BlobServiceClient.from_connection_string(connection_string).get_container_client(chunk_container)
+
+    def queue_client(self, name: str) -> QueueClient:
+        """Any queue of the account, its base64 messages decoded."""
+        return QueueClient.from_connection_string(
+            self.connection_string, name, message_decode_policy=TextBase64DecodePolicy()
+        )
 
     def queue_length(self) -> int:
         try:
@@ -37,7 +42,10 @@ class StorageProbe:
             bodies.extend(message.content for message in batch)
 
     def chunk_names(self, run_id: str) -> list[str]:
-        return sorted(blob.name for blob in self.chunks.list_blobs(name_starts_with=f"{run_id}/"))
+        try:
+            return sorted(blob.name for blob in self.chunks.list_blobs(name_starts_with=f"{run_id}/"))
+        except ResourceNotFoundError:
+            return []  # the container is not created yet: nothing was written
 
 
 def set_app_env(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> dict[str, str]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import socket
 
 import pytest
 from hypothesis import given
@@ -14,6 +16,7 @@ from core.contract import is_run_id
 from core.errors import RequestError
 from core.settings import Settings
 from fanout.demo_api import DemoApi, Faults
+from testkit.cli_runner import cli
 from testkit.http_requests import body_of, get_status, post_ingestion
 
 st_json = st.recursive(
@@ -40,6 +43,10 @@ def _as_body(fields: dict) -> bytes:
         ({"chunk_size": True}, "chunk_size", "chunk_size must be an integer, got true"),
         ({"run_id": "../etc"}, "run_id", "run_id must be 1-63 characters"),
         ({"run_id": 12}, "run_id", "run_id must be 1-63 characters"),
+        ({"run_id": "x\n"}, "run_id", "run_id must be 1-63 characters"),  # `$` would match before the newline
+        ({"run_id": "x."}, "run_id", "run_id must be 1-63 characters"),  # Azure trims the dot: it would be `x`
+        (b'{"chunk_size": ' + b"9" * 5000 + b"}", None, "body holds a number of 5000 digits"),
+        (b'{"source": ' + b"[" * 5000 + b"]" * 5000 + b"}", None, "body is nested too deeply"),
         ({"url": "http://169.254.169.254/"}, "url", "unknown field(s) url; allowed: source, chunk_size, run_id"),
     ],
 )
@@ -54,12 +61,60 @@ def test_bad_request_answers_400_problem_json(on_loop, functions, app_env, body,
     assert problem.get("field") == field
 
 
-def test_unknown_run_answers_404_problem_json(on_loop, functions, app_env):
-    response = on_loop(functions["get_ingestion_status"](get_status("no-such-run")))
+@pytest.mark.parametrize("run_id", ["no-such-run", "x\n", "../other/x"])
+def test_unknown_run_answers_404_problem_json(on_loop, functions, app_env, run_id):
+    response = on_loop(functions["get_ingestion_status"](get_status(run_id)))
 
     assert response.status_code == 404
     assert response.mimetype == PROBLEM_JSON
-    assert body_of(response)["detail"].startswith("no run 'no-such-run'")
+    assert body_of(response)["detail"].startswith(f"no run {run_id!r}")
+
+
+def test_a_body_over_the_cap_answers_413_problem_json(on_loop, functions, app_env):
+    response = on_loop(functions["start_ingestion"](post_ingestion(b"[" * 100_000)))
+
+    assert response.status_code == 413
+    assert response.mimetype == PROBLEM_JSON
+    assert body_of(response)["detail"] == (
+        "the request body is 100000 bytes, over the 65536 this app accepts (HTTP_MAX_BODY_BYTES)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("function", "request_"),
+    [("start_ingestion", post_ingestion({"run_id": "unreachable"})), ("get_ingestion_status", get_status("any"))],
+)
+def test_an_unexpected_failure_answers_500_problem_json_with_an_error_id_in_the_log(
+    on_loop, functions, app_env, monkeypatch, caplog, function, request_
+):
+    with socket.socket() as closed:  # a port nobody listens on: storage is unreachable
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    monkeypatch.setenv(
+        "AzureWebJobsStorage", re.sub(r"127\.0\.0\.1:\d+", f"127.0.0.1:{port}", app_env["AzureWebJobsStorage"])
+    )
+    monkeypatch.setenv("STORAGE_MAX_RETRIES", "0")
+
+    response = on_loop(functions[function](request_))
+
+    assert response.status_code == 500
+    assert response.mimetype == PROBLEM_JSON
+    problem = body_of(response)
+    assert problem["detail"] == (
+        f"the app failed unexpectedly; the log has the details under error id {problem['error_id']}"
+    )
+    assert "Traceback" not in response.get_body().decode()
+    (logged,) = [record for record in caplog.records if problem["error_id"] in record.getMessage()]
+    assert logged.levelname == "ERROR" and logged.exc_info is not None
+
+
+@pytest.mark.parametrize("run_id", ["../other/x", "x\n", "x."])
+def test_the_cli_refuses_a_malformed_run_id_without_a_traceback(run_id):
+    result = cli("status", run_id, env={})
+
+    assert result.returncode == 2
+    assert "argument RUN_ID: run_id must be 1-63 characters" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_named_source_is_chosen_by_name(on_loop, functions, probe, demo_api, monkeypatch):

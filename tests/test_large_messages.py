@@ -7,11 +7,10 @@ import json
 import azure.functions as func
 from azure.storage.blob import BlobClient
 
-from api.http import PROBLEM_JSON
 from core.context import app_context
 from core.contract import COUNT_METADATA, encode_chunk
 from core.run_store import RunRecord, utc_now
-from testkit.http_requests import body_of, chunk_blob, get_status
+from testkit.http_requests import body_of, chunk_blob, get_status, post_redrive, run_queued
 
 BIG = "x" * 50_000  # 50,000 bytes, 66,668 after base64: over the limit only once encoded
 
@@ -20,10 +19,10 @@ def write_chunked_run(on_loop, probe, run_id: str, items: list[str]) -> str:
     """A run as chunking leaves it: its record, and one chunk blob holding `items`."""
     ctx = on_loop(app_context())
     record = RunRecord(run_id, "default", 5000, created_at=utc_now())
-    on_loop(ctx.runs.create(record))
+    etag = on_loop(ctx.runs.create(record))
     name = f"{run_id}/000000.jsonl"
     probe.chunks.upload_blob(name, encode_chunk(items), metadata={COUNT_METADATA: str(len(items))})
-    on_loop(ctx.runs.save(record.finished(chunks=1, messages=len(items))))
+    on_loop(ctx.runs.save(record.finished(chunks=1, messages=len(items)), if_match=etag))
     return name
 
 
@@ -31,11 +30,6 @@ def delivered(probe, name: str) -> func.InputStream:
     """The chunk as the blob trigger hands it over."""
     download = probe.chunks.download_blob(name)
     return chunk_blob("chunks", name, download.readall(), download.properties.metadata)
-
-
-def redrive(run_id: str) -> func.HttpRequest:
-    url = f"http://localhost:7071/api/ingestions/{run_id}/redrive"
-    return func.HttpRequest("POST", url, route_params={"run_id": run_id}, body=b"")
 
 
 def test_oversized_message_is_sent_as_a_claim_check(on_loop, functions, probe, azurite):
@@ -50,7 +44,9 @@ def test_oversized_message_is_sent_as_a_claim_check(on_loop, functions, probe, a
     assert blob.download_blob().readall().decode() == BIG
 
 
-def test_rejected_oversized_message_fails_the_chunk_and_redrive_completes_it(on_loop, functions, probe, monkeypatch):
+def test_rejected_oversized_message_fails_the_chunk_and_redrive_completes_it(
+    on_loop, functions, probe, monkeypatch, app_env
+):
     monkeypatch.setenv("LARGE_MESSAGE_MODE", "reject")
     name = write_chunked_run(on_loop, probe, "reject-big", ["small", BIG, "after"])
     on_loop(functions["ingest_chunk"](delivered(probe, name)))
@@ -64,15 +60,9 @@ def test_rejected_oversized_message_fails_the_chunk_and_redrive_completes_it(on_
     assert probe.queue_length() == 0
 
     monkeypatch.setenv("LARGE_MESSAGE_MODE", "claim-check")
-    answer = on_loop(functions["redrive_ingestion"](redrive("reject-big")))
+    answer = on_loop(functions["redrive_ingestion"](post_redrive("reject-big")))
 
-    assert answer.status_code == 200
-    assert body_of(answer)["chunks"] == [{"index": 0, "state": "ingested", "queued": 3, "error": None}]
+    assert (answer.status_code, body_of(answer)["scheduled"]) == (202, [0])
+    assert run_queued(on_loop, functions["redrive_chunk"], probe.queue_client(app_env["REDRIVE_QUEUE"])) == 1
     assert body_of(on_loop(functions["get_ingestion_status"](get_status("reject-big"))))["state"] == "completed"
     assert probe.queue_length() == 3
-
-
-def test_redrive_of_an_unknown_run_answers_404(on_loop, functions, app_env):
-    answer = on_loop(functions["redrive_ingestion"](redrive("nobody")))
-
-    assert answer.status_code == 404 and answer.mimetype == PROBLEM_JSON

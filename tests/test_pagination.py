@@ -3,13 +3,21 @@ queue, and a whole paged run through `python -m fanout run`."""
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import azure.functions as func
 import pytest
 from azure.storage.queue import QueueClient, TextBase64DecodePolicy
 
+from chunking.chunker import start_chunking
+from chunking.continuation import continue_chunking
+from chunking.request import IngestionRequest
+from core.context import Context, app_context
+from core.contract import Continuation
+from core.run_store import RunRecord
+from core.settings import Settings
 from fanout.demo_api import DemoApi, Faults, demo_id, demo_ids
 from testkit.cli_runner import cli
 from testkit.http_requests import body_of, get_status, post_ingestion
@@ -42,9 +50,9 @@ def paged_api(request) -> Iterator[tuple[DemoApi, dict[str, str]]]:
     api.stop()
 
 
-def control_queue(azurite) -> QueueClient:
+def control_queue(azurite, name: str = "chunking-continuations") -> QueueClient:
     return QueueClient.from_connection_string(
-        azurite.connection_string, "chunking-continuations", message_decode_policy=TextBase64DecodePolicy()
+        azurite.connection_string, name, message_decode_policy=TextBase64DecodePolicy()
     )
 
 
@@ -72,9 +80,10 @@ def test_a_million_ids_chunk_across_continuations_each_once_in_order(
         control.delete_message(message)
         continuations += 1
 
-    # The budget stops each invocation after one chunk; one unpaged response is read in one go; page
-    # mode learns it is done only from an empty page, which takes one more continuation.
-    expected = {"none": 0, "page": 1_000_000 // 20_000}.get(settings["SOURCE_PAGINATION"], 1_000_000 // 20_000 - 1)
+    # A budget of 0 stops the HTTP call before its first chunk and each continuation after its first;
+    # one unpaged response is read in one go; page mode learns it is done only from an empty page,
+    # which takes one more continuation.
+    expected = {"none": 0, "page": 1_000_000 // 20_000 + 1}.get(settings["SOURCE_PAGINATION"], 1_000_000 // 20_000)
     assert continuations == expected
     status = body_of(on_loop(functions["get_ingestion_status"](get_status("million"))))
     assert (status["chunks"]["total"], status["messages"]["fetched"]) == (50, 1_000_000)
@@ -106,6 +115,81 @@ def test_a_continuation_delivered_twice_writes_no_chunk_twice_and_loses_none(
     assert [json.loads(line) for line in chunk_lines(probe, "twice-continued")] == demo_ids(30_000)
     status = body_of(on_loop(functions["get_ingestion_status"](get_status("twice-continued"))))
     assert (status["chunks"]["total"], status["messages"]["fetched"]) == (6, 30_000)
+
+
+@pytest.fixture
+def fast_and_slow(app_env) -> Iterator[tuple[DemoApi, DemoApi, dict[str, str]]]:
+    """The same 6,000 IDs paged by cursor from two APIs, one taking a second a page; settings for either."""
+    fast = DemoApi(count=6_000, pagination="cursor", page_size=1000).start()
+    slow = DemoApi(count=6_000, pagination="cursor", page_size=1000, faults=Faults(delay=1.0)).start()
+    paged = {**app_env, **MODES["cursor"][1], "SOURCE_PAGINATION": "cursor", "CHUNK_SIZE": "200",
+             "CHUNKING_TIME_BUDGET": "200", "CONTROL_QUEUE": f"continuations-{app_env['QUEUE_NAME']}"}  # fmt: skip
+    yield fast, slow, paged
+    fast.stop()
+    slow.stop()
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    while not condition():
+        await asyncio.sleep(0.02)
+
+
+async def paused_after_one_chunk(fast_and_slow, run_id: str) -> tuple[Context, Context, bytes]:
+    """Contexts reading the fast and the slow API, and the continuation of a run paused after its first chunk."""
+    fast, slow, paged = fast_and_slow
+    fast_ctx = await app_context(Settings.from_env({**paged, "SOURCE_URL": fast.url}))
+    slow_ctx = await app_context(Settings.from_env({**paged, "SOURCE_URL": slow.url}))
+    record, _ = await start_chunking(fast_ctx, IngestionRequest("default", 200, run_id), budget=0)
+    return fast_ctx, slow_ctx, Continuation(run_id, record.resume).encode().encode()
+
+
+async def cancelled(task: asyncio.Task) -> None:
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+def test_a_continuation_interrupted_after_its_duplicate_finished_leaves_the_duplicates_record(
+    on_loop, fast_and_slow, probe
+):
+    """One continuation delivered twice: the fast invocation chunks to the end; the slow one, cancelled
+    later, must not overwrite the record over the ETag both read (nor fail the run)."""
+    _, slow, _ = fast_and_slow
+
+    async def race() -> RunRecord:
+        fast_ctx, slow_ctx, continuation = await paused_after_one_chunk(fast_and_slow, "raced")
+        interrupted = asyncio.create_task(continue_chunking(slow_ctx, continuation))
+        await until(lambda: slow.requests >= 1)  # it holds the record's ETag and waits for its first page
+        finished = await continue_chunking(fast_ctx, continuation)
+        assert (finished.state, finished.chunks) == ("chunked", 30)
+        await until(lambda: slow.requests >= 3)  # two pages in: it has (re)written chunks of its own
+        await cancelled(interrupted)
+        return await fast_ctx.runs.get("raced")
+
+    record = on_loop(race())
+    assert (record.state, record.chunks, record.messages) == ("chunked", len(probe.chunk_names("raced")), 6_000)
+
+
+def test_an_interrupted_continuation_keeps_its_chunks_and_hands_the_rest_on(on_loop, fast_and_slow, probe, azurite):
+    _, slow, paged = fast_and_slow
+
+    async def interrupt() -> tuple[Context, RunRecord]:
+        fast_ctx, slow_ctx, continuation = await paused_after_one_chunk(fast_and_slow, "handed-on")
+        interrupted = asyncio.create_task(continue_chunking(slow_ctx, continuation))
+        await until(lambda: slow.requests >= 3)
+        await cancelled(interrupted)
+        return fast_ctx, await fast_ctx.runs.get("handed-on")
+
+    ctx, record = on_loop(interrupt())
+    assert record.state == "chunking" and record.messages == record.chunks * 200 >= 1_000
+    assert len(probe.chunk_names("handed-on")) >= record.chunks
+
+    control = control_queue(azurite, paged["CONTROL_QUEUE"])
+    while messages := list(control.receive_messages(max_messages=1)):  # the first pause's (stale), then the rest
+        on_loop(continue_chunking(ctx, messages[0].content.encode()))
+        control.delete_message(messages[0])
+    assert [json.loads(line) for line in chunk_lines(probe, "handed-on")] == demo_ids(6_000)
+    assert on_loop(ctx.runs.get("handed-on")).state == "chunked"
 
 
 def test_a_next_link_to_another_host_fails_the_run_with_that_reason(on_loop, functions, monkeypatch, app_env):

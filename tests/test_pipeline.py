@@ -58,6 +58,7 @@ def test_second_post_with_same_run_id_does_not_create_a_second_run(on_loop, func
     conflict = on_loop(functions["start_ingestion"](post_ingestion({"run_id": "same", "chunk_size": 50})))
     assert conflict.status_code == 409
     assert "already exists" in body_of(conflict)["detail"]
+    assert body_of(conflict)["run_id"] == "same"
 
 
 def test_object_items_become_compact_json_messages(on_loop, functions, probe):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from testkit.fault_scenarios import DUPLICATE_BOUND, SCENARIOS, Lab
+from testkit.fault_scenarios import DUPLICATE_BOUND, SCENARIOS, Lab, interrupted_while_chunking
 
 pytestmark = pytest.mark.own_azurite  # each scenario on a fresh Azurite, as the script runs them
 
@@ -42,3 +42,14 @@ def test_interrupted_run_resumes_with_nothing_lost_and_duplicates_bounded(lab, s
 
     assert (outcome.state, outcome.lost) == ("completed", 0), outcome.what_happened
     assert outcome.duplicates <= DUPLICATE_BOUND, outcome.what_happened
+
+
+def test_ctrl_c_while_chunking_keeps_the_progress_and_resume_lands_every_id_once(lab):
+    interruption = interrupted_while_chunking(lab)
+
+    assert interruption.exit_code == 130, interruption.outcome.what_happened
+    status = interruption.interrupted
+    assert status["state"] == "chunking", interruption.outcome.what_happened
+    assert status["messages"]["fetched"] == status["chunks"]["total"] * 200 >= 600  # every chunk known written
+    outcome = interruption.outcome
+    assert (outcome.state, outcome.lost, outcome.duplicates) == ("completed", 0, 0), outcome.what_happened

@@ -16,7 +16,8 @@ def default_functions() -> dict[str, list[dict]]:
 
 def test_app_has_exactly_the_documented_functions(default_functions):
     assert sorted(default_functions) == [
-        "continue_chunking", "get_ingestion_status", "ingest_chunk", "redrive_ingestion", "start_ingestion",
+        "continue_chunking", "get_ingestion_status", "ingest_chunk", "redrive_chunk", "redrive_ingestion",
+        "start_ingestion",
     ]  # fmt: skip
 
 
@@ -25,6 +26,18 @@ def test_continuations_arrive_on_the_control_queue(default_functions):
     assert (trigger["type"], trigger["queueName"], trigger["connection"]) == (
         "queueTrigger", "chunking-continuations", "AzureWebJobsStorage",
     )  # fmt: skip
+
+
+def test_chunk_redrives_arrive_on_the_redrive_queue(default_functions):
+    (trigger,) = default_functions["redrive_chunk"]
+    assert (trigger["type"], trigger["queueName"], trigger["connection"]) == (
+        "queueTrigger", "chunk-redrives", "AzureWebJobsStorage",
+    )  # fmt: skip
+
+
+def test_the_redrive_queue_is_a_setting():
+    (trigger,) = indexed_functions(REDRIVE_QUEUE="redrives-elsewhere")["redrive_chunk"]
+    assert trigger["queueName"] == "redrives-elsewhere"
 
 
 def test_http_routes_methods_and_auth_levels(default_functions):
@@ -53,6 +66,18 @@ def test_blob_trigger_polls_the_chunk_container_by_default(default_functions):
 def test_event_grid_setting_yields_an_event_grid_blob_trigger():
     (trigger,) = indexed_functions(BLOB_TRIGGER_SOURCE="EventGrid", CHUNK_CONTAINER="batches")["ingest_chunk"]
     assert (trigger["source"], trigger["path"]) == ("EventGrid", "batches/{name}")
+
+
+def test_in_azure_a_missing_source_url_stops_the_app_at_startup():
+    identity = {
+        "AzureWebJobsStorage": "",
+        "AzureWebJobsStorage__blobServiceUri": "https://acct.blob.core.windows.net",
+        "AzureWebJobsStorage__queueServiceUri": "https://acct.queue.core.windows.net",
+        "SOURCE_URL": "",
+    }
+    with pytest.raises(subprocess.CalledProcessError) as failure:
+        indexed_functions(**identity)
+    assert "SOURCE_URL is not set: in Azure the app needs the source API's URL" in failure.value.stderr
 
 
 def test_unknown_trigger_source_is_refused_with_the_allowed_values():

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from core.contract import ChunkRef, decode_chunk, encode_chunk
-from core.errors import ChunkError
+from core.errors import ChunkError, ContractError
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
@@ -26,10 +26,29 @@ def test_chunk_names_sort_in_chunk_order_and_parse_back():
     assert [ChunkRef.parse(f"chunks/{name}", "chunks") for name in names] == refs
 
 
-@pytest.mark.parametrize("name", ["run-1/0.jsonl", "run-1/000001.json", "000001.jsonl", "a/b/000001.jsonl"])
+@pytest.mark.parametrize(
+    "name",
+    ["run-1/0.jsonl", "run-1/000001.json", "000001.jsonl", "a/b/000001.jsonl", "run-1/0000001.jsonl",
+     "run-1/\u0660\u0660\u0660\u0660\u0660\u0661.jsonl", "run.\n/000001.jsonl", "x./000001.jsonl"],
+)  # fmt: skip
 def test_a_blob_that_is_not_a_chunk_is_refused(name):
     with pytest.raises(ChunkError):
         ChunkRef.parse(name, "chunks")
+
+
+def test_a_chunk_redrive_message_names_its_chunk():
+    ref = ChunkRef("run-1", 123_456)
+    assert ChunkRef.from_redrive_message(ref.redrive_message().encode()) == ref
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"", b"[" * 5000, b"[]", b'{"index": 1}', b'{"run_id": "x.", "index": 1}', b'{"run_id": "x", "index": -1}',
+     b'{"run_id": "x", "index": true}', b'{"run_id": "x", "index": "1"}'],
+)  # fmt: skip
+def test_a_redrive_message_that_names_no_chunk_is_refused(body):
+    with pytest.raises(ContractError):
+        ChunkRef.from_redrive_message(body)
 
 
 @given(st.lists(st.text()))

@@ -58,3 +58,21 @@ def test_in_azure_a_missing_source_url_is_a_startup_error_not_the_demo_api():
         "https://api.example.com/ids"
     )
     assert Settings.from_env({}).source(None).url == "http://127.0.0.1:7072/ids"  # locally: the demo API
+
+
+@pytest.mark.parametrize(
+    "headers",
+    ['{"x-api-key": "s3cr3t-value\\n"}', '{"x-api-key": "s3cr3t-v\\u00e4lue"}', '{"x-api-key": "s3cr3t\\u0000"}',
+     '{"bad name": "s3cr3t-value"}', '{"x-api-key": "s3cr3t-value"', '{"x-api-key": 5}'],
+)  # fmt: skip
+def test_a_header_setting_that_cannot_be_sent_is_refused_without_showing_its_value(headers):
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_env({"SOURCE_HEADERS": headers})
+    assert "s3cr3t" not in str(refused.value)
+    assert str(refused.value).startswith("SOURCE_HEADERS")
+
+
+def test_header_values_are_the_secrets_to_redact():
+    env = {"SOURCE_HEADERS": '{"x-api-key": "k-default"}', "SOURCE_CRM__URL": "http://crm", "SOURCE_CRM__HEADERS":
+           '{"Authorization": "Bearer k-crm"}'}  # fmt: skip
+    assert sorted(Settings.from_env(env).secrets) == ["Bearer k-crm", "k-default"]

@@ -1,0 +1,47 @@
+"""The redrive queue: a redrive over HTTP puts one message a chunk on it and answers at once; the
+`redrive_chunk` trigger ingests each chunk from its checkpoint, however many a run has."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import azure.functions as func
+from azure.storage.queue import TextBase64EncodePolicy
+
+from core.context import Context, app_context
+from core.contract import ChunkRef
+from core.errors import ContractError
+from core.run_store import ChunkStatus
+from core.storage import create_once
+from ingestion.chunk import ingest_chunk
+from ingestion.redrive import chunks_to_redrive
+
+log = logging.getLogger(__name__)
+
+
+async def schedule_redrives(ctx: Context, run_id: str) -> list[ChunkRef]:
+    """Queues every chunk of the run that needs a redrive (base64, as the queue trigger expects); returns them."""
+    refs = [ref for ref, _ in await chunks_to_redrive(ctx, run_id)]
+    name = ctx.settings.redrive_queue
+    queue = ctx.clients.queues.get_queue_client(name, message_encode_policy=TextBase64EncodePolicy())
+    await create_once(ctx.settings.storage, f"queue {name}", queue.create_queue)
+    await asyncio.gather(*(queue.send_message(ref.redrive_message()) for ref in refs))
+    return refs
+
+
+async def redrive_chunk(ctx: Context, body: bytes) -> ChunkStatus | None:
+    """Ingests the chunk a redrive names: from its checkpoint; an ingested chunk sends nothing, a leased one
+    waits for its owner. A message that names no chunk does nothing."""
+    try:
+        ref = ChunkRef.from_redrive_message(body)
+    except ContractError as exc:
+        log.error("ignoring a redrive-queue message that is not a chunk redrive: %s", exc)
+        return None
+    status = await ingest_chunk(ctx, ref)
+    log.info("redrive of chunk %s: %s, %d of %d messages sent", ref.blob_name, status.state, status.sent, status.count)
+    return status
+
+
+async def redrive_chunk_message(msg: func.QueueMessage) -> None:
+    await redrive_chunk(await app_context(), msg.get_body())
