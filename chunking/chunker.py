@@ -64,15 +64,12 @@ async def chunk_onward(
                          max_bytes=settings.chunk_max_bytes)  # fmt: skip
     time_box = _time_box(settings, source, budget, http_call)
     filled: list[RunRecord] = []  # the run as it stands after each chunk filled here, uploaded or not
-
-    def keep(boundary: SourcePosition) -> None:
-        filled.append(replace(record.paused(writer.chunks, writer.messages, boundary.resume), pages=boundary.pages))
-
     try:
         async with SourceReader(source, settings.source_timeout, settings.source_retry, settings.source_limits,
                                 time_box, settings.chunk_max_bytes) as reader:  # fmt: skip
-            start = SourcePosition(record.resume or ResumePosition(), record.pages)
-            resume = await _read_into(writer, reader, start, time_box, settings, keep)
+            start = SourcePosition(record.resume or ResumePosition(), record.pages, record.page_before)
+            resume = await _read_into(writer, reader, start, time_box, settings,
+                                      lambda at: filled.append(_paused(record, writer, at)))  # fmt: skip
         await writer.close()
     except SourceError as exc:
         await writer.close()
@@ -81,10 +78,7 @@ async def chunk_onward(
         await _keep_progress(ctx, record, etag, filled, hand_on=budget is not None)
         raise
     else:
-        if resume is None:
-            record = record.finished(writer.chunks, writer.messages)
-        else:
-            record = replace(record.paused(writer.chunks, writer.messages, resume.resume), pages=resume.pages)
+        record = record.finished(writer.chunks, writer.messages) if resume is None else _paused(record, writer, resume)
     await _save(ctx, record, etag, hand_on=True)
     return record
 
@@ -101,7 +95,7 @@ async def _read_into(
             async for item in items:
                 if await writer.add(item):
                     boundary = reader.after_last if writer.at_chunk_boundary else reader.before_last
-                    time_box.progressed = True
+                    time_box.chunk_written()
                     if boundary is not None:
                         keep(boundary)
                 if boundary is not None and time_box.is_up():
@@ -116,6 +110,12 @@ async def _read_into(
         writer.drop_partial()
         return boundary
     return None
+
+
+def _paused(record: RunRecord, writer: ChunkWriter, at: SourcePosition) -> RunRecord:
+    """The run with what `writer` wrote, to resume `at`."""
+    paused = record.paused(writer.chunks, writer.messages, at.resume)
+    return replace(paused, pages=at.pages, page_before=at.page_before)
 
 
 def _time_box(settings: Settings, source: SourceConfig, budget: float | None, http_call: bool) -> TimeBox:

@@ -53,10 +53,12 @@ class _TransientError(Exception):
 
 @dataclass(frozen=True)
 class SourcePosition:
-    """Where reading resumes, and how many pages came before it (SOURCE_MAX_PAGES counts them all)."""
+    """Where reading resumes, how many pages came before it (SOURCE_MAX_PAGES counts them all), and the
+    digest of the items of the page before it (a page that comes back is noticed across invocations)."""
 
     resume: ResumePosition = field(default_factory=ResumePosition)
     pages: int = 0
+    page_before: str | None = None
 
 
 class SourceReader:
@@ -84,6 +86,7 @@ class SourceReader:
         self._page_length = 0
         self._next_page: Page = None
         self._taken = 0
+        self._repeats = RepeatGuard(self._where, self._repeat_hint(), None, None)
 
     async def __aenter__(self) -> SourceReader:
         return self
@@ -99,7 +102,7 @@ class SourceReader:
                 yield item
             return
         page, skip, self._pages = start.resume.page, start.resume.skip, start.pages
-        repeats = RepeatGuard(self._where, self._repeat_hint(), page or self._source.url)
+        self._repeats = RepeatGuard(self._where, self._repeat_hint(), page or self._source.url, start.page_before)
         while True:
             if self._pages >= self._limits.max_pages:
                 raise SourceError(
@@ -107,7 +110,7 @@ class SourceReader:
                     f"for a source that long, else check {self._repeat_hint()}"
                 )
             items, next_page = await self._read_page(page)
-            repeats.check(items, next_page)
+            self._repeats.check(items, next_page)
             self._page, self._page_length, self._next_page = page, len(items), next_page
             for index in range(skip, len(items)):
                 self._index = index + 1
@@ -122,13 +125,15 @@ class SourceReader:
     def after_last(self) -> SourcePosition | None:
         """Just after the last item given; None when nothing follows it."""
         if self._source.pagination == "none" or self._index < self._page_length:
-            return SourcePosition(ResumePosition(self._page, self._index), self._pages)
-        return None if self._next_page is None else SourcePosition(ResumePosition(self._next_page), self._pages + 1)
+            return SourcePosition(ResumePosition(self._page, self._index), self._pages, self._repeats.page_before)
+        if self._next_page is None:
+            return None
+        return SourcePosition(ResumePosition(self._next_page), self._pages + 1, self._repeats.last_page)
 
     @property
     def before_last(self) -> SourcePosition:
         """Just before the last item given."""
-        return SourcePosition(ResumePosition(self._page, self._index - 1), self._pages)
+        return SourcePosition(ResumePosition(self._page, self._index - 1), self._pages, self._repeats.page_before)
 
     def _take(self) -> None:
         self._taken += 1

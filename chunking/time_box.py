@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable
-from dataclasses import dataclass
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -27,12 +26,16 @@ class OutOfTimeError(Exception):
     """The invocation's time ran out while it read the source."""
 
 
-@dataclass
 class TimeBox:
-    budget_at: float | None = None  # `time.monotonic()` instants
-    limit_at: float | None = None
-    hands_on_empty: bool = False  # may stop without having written a chunk
-    progressed: bool = False  # has written a chunk
+    """`budget_at`, `limit_at`: `time.monotonic()` instants, or None; `hands_on_empty`: may stop before
+    it has written a chunk. `stop_at` is when reading stops, as it stands (read for every item)."""
+
+    def __init__(self, budget_at: float | None = None, limit_at: float | None = None, hands_on_empty: bool = False):
+        self._budget_at = budget_at
+        self._limit_at = limit_at
+        self._hands_on_empty = hands_on_empty
+        self._progressed = False
+        self.stop_at = self._stop_at()
 
     @classmethod
     def http_call(cls, budget: float, paged: bool) -> TimeBox:
@@ -44,19 +47,21 @@ class TimeBox:
         now = time.monotonic()
         return cls(now + budget if paged else None, now + limit)
 
-    @property
-    def stop_at(self) -> float | None:
-        if self.budget_at is not None and self.may_hand_on:
-            return min(self.budget_at, self.limit_at or self.budget_at)
-        return self.limit_at
+    def chunk_written(self) -> None:
+        self._progressed = True
+        self.stop_at = self._stop_at()
 
     @property
     def may_hand_on(self) -> bool:
-        return self.progressed or self.hands_on_empty
+        return self._progressed or self._hands_on_empty
 
     def is_up(self) -> bool:
-        stop = self.stop_at
-        return stop is not None and time.monotonic() >= stop
+        return self.stop_at is not None and time.monotonic() >= self.stop_at
+
+    def _stop_at(self) -> float | None:
+        if self._budget_at is not None and self.may_hand_on:
+            return self._budget_at if self._limit_at is None else min(self._budget_at, self._limit_at)
+        return self._limit_at
 
     async def within(self, step: Awaitable[T], answer_by: float | None = None) -> T:
         """Awaits `step` until the box stops it (OutOfTimeError) or `answer_by` passes (TimeoutError)."""

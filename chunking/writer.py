@@ -18,8 +18,10 @@ class ChunkWriter:
     """Buffers one chunk; full chunks upload in the background, at most `concurrency` at once.
 
     A chunk closes at `chunk_size` items, or early, before the item that would take it past `max_bytes`.
-    Blobs are written with if-none-match: an existing chunk is never overwritten, since an overwrite
-    would fire the blob trigger again.
+    Sizes are bounded cheaply (a string's line takes at most 6 bytes a character and 3 more) until the
+    bound nears `max_bytes`; from there the chunk's lines are measured. Blobs are written with
+    if-none-match: an existing chunk is never overwritten, since an overwrite would fire the blob
+    trigger again.
     """
 
     def __init__(
@@ -32,57 +34,70 @@ class ChunkWriter:
         self._max_bytes = max_bytes
         self._slots = asyncio.Semaphore(concurrency)
         self._uploads: set[asyncio.Task[None]] = set()
-        self._lines: list[bytes] = []
-        self._bytes = 0
+        self._buffer: list[Any] = []
+        self._bound = 0  # at least the buffer's bytes
+        self._bytes: int | None = None  # the buffer's bytes, once measured
         self.chunks = chunks  # written (or being written) so far: the next chunk's index
         self.messages = messages
 
     async def add(self, item: Any) -> bool:
         """True when a chunk closed: before this item (it did not fit) or with it (`at_chunk_boundary`)."""
-        line = _line(item)
-        if len(line) > self._max_bytes:
+        if self._bytes is None:
+            bound = _line_bound(item)
+            if bound is not None and self._bound + bound <= self._max_bytes:
+                self._bound += bound
+                self._buffer.append(item)
+                return await self._flush_if_full()
+            self._bytes = len(encode_chunk(self._buffer))
+        size = len(_line(item))
+        if size > self._max_bytes:
             raise SourceError(
-                f"an item of {len(line):,} bytes does not fit in a chunk of {CHUNK_MAX_BYTES.name}={self._max_bytes}"
+                f"an item of {size:,} bytes does not fit in a chunk of {CHUNK_MAX_BYTES.name}={self._max_bytes}"
             )
-        closed = self._bytes + len(line) > self._max_bytes
+        closed = self._bytes + size > self._max_bytes
         if closed:
             await self._flush()
-        self._lines.append(line)
-        self._bytes += len(line)
-        if len(self._lines) >= self.chunk_size:
-            await self._flush()
-            return True
-        return closed
+        self._buffer.append(item)
+        self._bytes = (self._bytes or 0) + size
+        return await self._flush_if_full() or closed
 
     @property
     def at_chunk_boundary(self) -> bool:
         """True right after a chunk filled: stopping here keeps chunk numbering independent of when."""
-        return not self._lines
+        return not self._buffer
 
     def drop_partial(self) -> None:
         """Forgets the items of the chunk not yet full: the next invocation reads them again."""
-        self._lines, self._bytes = [], 0
+        self._buffer, self._bound, self._bytes = [], 0, None
 
     async def close(self) -> None:
         """Writes the last partial chunk and waits for every upload; raises the first upload error."""
         try:
-            if self._lines:
+            if self._buffer:
                 await self._flush()
             await asyncio.gather(*self._uploads)
         finally:
             for task in self._uploads:
                 task.cancel()
 
+    async def _flush_if_full(self) -> bool:
+        if len(self._buffer) < self.chunk_size:
+            return False
+        await self._flush()
+        return True
+
     async def _flush(self) -> None:
-        lines, self._lines, self._bytes = self._lines, [], 0
+        items = self._buffer
+        self.drop_partial()
+        data = _encoded(items)
         ref = ChunkRef(self._run_id, self.chunks)
         self.chunks += 1
-        self.messages += len(lines)
+        self.messages += len(items)
         await self._slots.acquire()
         for task in [task for task in self._uploads if task.done()]:
             self._uploads.discard(task)
             task.result()
-        task = asyncio.create_task(self._upload(ref, b"".join(lines), len(lines)))
+        task = asyncio.create_task(self._upload(ref, data, len(items)))
         self._uploads.add(task)
 
     async def _upload(self, ref: ChunkRef, data: bytes, count: int) -> None:
@@ -96,13 +111,29 @@ class ChunkWriter:
             self._slots.release()
 
 
+def _line_bound(item: Any) -> int | None:
+    """At least the bytes of the item's line, cheaply: for a string or an integer; None for anything else."""
+    if type(item) is str:
+        return 6 * len(item) + 3  # \u00XX at worst, quotes, newline
+    if type(item) is int:
+        return item.bit_length() // 3 + 3  # digits, sign, newline
+    return None
+
+
 def _line(item: Any) -> bytes:
-    """The item's chunk line. A number with a fraction comes as a Decimal (the source parses numbers exactly,
-    for integers' sake) and is written as a float, as JSON has it."""
+    return _encoded((item,))
+
+
+def _encoded(items: list[Any] | tuple[Any]) -> bytes:
+    """The items' chunk lines. A number with a fraction comes as a Decimal (the source parses numbers
+    exactly, for integers' sake) and is written as a float, as JSON has it."""
     try:
-        return encode_chunk((item,))
-    except TypeError:
-        return encode_chunk((_floats(item),))
+        try:
+            return encode_chunk(items)
+        except TypeError:
+            return encode_chunk(_floats(item) for item in items)
+    except UnicodeEncodeError as exc:
+        raise SourceError(f"an item holds text that UTF-8 cannot hold: {exc.object[exc.start : exc.end]!r}") from None
 
 
 def _floats(value: Any) -> Any:

@@ -40,6 +40,7 @@ class RunRecord:
     chunked_at: str | None = None
     resume: ResumePosition | None = None  # where chunking continues (state "chunking", after a time budget)
     pages: int = 0  # source pages before `resume` (SOURCE_MAX_PAGES counts across continuations)
+    page_before: str | None = None  # digest of the items of the page before `resume`'s (a repeat is noticed)
 
     def paused(self, chunks: int, messages: int, resume: ResumePosition) -> RunRecord:
         return replace(self, chunks=chunks, messages=messages, resume=resume)

@@ -79,13 +79,14 @@ def status_of(on_loop, functions, run_id: str) -> dict:
     return body_of(on_loop(functions["get_ingestion_status"](get_status(run_id))))
 
 
-def continue_until_done(on_loop, functions, azurite, control_queue: str, run_id: str) -> list[float]:
-    """Runs each continuation the run leaves on its control queue; how long each one took."""
+def continue_until_done(on_loop, functions, azurite, control_queue: str, run_id: str, rounds: int = 50) -> list[float]:
+    """Runs each continuation the run leaves on its control queue (at most `rounds`); how long each took."""
     queue = QueueClient.from_connection_string(
         azurite.connection_string, control_queue, message_decode_policy=TextBase64DecodePolicy()
     )
     took: list[float] = []
     while status_of(on_loop, functions, run_id)["state"] == "chunking":
+        assert len(took) < rounds, f"still chunking after {rounds} continuations"
         (message,) = queue.receive_messages(max_messages=1)
         started = time.monotonic()
         carry_on = functions["continue_chunking"](func.QueueMessage(body=message.content.encode()))
@@ -128,6 +129,22 @@ def test_a_source_that_answers_the_same_page_again_fails_the_run_naming_the_sett
     assert reason in body_of(response)["detail"]
     assert api.requests <= 3  # found out at the first page that came back, not after thousands
     assert status_of(on_loop, functions, f"repeats-{mode}")["state"] == "failed"
+
+
+def test_a_page_that_comes_back_is_noticed_across_continuations(on_loop, functions, azurite, monkeypatch, source):
+    api = DemoApi(count=10_000, pagination="page").start()
+    try:  # each continuation reads one page: the page before it goes with the run
+        configure(monkeypatch, **source, **PAGED["page"], SOURCE_PAGE_PARAM="p", SOURCE_PAGE_SIZE="100",
+                  SOURCE_URL=api.url, CHUNK_SIZE="100", CHUNKING_TIME_BUDGET="0")  # fmt: skip
+        start(on_loop, functions, "repeats-continued")
+        continue_until_done(on_loop, functions, azurite, source["CONTROL_QUEUE"], "repeats-continued", rounds=5)
+    finally:
+        api.stop()
+
+    status = status_of(on_loop, functions, "repeats-continued")
+    assert status["state"] == "failed"
+    assert "answered the same 100 items as on the page before" in status["error"]
+    assert "check SOURCE_PAGE_PARAM='p'" in status["error"]
 
 
 def test_source_max_pages_fails_a_run_with_more_pages_across_continuations(
@@ -305,3 +322,64 @@ def test_integers_beyond_int64_are_kept_as_their_exact_digits(on_loop, functions
 
     assert response.status_code == 202, response.get_body()
     assert chunk_lines(probe, f"big-integers-{mode}") == [str(number) for number in numbers]
+
+
+# --- 6. chunk bytes -------------------------------------------------------------------------------
+
+
+def test_a_chunk_closes_before_the_item_that_would_pass_chunk_max_bytes(on_loop, functions, probe, monkeypatch, source):
+    items = [
+        "a" * 700,
+        "é" * 300,
+        "\x01" * 100,
+        2**70,
+        {"id": "b" * 500, "seq": 1.5},
+        "c",
+        *["d" * 60] * 30,
+        "e" * 1000,
+    ]
+    answer = FixedAnswer(json.dumps(items).encode())
+    try:
+        configure(monkeypatch, **source, SOURCE_URL=answer.url, CHUNK_MAX_BYTES="1024")
+        response, _ = start(on_loop, functions, "chunk-bytes")
+    finally:
+        answer.stop()
+
+    assert response.status_code == 202, response.get_body()
+    chunks = [probe.chunks.download_blob(name).readall() for name in probe.chunk_names("chunk-bytes")]
+    lines = [line for chunk in chunks for line in chunk.splitlines(keepends=True)]
+    assert [json.loads(line) for line in lines] == items
+    assert all(len(chunk) <= 1024 for chunk in chunks)
+    ends = [sum(chunk.count(b"\n") for chunk in chunks[: index + 1]) for index in range(len(chunks) - 1)]
+    assert all(len(chunks[index]) + len(lines[end]) > 1024 for index, end in enumerate(ends))  # closed only when full
+
+
+def test_chunk_boundaries_by_bytes_are_the_same_across_continuations(
+    on_loop, functions, azurite, probe, monkeypatch, source
+):
+    api = DemoApi(count=100, pagination="cursor", page_size=7, item_bytes=300).start()
+    try:  # 303 bytes a line: 6 in a chunk of 2,048 bytes, a chunk ending mid-page
+        configure(monkeypatch, **source, **PAGED["cursor"], SOURCE_URL=api.url, CHUNK_MAX_BYTES="2048",
+                  CHUNKING_TIME_BUDGET="0")  # fmt: skip
+        start(on_loop, functions, "bytes-continued")
+        continue_until_done(on_loop, functions, azurite, source["CONTROL_QUEUE"], "bytes-continued")
+    finally:
+        api.stop()
+
+    chunks = [probe.chunks.download_blob(name).readall() for name in probe.chunk_names("bytes-continued")]
+    assert [chunk.count(b"\n") for chunk in chunks] == [6] * 16 + [4]
+    assert [json.loads(line) for chunk in chunks for line in chunk.splitlines()] == [
+        api.item(index) for index in range(100)
+    ]
+
+
+def test_text_that_utf8_cannot_hold_fails_the_run_with_its_reason(on_loop, functions, monkeypatch, source):
+    answer = FixedAnswer(b'{"items": ["a", "\\ud800"], "next_cursor": null}')
+    try:
+        configure(monkeypatch, **source, **PAGED["cursor"], SOURCE_URL=answer.url)
+        response, _ = start(on_loop, functions, "lone-surrogate")
+    finally:
+        answer.stop()
+
+    assert response.status_code == 502, response.get_body()
+    assert "an item holds text that UTF-8 cannot hold: '\\ud800'" in body_of(response)["detail"]
