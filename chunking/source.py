@@ -78,15 +78,15 @@ class SourceReader:
         )
         self._where = f"source {source.name!r} ({self._origin.host})"
         self._client = httpx.AsyncClient(headers=dict(source.headers), timeout=timeout, follow_redirects=False)
-        # where the last item given came from: its page and the pages before it, the items taken from
-        # that page (or from the one unpaged answer), the page's length, the page after it; and in all
+        # The last item given: its page, the pages before that page, the items taken from it (or from
+        # the one unpaged answer), its length and the page after it; and the items the run took in all.
         self._page: Page = None
         self._pages = 0
         self._index = 0
         self._page_length = 0
         self._next_page: Page = None
         self._taken = 0
-        self._repeats = RepeatGuard(self._where, self._repeat_hint(), None, None)
+        self._repeats = RepeatGuard(self._where, self._repeat_hint(), None, None)  # pages only: `items` sets it
 
     async def __aenter__(self) -> SourceReader:
         return self

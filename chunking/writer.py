@@ -48,7 +48,11 @@ class ChunkWriter:
                 self._bound += bound
                 self._buffer.append(item)
                 return await self._flush_if_full()
-            self._bytes = len(encode_chunk(self._buffer))
+            try:
+                self._bytes = len(_encoded(self._buffer))
+            except SourceError:
+                self.drop_partial()  # a chunk that cannot be written: closing must not try again
+                raise
         size = len(_line(item))
         if size > self._max_bytes:
             raise SourceError(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import resource
 import sys
 from typing import Any
 
@@ -16,6 +17,8 @@ from chunking.chunker import start_chunking
 from chunking.request import IngestionRequest, new_run_id
 from core.context import app_context
 from core.storage import close_storage_clients
+
+ADDRESS_SPACE = 4 << 30  # so that the unbounded growth the memory tests guard against fails fast, here
 
 
 async def chunk(chunk_size: int) -> dict[str, Any]:
@@ -28,4 +31,5 @@ async def chunk(chunk_size: int) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
+    resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE, ADDRESS_SPACE))
     print(json.dumps({**asyncio.run(chunk(int(sys.argv[1]))), "peak_rss_mb": rss_mb("VmHWM")}))
