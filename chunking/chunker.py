@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import logging
 import time
+from collections import deque
 from contextlib import aclosing
 
 from chunking.control_queue import enqueue_continuation
@@ -53,7 +54,8 @@ async def chunk_onward(ctx: Context, record: RunRecord, etag: str, budget: float
     # A paged source stops at the budget; one unpaged response is read whole (re-reading it to skip
     # what was taken would cost more than finishing it: a million IDs stream in seconds).
     deadline = None if budget is None or source.pagination == "none" else time.monotonic() + budget
-    filled: list[RunRecord] = []  # the run as it stands after each chunk filled here, uploaded or not
+    # The run as it stands after each of the last chunks filled here: the ones that may still be uploading.
+    filled: deque[RunRecord] = deque(maxlen=settings.upload_concurrency + 1)
     resume: ResumePosition | None = None
     start = record.resume or ResumePosition()
     try:
@@ -80,13 +82,15 @@ async def chunk_onward(ctx: Context, record: RunRecord, etag: str, budget: float
             record = record.finished(writer.chunks, writer.messages)
         else:
             record = record.paused(writer.chunks, writer.messages, resume)
-    await _save(ctx, record, etag, hand_on=True)
+    await _save(ctx, record, etag, hand_on=budget is not None)
     return record
 
 
-async def _keep_progress(ctx: Context, record: RunRecord, etag: str, filled: list[RunRecord], *, hand_on: bool) -> None:
-    """Leaves the run `chunking`, resumable right after its last chunk known to be written: uploads
-    still in flight may be lost, and chunk numbers must stay those of the source's order.
+async def _keep_progress(
+    ctx: Context, record: RunRecord, etag: str, filled: deque[RunRecord], *, hand_on: bool
+) -> None:
+    """Leaves the run `chunking`, resumable right after its last chunk known to be written (uploads in
+    flight may be lost; chunk numbers must stay those of the source's order), else where it was saved.
 
     `hand_on`: in the app, the rest goes to the control queue (a retry of the interrupted continuation
     finds it stale). Best effort: the interruption is what the caller hears about.
@@ -102,8 +106,8 @@ async def _keep_progress(ctx: Context, record: RunRecord, etag: str, filled: lis
 
 
 async def _save(ctx: Context, record: RunRecord, etag: str, *, hand_on: bool) -> None:
-    """Saves the record over `etag` (else leaves it to the invocation that moved the run on); a paused
-    run's rest goes to the control queue when `hand_on`."""
+    """Saves the record over `etag` (else leaves the run to the invocation that moved it on); with
+    `hand_on` (a budget: the app), a paused run's rest goes to the control queue."""
     try:
         await ctx.runs.save(record, if_match=etag)
     except ClaimLostError:
