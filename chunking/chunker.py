@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+from collections import deque
 from collections.abc import Callable
 from contextlib import aclosing
 from dataclasses import replace
@@ -63,7 +64,8 @@ async def chunk_onward(
                          chunks=record.chunks or 0, messages=record.messages or 0,
                          max_bytes=settings.chunk_max_bytes)  # fmt: skip
     time_box = _time_box(settings, source, budget, http_call)
-    filled: list[RunRecord] = []  # the run as it stands after each chunk filled here, uploaded or not
+    # The run as it stands after each of the last chunks filled here: the ones that may still be uploading.
+    filled: deque[RunRecord] = deque(maxlen=settings.upload_concurrency + 1)
     try:
         async with SourceReader(source, settings.source_timeout, settings.source_retry, settings.source_limits,
                                 time_box, settings.chunk_max_bytes) as reader:  # fmt: skip
@@ -79,7 +81,7 @@ async def chunk_onward(
         raise
     else:
         record = record.finished(writer.chunks, writer.messages) if resume is None else _paused(record, writer, resume)
-    await _save(ctx, record, etag, hand_on=True)
+    await _save(ctx, record, etag, hand_on=budget is not None)
     return record
 
 
@@ -127,9 +129,11 @@ def _time_box(settings: Settings, source: SourceConfig, budget: float | None, ht
     return TimeBox.continuation(budget, settings.chunking_time_limit, paged)
 
 
-async def _keep_progress(ctx: Context, record: RunRecord, etag: str, filled: list[RunRecord], *, hand_on: bool) -> None:
-    """Leaves the run `chunking`, resumable right after its last chunk known to be written: uploads
-    still in flight may be lost, and chunk numbers must stay those of the source's order.
+async def _keep_progress(
+    ctx: Context, record: RunRecord, etag: str, filled: deque[RunRecord], *, hand_on: bool
+) -> None:
+    """Leaves the run `chunking`, resumable right after its last chunk known to be written (uploads in
+    flight may be lost; chunk numbers must stay those of the source's order), else where it was saved.
 
     `hand_on`: in the app, the rest goes to the control queue (a retry of the interrupted continuation
     finds it stale). Best effort: the interruption is what the caller hears about.
@@ -145,8 +149,8 @@ async def _keep_progress(ctx: Context, record: RunRecord, etag: str, filled: lis
 
 
 async def _save(ctx: Context, record: RunRecord, etag: str, *, hand_on: bool) -> None:
-    """Saves the record over `etag` (else leaves it to the invocation that moved the run on); a paused
-    run's rest goes to the control queue when `hand_on`."""
+    """Saves the record over `etag` (else leaves the run to the invocation that moved it on); with
+    `hand_on` (a budget: the app), a paused run's rest goes to the control queue."""
     try:
         await ctx.runs.save(record, if_match=etag)
     except ClaimLostError:

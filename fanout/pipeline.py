@@ -19,7 +19,8 @@ async def run_pipeline(ctx: Context, request: IngestionRequest, progress: Progre
 
 
 async def resume_run(ctx: Context, run_id: str, progress: Progress | None = None) -> RunStatus:
-    """Finishes a run whose process died: chunking (if it never finished), then every chunk not ingested."""
+    """Finishes a run whose process died or was interrupted: chunking from where it was saved (if it
+    never finished), then every chunk not ingested."""
     versioned = await ctx.runs.get_versioned(run_id)
     if versioned is None:
         raise RunNotFoundError(f"no run {run_id!r}")
