@@ -21,12 +21,7 @@ from chunking.request import IngestionRequest, new_run_id
 from core.context import app_context
 from core.storage import close_storage_clients
 from fanout.pipeline import run_pipeline
-
-
-def rss_mb(field: str) -> float:
-    """VmRSS (now) or VmHWM (the peak) of this process, in MB."""
-    with open("/proc/self/status") as status:
-        return next(int(line.split()[1]) for line in status if line.startswith(field)) / 1024
+from testkit.process_memory import rss_mb
 
 
 async def chunk_only() -> dict[str, Any]:

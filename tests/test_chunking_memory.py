@@ -21,7 +21,7 @@ CURSOR = {"SOURCE_PAGINATION": "cursor", "SOURCE_ITEMS_PATH": "items"}
 
 def chunk_in_child(env: dict[str, str], chunk_size: int) -> dict:
     result = subprocess.run(
-        [sys.executable, "-m", "tests.chunking_child", str(chunk_size)], cwd=PROJECT_ROOT,
+        [sys.executable, "-m", "testkit.chunking_child", str(chunk_size)], cwd=PROJECT_ROOT,
         env={**os.environ, **env}, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]

@@ -1,7 +1,7 @@
 """Chunks the configured source (SOURCE_URL …) in a process of its own, so that its peak RSS is chunking's
 alone; prints one JSON line: the run's state, error, chunks, messages and `peak_rss_mb`.
 
-    python -m tests.chunking_child CHUNK_SIZE
+    python -m testkit.chunking_child CHUNK_SIZE
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ import resource
 import sys
 from typing import Any
 
-from benchmarks.child import rss_mb
 from chunking.chunker import start_chunking
 from chunking.request import IngestionRequest, new_run_id
 from core.context import app_context
 from core.storage import close_storage_clients
+from testkit.process_memory import rss_mb
 
 ADDRESS_SPACE = 4 << 30  # so that the unbounded growth the memory tests guard against fails fast, here
 
