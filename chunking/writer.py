@@ -26,7 +26,7 @@ class ChunkWriter:
 
     def __init__(
         self, container: ContainerClient, run_id: str, chunk_size: int, concurrency: int, *, chunks: int = 0,
-        messages: int = 0, max_bytes: int = CHUNK_MAX_BYTES.default,
+        messages: int = 0, max_bytes: int,
     ) -> None:  # fmt: skip
         self._container = container
         self._run_id = run_id

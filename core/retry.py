@@ -24,9 +24,9 @@ from email.utils import parsedate_to_datetime
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    attempts: int = 5  # calls in all, the first one included
-    base_delay: float = 0.5  # seconds before the second attempt (before jitter)
-    max_delay: float = 30.0  # no wait is longer, whatever the backoff or Retry-After says
+    attempts: int  # calls in all, the first one included
+    base_delay: float  # seconds before the second attempt (before jitter)
+    max_delay: float  # no wait is longer, whatever the backoff or Retry-After says
 
 
 def backoff_delay(policy: RetryPolicy, attempt: int, retry_after: float | None = None) -> float:

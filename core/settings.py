@@ -8,7 +8,7 @@ import json
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar, cast
 
 from core.contract import partition_queue_names
@@ -301,14 +301,14 @@ class StorageConfig:
     """Where storage is and how to authenticate: a connection string or a managed identity."""
 
     connection_string: str | None
-    blob_service_uri: str | None = None
-    queue_service_uri: str | None = None
-    client_id: str | None = None
-    use_env_settings: bool = False
-    max_retries: int = 5
-    retry_backoff: float = 1.0
-    retry_max_delay: float = 30.0
-    timeout: float = 30.0
+    blob_service_uri: str | None
+    queue_service_uri: str | None
+    client_id: str | None
+    use_env_settings: bool
+    max_retries: int
+    retry_backoff: float
+    retry_max_delay: float
+    timeout: float
 
     @property
     def in_azure(self) -> bool:
@@ -324,12 +324,12 @@ class StorageConfig:
 class SourceLimits:
     """The most a run takes from a source; past any of these it fails, with a reason naming the setting."""
 
-    read_deadline: float = SOURCE_READ_DEADLINE.default
-    max_pages: int = SOURCE_MAX_PAGES.default
-    max_items: int = SOURCE_MAX_ITEMS.default
-    max_depth: int = SOURCE_MAX_DEPTH.default
-    max_page_bytes: int = SOURCE_MAX_PAGE_BYTES.default
-    max_error_bytes: int = SOURCE_MAX_ERROR_BYTES.default
+    read_deadline: float
+    max_pages: int
+    max_items: int
+    max_depth: int
+    max_page_bytes: int
+    max_error_bytes: int
 
 
 @dataclass(frozen=True)
@@ -338,16 +338,16 @@ class SourceConfig:
 
     name: str
     url: str
-    headers: Mapping[str, str] = field(default_factory=dict)
-    items_path: str = ""
-    pagination: Pagination = "none"
-    next_path: str = ""
-    cursor_path: str = "next_cursor"
-    cursor_param: str = "cursor"
-    page_param: str = "page"
-    page_size_param: str = "per_page"
-    page_size: int = 1000
-    first_page: int = 1
+    headers: Mapping[str, str]
+    items_path: str
+    pagination: Pagination
+    next_path: str
+    cursor_path: str
+    cursor_param: str
+    page_param: str
+    page_size_param: str
+    page_size: int
+    first_page: int
 
     def setting_name(self, setting: Setting[Any]) -> str:
         """What `setting` is called for this source: `SOURCE_CURSOR_PARAM`, or `SOURCE_CRM__CURSOR_PARAM`."""
@@ -359,29 +359,29 @@ class SourceConfig:
 class Settings:
     storage: StorageConfig
     sources: Mapping[str, SourceConfig]
-    chunk_container: str = CHUNK_CONTAINER.default
-    runs_container: str = RUNS_CONTAINER.default
-    chunk_size: int = CHUNK_SIZE.default
-    queue_name: str = QUEUE_NAME.default
-    queue_partitions: int = QUEUE_PARTITIONS.default
-    message_encoding: MessageEncoding = QUEUE_MESSAGE_ENCODING.default
-    message_ttl: int | None = QUEUE_MESSAGE_TTL.default
-    message_visibility_timeout: int = QUEUE_MESSAGE_VISIBILITY_TIMEOUT.default
-    ingest_concurrency: int = INGEST_CONCURRENCY.default
-    checkpoint_every: int = INGEST_CHECKPOINT_EVERY.default
-    lease_seconds: float = INGEST_LEASE_SECONDS.default
-    large_message_mode: LargeMessageMode = LARGE_MESSAGE_MODE.default
-    large_message_container: str = LARGE_MESSAGE_CONTAINER.default
-    upload_concurrency: int = CHUNK_UPLOAD_CONCURRENCY.default
-    source_timeout: float = SOURCE_TIMEOUT.default
-    source_retry: RetryPolicy = field(default_factory=RetryPolicy)
-    source_limits: SourceLimits = field(default_factory=SourceLimits)
-    chunking_time_budget: float = CHUNKING_TIME_BUDGET.default
-    chunking_time_limit: float = CHUNKING_TIME_LIMIT.default
-    chunk_max_bytes: int = CHUNK_MAX_BYTES.default
-    control_queue: str = CONTROL_QUEUE.default
-    http_max_body_bytes: int = HTTP_MAX_BODY_BYTES.default
-    redrive_queue: str = REDRIVE_QUEUE.default
+    chunk_container: str
+    runs_container: str
+    chunk_size: int
+    queue_name: str
+    queue_partitions: int
+    message_encoding: MessageEncoding
+    message_ttl: int | None
+    message_visibility_timeout: int
+    ingest_concurrency: int
+    checkpoint_every: int
+    lease_seconds: float
+    large_message_mode: LargeMessageMode
+    large_message_container: str
+    upload_concurrency: int
+    source_timeout: float
+    source_retry: RetryPolicy
+    source_limits: SourceLimits
+    chunking_time_budget: float
+    chunking_time_limit: float
+    chunk_max_bytes: int
+    control_queue: str
+    http_max_body_bytes: int
+    redrive_queue: str
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -460,7 +460,10 @@ def _storage_config(env: Mapping[str, str]) -> StorageConfig:
             None, blob_service_uri=blob_uri, queue_service_uri=queue_uri, client_id=STORAGE_CLIENT_ID.read(env),
             **common,  # type: ignore[arg-type]
         )  # fmt: skip
-    return StorageConfig(STORAGE.read(env), **common)  # type: ignore[arg-type]
+    return StorageConfig(
+        STORAGE.read(env), blob_service_uri=None, queue_service_uri=None, client_id=None,
+        **common,  # type: ignore[arg-type]
+    )  # fmt: skip
 
 
 def _sources(env: Mapping[str, str], *, in_azure: bool) -> dict[str, SourceConfig]:

@@ -23,7 +23,7 @@ def test_backoff_doubles_with_jitter_and_never_passes_the_cap(attempt):
 
 
 def test_retry_after_wins_but_is_capped():
-    policy = RetryPolicy(max_delay=10.0)
+    policy = RetryPolicy(attempts=5, base_delay=0.5, max_delay=10.0)
     assert backoff_delay(policy, 1, retry_after=3.0) == 3.0
     assert backoff_delay(policy, 1, retry_after=3_600.0) == 10.0
 
