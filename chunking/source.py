@@ -218,11 +218,8 @@ class SourceReader:
                 async with self._answer(url, params) as (response, body):
                     data = await body.whole()
                 return self._json(data), response
-            except httpx.TransportError as exc:
-                failure = _TransientError(f"{self._where} failed: {type(exc).__name__}: {exc or 'no details'}")
-            except _TransientError as exc:
-                failure = exc
-            await self._time_box.within(attempts.wait(str(failure), retry_after=failure.retry_after))
+            except (httpx.TransportError, _TransientError) as exc:
+                await self._wait_to_retry(attempts, exc)
 
     async def _streamed(self, skip: int) -> AsyncIterator[Any]:
         """The one answer's items as it streams, after the first `skip`."""
@@ -240,13 +237,19 @@ class SourceReader:
                             yield item
                         position += len(batch)
                 return
-            except httpx.TransportError as exc:
-                failure = _TransientError(f"{self._where} failed: {type(exc).__name__}: {exc or 'no details'}")
-            except _TransientError as exc:
-                failure = exc
+            except (httpx.TransportError, _TransientError) as exc:
+                await self._wait_to_retry(attempts, exc)
             except ijson.JSONError as exc:
                 raise SourceError(f"{self._where} answered invalid JSON: {str(exc).splitlines()[0]}") from None
-            await self._time_box.within(attempts.wait(str(failure), retry_after=failure.retry_after))
+
+    async def _wait_to_retry(self, attempts: Attempts, exc: httpx.TransportError | _TransientError) -> None:
+        """After a call that may succeed if tried again: waits within the time box, or gives up (SourceError)."""
+        failure = (
+            exc
+            if isinstance(exc, _TransientError)
+            else _TransientError(f"{self._where} failed: {type(exc).__name__}: {exc or 'no details'}")
+        )
+        await self._time_box.within(attempts.wait(str(failure), retry_after=failure.retry_after))
 
     @asynccontextmanager
     async def _answer(self, url: str, params: dict[str, Any]) -> AsyncIterator[tuple[httpx.Response, AnswerBody]]:

@@ -36,33 +36,34 @@ class ChunkWriter:
         self._uploads: set[asyncio.Task[None]] = set()
         self._buffer: list[Any] = []
         self._bound = 0  # at least the buffer's bytes
-        self._bytes: int | None = None  # the buffer's bytes, once measured
+        self._lines: list[bytes] | None = None  # once measured: the buffer's chunk lines (the first may hold many)
+        self._bytes = 0  # the lines' bytes
         self.chunks = chunks  # written (or being written) so far: the next chunk's index
         self.messages = messages
 
     async def add(self, item: Any) -> bool:
         """True when a chunk closed: before this item (it did not fit) or with it (`at_chunk_boundary`)."""
-        if self._bytes is None:
+        if self._lines is None:
             bound = _line_bound(item)
             if bound is not None and self._bound + bound <= self._max_bytes:
                 self._bound += bound
                 self._buffer.append(item)
                 return await self._flush_if_full()
             try:
-                self._bytes = len(_encoded(self._buffer))
+                self._measure(_encoded(self._buffer))
             except SourceError:
                 self.drop_partial()  # a chunk that cannot be written: closing must not try again
                 raise
-        size = len(_line(item))
-        if size > self._max_bytes:
+        line = _line(item)
+        if len(line) > self._max_bytes:
             raise SourceError(
-                f"an item of {size:,} bytes does not fit in a chunk of {CHUNK_MAX_BYTES.name}={self._max_bytes}"
+                f"an item of {len(line):,} bytes does not fit in a chunk of {CHUNK_MAX_BYTES.name}={self._max_bytes}"
             )
-        closed = self._bytes + size > self._max_bytes
+        closed = self._bytes + len(line) > self._max_bytes
         if closed:
             await self._flush()
         self._buffer.append(item)
-        self._bytes = (self._bytes or 0) + size
+        self._measure(line)
         return await self._flush_if_full() or closed
 
     @property
@@ -72,7 +73,14 @@ class ChunkWriter:
 
     def drop_partial(self) -> None:
         """Forgets the items of the chunk not yet full: the next invocation reads them again."""
-        self._buffer, self._bound, self._bytes = [], 0, None
+        self._buffer, self._bound, self._lines, self._bytes = [], 0, None, 0
+
+    def _measure(self, lines: bytes) -> None:
+        """Keeps chunk lines already encoded (to measure them), so that the chunk is not encoded again."""
+        if self._lines is None:
+            self._lines = []
+        self._lines.append(lines)
+        self._bytes += len(lines)
 
     async def close(self) -> None:
         """Writes the last partial chunk and waits for every upload; raises the first upload error."""
@@ -91,9 +99,9 @@ class ChunkWriter:
         return True
 
     async def _flush(self) -> None:
-        items = self._buffer
+        items, lines = self._buffer, self._lines
         self.drop_partial()
-        data = _encoded(items)
+        data = b"".join(lines) if lines is not None else _encoded(items)
         ref = ChunkRef(self._run_id, self.chunks)
         self.chunks += 1
         self.messages += len(items)
