@@ -15,7 +15,6 @@ from collections.abc import Callable
 from contextlib import aclosing
 from dataclasses import replace
 
-from chunking.control_queue import enqueue_continuation
 from chunking.request import IngestionRequest
 from chunking.source import SourcePosition, SourceReader
 from chunking.time_box import OutOfTimeError, TimeBox
@@ -25,6 +24,7 @@ from core.contract import Continuation, ResumePosition
 from core.errors import ClaimLostError, RunConflictError, SourceError
 from core.run_store import RunRecord, chunks_written, utc_now
 from core.settings import CHUNKING_TIME_LIMIT, Settings, SourceConfig
+from core.storage import trigger_queue
 
 log = logging.getLogger(__name__)
 
@@ -157,5 +157,5 @@ async def _save(ctx: Context, record: RunRecord, etag: str, *, hand_on: bool) ->
         log.info("run %s was moved on by another invocation; leaving it to that one", record.run_id)
         return
     if hand_on and record.resume is not None:
-        continuation = Continuation(record.run_id, record.resume)
-        await enqueue_continuation(ctx.clients.queues, ctx.settings.storage, ctx.settings.control_queue, continuation)
+        control = await trigger_queue(ctx.clients.queues, ctx.settings.storage, ctx.settings.control_queue)
+        await control.send_message(Continuation(record.run_id, record.resume).encode())

@@ -23,7 +23,8 @@ from azure.core.exceptions import ResourceExistsError
 from azure.core.pipeline.transport import AioHttpTransport
 from azure.identity.aio import DefaultAzureCredential
 from azure.storage.blob.aio import BlobServiceClient, ExponentialRetry
-from azure.storage.queue.aio import QueueServiceClient
+from azure.storage.queue import TextBase64EncodePolicy
+from azure.storage.queue.aio import QueueClient, QueueServiceClient
 
 from core.settings import StorageConfig
 
@@ -77,6 +78,13 @@ async def create_once(config: StorageConfig, name: str, create: Callable[[], Awa
     with contextlib.suppress(ResourceExistsError):
         await create()
     _existing.add((config, name))
+
+
+async def trigger_queue(queues: QueueServiceClient, config: StorageConfig, name: str) -> QueueClient:
+    """A queue that a Functions queue trigger reads: base64 messages (the trigger's default), created once."""
+    queue = queues.get_queue_client(name, message_encode_policy=TextBase64EncodePolicy())
+    await create_once(config, f"queue {name}", queue.create_queue)
+    return queue
 
 
 async def close_storage_clients() -> None:

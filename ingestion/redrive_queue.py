@@ -7,13 +7,12 @@ import asyncio
 import logging
 
 import azure.functions as func
-from azure.storage.queue import TextBase64EncodePolicy
 
 from core.context import Context, app_context
 from core.contract import ChunkRef
 from core.errors import ContractError
 from core.run_store import ChunkStatus
-from core.storage import create_once
+from core.storage import trigger_queue
 from ingestion.chunk import ingest_chunk
 from ingestion.redrive import chunks_to_redrive
 
@@ -23,9 +22,7 @@ log = logging.getLogger(__name__)
 async def schedule_redrives(ctx: Context, run_id: str) -> list[ChunkRef]:
     """Queues every chunk of the run that needs a redrive (base64, as the queue trigger expects); returns them."""
     refs = [ref for ref, _ in await chunks_to_redrive(ctx, run_id)]
-    name = ctx.settings.redrive_queue
-    queue = ctx.clients.queues.get_queue_client(name, message_encode_policy=TextBase64EncodePolicy())
-    await create_once(ctx.settings.storage, f"queue {name}", queue.create_queue)
+    queue = await trigger_queue(ctx.clients.queues, ctx.settings.storage, ctx.settings.redrive_queue)
     await asyncio.gather(*(queue.send_message(ref.redrive_message()) for ref in refs))
     return refs
 
