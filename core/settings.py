@@ -295,7 +295,7 @@ SWEEP_MAX_REDRIVES = _int(
     "chunks one sweep redrives at most (dead-lettered events included); the rest wait for the next sweep",
 )  # fmt: skip
 SWEEP_STALE_SECONDS = _float(
-    "SWEEP_STALE_SECONDS", 600.0, 10.0, 7 * 86_400.0,
+    "SWEEP_STALE_SECONDS", 600.0, 1.0, 7 * 86_400.0,
     "a chunk blob without a status this long after it was written, or one whose lease ran out and that has not "
     "moved for this long, is redriven by the sweeper",
 )  # fmt: skip
