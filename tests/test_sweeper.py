@@ -24,7 +24,7 @@ pytestmark = pytest.mark.own_azurite
 
 def start_run(on_loop, functions, monkeypatch, run_id: str, count: int) -> None:
     monkeypatch.setenv("SOURCE_URL", os.environ["SOURCE_URL"].replace("10000", str(count)))
-    answer = on_loop(functions["start_ingestion"](post_ingestion({"run_id": run_id, "chunk_size": 1000})))
+    answer = on_loop(functions["start_ingestion"](post_ingestion({"run_id": run_id, "chunk_size": 100})))
     assert answer.status_code == 202, answer.get_body()
 
 
@@ -43,7 +43,7 @@ def test_a_dropped_event_and_a_dead_invocation_are_redriven_by_one_sweep_and_a_l
     """Chunk 0 ingested; chunk 1 in flight elsewhere (live lease); chunk 2's event dropped (never started);
     chunk 3's invocation died (its lease ran out)."""
     monkeypatch.setenv("SWEEP_STALE_SECONDS", "1")
-    start_run(on_loop, functions, monkeypatch, "healing", 4000)
+    start_run(on_loop, functions, monkeypatch, "healing", 400)
     names = probe.chunk_names("healing")
     trigger(on_loop, functions, probe, names[0])
     runs = on_loop(app_context()).runs
@@ -55,8 +55,8 @@ def test_a_dropped_event_and_a_dead_invocation_are_redriven_by_one_sweep_and_a_l
 
     redrives = probe.queue_client(app_env["REDRIVE_QUEUE"])
     assert run_queued(on_loop, functions["redrive_chunk"], redrives) == 2  # chunks 2 and 3, not 1
-    ids = demo_ids(4000)
-    assert sorted(probe.drain()) == sorted(ids[:1000] + ids[2000:])
+    ids = demo_ids(400)
+    assert sorted(probe.drain()) == sorted(ids[:100] + ids[200:])
     status = body_of(on_loop(functions["get_ingestion_status"](get_status("healing"))))
     assert status["chunks"] == {"total": 4, "ingested": 3, "failed": 0, "ingesting": 1}
     assert status["sweeps"]["last_redriven"] == [2, 3] and status["sweeps"]["chunks_redriven"] == 2
@@ -65,7 +65,7 @@ def test_a_dropped_event_and_a_dead_invocation_are_redriven_by_one_sweep_and_a_l
 def test_a_sweep_redrives_at_most_its_bound_and_the_next_sweep_the_rest(on_loop, functions, probe, monkeypatch, app_env):
     monkeypatch.setenv("SWEEP_STALE_SECONDS", "1")
     monkeypatch.setenv("SWEEP_MAX_REDRIVES", "2")
-    start_run(on_loop, functions, monkeypatch, "bounded", 3000)  # three chunks, no event for any
+    start_run(on_loop, functions, monkeypatch, "bounded", 300)  # three chunks, no event for any
     time.sleep(1.1)
     redrives = probe.queue_client(app_env["REDRIVE_QUEUE"])
 
@@ -76,12 +76,12 @@ def test_a_sweep_redrives_at_most_its_bound_and_the_next_sweep_the_rest(on_loop,
     sweep(on_loop, functions)
     assert run_queued(on_loop, functions["redrive_chunk"], redrives) == 0  # nothing left to heal
 
-    assert sorted(probe.drain()) == sorted(demo_ids(3000))
+    assert sorted(probe.drain()) == sorted(demo_ids(300))
 
 
 def test_a_young_chunk_is_left_to_its_trigger(on_loop, functions, probe, monkeypatch, app_env):
     monkeypatch.setenv("SWEEP_STALE_SECONDS", "3600")
-    start_run(on_loop, functions, monkeypatch, "young", 1000)
+    start_run(on_loop, functions, monkeypatch, "young", 100)
 
     sweep(on_loop, functions)
 
@@ -92,7 +92,7 @@ def test_dead_lettered_events_are_redriven_and_cleared_and_an_unreadable_one_sta
     on_loop, functions, probe, monkeypatch, app_env, azurite
 ):
     monkeypatch.setenv("SWEEP_STALE_SECONDS", "3600")  # only the dead letter can tell the sweeper
-    start_run(on_loop, functions, monkeypatch, "lettered", 2000)
+    start_run(on_loop, functions, monkeypatch, "lettered", 200)
     trigger(on_loop, functions, probe, probe.chunk_names("lettered")[0])
     letters = BlobServiceClient.from_connection_string(azurite.connection_string).get_container_client(
         "eventgrid-deadletter"
@@ -108,5 +108,5 @@ def test_dead_lettered_events_are_redriven_and_cleared_and_an_unreadable_one_sta
     sweep(on_loop, functions)
 
     assert run_queued(on_loop, functions["redrive_chunk"], probe.queue_client(app_env["REDRIVE_QUEUE"])) == 1
-    assert sorted(probe.drain()) == sorted(demo_ids(2000))
+    assert sorted(probe.drain()) == sorted(demo_ids(200))
     assert [blob.name for blob in letters.list_blobs()] == ["topic/CHUNK-CREATED/2026/11/23/19/b.json"]
