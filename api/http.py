@@ -93,7 +93,8 @@ async def start_ingestion(req: func.HttpRequest) -> func.HttpResponse:
     """`POST /api/ingestions`: validate, chunk the source, answer 202 with where to watch the run."""
     ctx = await app_context()
     request = parse_ingestion_request(req.get_body(), ctx.settings)
-    record, _ = await start_chunking(ctx, request, ctx.settings.chunking_time_budget)
+    with run_scope(request.run_id):  # every log line of the run carries its id
+        record, _ = await start_chunking(ctx, request, ctx.settings.chunking_time_budget)
     status_path = _status_path(record.run_id)
     body = {
         "run_id": record.run_id,

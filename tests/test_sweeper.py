@@ -62,7 +62,9 @@ def test_a_dropped_event_and_a_dead_invocation_are_redriven_by_one_sweep_and_a_l
     assert status["sweeps"]["last_redriven"] == [2, 3] and status["sweeps"]["chunks_redriven"] == 2
 
 
-def test_a_sweep_redrives_at_most_its_bound_and_the_next_sweep_the_rest(on_loop, functions, probe, monkeypatch, app_env):
+def test_a_sweep_redrives_at_most_its_bound_and_the_next_sweep_the_rest(
+    on_loop, functions, probe, monkeypatch, app_env
+):
     monkeypatch.setenv("SWEEP_STALE_SECONDS", "1")
     monkeypatch.setenv("SWEEP_MAX_REDRIVES", "2")
     start_run(on_loop, functions, monkeypatch, "bounded", 300)  # three chunks, no event for any

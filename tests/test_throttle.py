@@ -25,8 +25,9 @@ def delivered(probe, name: str):
     return chunk_blob("chunks", name, download.readall(), download.properties.metadata)
 
 
-def test_chunks_over_the_cap_wait_on_the_redrive_queue_and_all_arrive_once(on_loop, functions, probe, monkeypatch,
-                                                                            app_env):  # fmt: skip
+def test_chunks_over_the_cap_wait_on_the_redrive_queue_and_all_arrive_once(
+    on_loop, functions, probe, monkeypatch, app_env
+):
     monkeypatch.setenv("THROTTLE_RETRY_SECONDS", "1")
     start(on_loop, functions, monkeypatch, "capped", 300, max_concurrency=1)
     ctx = on_loop(app_context())
@@ -46,8 +47,9 @@ def test_chunks_over_the_cap_wait_on_the_redrive_queue_and_all_arrive_once(on_lo
     assert all(state.lease_until == 0 for state in on_loop(slot_states(runs, "capped")).values())  # slots freed
 
 
-def test_racing_invocations_of_a_capped_run_take_no_more_slots_than_the_cap(on_loop, functions, probe, monkeypatch,
-                                                                            app_env):  # fmt: skip
+def test_racing_invocations_of_a_capped_run_take_no_more_slots_than_the_cap(
+    on_loop, functions, probe, monkeypatch, app_env
+):
     monkeypatch.setenv("THROTTLE_RETRY_SECONDS", "1")
     start(on_loop, functions, monkeypatch, "raced", 400, max_concurrency=2)
     names = probe.chunk_names("raced")
