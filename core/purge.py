@@ -50,6 +50,13 @@ async def purge_run(ctx: Context, run_id: str) -> PurgeResult:
             f"run {run_id!r} is still {status.state}; purge it once it has finished (a stalled run: redrive it first)",
             run_id=run_id, state=status.state,
         )  # fmt: skip
+    now = time.time()
+    busy = [chunk.index for chunk in await ctx.runs.chunk_statuses(run_id) if chunk.leased(now)]
+    if busy:  # a failed run's chunks may still be sending
+        raise RunConflictError(
+            f"run {run_id!r} is {status.state} but chunk {busy[0]} is still being ingested; purge it once that ends",
+            run_id=run_id, state=status.state,
+        )  # fmt: skip
     blobs = ctx.clients.blobs
     settings = ctx.settings
     deleted_checks, kept_checks = await _purge_claim_checks(

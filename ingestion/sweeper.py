@@ -40,6 +40,7 @@ from ingestion.slots import all_slots_busy
 
 log = logging.getLogger(__name__)
 _SAVE_ATTEMPTS = 3
+MAX_DEAD_LETTER_BYTES = 1 << 20  # Event Grid writes one event, or a few, a blob: a few KiB
 
 
 @dataclass(frozen=True)
@@ -160,8 +161,10 @@ async def _sweep_dead_letters(ctx: Context, redrives: _Redrives) -> tuple[int, i
             if redrives.remaining <= 0:
                 redrives.left += 1
                 break
-            data = await (await container.download_blob(blob.name)).readall()
             try:
+                if blob.size > MAX_DEAD_LETTER_BYTES:
+                    raise ValueError(f"{blob.size} bytes, more than a dead letter holds")
+                data = await (await container.download_blob(blob.name)).readall()
                 refs = chunks_in_dead_letter(data, ctx.settings.chunk_container)
             except ValueError as exc:
                 unreadable += 1

@@ -12,6 +12,8 @@ from azure.storage.blob import BlobServiceClient
 
 from api.http import PROBLEM_JSON
 from core.context import app_context
+from core.contract import ChunkRef
+from ingestion.claim import claim_chunk
 from ingestion.slots import take_slot
 from testkit.cli_runner import cli
 from testkit.http_requests import BASE, body_of, get_status, post_ingestion
@@ -92,3 +94,16 @@ def test_the_cli_purges_a_finished_run_and_names_an_unknown_one(on_loop, functio
     assert json.loads(done.stdout)["claim_checks_kept"] == 1
     assert set(blobs_of(azurite.connection_string, "cli-purged")) == {"large-messages"}
     assert (unknown.returncode, unknown.stderr.strip()) == (2, "error: no run 'nobody'")
+
+
+def test_a_failed_run_with_a_chunk_still_sending_is_not_purged(on_loop, functions, probe):
+    write_chunked_run(on_loop, probe, "failing", ["a", "b"])
+    ctx = on_loop(app_context())
+    record, etag = on_loop(ctx.runs.get_versioned("failing"))
+    on_loop(ctx.runs.save(record.failed("the source went away", 1, 2), if_match=etag))
+    on_loop(claim_chunk(ctx.runs, ChunkRef("failing", 0), "still-sending", lease_seconds=600))
+
+    answer = on_loop(functions["delete_ingestion"](delete_run("failing")))
+
+    assert answer.status_code == 409 and "chunk 0 is still being ingested" in body_of(answer)["detail"]
+    assert probe.chunk_names("failing") == ["failing/000000.jsonl"]
