@@ -48,7 +48,7 @@ class RunRecord:
     resume: ResumePosition | None = None  # where chunking continues (state "chunking", after a time budget)
     pages: int = 0  # source pages before `resume` (SOURCE_MAX_PAGES counts across continuations)
     page_before: str | None = None  # digest of the items of the page before `resume`'s (a repeat is noticed)
-    max_concurrency: int = 0  # chunk invocations ingesting the run at once (0: no cap); see ingestion/throttle.py
+    max_concurrency: int = 0  # chunk invocations ingesting the run at once (0: no cap): ingestion/slots.py
 
     def paused(self, chunks: int, messages: int, resume: ResumePosition) -> RunRecord:
         return replace(self, chunks=chunks, messages=messages, resume=resume)
