@@ -78,7 +78,7 @@ async def chunk_onward(
         await writer.close()
     except SourceError as exc:
         await writer.close()
-        record = record.failed(str(exc), writer.chunks, writer.messages)
+        record = record.failed(ctx.redact(str(exc)), writer.chunks, writer.messages)
     except BaseException:
         await _keep_progress(ctx, record, etag, filled, hand_on=budget is not None)
         raise

@@ -42,23 +42,20 @@ def retries_in_scope() -> int:
     return scope.retries[0] if scope is not None else 0
 
 
-def _install_record_factory() -> None:
-    """Every log record made inside a run scope carries the run id (and chunk index) as attributes."""
-    previous = logging.getLogRecordFactory()
-    if getattr(previous, "fanout_dimensions", False):
-        return
-
-    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
-        record = previous(*args, **kwargs)
-        scope = _scope.get()
-        if scope is not None:  # no attribute rather than a None one (OpenTelemetry drops None with a warning)
-            record.run_id = scope.run_id
-            if scope.chunk_index is not None:
-                record.chunk_index = scope.chunk_index
-        return record
-
-    factory.fanout_dimensions = True  # type: ignore[attr-defined]
-    logging.setLogRecordFactory(factory)
+_plain_record = logging.getLogRecordFactory()
 
 
-_install_record_factory()
+def scoped_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
+    """A log record that carries the run id (and chunk index) of the scope it is made in, as attributes;
+    none outside a scope (OpenTelemetry drops a None attribute with a warning). The record factory from
+    import on; `core.redact` builds its redacting factory on this one."""
+    record = _plain_record(*args, **kwargs)
+    scope = _scope.get()
+    if scope is not None:
+        record.run_id = scope.run_id
+        if scope.chunk_index is not None:
+            record.chunk_index = scope.chunk_index
+    return record
+
+
+logging.setLogRecordFactory(scoped_record)
