@@ -32,7 +32,7 @@ class Redactor:
         return _URL_USERINFO.sub(rf"\g<scheme>{REDACTED}@", text)
 
 
-_PLAIN_RECORDS = scoped_record  # records carry their run's id, then are redacted (core/run_scope.py)
+_SCOPED_RECORDS = scoped_record  # records carry their run's id, then are redacted (core/run_scope.py)
 _CHATTY_LOGGERS = ("httpx", "httpcore")  # a line per request at INFO, the URL with its query string
 
 
@@ -41,7 +41,7 @@ def redact_logs(redact: Redactor) -> None:
     them (the Functions host's, Application Insights', a test's); httpx's per-request lines are silenced."""
 
     def redacted_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
-        record = _PLAIN_RECORDS(*args, **kwargs)
+        record = _SCOPED_RECORDS(*args, **kwargs)
         try:
             message = record.getMessage()
         except Exception:  # a broken logging call: its format string is kept, its arguments (unredacted) dropped
