@@ -10,9 +10,9 @@ from typing import Any, cast
 
 from core.contract import RUN_ID_RULE, is_run_id
 from core.errors import RequestError, RequestTooLargeError
-from core.settings import HTTP_MAX_BODY_BYTES, MAX_CHUNK_SIZE, Settings
+from core.settings import HTTP_MAX_BODY_BYTES, MAX_CHUNK_SIZE, TOLERATED_FAILED_CHUNKS, Settings
 
-_FIELDS = ("source", "chunk_size", "run_id")
+_FIELDS = ("source", "chunk_size", "run_id", "max_failed_chunks")
 _MAX_INT_DIGITS = 20
 
 
@@ -21,6 +21,7 @@ class IngestionRequest:
     source: str
     chunk_size: int
     run_id: str
+    max_failed_chunks: int | None = None  # None: TOLERATED_FAILED_CHUNKS
 
 
 def new_run_id() -> str:
@@ -42,6 +43,7 @@ def parse_ingestion_request(body: bytes, settings: Settings) -> IngestionRequest
         source=_source(fields.get("source"), settings),
         chunk_size=_chunk_size(fields.get("chunk_size"), settings.chunk_size),
         run_id=_run_id(fields.get("run_id")),
+        max_failed_chunks=_max_failed_chunks(fields.get("max_failed_chunks"), settings.tolerated_failed_chunks),
     )
 
 
@@ -94,3 +96,15 @@ def _run_id(value: object) -> str:
     if not is_run_id(value):
         raise RequestError(RUN_ID_RULE, field="run_id")
     return cast(str, value)
+
+
+def _max_failed_chunks(value: object, default: int) -> int:
+    if value is None:
+        return default
+    high = int(TOLERATED_FAILED_CHUNKS.high)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= high:
+        raise RequestError(
+            f"max_failed_chunks must be a whole number between 0 and {high}, got {json.dumps(value)}",
+            field="max_failed_chunks",
+        )
+    return value

@@ -1,7 +1,9 @@
 """Run records and chunk statuses (small blobs in the runs container), and the chunks a run has written.
 
 The run record is written by the chunking side, a chunk's status by the ingestion side, its state
-in the blob's metadata so one listing reads every chunk's status (names: core/contract.py).
+in the blob's metadata so one listing reads every chunk's status (names: core/contract.py). A run's
+stop (cancelled, or failed past its tolerance) and its completion event are small blobs of their own,
+each written once (if-none-match), so neither races the record's ETag nor a chunk's.
 """
 
 from __future__ import annotations
@@ -16,15 +18,32 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.storage.blob.aio import BlobServiceClient, ContainerClient
 
-from core.contract import ChunkRef, ResumePosition, chunk_statuses_prefix, run_prefix, run_record_blob
+from core.contract import (
+    RUN_INDEX_PREFIX,
+    ChunkRef,
+    ResumePosition,
+    chunk_statuses_prefix,
+    run_finished_blob,
+    run_index_blob,
+    run_prefix,
+    run_record_blob,
+    run_stop_blob,
+)
 from core.errors import ClaimLostError, ContractError
 
 RunState = Literal["chunking", "chunked", "failed"]
-ChunkState = Literal["ingesting", "ingested", "failed"]
+ChunkState = Literal["ingesting", "ingested", "failed", "stopped"]  # stopped: at a checkpoint, resumable
+StopReason = Literal["cancelled", "failed"]
+CHUNK_STATES = ("ingesting", "ingested", "failed", "stopped")
 
 
 def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def unix_ms(timestamp: str) -> int:
+    """Milliseconds since the epoch of a `utc_now()` timestamp."""
+    return int(datetime.fromisoformat(timestamp).timestamp() * 1000)
 
 
 @dataclass(frozen=True)
@@ -41,6 +60,7 @@ class RunRecord:
     resume: ResumePosition | None = None  # where chunking continues (state "chunking", after a time budget)
     pages: int = 0  # source pages before `resume` (SOURCE_MAX_PAGES counts across continuations)
     page_before: str | None = None  # digest of the items of the page before `resume`'s (a repeat is noticed)
+    max_failed_chunks: int = 0  # failed chunks the run tolerates and still completes
 
     def paused(self, chunks: int, messages: int, resume: ResumePosition) -> RunRecord:
         return replace(self, chunks=chunks, messages=messages, resume=resume)
@@ -72,18 +92,87 @@ class ChunkStatus:
         return self.state == "ingesting" and self.lease_until > now
 
 
+@dataclass(frozen=True)
+class RunStop:
+    """Why and when a run was stopped: every chunk and chunking stop at their next checkpoint."""
+
+    reason: StopReason
+    at: str
+
+
 class RunStore:
     def __init__(self, blobs: BlobServiceClient, container: str) -> None:
         self._container: ContainerClient = blobs.get_container_client(container)
 
     async def create(self, record: RunRecord) -> str | None:
-        """Writes the record only if the run is new: its ETag, or None when the run already exists."""
+        """Writes the record only if the run is new, and its index entry: its ETag, or None when the run
+        already exists."""
         blob = self._container.get_blob_client(run_record_blob(record.run_id))
         try:
             result = await blob.upload_blob(_to_json(record), overwrite=False)
         except ResourceExistsError:
             return None
+        created_ms = unix_ms(record.created_at) if record.created_at else unix_ms(utc_now())
+        await self._container.upload_blob(run_index_blob(created_ms, record.run_id), b"", overwrite=True)
         return str(result["etag"])
+
+    async def index_page(self, size: int, marker: str | None) -> tuple[list[str], str | None]:
+        """One page of the run index (newest first), `size` names from `marker` on, and the next page's marker."""
+        pages = self._container.list_blobs(name_starts_with=RUN_INDEX_PREFIX, results_per_page=size).by_page(
+            continuation_token=marker
+        )
+        names = [blob.name async for blob in await anext(pages)]
+        return names, pages.continuation_token or None  # type: ignore[attr-defined]
+
+    async def stop_of(self, run_id: str) -> RunStop | None:
+        data = await self._download(run_stop_blob(run_id))
+        if data is None:
+            return None
+        value = json.loads(data)
+        return RunStop(value["reason"], value["at"])
+
+    async def stop(self, run_id: str, reason: StopReason) -> RunStop:
+        """Stops the run for `reason` unless it is stopped already; returns the stop in force."""
+        stop = RunStop(reason, utc_now())
+        try:
+            await self._container.upload_blob(run_stop_blob(run_id), json.dumps(asdict(stop)), overwrite=False)
+        except ResourceExistsError:
+            return await self.stop_of(run_id) or stop
+        return stop
+
+    async def finished(self, run_id: str) -> dict[str, object] | None:
+        """The completion event the run sent, if it has."""
+        data = await self._download(run_finished_blob(run_id))
+        return None if data is None else cast(dict[str, object], json.loads(data))
+
+    async def mark_finished(self, run_id: str, event: bytes) -> str | None:
+        """Records the run's completion event if no one has: its ETag (this caller sends it), else None."""
+        blob = self._container.get_blob_client(run_finished_blob(run_id))
+        try:
+            result = await blob.upload_blob(event, overwrite=False)
+        except ResourceExistsError:
+            return None
+        return str(result["etag"])
+
+    async def unmark_finished(self, run_id: str, etag: str) -> None:
+        """Takes back a completion mark whose event could not be sent, so that a retry sends it."""
+        await self._delete(run_finished_blob(run_id), etag)
+
+    async def resume(self, run_id: str) -> None:
+        """Lifts the run's stop and its completion mark (a redrive): it may run, and end, again."""
+        for name in (run_stop_blob(run_id), run_finished_blob(run_id)):
+            await self._delete(name)
+
+    async def _delete(self, name: str, etag: str | None = None) -> None:
+        """Deletes the blob as it stands (its ETag: read here unless given); gone already is fine."""
+        blob = self._container.get_blob_client(name)
+        try:
+            etag = etag or (await blob.get_blob_properties()).etag
+            await blob.delete_blob(etag=etag, match_condition=MatchConditions.IfNotModified)
+        except ResourceNotFoundError:
+            return
+        except ResourceModifiedError:
+            raise ClaimLostError(f"{name} was changed by another invocation") from None
 
     async def get(self, run_id: str) -> RunRecord | None:
         versioned = await self.get_versioned(run_id)
@@ -137,17 +226,20 @@ class RunStore:
             raise ClaimLostError(f"chunk {ref.blob_name} was claimed or updated by another invocation") from None
         return replace(status, etag=result["etag"])
 
-    async def chunk_statuses(self, run_id: str) -> list[ChunkStatus]:
+    async def chunk_statuses(self, run_id: str, *, with_errors: bool = True) -> list[ChunkStatus]:
+        """Every chunk status of the run, in order; `with_errors`: read failed chunks' errors too (a read each)."""
         listing = self._container.list_blobs(name_starts_with=chunk_statuses_prefix(run_id), include=["metadata"])
-        statuses = [self._status_from(blob.name, blob.metadata, blob.etag) async for blob in listing]
+        statuses = [self._status_from(blob.name, blob.metadata, blob.etag, with_errors) async for blob in listing]
         return sorted(await asyncio.gather(*statuses), key=lambda status: status.index)
 
-    async def _status_from(self, name: str, metadata: dict[str, str], etag: str) -> ChunkStatus:
+    async def _status_from(
+        self, name: str, metadata: dict[str, str], etag: str, with_error: bool = True
+    ) -> ChunkStatus:
         state = metadata["state"]
-        if state not in ("ingesting", "ingested", "failed"):
+        if state not in CHUNK_STATES:
             raise ContractError(f"chunk status {name} has the unknown state {state[:40]!r}")
         error = None
-        if state == "failed":
+        if state == "failed" and with_error:
             data = await self._download(name)
             error = None if data is None else data.decode("utf-8")
         return ChunkStatus(

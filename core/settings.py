@@ -281,6 +281,16 @@ HTTP_MAX_BODY_BYTES = _int(
 REDRIVE_QUEUE = Text(
     "REDRIVE_QUEUE", "chunk-redrives", "where chunk redrives wait, one message a chunk; `redrive_chunk` reads it"
 )
+TOLERATED_FAILED_CHUNKS = _int(
+    "TOLERATED_FAILED_CHUNKS", 0, 0, 10**6,
+    "failed chunks a run tolerates when its request sets no `max_failed_chunks`: one more makes the run `failed` "
+    "at once (its other chunks stop at their next checkpoint); within it the run ends `completed`, the failed "
+    "chunks listed",
+)  # fmt: skip
+RUN_EVENTS_QUEUE = Text(
+    "RUN_EVENTS_QUEUE", "ingestion-events",
+    "where one event per run lands (base64 JSON) when it ends `completed`, `failed` or `cancelled`",
+)  # fmt: skip
 
 TABLE: tuple[Setting[Any], ...] = tuple(
     value for value in list(globals().values()) if isinstance(value, Setting)
@@ -382,6 +392,8 @@ class Settings:
     control_queue: str
     http_max_body_bytes: int
     redrive_queue: str
+    tolerated_failed_chunks: int
+    run_events_queue: str
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -425,6 +437,8 @@ class Settings:
             ),
             http_max_body_bytes=HTTP_MAX_BODY_BYTES.read(env),
             redrive_queue=REDRIVE_QUEUE.read(env),
+            tolerated_failed_chunks=TOLERATED_FAILED_CHUNKS.read(env),
+            run_events_queue=RUN_EVENTS_QUEUE.read(env),
         )
 
     @property
