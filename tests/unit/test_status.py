@@ -47,7 +47,7 @@ CANCELLED = RunStop("cancelled", at(50))
             None,
             "failed",
             False,
-        ),  # fmt: skip
+        ),
         (chunked(), [chunk(0, "ingested", 10), chunk(1, "failed", 3), chunk(2, "stopped", 5)], None, "failed", True),
         # within the tolerance the run goes on, and completes with the failed chunk listed
         (
@@ -56,14 +56,14 @@ CANCELLED = RunStop("cancelled", at(50))
             None,
             "ingesting",
             False,
-        ),  # fmt: skip
+        ),
         (
             chunked(3, 1),
             [chunk(0, "ingested", 10), chunk(1, "failed", 3), chunk(2, "ingested", 10)],
             None,
             "completed",
             True,
-        ),  # fmt: skip
+        ),
         (chunked(3, 1), [chunk(0, "failed"), chunk(1, "failed", 3), chunk(2, "ingested", 10)], None, "failed", True),
         # cancelled at once; settled when nothing sends any more (a chunk whose owner died does not count)
         (chunked(), [chunk(0, "ingested", 10), chunk(1, "ingesting", 5, SENDING)], CANCELLED, "cancelled", False),
@@ -73,7 +73,7 @@ CANCELLED = RunStop("cancelled", at(50))
             CANCELLED,
             "cancelled",
             True,
-        ),  # fmt: skip
+        ),
         (RunRecord("r", "default", 10), [], CANCELLED, "cancelled", True),
     ],
 )
