@@ -10,7 +10,8 @@
   (what chunking and every chunk read at their checkpoints), `{run_id}/finished.json` once its one
   completion event is sent (written if-none-match: the one writer sends it); and the run index,
   `_index/{13 digits}-{run_id}`, the digits 10**13 - 1 minus the run's creation in Unix milliseconds,
-  so that a listing, which is in name order, is newest first. `_` starts no run id.
+  so that a listing, which is in name order, is newest first; `_keys/continuation`, the key that signs
+  the list's continuation tokens (made once, by whoever lists first). `_` starts no run id.
   In the large-message container: `{run_id}/{index:06d}/{line:06d}.json`.
 - On the control queue: a `Continuation`, JSON `{"run_id", "resume": {"page", "skip"}}`. On the redrive
   queue: a chunk to redrive, JSON `{"run_id", "index"}` (`ChunkRef.redrive_message`).
@@ -112,6 +113,7 @@ def run_finished_blob(run_id: str) -> str:
 
 
 RUN_INDEX_PREFIX = "_index/"
+CONTINUATION_KEY_BLOB = "_keys/continuation"
 _INDEX_LATEST = 10**13 - 1  # Unix milliseconds in the year 2286
 _INDEX_NAME = re.compile(rf"_index/(?P<inverted>[0-9]{{13}})-(?P<run_id>{_RUN_ID})")
 

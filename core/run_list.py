@@ -5,7 +5,8 @@ which is in name order, is newest first: a page is one listing call, never a sca
 run's state is derived as its status is (core/status.py). A state filter may leave a page short of
 `limit`, even empty; the continuation says where the next page starts, as long as there is one.
 The continuation is opaque to callers: base64url JSON of the storage listing's marker, the position
-in that listing page and the page's size; it is checked field by field, and storage checks the marker.
+in that listing page and the page's size, signed (HMAC-SHA256 with a key kept in the runs container),
+so a token this API did not give is refused before it reaches storage.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import hashlib
+import hmac
 import json
 import re
 from collections.abc import Mapping
@@ -58,17 +61,21 @@ class _Position:
     offset: int
     size: int
 
-    def encode(self) -> str:
-        raw = json.dumps({"m": self.marker, "o": self.offset, "n": self.size}, separators=(",", ":"))
-        return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+    def encode(self, key: bytes) -> str:
+        raw = json.dumps({"m": self.marker, "o": self.offset, "n": self.size}, separators=(",", ":")).encode()
+        return f"{_b64(raw)}.{_b64(_signature(key, raw))}"
 
     @classmethod
-    def decode(cls, token: str) -> _Position:
+    def decode(cls, token: str, key: bytes) -> _Position:
         bad = RequestError("continuation is not one this API gave; list again without it", field="continuation")
-        if len(token) > _TOKEN_MAX or not re.fullmatch(r"[A-Za-z0-9_-]+", token):
+        if len(token) > _TOKEN_MAX or not re.fullmatch(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+", token):
             raise bad
+        payload, signature = token.split(".")
         try:
-            value = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+            raw = _unb64(payload)
+            if not hmac.compare_digest(_unb64(signature), _signature(key, raw)):
+                raise bad
+            value = json.loads(raw)
         except (binascii.Error, ValueError, RecursionError):
             raise bad from None
         if not isinstance(value, dict) or set(value) != {"m", "o", "n"}:
@@ -81,6 +88,18 @@ class _Position:
         if not (1 <= size <= MAX_LIMIT and 0 <= offset < size):
             raise bad
         return cls(marker, offset, size)
+
+
+def _signature(key: bytes, raw: bytes) -> bytes:
+    return hmac.new(key, raw, hashlib.sha256).digest()[:16]
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
 def parse_list_query(params: Mapping[str, str]) -> RunListQuery:
@@ -120,7 +139,8 @@ def _limit(text: str | None) -> int:
 
 
 async def list_runs(runs: RunStore, query: RunListQuery) -> RunPage:
-    position = _Position.decode(query.continuation) if query.continuation else _Position(None, 0, query.limit)
+    key = await runs.signing_key()
+    position = _Position.decode(query.continuation, key) if query.continuation else _Position(None, 0, query.limit)
     after_ms = None if query.created_after is None else int(query.created_after.timestamp() * 1000)
     found: list[RunStatus] = []
     scanned = 0
@@ -144,15 +164,15 @@ async def list_runs(runs: RunStore, query: RunListQuery) -> RunPage:
                 found.append(status)
             if len(found) == query.limit:
                 if any(later > index for later, _ in newer):
-                    return RunPage(found, _Position(position.marker, index + 1, position.size).encode())
+                    return RunPage(found, _Position(position.marker, index + 1, position.size).encode(key))
                 if cut_off or next_marker is None:
                     return RunPage(found, None)
-                return RunPage(found, _Position(next_marker, 0, position.size).encode())
+                return RunPage(found, _Position(next_marker, 0, position.size).encode(key))
         if cut_off or next_marker is None:
             return RunPage(found, None)
         position = _Position(next_marker, 0, position.size)
         if scanned >= MAX_SCANNED:
-            return RunPage(found, position.encode())
+            return RunPage(found, position.encode(key))
 
 
 async def _index_page(runs: RunStore, position: _Position) -> tuple[list[str], str | None]:

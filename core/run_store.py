@@ -9,7 +9,9 @@ each written once (if-none-match), so neither races the record's ETag nor a chun
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import secrets
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Literal, cast
@@ -19,6 +21,7 @@ from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, Re
 from azure.storage.blob.aio import BlobServiceClient, ContainerClient
 
 from core.contract import (
+    CONTINUATION_KEY_BLOB,
     RUN_INDEX_PREFIX,
     ChunkRef,
     ResumePosition,
@@ -103,6 +106,20 @@ class RunStop:
 class RunStore:
     def __init__(self, blobs: BlobServiceClient, container: str) -> None:
         self._container: ContainerClient = blobs.get_container_client(container)
+        self._signing_key: bytes | None = None
+
+    async def signing_key(self) -> bytes:
+        """The key that signs list continuations, the same for every instance: made once, kept in storage."""
+        if self._signing_key is None:
+            key = await self._download(CONTINUATION_KEY_BLOB)
+            if key is None:
+                with contextlib.suppress(ResourceExistsError):  # another instance made it first: use theirs
+                    await self._container.upload_blob(CONTINUATION_KEY_BLOB, secrets.token_bytes(32), overwrite=False)
+                key = await self._download(CONTINUATION_KEY_BLOB)
+            if not key:
+                raise ContractError(f"{CONTINUATION_KEY_BLOB} in the runs container is empty")
+            self._signing_key = key
+        return self._signing_key
 
     async def create(self, record: RunRecord) -> str | None:
         """Writes the record only if the run is new, and its index entry: its ETag, or None when the run

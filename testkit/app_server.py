@@ -21,7 +21,7 @@ class AppServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (the http.server name)
+            def do_GET(self) -> None:
                 server.looks += 1
                 if self.headers.get("x-functions-key") != key:
                     self._send(401, b"", {})

@@ -27,7 +27,7 @@ from testkit.http_requests import (
 )
 from testkit.run_events import events_of
 
-EVERY, WINDOW = 100, 8
+EVERY, WINDOW = 50, 4
 
 
 def blob_of(probe, name: str):
@@ -37,17 +37,17 @@ def blob_of(probe, name: str):
 
 @pytest.fixture
 def checkpointed(monkeypatch, app_env) -> dict[str, str]:
-    """Checkpoints every 100 messages, 8 in flight: a cancel is seen within 100 + 8 sends."""
+    """Checkpoints every 50 messages, 4 in flight: a cancel is seen within two checkpoints."""
     monkeypatch.setenv("INGEST_CHECKPOINT_EVERY", str(EVERY))
     monkeypatch.setenv("INGEST_CONCURRENCY", str(WINDOW))
-    monkeypatch.setenv("SOURCE_URL", os.environ["SOURCE_URL"].replace("10000", "5000"))
+    monkeypatch.setenv("SOURCE_URL", os.environ["SOURCE_URL"].replace("10000", "3000"))
     return app_env
 
 
 def test_cancel_mid_run_stops_sending_within_a_checkpoint_and_a_redrive_finishes_it(
     on_loop, functions, probe, checkpointed
 ):
-    on_loop(functions["start_ingestion"](post_ingestion({"run_id": "cancel-mid", "chunk_size": 2500})))
+    on_loop(functions["start_ingestion"](post_ingestion({"run_id": "cancel-mid", "chunk_size": 1500})))
     first, second = probe.chunk_names("cancel-mid")
 
     async def cancel_while_sending() -> tuple[int, object]:
@@ -64,14 +64,14 @@ def test_cancel_mid_run_stops_sending_within_a_checkpoint_and_a_redrive_finishes
     assert answer.status_code == 202, answer.get_body()
     assert (answer.headers["Location"], body_of(answer)["state"]) == ("/api/ingestions/cancel-mid", "cancelled")
     sent = probe.queue_length()
-    assert sent <= sent_before + 2 * EVERY + WINDOW < 2500  # stopped at the next checkpoint, not at the end
+    assert sent <= sent_before + 2 * EVERY + WINDOW < 1500  # stopped at the next checkpoint, not at the end
     on_loop(functions["ingest_chunk"](blob_of(probe, second)))  # its event arrives late: it sends nothing
     assert probe.queue_length() == sent
 
     status = body_of(on_loop(functions["get_ingestion_status"](get_status("cancel-mid"))))
     assert status["state"] == "cancelled" and status["cancelled_at"]
     assert status["chunks"] | {"total": 2} == {"total": 2, "ingested": 0, "failed": 0, "ingesting": 0, "stopped": 2}
-    assert status["messages"] == {"fetched": 5000, "enqueued": sent}  # exactly what the queue holds
+    assert status["messages"] == {"fetched": 3000, "enqueued": sent}  # exactly what the queue holds
     (event,) = events_of(probe, checkpointed)
     assert (event["run_id"], event["state"], event["messages"]["enqueued"]) == ("cancel-mid", "cancelled", sent)
 
@@ -80,7 +80,7 @@ def test_cancel_mid_run_stops_sending_within_a_checkpoint_and_a_redrive_finishes
     run_queued(on_loop, functions["redrive_chunk"], probe.queue_client(checkpointed["REDRIVE_QUEUE"]))
 
     bodies = probe.drain()
-    assert len(bodies) == 5000 and set(bodies) == set(demo_ids(5000))  # resumed where it stopped: no repeats
+    assert len(bodies) == 3000 and set(bodies) == set(demo_ids(3000))  # resumed where it stopped: no repeats
     assert body_of(on_loop(functions["get_ingestion_status"](get_status("cancel-mid"))))["state"] == "completed"
     assert [event["state"] for event in events_of(probe, checkpointed)] == ["completed"]
 
