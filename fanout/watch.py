@@ -141,7 +141,7 @@ def progress_line(status: dict[str, Any]) -> str:
     share = min(1.0, enqueued / fetched) if fetched else (1.0 if status["state"] == "completed" else 0.0)
     filled = round(share * BAR_WIDTH)
     parts = [
-        f"{status['state']} [{'#' * filled}{'-' * (BAR_WIDTH - filled)}] {share:4.0%}",
+        f"{status['state']} [{'#' * filled}{'-' * (BAR_WIDTH - filled)}] {share:4.0%} "
         f"{enqueued:,}/{'?' if fetched is None else f'{fetched:,}'} messages",
         f"{chunks['ingested']}/{'?' if chunks['total'] is None else chunks['total']} chunks",
     ]

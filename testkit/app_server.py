@@ -17,12 +17,11 @@ PREFIX = "/api/ingestions/"
 
 class AppServer:
     def __init__(self, get_status: Any, key: str) -> None:
-        self.looks = 0
+        self.looks = 0  # status answers given
         server = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                server.looks += 1
                 if self.headers.get("x-functions-key") != key:
                     self._send(401, b"", {})
                     return
@@ -31,6 +30,7 @@ class AppServer:
                                            body=b"")  # fmt: skip
                 answer = asyncio.run(_answer(get_status, request))
                 self._send(answer.status_code, answer.get_body(), dict(answer.headers))
+                server.looks += 1  # answered: what it saw is on its way
 
             def _send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
                 self.send_response(status)

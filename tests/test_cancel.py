@@ -4,6 +4,7 @@ run is `cancelled` with the counts sent so far, and a redrive resumes it to the 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import secrets
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from core.context import app_context
 from core.contract import ChunkRef
 from core.run_store import chunks_written
 from fanout.demo_api import DemoApi, Faults, demo_ids
+from testkit.cli_runner import cli
 from testkit.http_requests import (
     body_of,
     chunk_blob,
@@ -147,3 +149,27 @@ def test_a_finished_run_cannot_be_cancelled_and_an_unknown_one_is_not_found(on_l
     assert (finished.status_code, finished.mimetype) == (409, PROBLEM_JSON)
     assert "has completed and cannot be cancelled" in body_of(finished)["detail"]
     assert (unknown.status_code, unknown.mimetype) == (404, PROBLEM_JSON)
+
+
+def test_cli_cancels_a_run_paused_mid_chunking_and_its_redrive_chunks_and_ingests_the_rest(
+    on_loop, functions, probe, slow_pages, monkeypatch
+):
+    """Over HTTP with no time budget, chunking hands the rest on at once; cancelled before that continuation
+    runs, the command line's redrive chunks the rest itself and ingests every chunk."""
+    monkeypatch.setenv("CHUNKING_TIME_BUDGET", "0")
+    started = on_loop(functions["start_ingestion"](post_ingestion({"run_id": "cli-cancel", "chunk_size": 500})))
+    assert body_of(started)["state"] == "chunking"
+
+    cancelled = cli("cancel", "cli-cancel", env=slow_pages)
+    again = cli("cancel", "cli-cancel", "--json", env=slow_pages)
+    redriven = cli("redrive", "cli-cancel", "--json", env=slow_pages)
+
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert cancelled.stdout.startswith("cli-cancel: cancelled, 0 messages enqueued so far")
+    assert again.returncode == 0 and json.loads(again.stdout)["state"] == "cancelled"  # cancelling twice is fine
+    assert redriven.returncode == 0, redriven.stderr
+    assert json.loads(redriven.stdout)["messages_queued"] == 3000
+    assert sorted(probe.drain()) == sorted(demo_ids(3000))
+    assert [event["state"] for event in events_of(probe, slow_pages)] == ["cancelled", "completed"]
+    finished = cli("cancel", "cli-cancel", env=slow_pages)
+    assert finished.returncode == 2 and "has completed and cannot be cancelled" in finished.stderr
