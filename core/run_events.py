@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from dataclasses import replace
+from dataclasses import asdict, replace
 from typing import Any
 
 from core.context import Context
@@ -30,8 +30,8 @@ def run_event(status: RunStatus, finished_at: str) -> dict[str, Any]:
     (a run with very many failed chunks lists their indexes only, then the first of them)."""
     failed = [{"index": chunk.index, "error": (chunk.error or "")[:ERROR_CHARS]} for chunk in status.failed_chunks]
     event = {
-        "run_id": status.run_id, "state": status.state, "chunks": status.to_json()["chunks"],
-        "messages": status.to_json()["messages"], "error": status.error, "max_failed_chunks": status.max_failed_chunks,
+        "run_id": status.run_id, "state": status.state, "chunks": asdict(status.chunks),
+        "messages": asdict(status.messages), "error": status.error, "max_failed_chunks": status.max_failed_chunks,
         "created_at": status.created_at, "chunked_at": status.chunked_at, "completed_at": status.completed_at,
         "cancelled_at": status.cancelled_at, "finished_at": finished_at, "failed_chunks": failed,
         "failed_chunks_truncated": False,
