@@ -29,7 +29,7 @@ def run_event(status: RunStatus, finished_at: str) -> dict[str, Any]:
     """The event: the run's id, final state, counts, timestamps and failed chunks, under EVENT_MAX_BYTES
     (a run with very many failed chunks lists their indexes only, then the first of them)."""
     failed = [{"index": chunk.index, "error": (chunk.error or "")[:ERROR_CHARS]} for chunk in status.failed_chunks]
-    event = {
+    event: dict[str, Any] = {
         "run_id": status.run_id, "state": status.state, "chunks": asdict(status.chunks),
         "messages": asdict(status.messages), "error": status.error, "max_failed_chunks": status.max_failed_chunks,
         "created_at": status.created_at, "chunked_at": status.chunked_at, "completed_at": status.completed_at,
