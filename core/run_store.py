@@ -130,7 +130,8 @@ class RunStore:
         except ResourceExistsError:
             return None
         created_ms = unix_ms(record.created_at) if record.created_at else unix_ms(utc_now())
-        await self._container.upload_blob(run_index_blob(created_ms, record.run_id), b"", overwrite=True)
+        with contextlib.suppress(ResourceExistsError):  # only the run's creator writes it: it exists, it is this
+            await self._container.upload_blob(run_index_blob(created_ms, record.run_id), b"", overwrite=False)
         return str(result["etag"])
 
     async def index_page(self, size: int, marker: str | None) -> tuple[list[str], str | None]:
@@ -146,6 +147,12 @@ class RunStore:
         if data is None:
             return None
         value = json.loads(data)
+        if (
+            not isinstance(value, dict)
+            or value.get("reason") not in ("cancelled", "failed")
+            or not isinstance(value.get("at"), str)
+        ):
+            raise ContractError(f"{run_stop_blob(run_id)} is not a run's stop: {data[:100]!r}")
         return RunStop(value["reason"], value["at"])
 
     async def stop(self, run_id: str, reason: StopReason) -> RunStop:
