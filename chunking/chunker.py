@@ -84,7 +84,7 @@ async def chunk_onward(
         await writer.close()
     except SourceError as exc:
         await writer.close()
-        record, stopped = record.failed(str(exc), writer.chunks, writer.messages), False
+        record, stopped = record.failed(ctx.redact(str(exc)), writer.chunks, writer.messages), False
     except BaseException:
         await _keep_progress(ctx, record, etag, filled, hand_on=budget is not None)
         raise

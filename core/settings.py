@@ -10,6 +10,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar, cast
+from urllib.parse import parse_qsl
 
 from core.contract import partition_queue_names
 from core.errors import SettingsError
@@ -359,6 +360,11 @@ class SourceConfig:
     page_size: int
     first_page: int
 
+    @property
+    def secrets(self) -> list[str]:
+        query = parse_qsl(self.url.partition("?")[2].partition("#")[0])  # no urlsplit: it raises on `http://[::1`
+        return [*self.headers.values(), *(value for _, value in query if not value.isdigit())]
+
     def setting_name(self, setting: Setting[Any]) -> str:
         """What `setting` is called for this source: `SOURCE_CURSOR_PARAM`, or `SOURCE_CRM__CURSOR_PARAM`."""
         prefix = "SOURCE_" if self.name == DEFAULT_SOURCE else f"SOURCE_{self.name.upper()}__"
@@ -447,8 +453,9 @@ class Settings:
 
     @property
     def secrets(self) -> list[str]:
-        """Values that must never reach a status, a problem answer or a log: every source's header values."""
-        return [value for source in self.sources.values() for value in source.headers.values()]
+        """Values that must never reach a status, a problem answer or a log: every source's header values, and
+        its URL's query values but plain numbers (`count=10`: redacting those would blank ordinary counts)."""
+        return [value for source in self.sources.values() for value in source.secrets]
 
     def source(self, name: str | None) -> SourceConfig:
         return self.sources[(name or DEFAULT_SOURCE).lower()]

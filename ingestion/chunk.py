@@ -61,7 +61,7 @@ async def _ingest(ctx: Context, ref: ChunkRef, blob: ChunkBlob | None) -> ChunkS
                 store=ctx.clients.blobs.get_container_client(settings.large_message_container),
             )  # fmt: skip
         except ChunkError as exc:
-            return await claim.fail(str(exc))
+            return await claim.fail(ctx.redact(str(exc)))
 
         async def checkpoint(sent: int) -> bool:
             """Saves the checkpoint; False when the run was stopped meanwhile."""
