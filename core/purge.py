@@ -22,6 +22,7 @@ from azure.storage.blob.aio import ContainerClient
 from core.context import Context
 from core.contract import run_prefix, run_record_blob
 from core.errors import RunConflictError, RunNotFoundError
+from core.run_store import index_entry
 from core.status import run_status
 
 SERVICE_DEFAULT_TTL = 7 * 24 * 3600
@@ -65,6 +66,8 @@ async def purge_run(ctx: Context, run_id: str) -> PurgeResult:
     chunk_blobs = await _delete_all(ctx.chunk_container, [name async for name in _names(ctx.chunk_container, run_id)])
     runs = blobs.get_container_client(settings.runs_container)
     others = [name async for name in _names(runs, run_id) if name != run_record_blob(run_id)]
+    record = await ctx.runs.get(run_id)
+    others += [index_entry(record)] if record is not None else []  # so a purged run is not listed
     run_blobs = await _delete_all(runs, others) + await _delete_all(runs, [run_record_blob(run_id)])
     return PurgeResult(run_id, chunk_blobs, run_blobs, deleted_checks, kept_checks)
 

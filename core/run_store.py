@@ -79,6 +79,11 @@ class RunRecord:
         )
 
 
+def index_entry(record: RunRecord) -> str:
+    """The run's entry in the run index (core/contract.py), named from its creation time."""
+    return run_index_blob(unix_ms(record.created_at or utc_now()), record.run_id)
+
+
 @dataclass(frozen=True)
 class ChunkStatus:
     """A chunk's progress: `sent` is the checkpoint, the position below which every message is confirmed sent."""
@@ -131,9 +136,8 @@ class RunStore:
             result = await blob.upload_blob(_to_json(record), overwrite=False)
         except ResourceExistsError:
             return None
-        created_ms = unix_ms(record.created_at) if record.created_at else unix_ms(utc_now())
         with contextlib.suppress(ResourceExistsError):  # only the run's creator writes it: it exists, it is this
-            await self._container.upload_blob(run_index_blob(created_ms, record.run_id), b"", overwrite=False)
+            await self._container.upload_blob(index_entry(record), b"", overwrite=False)
         return str(result["etag"])
 
     async def index_page(self, size: int, marker: str | None) -> tuple[list[str], str | None]:

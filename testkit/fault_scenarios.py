@@ -266,7 +266,8 @@ def duplicate_trigger(lab: Lab, count: int = 1_000) -> Outcome:
     """The same chunk's handler invoked twice at once, as a duplicate blob event would."""
     api = DemoApi(count=count).start()
     queue = lab.new_queue()
-    env = lab.env(queue, api.url, CHUNK_SIZE=str(count))
+    # A lease the first sender keeps however slow the machine: the second must wait, not take over.
+    env = lab.env(queue, api.url, CHUNK_SIZE=str(count), INGEST_LEASE_SECONDS="60")
 
     async def work(ctx: Any) -> list[str]:
         request = IngestionRequest("default", count, f"twice-{secrets.token_hex(4)}")
