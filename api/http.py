@@ -109,7 +109,7 @@ async def start_ingestion(req: func.HttpRequest) -> func.HttpResponse:
 async def get_ingestion_status(req: func.HttpRequest) -> func.HttpResponse:
     """`GET /api/ingestions/{run_id}`: the run's status."""
     ctx, run_id = await _known_run(req)
-    status = await run_status(ctx.runs, run_id)
+    status = await run_status(ctx.runs, run_id, ctx.settings.queue_targets)
     if status is None:
         raise _not_found(run_id)
     return json_response(status.to_json())

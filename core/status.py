@@ -23,6 +23,7 @@ class ChunkCounts:
 class MessageCounts:
     fetched: int | None
     enqueued: int
+    by_queue: dict[str, int] = field(default_factory=dict)  # enqueued, by target queue (`account/queue`)
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,22 @@ class RunStatus:
         return asdict(self)
 
 
-def derive_status(record: RunRecord, chunks: Sequence[ChunkStatus]) -> RunStatus:
+def count_by_queue(chunks: Sequence[ChunkStatus], targets: Sequence[str]) -> dict[str, int]:
+    """Messages sent to each target, from the chunks' checkpoints. A chunk checkpointed under another
+    set of targets (QUEUE_ACCOUNTS or QUEUE_PARTITIONS changed since) counts under "unknown"."""
+    if len(targets) <= 1:
+        return {target: sum(chunk.sent for chunk in chunks) for target in targets}
+    counts = [0] * len(targets)
+    unknown = 0
+    for chunk in chunks:
+        if len(chunk.by_queue) == len(targets):
+            counts = [total + sent for total, sent in zip(counts, chunk.by_queue, strict=True)]
+        else:
+            unknown += chunk.sent
+    return dict(zip(targets, counts, strict=True)) | ({"unknown": unknown} if unknown else {})
+
+
+def derive_status(record: RunRecord, chunks: Sequence[ChunkStatus], targets: Sequence[str] = ()) -> RunStatus:
     ingested = [chunk for chunk in chunks if chunk.state == "ingested"]
     failed = [chunk for chunk in chunks if chunk.state == "failed"]
     total = record.chunks
@@ -73,7 +89,11 @@ def derive_status(record: RunRecord, chunks: Sequence[ChunkStatus]) -> RunStatus
             failed=len(failed),
             ingesting=sum(chunk.state == "ingesting" for chunk in chunks),
         ),
-        messages=MessageCounts(fetched=record.messages, enqueued=sum(chunk.sent for chunk in chunks)),
+        messages=MessageCounts(
+            fetched=record.messages,
+            enqueued=sum(chunk.sent for chunk in chunks),
+            by_queue=count_by_queue(chunks, targets),
+        ),
         error=record.error,
         failed_chunks=[FailedChunk(chunk.index, chunk.error) for chunk in failed],
         created_at=record.created_at,
@@ -82,8 +102,9 @@ def derive_status(record: RunRecord, chunks: Sequence[ChunkStatus]) -> RunStatus
     )
 
 
-async def run_status(runs: RunStore, run_id: str) -> RunStatus | None:
+async def run_status(runs: RunStore, run_id: str, targets: Sequence[str] = ()) -> RunStatus | None:
+    """The run's status; with `targets` (Settings.queue_targets) its messages counted by target queue too."""
     record = await runs.get(run_id)
     if record is None:
         return None
-    return derive_status(record, await runs.chunk_statuses(run_id))
+    return derive_status(record, await runs.chunk_statuses(run_id), targets)

@@ -14,7 +14,7 @@ from core.errors import ChunkError
 from core.run_store import ChunkStatus
 from ingestion.claim import claim_chunk, new_owner
 from ingestion.large_messages import fit_messages
-from ingestion.target import target_sender
+from ingestion.target import spread, target_sender
 from ingestion.window import send_window
 
 
@@ -35,6 +35,7 @@ async def ingest_chunk(ctx: Context, ref: ChunkRef, blob: ChunkBlob | None = Non
     checkpoint.
     """
     settings = ctx.settings
+    targets = len(settings.queue_targets)
     claim = await claim_chunk(ctx.runs, ref, new_owner(), settings.lease_seconds)
     if isinstance(claim, ChunkStatus):
         return claim
@@ -53,14 +54,14 @@ async def ingest_chunk(ctx: Context, ref: ChunkRef, blob: ChunkBlob | None = Non
             messages,
             settings.ingest_concurrency,
             start=claim.sent,
-            checkpoint=claim.checkpoint,
+            checkpoint=lambda sent: claim.checkpoint(sent, spread(messages, targets, sent)),
             every=settings.checkpoint_every,
         )
     except BaseException:
         with contextlib.suppress(Exception):  # best effort: otherwise the lease simply expires
             await claim.release()
         raise
-    return await claim.complete(len(messages))
+    return await claim.complete(len(messages), spread(messages, targets, len(messages)))
 
 
 async def _with_count(container: ContainerClient, ref: ChunkRef, blob: ChunkBlob | None) -> ChunkBlob:
