@@ -33,6 +33,7 @@ RECEIVERS = 4  # receive loops per queue, each with up to BATCH deletes in fligh
 # Puts in flight per chunk: well below the consumers' deletes in flight, so that Azurite (which answers
 # requests in turn) removes messages as fast as it takes them and holds no more than a window.
 SEND_WINDOW = "16"
+QUEUE_GC_MS = 1000  # Azurite's queue clean-up every second, not every minute (fanout/azurite_queue_gc.js)
 ACCOUNT_SETTING = "FANOUT_DEMO_ACCOUNT_{}"  # the connection setting of the demo's k-th extra account
 
 
@@ -62,7 +63,7 @@ class Verification:
 def demo_environment(count: int, accounts: int, base: Mapping[str, str]) -> Iterator[dict[str, str]]:
     """`accounts` Azurites and a demo API serving `count` IDs; the environment that points at them."""
     with ExitStack() as stack:
-        azurites = [start_azurite() for _ in range(accounts)]
+        azurites = [start_azurite(queue_gc_ms=QUEUE_GC_MS) for _ in range(accounts)]
         for azurite in azurites:
             stack.callback(azurite.close)
         api = DemoApi(count=count).start()
@@ -96,13 +97,17 @@ async def _run_and_drain(
         finishing = asyncio.Event()
         drains = [QueueDrain(queue, _drain_pool(ctx, account, queue.url), tally, RECEIVERS) for account, queue in
                   target_queues(ctx)]  # fmt: skip
-        async with asyncio.TaskGroup() as group:
-            for drain in drains:
-                group.create_task(drain.drain(finishing))
+
+        async def run_then_finish() -> RunStatus:
             try:
-                status = await run_pipeline(ctx, request, progress, parallel=parallel)
+                return await run_pipeline(ctx, request, progress, parallel=parallel)
             finally:
                 finishing.set()
+
+        # The first error (the run's or a consumer's) is raised as it is; asyncio.run cancels the rest.
+        run = asyncio.ensure_future(run_then_finish())
+        await asyncio.gather(run, *(drain.drain(finishing) for drain in drains))
+        status = run.result()
         seconds = time.monotonic() - started
         left = await queue_length(ctx)
     finally:
