@@ -15,7 +15,7 @@ import inspect
 import os
 import ssl
 from collections.abc import Awaitable, Callable, Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 import aiohttp
@@ -36,15 +36,15 @@ class Closable(Protocol):
 
 
 @dataclass
-class StorageClients:
-    blobs: BlobServiceClient
+class QueueClients:
+    """A queue-only account's clients (a `QUEUE_ACCOUNTS` entry other than the app's own storage)."""
+
     queues: QueueServiceClient
     session: aiohttp.ClientSession
     credential: DefaultAzureCredential | None
     tls: ssl.SSLContext
 
     async def close(self) -> None:
-        await self.blobs.close()
         await self.queues.close()
         await self.session.close()
         if self.credential is not None:
@@ -52,19 +52,14 @@ class StorageClients:
 
 
 @dataclass
-class QueueClients:
-    """A queue-only account (a `QUEUE_ACCOUNTS` entry other than the app's own storage)."""
+class StorageClients(QueueClients):
+    """The app's own storage: its queues and its blobs."""
 
-    queues: QueueServiceClient
-    session: aiohttp.ClientSession
-    credential: DefaultAzureCredential | None
-    tls: ssl.SSLContext
+    blobs: BlobServiceClient = field(kw_only=True)
 
     async def close(self) -> None:
-        await self.queues.close()
-        await self.session.close()
-        if self.credential is not None:
-            await self.credential.close()
+        await self.blobs.close()
+        await super().close()
 
 
 _per_loop: dict[tuple[Hashable, asyncio.AbstractEventLoop], Closable] = {}
@@ -170,7 +165,7 @@ def _build(config: StorageConfig, pool_size: int) -> StorageClients:
     else:
         assert config.blob_service_uri  # Settings requires it for identity
         blobs = BlobServiceClient(config.blob_service_uri, credential=credential, **_options(config, session))
-    return StorageClients(blobs, _queue_service(config, session, credential), session, credential, tls)
+    return StorageClients(_queue_service(config, session, credential), session, credential, tls, blobs=blobs)
 
 
 def _build_queues(config: StorageConfig, pool_size: int) -> QueueClients:

@@ -120,11 +120,12 @@ class QueueDrain:
         while True:
             try:
                 response = await self._pool.request(request)
-                if response.status == expected or (expected == 204 and response.status == 404):
-                    return response.body  # 404: a delete retried after its first try went through
-                failure = f"the demo consumer's request to {self.name!r} answered {response.status}"
-                if response.status not in RETRYABLE_STATUS:
-                    raise FanoutError(failure)
             except (OSError, ProtocolError, TimeoutError) as exc:
-                failure = f"the demo consumer's request to {self.name!r} failed: {type(exc).__name__}: {exc}"
+                await attempts.wait(f"the demo consumer's request to {self.name!r} failed: {type(exc).__name__}: {exc}")
+                continue
+            if response.status == expected or (expected == 204 and response.status == 404):
+                return response.body  # 404: a delete retried after its first try went through
+            failure = f"the demo consumer's request to {self.name!r} answered {response.status}"
+            if response.status not in RETRYABLE_STATUS:
+                raise FanoutError(failure)
             await attempts.wait(failure)

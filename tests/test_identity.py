@@ -101,8 +101,7 @@ def test_a_queue_account_given_by_uri_is_reached_by_identity(on_loop, tls_azurit
 
         async def send_all() -> None:
             send = await target_sender(await app_context())
-            for text in ids:
-                await send(text)
+            await asyncio.gather(*(send(text) for text in ids))
 
         on_loop(send_all())
         for account, azurite in enumerate((tls_azurite, second)):
