@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
+from core.run_scope import count_retry
+
 
 @dataclass(frozen=True)
 class RetryPolicy:
@@ -80,5 +82,6 @@ class Attempts:
         delay = backoff_delay(self._policy, self.number, retry_after)
         if self._deadline is not None and time.monotonic() + delay >= self._deadline:
             raise self._give_up(f"{failure} (gave up after {self.number} attempts: out of time)")
+        count_retry()
         await asyncio.sleep(delay)
         self.number += 1

@@ -1,7 +1,8 @@
 """The whole pipeline in one process: the same handlers the app runs, called in order.
 
-Chunks are ingested `parallel` at a time, as the blob trigger fans out over a run's chunks in Azure;
-they share the process's Put Message connections (INGEST_CONCURRENCY + 4 per account).
+Chunks are ingested `parallel` at a time (at most the run's `max_concurrency`), as the blob trigger
+fans out over a run's chunks in Azure; they share the process's Put Message connections
+(INGEST_CONCURRENCY + 4 per account).
 """
 
 from __future__ import annotations
@@ -46,6 +47,9 @@ async def resume_run(ctx: Context, run_id: str, progress: Progress | None = None
 
 
 async def _ingest_and_report(ctx: Context, run_id: str, progress: Progress | None, parallel: int) -> RunStatus:
+    record = await ctx.runs.get(run_id)
+    if record is not None and record.max_concurrency:  # the run's own cap, as its blob triggers keep to it
+        parallel = min(parallel, record.max_concurrency)
     await ingest_pending_chunks(ctx, run_id, progress, parallel=parallel)
     status = await run_status(ctx.runs, run_id, ctx.settings.queue_targets)
     if status is None:

@@ -48,7 +48,7 @@ async def ingest_chunk(ctx: Context, ref: ChunkRef, blob: ChunkBlob | None = Non
                 store=ctx.clients.blobs.get_container_client(settings.large_message_container),
             )  # fmt: skip
         except ChunkError as exc:
-            return await claim.fail(str(exc))
+            return await claim.fail(ctx.redact(str(exc)))
         await send_window(
             await target_sender(ctx),
             messages,
