@@ -131,6 +131,8 @@ module queueStorage 'modules/storage.bicep' = [
       tags: tags
       containerNames: []
       queueNames: queueNames
+      retentionPrefixes: []
+      claimCheckPrefixes: []
     }
   }
 ]

@@ -412,6 +412,10 @@ def test_extra_queue_accounts_are_made_like_the_main_one_with_a_queue_role_on_ea
     params = accounts["config"]["config"]["params"]
     assert params["queueNames"] == "queueNames"  # every partition in every account
     assert params["containerNames"] == []  # queues only
+    assert params["retentionPrefixes"] == params["claimCheckPrefixes"] == []
+    lifecycle = parse("modules/storage.bicep")["resources"]["lifecycle"]["config"]["condition"]
+    assert lifecycle == {"operator": {"type": "not", "operands": {"bool_value": {"function": {
+        "type": "empty", "parameters": {"item_to_test": "containerNames"}}}}}}  # fmt: skip
     roles = main["modules"]["queueRoles"]
     assert roles["detail"]["path"] == "modules/queue-roles.bicep"
     assert accessor(roles["config"]["config"]["params"]["principalId"]) == "identity.outputs.principalId"
