@@ -16,7 +16,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
-from chunking.request import IngestionRequest, new_run_id
+from chunking.request import IngestionRequest, parse_ingestion_request
 from core.context import Context, app_context
 from core.settings import QueueAccount, Settings
 from core.status import RunStatus
@@ -82,7 +82,7 @@ Outcome = tuple[RunStatus, float, Verification]  # the run's status, seconds to 
 def run_demo(count: int, accounts: int, parallel: int, progress: Progress | None) -> Outcome:
     with demo_environment(count, accounts, os.environ) as env:
         settings = Settings.from_env(env)
-        request = IngestionRequest(source="default", chunk_size=settings.chunk_size, run_id=new_run_id())
+        request = parse_ingestion_request(b"{}", settings)
         return asyncio.run(_run_and_drain(settings, request, count, parallel, progress))
 
 

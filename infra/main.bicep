@@ -241,6 +241,8 @@ module functionApp 'modules/function-app.bicep' = {
       STORAGE_USE_PROXY_ENV: 'false'
       HTTP_MAX_BODY_BYTES: '65536'
       REDRIVE_QUEUE: 'chunk-redrives'
+      TOLERATED_FAILED_CHUNKS: '0'
+      RUN_EVENTS_QUEUE: 'ingestion-events'
       // The main account and each extra one by its queue endpoint (reached with the app's identity).
       QUEUE_ACCOUNTS: join(concat(['AzureWebJobsStorage'], queueAccountEndpoints), ',')
       EVENT_GRID_DEADLETTER_CONTAINER: deadLetterContainerName
