@@ -34,7 +34,6 @@ class ChunkCounts:
 class MessageCounts:
     fetched: int | None
     enqueued: int
-    by_queue: dict[str, int] = field(default_factory=dict)  # enqueued, by target queue (`account/queue`)
 
 
 @dataclass(frozen=True)
@@ -62,11 +61,14 @@ class RunStatus:
     eta_seconds: float | None = None  # while ingesting: the messages left at that pace
     cancelled_at: str | None = None
     finished_at: str | None = None  # when its completion event was sent
+    messages_by_queue: dict[str, int] = field(default_factory=dict)  # enqueued, by target queue (`account/queue`)
     settled: bool = field(default=False, compare=False)  # final, and no chunk is still sending
 
     def to_json(self) -> dict[str, Any]:
         body = asdict(self)
         del body["settled"]
+        if not body["messages_by_queue"]:  # counted only when asked for (run_status's `targets`)
+            del body["messages_by_queue"]
         return body
 
     @property
@@ -134,7 +136,8 @@ def derive_status(
             ingesting=sum(chunk.state == "ingesting" for chunk in chunks),
             stopped=stopped,
         ),
-        messages=MessageCounts(fetched=record.messages, enqueued=enqueued, by_queue=count_by_queue(chunks, targets)),
+        messages=MessageCounts(fetched=record.messages, enqueued=enqueued),
+        messages_by_queue=count_by_queue(chunks, targets),
         error=record.error,
         failed_chunks=[FailedChunk(chunk.index, chunk.error) for chunk in failed],
         created_at=record.created_at,

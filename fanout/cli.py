@@ -230,7 +230,7 @@ def _status(args: argparse.Namespace) -> int:
         print(f"{status.run_id}: {status.state}")
         print(f"  chunks: {chunks.ingested}/{chunks.total} ingested, {chunks.failed} failed")
         print(f"  messages: {messages.enqueued}/{messages.fetched} enqueued")
-        for target, sent in messages.by_queue.items() if len(messages.by_queue) > 1 else ():
+        for target, sent in status.messages_by_queue.items() if len(status.messages_by_queue) > 1 else ():
             print(f"    {target}: {sent}")
         for line in [status.error] + [f"chunk {c.index}: {c.error}" for c in status.failed_chunks]:
             if line:

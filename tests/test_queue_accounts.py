@@ -49,7 +49,7 @@ def test_every_id_lands_once_in_its_hashed_queue_of_its_account_and_status_count
         landed |= Counter(bodies)
     assert landed == dict.fromkeys(demo_ids(2000), 1)  # every ID, once, in the queue its hash names
     assert status.state == "completed"
-    by_queue = status.messages.by_queue
+    by_queue = status.messages_by_queue
     assert list(by_queue) == [f"{a}/{queue}-{n}" for a in ("AzureWebJobsStorage", "SECOND_ACCOUNT") for n in (0, 1)]
     assert list(by_queue.values()) == [sum(partition_of(t, 4) == n for t in demo_ids(2000)) for n in range(4)]
 

@@ -82,15 +82,16 @@ def test_routing_is_stable_and_with_one_account_the_same_as_partitions_alone():
 
 
 def test_status_counts_messages_per_target_queue():
-    record = RunRecord("r", "default", 10, created_at="t").finished(3, 30)
+    record = RunRecord("r", "default", 10, created_at="2026-11-23T19:00:00.000Z").finished(3, 30)
     chunks = [
         ChunkStatus(0, "ingested", sent=10, count=10, updated_at="t0", by_queue=(4, 6)),
         ChunkStatus(1, "ingesting", sent=5, count=10, updated_at="t1", by_queue=(2, 3)),
         ChunkStatus(2, "ingesting", sent=7, count=10, updated_at="t2", by_queue=(1, 2, 4)),  # other targets then
     ]
-    status = derive_status(record, chunks, ["A/ingest", "B/ingest"])
-    assert status.messages.by_queue == {"A/ingest": 6, "B/ingest": 9, "unknown": 7}
-    assert derive_status(record, chunks, ["A/ingest"]).messages.by_queue == {"A/ingest": 22}
+    status = derive_status(record, chunks, targets=["A/ingest", "B/ingest"])
+    assert status.to_json()["messages_by_queue"] == {"A/ingest": 6, "B/ingest": 9, "unknown": 7}
+    assert derive_status(record, chunks, targets=["A/ingest"]).messages_by_queue == {"A/ingest": 22}
+    assert "messages_by_queue" not in derive_status(record, chunks).to_json()  # not asked for: not shown
 
 
 def test_the_demo_tally_counts_each_id_by_decoding_it_not_by_trusting_the_sender():
