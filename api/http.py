@@ -118,7 +118,7 @@ async def get_ingestion_status(req: func.HttpRequest) -> func.HttpResponse:
     """`GET /api/ingestions/{run_id}`: the run's status; `202` with `Retry-After` while it runs, as Durable
     Functions' status endpoint answers, `200` once it is completed, failed or cancelled."""
     ctx, run_id = await _known_run(req)
-    status = await run_status(ctx.runs, run_id)
+    status = await run_status(ctx.runs, run_id, ctx.settings.queue_targets)
     if status is None:
         raise _not_found(run_id)
     if status.state in FINAL_STATES:

@@ -96,6 +96,7 @@ class ChunkStatus:
     error: str | None = None
     owner: str | None = None
     lease_until: float = 0.0
+    by_queue: tuple[int, ...] = ()  # of `sent`, how many went to each target queue (with more than one)
     etag: str | None = field(default=None, compare=False)
 
     def leased(self, now: float) -> bool:
@@ -241,6 +242,7 @@ class RunStore:
         metadata = {
             "index": str(status.index), "state": status.state, "sent": str(status.sent), "count": str(status.count),
             "updated_at": status.updated_at, "owner": status.owner or "", "lease_until": f"{status.lease_until:.3f}",
+            "by_queue": ",".join(map(str, status.by_queue)),
         }  # fmt: skip
         body = (status.error or "").encode("utf-8")
         try:
@@ -277,6 +279,7 @@ class RunStore:
             count=int(metadata["count"]),
             updated_at=metadata["updated_at"], error=error, owner=metadata.get("owner") or None,
             lease_until=float(metadata.get("lease_until") or 0), etag=etag,
+            by_queue=tuple(int(count) for count in (metadata.get("by_queue") or "").split(",") if count),
         )  # fmt: skip
 
     async def sweep_log(self, run_id: str) -> tuple[dict[str, Any], str | None]:

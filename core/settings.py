@@ -8,9 +8,9 @@ import json
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Generic, Literal, TypeVar, cast
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit
 
 from core.contract import partition_queue_names
 from core.errors import SettingsError
@@ -323,6 +323,14 @@ RUN_EVENTS_QUEUE = Text(
     "RUN_EVENTS_QUEUE", "ingestion-events",
     "where one event per run lands (base64 JSON) when it ends `completed`, `failed` or `cancelled`",
 )  # fmt: skip
+QUEUE_ACCOUNTS = Text(
+    "QUEUE_ACCOUNTS", "",
+    "storage accounts the target queues are spread over, comma-separated, each holding every `QUEUE_NAME` "
+    "partition: queue service URIs (identity: `DefaultAzureCredential` with `AzureWebJobsStorage__clientId`) or "
+    "names of connection settings (a connection string, or `<NAME>__queueServiceUri` for identity). A message goes "
+    "to one of (accounts times `QUEUE_PARTITIONS`) queues by a stable hash. Empty = `AzureWebJobsStorage` only",
+    shown_default="empty (`AzureWebJobsStorage`)",
+)  # fmt: skip
 
 TABLE: tuple[Setting[Any], ...] = tuple(
     value for value in list(globals().values()) if isinstance(value, Setting)
@@ -360,6 +368,14 @@ class StorageConfig:
     @property
     def retry(self) -> RetryPolicy:
         return RetryPolicy(attempts=self.max_retries + 1, base_delay=self.retry_backoff, max_delay=self.retry_max_delay)
+
+
+@dataclass(frozen=True)
+class QueueAccount:
+    """A storage account that holds target queues; `name` is what statuses call it (never a secret)."""
+
+    name: str
+    storage: StorageConfig
 
 
 @dataclass(frozen=True)
@@ -436,6 +452,7 @@ class Settings:
     throttle_retry_seconds: int
     tolerated_failed_chunks: int
     run_events_queue: str
+    queue_accounts: tuple[QueueAccount, ...]
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -486,11 +503,17 @@ class Settings:
             throttle_retry_seconds=THROTTLE_RETRY_SECONDS.read(env),
             tolerated_failed_chunks=TOLERATED_FAILED_CHUNKS.read(env),
             run_events_queue=RUN_EVENTS_QUEUE.read(env),
+            queue_accounts=_queue_accounts(env, storage),
         )
 
     @property
     def queue_names(self) -> list[str]:
         return partition_queue_names(self.queue_name, self.queue_partitions)
+
+    @property
+    def queue_targets(self) -> list[str]:
+        """Every target queue as `account/queue`, in routing order (account by account)."""
+        return [f"{account.name}/{queue}" for account in self.queue_accounts for queue in self.queue_names]
 
     @property
     def secrets(self) -> list[str]:
@@ -526,6 +549,66 @@ def _storage_config(env: Mapping[str, str]) -> StorageConfig:
         STORAGE.read(env), blob_service_uri=None, queue_service_uri=None, client_id=None,
         **common,  # type: ignore[arg-type]
     )  # fmt: skip
+
+
+MAX_QUEUE_ACCOUNTS = 50
+_SETTING_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+_CONNECTION_KEYS = ("queueendpoint", "accountname", "usedevelopmentstorage")
+
+
+def _queue_accounts(env: Mapping[str, str], storage: StorageConfig) -> tuple[QueueAccount, ...]:
+    """QUEUE_ACCOUNTS read: no entry twice, none empty. Errors name an entry's position or setting name,
+    never a connection string."""
+    raw = QUEUE_ACCOUNTS.read(env)
+    entries = [entry.strip() for entry in raw.split(",")] if raw else [STORAGE.name]
+    if len(entries) > MAX_QUEUE_ACCOUNTS:
+        raise SettingsError(f"{QUEUE_ACCOUNTS.name} lists {len(entries)} accounts; at most {MAX_QUEUE_ACCOUNTS}")
+    accounts = [_queue_account(env, entry, number, storage) for number, entry in enumerate(entries, start=1)]
+    seen: dict[StorageConfig, str] = {}
+    for account in accounts:
+        if account.storage in seen:
+            raise SettingsError(
+                f"{QUEUE_ACCOUNTS.name} lists the same account twice ({seen[account.storage]} and {account.name})"
+            )
+        seen[account.storage] = account.name
+    return tuple(accounts)
+
+
+def _queue_account(env: Mapping[str, str], entry: str, number: int, storage: StorageConfig) -> QueueAccount:
+    where = f"{QUEUE_ACCOUNTS.name}, entry {number}"
+    if not entry:
+        raise SettingsError(f"{where} is empty: list queue service URIs or setting names, separated by commas")
+    if "://" in entry:
+        parts = urlsplit(entry)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.username or parts.query:
+            raise SettingsError(
+                f"{where} is not a queue service URI like https://<account>.queue.core.windows.net (http or https, "
+                "no user, no query string: the app signs in with its identity, a SAS is not used)"
+            )
+        uri = f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
+        return QueueAccount(uri, replace(storage, connection_string=None, blob_service_uri=None, queue_service_uri=uri))
+    if entry == STORAGE.name:
+        return QueueAccount(entry, storage)
+    if not _SETTING_NAME.fullmatch(entry):
+        raise SettingsError(f"{where} is neither a queue service URI nor a setting name (letters, digits, _)")
+    connection = (env.get(entry) or "").strip()
+    if connection:
+        keys = {part.partition("=")[0].strip().lower() for part in connection.split(";")}
+        if not keys & set(_CONNECTION_KEYS):
+            raise SettingsError(f"{entry} (in {QUEUE_ACCOUNTS.name}) is not a storage connection string")
+        return QueueAccount(
+            entry, replace(storage, connection_string=connection, blob_service_uri=None, queue_service_uri=None,
+                           client_id=None),
+        )  # fmt: skip
+    uri = (env.get(f"{entry}__queueServiceUri") or "").strip()
+    if not uri:
+        raise SettingsError(
+            f"{where} names {entry}, which is not set: set {entry} to a connection string, or "
+            f"{entry}__queueServiceUri (and {entry}__clientId) for identity-based access"
+        )
+    client_id = (env.get(f"{entry}__clientId") or "").strip() or storage.client_id
+    named = _queue_account(env, uri, number, replace(storage, client_id=client_id))
+    return replace(named, name=entry)
 
 
 def _sources(env: Mapping[str, str], *, in_azure: bool) -> dict[str, SourceConfig]:

@@ -61,16 +61,34 @@ class RunStatus:
     eta_seconds: float | None = None  # while ingesting: the messages left at that pace
     cancelled_at: str | None = None
     finished_at: str | None = None  # when its completion event was sent
+    messages_by_queue: dict[str, int] = field(default_factory=dict)  # enqueued, by target queue (`account/queue`)
     settled: bool = field(default=False, compare=False)  # final, and no chunk is still sending
 
     def to_json(self) -> dict[str, Any]:
         body = asdict(self)
         del body["settled"]
+        if not body["messages_by_queue"]:  # counted only when asked for (run_status's `targets`)
+            del body["messages_by_queue"]
         return body
 
     @property
     def tolerance_exceeded(self) -> bool:
         return self.chunks.failed > self.max_failed_chunks
+
+
+def count_by_queue(chunks: Sequence[ChunkStatus], targets: Sequence[str]) -> dict[str, int]:
+    """Messages sent to each target, from the chunks' checkpoints. A chunk checkpointed under another
+    set of targets (QUEUE_ACCOUNTS or QUEUE_PARTITIONS changed since) counts under "unknown"."""
+    if len(targets) <= 1:
+        return {target: sum(chunk.sent for chunk in chunks) for target in targets}
+    counts = [0] * len(targets)
+    unknown = 0
+    for chunk in chunks:
+        if len(chunk.by_queue) == len(targets):
+            counts = [total + sent for total, sent in zip(counts, chunk.by_queue, strict=True)]
+        else:
+            unknown += chunk.sent
+    return dict(zip(targets, counts, strict=True)) | ({"unknown": unknown} if unknown else {})
 
 
 def derive_status(
@@ -79,6 +97,7 @@ def derive_status(
     stop: RunStop | None = None,
     finished_at: str | None = None,
     now: float | None = None,
+    targets: Sequence[str] = (),
 ) -> RunStatus:
     now = time.time() if now is None else now
     ingested = [chunk for chunk in chunks if chunk.state == "ingested"]
@@ -118,6 +137,7 @@ def derive_status(
             stopped=stopped,
         ),
         messages=MessageCounts(fetched=record.messages, enqueued=enqueued),
+        messages_by_queue=count_by_queue(chunks, targets),
         error=record.error,
         failed_chunks=[FailedChunk(chunk.index, chunk.error) for chunk in failed],
         created_at=record.created_at,
@@ -140,8 +160,11 @@ def _rate(enqueued: int, created_at: str, ended_at: str | None, now: float) -> f
     return round(enqueued / seconds, 1) if seconds > 0 else None
 
 
-async def run_status(runs: RunStore, run_id: str, *, with_errors: bool = True) -> RunStatus | None:
-    """The run's status, read now; None for an unknown run. `with_errors`: the failed chunks' errors too."""
+async def run_status(
+    runs: RunStore, run_id: str, targets: Sequence[str] = (), *, with_errors: bool = True
+) -> RunStatus | None:
+    """The run's status, read now; None for an unknown run. `with_errors`: the failed chunks' errors too;
+    `targets` (Settings.queue_targets): its messages counted by target queue too."""
     record, chunks, stop, finished = await asyncio.gather(
         runs.get(run_id), runs.chunk_statuses(run_id, with_errors=with_errors), runs.stop_of(run_id),
         runs.finished(run_id),
@@ -149,6 +172,7 @@ async def run_status(runs: RunStore, run_id: str, *, with_errors: bool = True) -
     if record is None:
         return None
     finished_at = finished.get("finished_at") if finished else None
-    status = derive_status(record, chunks, stop, finished_at if isinstance(finished_at, str) else None)
+    finished_at = finished_at if isinstance(finished_at, str) else None
+    status = derive_status(record, chunks, stop, finished_at, targets=targets)
     sweeps, _ = await runs.sweep_log(run_id)
     return replace(status, sweeps=sweeps) if sweeps else status

@@ -15,7 +15,7 @@ import inspect
 import os
 import ssl
 from collections.abc import Awaitable, Callable, Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 import aiohttp
@@ -36,19 +36,30 @@ class Closable(Protocol):
 
 
 @dataclass
-class StorageClients:
-    blobs: BlobServiceClient
+class QueueClients:
+    """A queue-only account's clients (a `QUEUE_ACCOUNTS` entry other than the app's own storage)."""
+
     queues: QueueServiceClient
     session: aiohttp.ClientSession
     credential: DefaultAzureCredential | None
     tls: ssl.SSLContext
 
     async def close(self) -> None:
-        await self.blobs.close()
         await self.queues.close()
         await self.session.close()
         if self.credential is not None:
             await self.credential.close()
+
+
+@dataclass
+class StorageClients(QueueClients):
+    """The app's own storage: its queues and its blobs."""
+
+    blobs: BlobServiceClient = field(kw_only=True)
+
+    async def close(self) -> None:
+        await self.blobs.close()
+        await super().close()
 
 
 _per_loop: dict[tuple[Hashable, asyncio.AbstractEventLoop], Closable] = {}
@@ -66,6 +77,11 @@ def once_per_loop(key: Hashable, build: Callable[[], T]) -> T:
 def storage_clients(config: StorageConfig, pool_size: int = 100) -> StorageClients:
     """The clients for this storage on the running loop; call from a coroutine."""
     return once_per_loop(("storage", config), lambda: _build(config, pool_size))
+
+
+def queue_clients(config: StorageConfig, pool_size: int = 100) -> QueueClients:
+    """The queue client of a queue-only account on the running loop; call from a coroutine."""
+    return once_per_loop(("queues", config), lambda: _build_queues(config, pool_size))
 
 
 _existing: set[tuple[StorageConfig, str]] = set()
@@ -103,7 +119,7 @@ def _tls_context(ca_file: str | None) -> ssl.SSLContext:
     return ssl.create_default_context()
 
 
-def _build(config: StorageConfig, pool_size: int) -> StorageClients:
+def _session(config: StorageConfig, pool_size: int) -> tuple[aiohttp.ClientSession, ssl.SSLContext]:
     tls = _tls_context(os.environ.get("SSL_CERT_FILE"))
     session = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=pool_size, ssl=tls),
@@ -111,29 +127,48 @@ def _build(config: StorageConfig, pool_size: int) -> StorageClients:
         cookie_jar=aiohttp.DummyCookieJar(),
         auto_decompress=False,
     )
+    return session, tls
 
-    def options() -> dict[str, Any]:
-        """The SDK's own retry policy, configured: backs off on 500/503 "server busy" and timeouts."""
-        return {
-            "transport": AioHttpTransport(
-                session=session, session_owner=False, use_env_settings=config.use_env_settings
-            ),
-            # The async storage retry policy (the queue package does not export its identical copy).
-            "retry_policy": ExponentialRetry(
-                initial_backoff=config.retry_backoff, increment_base=2, retry_total=config.max_retries,  # type: ignore[arg-type]
-                random_jitter_range=config.retry_backoff / 2,  # type: ignore[arg-type]
-            ),
-            "connection_timeout": config.timeout,
-            "read_timeout": config.timeout,
-        }  # fmt: skip
 
+def _options(config: StorageConfig, session: aiohttp.ClientSession) -> dict[str, Any]:
+    """The SDK's own retry policy, configured: backs off on 500/503 "server busy" and timeouts."""
+    return {
+        "transport": AioHttpTransport(session=session, session_owner=False, use_env_settings=config.use_env_settings),
+        # The async storage retry policy (the queue package does not export its identical copy).
+        "retry_policy": ExponentialRetry(
+            initial_backoff=config.retry_backoff, increment_base=2, retry_total=config.max_retries,  # type: ignore[arg-type]
+            random_jitter_range=config.retry_backoff / 2,  # type: ignore[arg-type]
+        ),
+        "connection_timeout": config.timeout,
+        "read_timeout": config.timeout,
+    }  # fmt: skip
+
+
+def _credential(config: StorageConfig) -> DefaultAzureCredential | None:
+    return None if config.connection_string else DefaultAzureCredential(managed_identity_client_id=config.client_id)
+
+
+def _queue_service(
+    config: StorageConfig, session: aiohttp.ClientSession, credential: DefaultAzureCredential | None
+) -> QueueServiceClient:
     if config.connection_string:
-        blobs = BlobServiceClient.from_connection_string(config.connection_string, **options())
-        queues = QueueServiceClient.from_connection_string(config.connection_string, **options())
-        credential = None
+        return QueueServiceClient.from_connection_string(config.connection_string, **_options(config, session))
+    assert config.queue_service_uri  # Settings requires it for identity
+    return QueueServiceClient(config.queue_service_uri, credential=credential, **_options(config, session))
+
+
+def _build(config: StorageConfig, pool_size: int) -> StorageClients:
+    session, tls = _session(config, pool_size)
+    credential = _credential(config)
+    if config.connection_string:
+        blobs = BlobServiceClient.from_connection_string(config.connection_string, **_options(config, session))
     else:
-        credential = DefaultAzureCredential(managed_identity_client_id=config.client_id)
-        assert config.blob_service_uri and config.queue_service_uri  # Settings requires both for identity
-        blobs = BlobServiceClient(config.blob_service_uri, credential=credential, **options())
-        queues = QueueServiceClient(config.queue_service_uri, credential=credential, **options())
-    return StorageClients(blobs, queues, session, credential, tls)
+        assert config.blob_service_uri  # Settings requires it for identity
+        blobs = BlobServiceClient(config.blob_service_uri, credential=credential, **_options(config, session))
+    return StorageClients(_queue_service(config, session, credential), session, credential, tls, blobs=blobs)
+
+
+def _build_queues(config: StorageConfig, pool_size: int) -> QueueClients:
+    session, tls = _session(config, pool_size)
+    credential = _credential(config)
+    return QueueClients(_queue_service(config, session, credential), session, credential, tls)

@@ -8,6 +8,7 @@ runs locally too.
 from __future__ import annotations
 
 import ctypes
+import os
 import shutil
 import signal
 import socket
@@ -22,15 +23,17 @@ from core.errors import FanoutError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 AZURITE_BIN = PROJECT_ROOT / "node_modules" / ".bin" / "azurite"
+QUEUE_GC_LAUNCHER = Path(__file__).with_name("azurite_queue_gc.js")
 _PR_SET_PDEATHSIG = 1
 ACCOUNT = "devstoreaccount1"
 ACCOUNT_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 
 
 def _stop_with_parent() -> None:
-    """Linux: Azurite gets SIGTERM when the process that started it dies, however it dies."""
+    """Linux: Azurite is killed when the process that started it dies, however it dies (a busy Azurite
+    can outlive a SIGTERM for minutes; in memory or on disk, its state is the run's scratch)."""
     if sys.platform.startswith("linux"):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def free_port() -> int:
@@ -47,6 +50,7 @@ class Azurite:
     location: Path
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     tls: tuple[Path, Path] | None = None  # (certificate, key), PEM: HTTPS and bearer tokens
+    queue_gc_ms: int | None = None  # the queue clean-up's interval (Azurite's own: 60 s); see azurite_queue_gc.js
     _scratch: bool = field(default=False, repr=False)
 
     def service_uri(self, service: str) -> str:
@@ -69,7 +73,10 @@ class Azurite:
     def start(self, *, in_memory: bool) -> Azurite:
         if not AZURITE_BIN.exists():
             raise FanoutError(f"Azurite is not installed at {AZURITE_BIN}: run `make setup` (npm ci)")
-        args = [str(AZURITE_BIN), "--silent", "--skipApiVersionCheck", "--disableTelemetry",
+        node = shutil.which("node") if self.queue_gc_ms else None
+        launcher = [node, str(QUEUE_GC_LAUNCHER)] if node else [str(AZURITE_BIN)]
+        env = {**os.environ, "FANOUT_AZURITE_QUEUE_GC_MS": str(self.queue_gc_ms or "")}
+        args = [*launcher, "--silent", "--skipApiVersionCheck", "--disableTelemetry",
                 "--blobHost", "127.0.0.1", "--queueHost", "127.0.0.1", "--tableHost", "127.0.0.1",
                 "--blobPort", str(self.blob_port), "--queuePort", str(self.queue_port),
                 "--tablePort", str(self.table_port)]  # fmt: skip
@@ -79,7 +86,7 @@ class Azurite:
             args += ["--cert", str(self.tls[0]), "--key", str(self.tls[1]), "--oauth", "basic"]
         with open(self.location / "azurite-stderr.log", "ab") as stderr:
             self.process = subprocess.Popen(
-                args, cwd=self.location, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True,
+                args, cwd=self.location, env=env, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True,
                 preexec_fn=_stop_with_parent,
             )  # fmt: skip
         self._wait_until_listening()
@@ -120,11 +127,18 @@ class Azurite:
 
 
 def start_azurite(
-    *, in_memory: bool = True, location: Path | None = None, tls: tuple[Path, Path] | None = None
+    *,
+    in_memory: bool = True,
+    location: Path | None = None,
+    tls: tuple[Path, Path] | None = None,
+    queue_gc_ms: int | None = None,
 ) -> Azurite:
-    """A new Azurite on free ports; in memory by default, else persisted under `location`."""
+    """A new Azurite on free ports; in memory by default, else persisted under `location`; with
+    `queue_gc_ms`, its queue clean-up runs that often (for a long run that deletes what it receives)."""
     scratch = location is None
     location = Path(tempfile.mkdtemp(prefix="azurite-")) if location is None else location
     location.mkdir(parents=True, exist_ok=True)
-    azurite = Azurite(free_port(), free_port(), free_port(), location, tls=tls, _scratch=scratch)
+    azurite = Azurite(
+        free_port(), free_port(), free_port(), location, tls=tls, queue_gc_ms=queue_gc_ms, _scratch=scratch
+    )
     return azurite.start(in_memory=in_memory)

@@ -8,7 +8,6 @@ import json
 import os
 import sys
 import time
-from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -23,13 +22,12 @@ from core.run_list import DEFAULT_LIMIT, MAX_LIMIT, STATES, RunPage, list_runs, 
 from core.settings import DEMO_API_PORT, MAX_CHUNK_SIZE, Settings
 from core.status import RunStatus, run_status
 from core.storage import close_storage_clients
-from fanout.azurite import start_azurite
+from fanout.demo import run_demo
 from fanout.demo_api import PAGINATIONS, DemoApi, Faults
-from fanout.pipeline import resume_run, run_pipeline
+from fanout.pipeline import MAX_PARALLEL, default_parallel, resume_run, run_pipeline
 from fanout.settings_table import settings_table
 from fanout.watch import watch_run
 from ingestion.redrive import Progress, RedriveResult, redrive_run, reopen_run
-from ingestion.target import queue_length
 
 FUNCTION_KEY_ENV = "FANOUT_FUNCTION_KEY"
 
@@ -54,6 +52,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--chunk-size", type=int, help=f"messages per chunk, 1..{MAX_CHUNK_SIZE} (default: CHUNK_SIZE)")
     run.add_argument("--run-id", help="an id for the run (default: a new one)")
     run.add_argument("--json", action="store_true", help="end with a one-line JSON summary")
+    run.add_argument(
+        "--parallel", type=_parallel, default=default_parallel(), metavar="N",
+        help=f"chunks ingested at once, as the blob trigger fans out (1..{MAX_PARALLEL}, default {default_parallel()})",
+    )  # fmt: skip
     run.set_defaults(handler=_run)
 
     for name, handler, purpose, as_json in [
@@ -128,8 +130,18 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="start Azurite and the demo API, ingest COUNT IDs, check the queue")
     demo.add_argument("--count", type=int, default=100_000, help="IDs to ingest (default 100000)")
     demo.add_argument("--json", action="store_true", help="end with a one-line JSON summary")
+    demo.add_argument(
+        "--accounts", type=int, choices=range(1, 9), default=2, metavar="K",
+        help="storage accounts the queues are spread over, one Azurite each (1..8, default 2)",
+    )  # fmt: skip
     demo.set_defaults(handler=_demo)
     return parser
+
+
+def _parallel(value: str) -> int:
+    if not value.isdigit() or not 1 <= int(value) <= MAX_PARALLEL:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 1 to {MAX_PARALLEL}, got {value[:20]!r}")
+    return int(value)
 
 
 def _run_id(value: str) -> str:
@@ -147,16 +159,16 @@ def _run(args: argparse.Namespace) -> int:
         )
     except RequestError as exc:
         raise FanoutError(exc.detail) from None
-    summary = asyncio.run(_run_and_close(settings, request))
+    summary = asyncio.run(_run_and_close(settings, request, args.parallel))
     _print_summary(summary, as_json=args.json)
     return 0 if summary.state == "completed" else 1
 
 
-async def _run_and_close(settings: Settings, request: IngestionRequest) -> RunSummary:
+async def _run_and_close(settings: Settings, request: IngestionRequest, parallel: int) -> RunSummary:
     print(f"run_id: {request.run_id}", flush=True)
     started = time.monotonic()
     try:
-        status = await run_pipeline(await app_context(settings), request, _progress_printer())
+        status = await run_pipeline(await app_context(settings), request, _progress_printer(), parallel=parallel)
     finally:
         await close_storage_clients()
     return RunSummary.of(status, time.monotonic() - started)
@@ -203,7 +215,8 @@ def _redrive(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     async def load() -> RunStatus | None:
         try:
-            return await run_status((await app_context()).runs, args.run_id)
+            ctx = await app_context()
+            return await run_status(ctx.runs, args.run_id, ctx.settings.queue_targets)
         finally:
             await close_storage_clients()
 
@@ -217,6 +230,8 @@ def _status(args: argparse.Namespace) -> int:
         print(f"{status.run_id}: {status.state}")
         print(f"  chunks: {chunks.ingested}/{chunks.total} ingested, {chunks.failed} failed")
         print(f"  messages: {messages.enqueued}/{messages.fetched} enqueued")
+        for target, sent in status.messages_by_queue.items() if len(status.messages_by_queue) > 1 else ():
+            print(f"    {target}: {sent}")
         for line in [status.error] + [f"chunk {c.index}: {c.error}" for c in status.failed_chunks]:
             if line:
                 print(f"  error: {line}")
@@ -318,32 +333,16 @@ def _demo_api(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    azurite = start_azurite()
-    api = DemoApi(count=args.count).start()
-    print(f"Azurite on ports {azurite.blob_port}/{azurite.queue_port}, demo API at {api.url}", file=sys.stderr)
-    try:
-        env = {**os.environ, "AzureWebJobsStorage": azurite.connection_string, "SOURCE_URL": api.url}
-        settings = Settings.from_env(_without_identity(env))
-        request = parse_ingestion_request(b"{}", settings)
-        summary = asyncio.run(_demo_run(settings, request))
-    finally:
-        api.stop()
-        azurite.close()
-    summary = replace(summary, queue_matches_source=summary.queue_length == args.count)
+    print(f"demo: {args.count:,} IDs over {args.accounts} Azurite account(s), drained as they arrive", file=sys.stderr)
+    status, seconds, check = run_demo(args.count, args.accounts, default_parallel(), _progress_printer())
+    summary = replace(
+        RunSummary.of(status, seconds),
+        queue_length=check.left_in_queues,
+        queue_matches_source=check.passed,
+        verification=asdict(check),
+    )
     _print_summary(summary, as_json=args.json)
-    return 0 if summary.state == "completed" and summary.queue_matches_source else 1
-
-
-async def _demo_run(settings: Settings, request: IngestionRequest) -> RunSummary:
-    summary = await _run_and_close(settings, request)
-    try:
-        return replace(summary, queue_length=await queue_length(await app_context(settings)))
-    finally:
-        await close_storage_clients()
-
-
-def _without_identity(env: Mapping[str, str]) -> dict[str, str]:
-    return {key: value for key, value in env.items() if not key.startswith("AzureWebJobsStorage__")}
+    return 0 if summary.state == "completed" and check.passed else 1
 
 
 @dataclass(frozen=True)
@@ -360,6 +359,7 @@ class RunSummary:
     error: str | None
     queue_length: int | None = None  # `demo` only: what the queue holds afterwards
     queue_matches_source: bool | None = None
+    verification: dict[str, int] | None = None  # `demo` only: what the queue-side consumers received
 
     @classmethod
     def of(cls, status: RunStatus, seconds: float) -> RunSummary:
@@ -376,7 +376,7 @@ class RunSummary:
         )
 
     def to_json(self) -> dict[str, Any]:
-        return {key: value for key, value in asdict(self).items() if not key.startswith("queue_") or value is not None}
+        return {key: value for key, value in asdict(self).items() if value is not None or key == "error"}
 
 
 def _print_summary(summary: RunSummary, *, as_json: bool) -> None:
@@ -388,6 +388,13 @@ def _print_summary(summary: RunSummary, *, as_json: bool) -> None:
     print(f"  {summary.seconds} s, {summary.messages_per_second} messages/s")
     if summary.queue_length is not None:
         print(f"  queue holds {summary.queue_length:,} messages")
+    if summary.verification is not None:
+        check = summary.verification
+        print(
+            f"  received {check['received']:,} of {check['ids']:,} IDs: {check['missing']:,} missing, "
+            f"{check['duplicates']:,} duplicates (bound {check['duplicate_bound']:,}), {check['foreign']:,} foreign: "
+            + ("verified" if summary.queue_matches_source else "NOT verified")
+        )
     if summary.error:
         print(f"  error: {summary.error}")
 

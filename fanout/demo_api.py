@@ -42,6 +42,21 @@ def demo_id(index: int) -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
+_UNMIX = pow(_MIX, -1, 1 << 128)
+
+
+def demo_index(text: str) -> int | None:
+    """The index whose `demo_id` is `text`, or None for any other text."""
+    digits = text.replace("-", "")
+    if len(digits) != 32 or len(text) != 36:
+        return None
+    try:
+        index = (int(digits, 16) * _UNMIX) & _MASK
+    except ValueError:
+        return None
+    return index if demo_id(index) == text else None
+
+
 def demo_ids(count: int) -> list[str]:
     return [demo_id(index) for index in range(count)]
 

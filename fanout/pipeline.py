@@ -1,6 +1,13 @@
-"""The whole pipeline in one process: the same handlers the app runs, called in order."""
+"""The whole pipeline in one process: the same handlers the app runs, called in order.
+
+Chunks are ingested `parallel` at a time (at most the run's `max_concurrency`), as the blob trigger
+fans out over a run's chunks in Azure; they share the process's Put Message connections
+(INGEST_CONCURRENCY + 4 per account).
+"""
 
 from __future__ import annotations
+
+import os
 
 from chunking.chunker import chunk_onward, start_chunking
 from chunking.request import IngestionRequest
@@ -9,16 +16,25 @@ from core.errors import RunNotFoundError
 from core.status import RunStatus, run_status
 from ingestion.redrive import Progress, ingest_pending_chunks
 
+MAX_PARALLEL = 64
 
-async def run_pipeline(ctx: Context, request: IngestionRequest, progress: Progress | None = None) -> RunStatus:
+
+def default_parallel() -> int:
+    """Chunks in flight by default: two per CPU (a chunk waits on storage most of the time), at least 2."""
+    return max(2, 2 * (os.cpu_count() or 1))
+
+
+async def run_pipeline(
+    ctx: Context, request: IngestionRequest, progress: Progress | None = None, *, parallel: int = 1
+) -> RunStatus:
     """Chunks the source, then ingests every chunk; returns the run's final status."""
     record, _ = await start_chunking(ctx, request, budget=None)
     if progress:
         progress(f"chunked: {record.messages:,} messages in {record.chunks:,} chunks ({record.state})")
-    return await _ingest_and_report(ctx, record.run_id, progress)
+    return await _ingest_and_report(ctx, record.run_id, progress, parallel)
 
 
-async def resume_run(ctx: Context, run_id: str, progress: Progress | None = None) -> RunStatus:
+async def resume_run(ctx: Context, run_id: str, progress: Progress | None = None, *, parallel: int = 1) -> RunStatus:
     """Finishes a run whose process died or was interrupted: chunking from where it was saved (if it
     never finished), then every chunk not ingested."""
     versioned = await ctx.runs.get_versioned(run_id)
@@ -27,12 +43,15 @@ async def resume_run(ctx: Context, run_id: str, progress: Progress | None = None
     record, etag = versioned
     if record.state == "chunking":
         await chunk_onward(ctx, record, etag, budget=None)
-    return await _ingest_and_report(ctx, run_id, progress)
+    return await _ingest_and_report(ctx, run_id, progress, parallel)
 
 
-async def _ingest_and_report(ctx: Context, run_id: str, progress: Progress | None) -> RunStatus:
-    await ingest_pending_chunks(ctx, run_id, progress)
-    status = await run_status(ctx.runs, run_id)
+async def _ingest_and_report(ctx: Context, run_id: str, progress: Progress | None, parallel: int) -> RunStatus:
+    record = await ctx.runs.get(run_id)
+    if record is not None and record.max_concurrency:  # the run's own cap, as its blob triggers keep to it
+        parallel = min(parallel, record.max_concurrency)
+    await ingest_pending_chunks(ctx, run_id, progress, parallel=parallel)
+    status = await run_status(ctx.runs, run_id, ctx.settings.queue_targets)
     if status is None:
         raise RunNotFoundError(f"run {run_id!r} disappeared while it ran")
     return status

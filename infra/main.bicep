@@ -36,6 +36,10 @@ param queueName string = 'ingest'
 @minValue(1)
 @maxValue(100)
 param queuePartitions int = 1
+@description('Extra storage accounts for the target queues (past one account\'s 20,000 requests/s): each made like the main one (the same storage module: no shared keys, TLS 1.2, HTTPS only), holding every partition, the identity a queue role on it. QUEUE_ACCOUNTS then lists the main account and these.')
+@minValue(0)
+@maxValue(49)
+param queueAccounts int = 0
 param chunkSize int = 5000
 @allowed(['base64', 'none'])
 param queueMessageEncoding string = 'base64'
@@ -77,6 +81,10 @@ param sourceFirstPage int = 1
 var token = toLower(uniqueString(subscription().id, resourceGroup().id, name))
 var tags = { 'azd-env-name': name, app: 'azure-queue-fanout' }
 var deploymentContainerName = 'app-package-${take(token, 8)}'
+// Names and queue endpoints of the extra queue accounts, known before deployment (a loop variable may not
+// read module outputs).
+var queueAccountNames = [for account in range(0, queueAccounts): 'st${take(token, 13)}q${account}']
+var queueAccountEndpoints = [for accountName in queueAccountNames: 'https://${accountName}.queue.${environment().suffixes.storage}']
 var queueNames = [for partition in range(0, queuePartitions): queuePartitions == 1 ? queueName : '${queueName}-${partition}']
 
 module identity 'modules/identity.bicep' = {
@@ -114,6 +122,31 @@ module storage 'modules/storage.bicep' = {
   }
 }
 
+module queueStorage 'modules/storage.bicep' = [
+  for account in range(0, queueAccounts): {
+    name: 'queue-storage-${account}'
+    params: {
+      name: queueAccountNames[account]
+      location: location
+      tags: tags
+      containerNames: []
+      queueNames: queueNames
+      retentionPrefixes: []
+      claimCheckPrefixes: []
+    }
+  }
+]
+
+module queueRoles 'modules/queue-roles.bicep' = [
+  for account in range(0, queueAccounts): {
+    name: 'queue-roles-${account}'
+    params: {
+      storageAccountName: queueStorage[account].outputs.name
+      principalId: identity.outputs.principalId
+    }
+  }
+]
+
 module keyVault 'modules/key-vault.bicep' = {
   name: 'key-vault'
   params: {
@@ -145,7 +178,7 @@ module roles 'modules/roles.bicep' = {
 
 module functionApp 'modules/function-app.bicep' = {
   name: 'function-app'
-  dependsOn: [roles]
+  dependsOn: [roles, queueRoles]
   params: {
     name: 'func-${name}-${take(token, 6)}'
     location: location
@@ -210,6 +243,8 @@ module functionApp 'modules/function-app.bicep' = {
       REDRIVE_QUEUE: 'chunk-redrives'
       TOLERATED_FAILED_CHUNKS: '0'
       RUN_EVENTS_QUEUE: 'ingestion-events'
+      // The main account and each extra one by its queue endpoint (reached with the app's identity).
+      QUEUE_ACCOUNTS: join(concat(['AzureWebJobsStorage'], queueAccountEndpoints), ',')
       EVENT_GRID_DEADLETTER_CONTAINER: deadLetterContainerName
       SWEEP_SCHEDULE: sweepSchedule
       SWEEP_MAX_REDRIVES: '100'

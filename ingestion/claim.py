@@ -35,18 +35,20 @@ class ChunkClaim:
         """Where sending resumes: every message before it was confirmed sent."""
         return self._status.sent
 
-    async def checkpoint(self, sent: int) -> None:
-        await self._write(replace(self._status, sent=sent, lease_until=time.time() + self._lease_seconds))
+    async def checkpoint(self, sent: int, by_queue: tuple[int, ...] = ()) -> None:
+        lease_until = time.time() + self._lease_seconds
+        await self._write(replace(self._status, sent=sent, by_queue=by_queue, lease_until=lease_until))
 
-    async def complete(self, count: int) -> ChunkStatus:
-        return await self._write(replace(self._status, state="ingested", sent=count, count=count, lease_until=0.0))
+    async def complete(self, count: int, by_queue: tuple[int, ...] = ()) -> ChunkStatus:
+        done = replace(self._status, state="ingested", sent=count, count=count, by_queue=by_queue, lease_until=0.0)
+        return await self._write(done)
 
     async def fail(self, error: str) -> ChunkStatus:
         return await self._write(replace(self._status, state="failed", error=error, lease_until=0.0))
 
-    async def stop(self, sent: int) -> ChunkStatus:
+    async def stop(self, sent: int, by_queue: tuple[int, ...] = ()) -> ChunkStatus:
         """The run was stopped: `sent` messages are sent, the rest waits for a redrive."""
-        return await self._write(replace(self._status, state="stopped", sent=sent, lease_until=0.0))
+        return await self._write(replace(self._status, state="stopped", sent=sent, by_queue=by_queue, lease_until=0.0))
 
     async def release(self) -> None:
         """Ends the lease early (after an error) so that a retry need not wait for it to expire."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import Callable
@@ -17,15 +18,29 @@ from ingestion.chunk import ingest_chunk
 Progress = Callable[[str], None]
 
 
-async def ingest_pending_chunks(ctx: Context, run_id: str, progress: Progress | None = None) -> None:
-    """Ingests every chunk of the run in order, each from its checkpoint; ingested chunks are skipped."""
+async def ingest_pending_chunks(
+    ctx: Context, run_id: str, progress: Progress | None = None, *, parallel: int = 1
+) -> None:
+    """Ingests every chunk of the run, each from its checkpoint, `parallel` at a time (as concurrent blob
+    trigger invocations would), started in order; ingested chunks are skipped. The first error stops the
+    rest, each chunk resumable from its last checkpoint."""
     ingested = {status.index for status in await ctx.runs.chunk_statuses(run_id) if status.state == "ingested"}
     refs = await chunks_written(ctx.chunk_container, run_id)
-    for number, ref in enumerate(refs, start=1):
-        if ref.index not in ingested:
+    waiting = [ref for ref in refs if ref.index not in ingested]
+    pending = iter(waiting)
+    done = len(refs) - len(waiting)
+
+    async def ingest_next() -> None:
+        nonlocal done
+        for ref in pending:
             status = await ingest_chunk(ctx, ref)
+            done += 1
             if progress:
-                progress(f"chunk {number}/{len(refs)} {status.state}: {status.sent:,} messages")
+                progress(f"chunk {done}/{len(refs)} {status.state}: {status.sent:,} messages")
+
+    async with asyncio.TaskGroup() as group:
+        for _ in range(parallel):
+            group.create_task(ingest_next())
 
 
 def needs_redrive(status: ChunkStatus | None, now: float) -> bool:

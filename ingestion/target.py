@@ -1,16 +1,21 @@
 """The target queue(s): created once per process if missing, sent to by the lean sender.
 
-With QUEUE_PARTITIONS=N a message goes to `{QUEUE_NAME}-{crc32(message) % N}`: the same ID always
-lands in the same partition, in every process.
+The targets are every `QUEUE_NAME` partition in every `QUEUE_ACCOUNTS` account, account by account:
+with A accounts and QUEUE_PARTITIONS=Q a message goes to target `crc32(message) % (A * Q)`, that is
+account `t // Q`, queue `{QUEUE_NAME}-{t % Q}`. The same ID always lands in the same queue, in every
+process, and with one account this is the same queue as `crc32 % Q` alone.
 """
 
 from __future__ import annotations
 
 import zlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+
+from azure.storage.queue.aio import QueueClient, QueueServiceClient
 
 from core.context import Context
-from core.storage import create_once, once_per_loop
+from core.settings import QueueAccount
+from core.storage import create_once, once_per_loop, queue_clients
 from putmessage.connection_pool import ConnectionPool
 from putmessage.sender import PutMessageSender
 
@@ -21,45 +26,80 @@ def partition_of(text: str, partitions: int) -> int:
     return zlib.crc32(text.encode("utf-8")) % partitions
 
 
+def spread(messages: Sequence[str], targets: int, sent: int) -> tuple[int, ...]:
+    """How many of messages[:sent] went to each target (empty with one target: `sent` says it all)."""
+    if targets == 1:
+        return ()
+    counts = [0] * targets
+    for text in messages[:sent]:
+        counts[partition_of(text, targets)] += 1
+    return tuple(counts)
+
+
+def _account_queues(ctx: Context, account: QueueAccount) -> QueueServiceClient:
+    if account.storage == ctx.settings.storage:
+        return ctx.clients.queues
+    return queue_clients(account.storage, ctx.settings.ingest_concurrency + 4).queues
+
+
+def target_queues(ctx: Context) -> list[tuple[QueueAccount, QueueClient]]:
+    """Every target queue with its account, in routing order."""
+    names = ctx.settings.queue_names
+    return [
+        (account, queues.get_queue_client(name))
+        for account in ctx.settings.queue_accounts
+        for queues in [_account_queues(ctx, account)]
+        for name in names
+    ]
+
+
 async def ensure_queues(ctx: Context) -> None:
-    for name in ctx.settings.queue_names:
-        await create_once(ctx.settings.storage, f"queue {name}", ctx.clients.queues.get_queue_client(name).create_queue)
+    for account, queue in target_queues(ctx):
+        await create_once(account.storage, f"queue {queue.queue_name}", queue.create_queue)
+
+
+def _pool(ctx: Context, account: QueueAccount, queue: QueueClient) -> ConnectionPool:
+    """One keep-alive pool per account endpoint and process, shared by every chunk sending to it."""
+    settings = ctx.settings
+    return once_per_loop(  # the pool takes only the scheme, host and port of the URL
+        ("put-message", account.storage),
+        lambda: ConnectionPool(queue.url, settings.ingest_concurrency + 4, ctx.clients.tls, settings.storage.timeout),
+    )
 
 
 async def target_sender(ctx: Context) -> Send:
     """A function that sends one message to its target queue."""
     await ensure_queues(ctx)
     settings = ctx.settings
-    queues = ctx.clients.queues
-    pool = once_per_loop(
-        ("put-message", settings.storage, queues.url),
-        lambda: ConnectionPool(queues.url, settings.ingest_concurrency + 4, ctx.clients.tls, settings.storage.timeout),
-    )
     senders = [
         PutMessageSender(
-            pool,
-            queues.get_queue_client(name),
+            _pool(ctx, account, queue),
+            queue,
             encoding=settings.message_encoding,
             ttl=settings.message_ttl,
             visibility_timeout=settings.message_visibility_timeout,
             retry=settings.storage.retry,
-        )
-        for name in settings.queue_names
+        ).send
+        for account, queue in target_queues(ctx)
     ]
     if len(senders) == 1:
-        return senders[0].send
-    partitioned = [sender.send for sender in senders]
+        return senders[0]
 
     async def send(text: str) -> None:
-        await partitioned[partition_of(text, len(partitioned))](text)
+        await senders[partition_of(text, len(senders))](text)
 
     return send
 
 
+async def queue_lengths(ctx: Context) -> dict[str, int]:
+    """Messages in each target queue, by `account/queue` (exact on Azurite; approximate in Azure)."""
+    lengths = {}
+    for account, queue in target_queues(ctx):
+        properties = await queue.get_queue_properties()
+        lengths[f"{account.name}/{queue.queue_name}"] = properties.approximate_message_count or 0
+    return lengths
+
+
 async def queue_length(ctx: Context) -> int:
     """Messages in the target queue(s) (exact on Azurite; approximate in Azure)."""
-    total = 0
-    for name in ctx.settings.queue_names:
-        properties = await ctx.clients.queues.get_queue_client(name).get_queue_properties()
-        total += properties.approximate_message_count or 0
-    return total
+    return sum((await queue_lengths(ctx)).values())

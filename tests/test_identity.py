@@ -19,7 +19,7 @@ from core.errors import QueueSendError
 from core.storage import close_storage_clients
 from fanout.azurite import Azurite, start_azurite
 from fanout.demo_api import DemoApi, demo_ids
-from ingestion.target import target_sender
+from ingestion.target import partition_of, target_sender
 from testkit.http_requests import body_of, get_status, ingest_every_chunk, post_ingestion
 from testkit.local_entra import LocalEntraCredential, self_signed_certificate
 from testkit.storage_probe import StorageProbe, set_app_env
@@ -91,3 +91,21 @@ def test_a_token_storage_refuses_fails_the_send_with_its_reason(on_loop, tls_azu
     with pytest.raises(QueueSendError, match=r"answered 403 AuthenticationFailed"):
         on_loop(send_with_wrong_audience())
     assert probe_of(tls_azurite).queue_length() == 0
+
+
+def test_a_queue_account_given_by_uri_is_reached_by_identity(on_loop, tls_azurite, credential, monkeypatch):
+    second = start_azurite(tls=tls_azurite.tls)  # the same certificate: the process trusts it already
+    try:
+        monkeypatch.setenv("QUEUE_ACCOUNTS", f"AzureWebJobsStorage,{second.service_uri('queue')}")
+        ids = [f"id-{n}" for n in range(40)]
+
+        async def send_all() -> None:
+            send = await target_sender(await app_context())
+            await asyncio.gather(*(send(text) for text in ids))
+
+        on_loop(send_all())
+        for account, azurite in enumerate((tls_azurite, second)):
+            assert sorted(probe_of(azurite).drain()) == sorted(t for t in ids if partition_of(t, 2) == account)
+    finally:
+        on_loop(close_storage_clients())
+        second.close()

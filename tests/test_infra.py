@@ -400,3 +400,46 @@ def test_azd_post_deploy_hook_creates_the_subscription_from_the_deployment_outpu
     assert {"systemTopicName=evgt-test", "functionAppName=func-test", "chunkContainerName=chunks",
             "deadLetterContainerName=eventgrid-deadletter"} <= set(deployment)  # fmt: skip
     assert not [command for command in argv if "code=" in " ".join(command)]
+
+
+def test_extra_queue_accounts_are_made_like_the_main_one_with_a_queue_role_on_each():
+    main = parse("main.bicep")
+    assert main["parameters"]["queueAccounts"]["default"] == 0
+    accounts = main["modules"]["queueStorage"]
+    assert accounts["detail"]["path"] == main["modules"]["storage"]["detail"]["path"] == "modules/storage.bicep"
+    loop = accounts["config"]["loop_type"]["detail"]["array_name"]["function"]
+    assert loop == {"type": "range", "parameters": {"start_index": 0, "count": "queueAccounts"}}
+    params = accounts["config"]["config"]["params"]
+    assert params["queueNames"] == "queueNames"  # every partition in every account
+    assert params["containerNames"] == []  # queues only
+    assert params["retentionPrefixes"] == params["claimCheckPrefixes"] == []
+    lifecycle = parse("modules/storage.bicep")["resources"]["lifecycle"]["config"]["condition"]
+    assert lifecycle == {"operator": {"type": "not", "operands": {"bool_value": {"function": {
+        "type": "empty", "parameters": {"item_to_test": "containerNames"}}}}}}  # fmt: skip
+    roles = main["modules"]["queueRoles"]
+    assert roles["detail"]["path"] == "modules/queue-roles.bicep"
+    assert accessor(roles["config"]["config"]["params"]["principalId"]) == "identity.outputs.principalId"
+    assert "queueRoles" in main["modules"]["functionApp"]["config"]["dependsOn"]
+
+    queue_roles = parse("modules/queue-roles.bicep")
+    role = queue_roles["variables"]["storageQueueDataContributor"]["value"]
+    assert role == ROLE_IDS["storageQueueDataContributor"]
+    assignment = queue_roles["resources"]["queueRoleAssignment"]["config"]
+    assert assignment["scope"] == "storage"
+    assert role_id_variable(assignment) == "storageQueueDataContributor"
+    assert assignment["properties"]["principalType"] == "ServicePrincipal"
+
+
+def test_queue_accounts_setting_lists_the_main_account_then_each_extra_queue_endpoint():
+    main = parse("main.bicep")
+    setting = app_settings_in_bicep()["QUEUE_ACCOUNTS"]["function"]
+    assert setting["type"] == "join" and setting["parameters"]["delimiter"] == ","
+    listed = setting["parameters"]["input_array"]["function"]["parameters"]
+    assert listed == {"arg_1": ["AzureWebJobsStorage"], "arg_2": "queueAccountEndpoints"}
+    endpoints = main["variables"]["queueAccountEndpoints"]["value"]
+    assert endpoints["loop_type"]["detail"]["array_name"] == "queueAccountNames"
+    assert endpoints["config"] == "https://${accountName}.queue.${environment().suffixes.storage}"
+    names = main["variables"]["queueAccountNames"]["value"]
+    assert names["config"] == "st${take(token, 13)}q${account}"  # at most 18 characters: a valid account name
+    name = main["modules"]["queueStorage"]["config"]["config"]["params"]["name"]["operator"]
+    assert name == {"type": "index_accessor", "operands": {"operand_1": "queueAccountNames", "operand_2": "account"}}

@@ -34,6 +34,7 @@ def test_every_source_id_reaches_the_queue_once(on_loop, functions, probe):
     assert status["state"] == "completed"
     assert status["chunks"] == {"total": 2, "ingested": 2, "failed": 0, "ingesting": 0, "stopped": 0}
     assert status["messages"] == {"fetched": 10_000, "enqueued": 10_000}
+    assert status["messages_by_queue"] == {f"AzureWebJobsStorage/{os.environ['QUEUE_NAME']}": 10_000}
     assert status["completed_at"] >= status["chunked_at"] >= status["created_at"]
 
 

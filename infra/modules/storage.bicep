@@ -62,8 +62,9 @@ resource containers 'Microsoft.Storage/storageAccounts/blobServices/containers@2
 
 // Retention: what `DELETE /api/ingestions/{run_id}` would remove, deleted by the platform once old enough.
 // Claim-check blobs have a rule of their own: a consumer reads one through a queue message, so it must
-// outlive the messages' time-to-live (7 days unless QUEUE_MESSAGE_TTL says otherwise).
-resource lifecycle 'Microsoft.Storage/storageAccounts/managementPolicies@2023-05-01' = {
+// outlive the messages' time-to-live (7 days unless QUEUE_MESSAGE_TTL says otherwise). A queue-only
+// account (`queueAccounts`) has no containers, so no rules (an empty prefix list would match every blob).
+resource lifecycle 'Microsoft.Storage/storageAccounts/managementPolicies@2023-05-01' = if (!empty(containerNames)) {
   parent: storage
   name: 'default'
   properties: {

@@ -22,7 +22,7 @@ def test_host_json_sends_opentelemetry_and_sets_the_blob_extension_limits_explic
 
 
 def test_lifecycle_rules_delete_runs_after_retention_days_and_claim_checks_after_their_own():
-    rules = config("modules/storage.bicep", "lifecycle")["properties"]["policy"]["rules"]
+    rules = config("modules/storage.bicep", "lifecycle")["config"]["properties"]["policy"]["rules"]  # under `if`
     runs, checks = rules
     assert runs["definition"]["filters"]["prefixMatch"] == "retentionPrefixes"
     assert runs["definition"]["actions"]["baseBlob"]["delete"] == {"daysAfterModificationGreaterThan": "retentionDays"}
