@@ -8,7 +8,7 @@ import logging
 import os
 
 import httpx
-from opentelemetry import metrics
+from opentelemetry import metrics, trace
 from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -91,3 +91,19 @@ def test_spans_of_source_requests_carry_no_query_string(app_env):
     (span,) = exporter.get_finished_spans()
     assert "SUPERSECRETKEY" not in repr(dict(span.attributes or {}))
     assert "[redacted]" in str(span.attributes.get("url.full") or span.attributes.get("http.url"))
+
+
+def test_where_the_worker_configured_opentelemetry_first_the_app_adds_its_span_redaction_to_it():
+    exporter = InMemorySpanExporter()
+    worker_provider = TracerProvider()  # what the Python worker sets up before it imports function_app.py
+    worker_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace.set_tracer_provider(worker_provider)
+    connection_string = "InstrumentationKey=00000000-0000-0000-0000-000000000000;IngestionEndpoint=http://127.0.0.1:9"
+
+    assert configure_telemetry({"APPLICATIONINSIGHTS_CONNECTION_STRING": connection_string}) is True
+
+    tracer = trace.get_tracer("a-library")
+    with tracer.start_as_current_span("GET", attributes={"url.full": "https://api.example.com/ids?api_key=k3y"}):
+        pass
+    (span,) = exporter.get_finished_spans()
+    assert span.attributes["url.full"] == "https://api.example.com/ids?[redacted]"
