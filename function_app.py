@@ -5,11 +5,14 @@ import os
 import azure.functions as func
 
 from api.http import (
+    CANCEL_ROUTE,
     INGESTIONS_ROUTE,
     REDRIVE_ROUTE,
     RUN_ROUTE,
+    cancel_ingestion,
     delete_ingestion,
     get_ingestion_status,
+    list_ingestions,
     redrive_ingestion,
     start_ingestion,
 )
@@ -41,6 +44,18 @@ async def get_ingestion_status_function(req: func.HttpRequest) -> func.HttpRespo
 @app.route(route=REDRIVE_ROUTE, methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 async def redrive_ingestion_function(req: func.HttpRequest) -> func.HttpResponse:
     return await redrive_ingestion(req)
+
+
+@app.function_name("list_ingestions")
+@app.route(route=INGESTIONS_ROUTE, methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+async def list_ingestions_function(req: func.HttpRequest) -> func.HttpResponse:
+    return await list_ingestions(req)
+
+
+@app.function_name("cancel_ingestion")
+@app.route(route=CANCEL_ROUTE, methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+async def cancel_ingestion_function(req: func.HttpRequest) -> func.HttpResponse:
+    return await cancel_ingestion(req)
 
 
 @app.function_name("ingest_chunk")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import secrets
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
@@ -32,14 +33,18 @@ from core.errors import (
     SettingsError,
 )
 from core.purge import purge_run
+from core.run_cancel import cancel_run
+from core.run_list import list_runs, parse_list_query
 from core.run_scope import run_scope
-from core.status import run_status
+from core.status import FINAL_STATES, RunStatus, run_status
 from ingestion.redrive_queue import schedule_redrives
 
 PROBLEM_JSON = "application/problem+json"
 INGESTIONS_ROUTE = "ingestions"
 RUN_ROUTE = "ingestions/{run_id}"
 REDRIVE_ROUTE = RUN_ROUTE + "/redrive"
+CANCEL_ROUTE = RUN_ROUTE + "/cancel"
+RETRY_AFTER_SECONDS = 5  # how soon to ask again about a run in progress whose end is not yet in sight
 log = logging.getLogger(__name__)
 
 # (exception, status, what the detail starts with); the first match wins.
@@ -105,17 +110,41 @@ async def start_ingestion(req: func.HttpRequest) -> func.HttpResponse:
     }
     if record.state == "failed":
         raise RunFailedError(record.error or "the source failed", **body)
-    return json_response(body, status=202, headers={"Location": status_path})
+    return json_response(body, status=202, headers=_in_progress(status_path))
 
 
 @answers_problems
 async def get_ingestion_status(req: func.HttpRequest) -> func.HttpResponse:
-    """`GET /api/ingestions/{run_id}`: the run's status."""
+    """`GET /api/ingestions/{run_id}`: the run's status; `202` with `Retry-After` while it runs, as Durable
+    Functions' status endpoint answers, `200` once it is completed, failed or cancelled."""
     ctx, run_id = await _known_run(req)
     status = await run_status(ctx.runs, run_id)
     if status is None:
         raise _not_found(run_id)
-    return json_response(status.to_json())
+    if status.state in FINAL_STATES:
+        return json_response(status.to_json())
+    return json_response(status.to_json(), status=202, headers=_in_progress(_status_path(run_id), status))
+
+
+@answers_problems
+async def list_ingestions(req: func.HttpRequest) -> func.HttpResponse:
+    """`GET /api/ingestions?state=&created_after=&limit=&continuation=`: runs, newest first, a page at a time."""
+    query = parse_list_query(req.params)
+    ctx = await app_context()
+    page = await list_runs(ctx.runs, query)
+    runs = [{**_summary(status), "status_url": _absolute(req.url, _status_path(status.run_id))} for status in page.runs]
+    return json_response({"runs": runs, "continuation": page.continuation})
+
+
+@answers_problems
+async def cancel_ingestion(req: func.HttpRequest) -> func.HttpResponse:
+    """`POST /api/ingestions/{run_id}/cancel`: chunking stops at its next page, each chunk at its next
+    checkpoint; answers 202 with where to watch the run (`409` once it completed or failed)."""
+    ctx, run_id = await _known_run(req)
+    status = await cancel_run(ctx, run_id)
+    status_path = _status_path(run_id)
+    body = {"run_id": run_id, "status_url": _absolute(req.url, status_path), **_summary(status)}
+    return json_response(body, status=202, headers=_in_progress(status_path, status))
 
 
 @answers_problems
@@ -130,7 +159,19 @@ async def redrive_ingestion(req: func.HttpRequest) -> func.HttpResponse:
         "status_url": _absolute(req.url, status_path),
         "scheduled": [ref.index for ref in scheduled],
     }
-    return json_response(body, status=202, headers={"Location": status_path})
+    return json_response(body, status=202, headers=_in_progress(status_path))
+
+
+def _summary(status: RunStatus) -> dict[str, Any]:
+    """A run as a list shows it: its status without the failed chunks' errors."""
+    return {key: value for key, value in status.to_json().items() if key != "failed_chunks"}
+
+
+def _in_progress(status_path: str, status: RunStatus | None = None) -> dict[str, str]:
+    """Where to watch a run, and when to look again: a tenth of its ETA, 2-30 s, else RETRY_AFTER_SECONDS."""
+    eta = status.eta_seconds if status is not None else None
+    wait = RETRY_AFTER_SECONDS if eta is None else min(30, max(2, math.ceil(eta / 10)))
+    return {"Location": status_path, "Retry-After": str(wait)}
 
 
 async def _known_run(req: func.HttpRequest) -> tuple[Context, str]:

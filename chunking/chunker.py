@@ -2,7 +2,9 @@
 
 An invocation reads under a time box (`chunking/time_box.py`): when its time is up, mid-page or
 mid-answer, it drops the chunk it was filling and leaves a continuation on the control queue that
-resumes at the last chunk boundary. Chunk numbers and boundaries depend only on the source, so a
+resumes at the last chunk boundary. A stopped run (cancelled, or failed past its tolerance) is checked
+at each new page and each chunk written: chunking then stops the same way but hands nothing on; a
+redrive carries it on from there. Chunk numbers and boundaries depend only on the source, so a
 continuation run twice writes the same chunk blobs (if-none-match keeps the first) and loses none.
 """
 
@@ -11,7 +13,7 @@ from __future__ import annotations
 import itertools
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import replace
 
@@ -22,6 +24,7 @@ from chunking.writer import ChunkWriter
 from core.context import Context
 from core.contract import Continuation, ResumePosition
 from core.errors import ClaimLostError, RunConflictError, SourceError
+from core.run_events import settle_run
 from core.run_store import RunRecord, chunks_written, utc_now
 from core.settings import CHUNKING_TIME_LIMIT, Settings, SourceConfig
 from core.storage import trigger_queue
@@ -36,12 +39,16 @@ async def start_chunking(ctx: Context, request: IngestionRequest, budget: float 
     """
     record = RunRecord(
         request.run_id, request.source, request.chunk_size, created_at=utc_now(),
-        max_concurrency=request.max_concurrency,
+        max_concurrency=request.max_concurrency, max_failed_chunks=request.max_failed_chunks,
     )  # fmt: skip
     etag = await ctx.runs.create(record)
     if etag is None:
         existing = await ctx.runs.get(request.run_id)
-        if existing is None or (existing.source, existing.chunk_size) != (request.source, request.chunk_size):
+        asked = (request.source, request.chunk_size, request.max_concurrency, request.max_failed_chunks)
+        if (
+            existing is None
+            or (existing.source, existing.chunk_size, existing.max_concurrency, existing.max_failed_chunks) != asked
+        ):
             raise RunConflictError(
                 f"run {request.run_id!r} already exists with different parameters; choose another run_id",
                 run_id=request.run_id,
@@ -59,7 +66,8 @@ async def chunk_onward(
     on whatever it wrote, rather than a continuation, which must write a chunk before it may.
     Saves the outcome over `etag` only: when another invocation moved the run on meanwhile, this one
     neither saves nor continues (its chunks were the same blobs). Only the source failing fails the run;
-    anything else (cancelled, Ctrl-C, a storage error) is raised after keeping what was chunked.
+    anything else (cancelled, Ctrl-C, a storage error) is raised after keeping what was chunked. A stopped
+    run is saved where it stopped and handed on to no one.
     """
     settings = ctx.settings
     source = settings.source(record.source)
@@ -73,28 +81,43 @@ async def chunk_onward(
         async with SourceReader(source, settings.source_timeout, settings.source_retry, settings.source_limits,
                                 time_box, settings.chunk_max_bytes) as reader:  # fmt: skip
             start = SourcePosition(record.resume or ResumePosition(), record.pages, record.page_before)
-            resume = await _read_into(writer, reader, start, time_box, settings,
-                                      lambda at: filled.append(_paused(record, writer, at)))  # fmt: skip
+            resume, stopped = await _read_into(writer, reader, start, time_box, settings,
+                                               lambda at: filled.append(_paused(record, writer, at)),
+                                               lambda: _is_stopped(ctx, record.run_id))  # fmt: skip
         await writer.close()
     except SourceError as exc:
         await writer.close()
-        record = record.failed(ctx.redact(str(exc)), writer.chunks, writer.messages)
+        record, stopped = record.failed(ctx.redact(str(exc)), writer.chunks, writer.messages), False
     except BaseException:
         await _keep_progress(ctx, record, etag, filled, hand_on=budget is not None)
         raise
     else:
         record = record.finished(writer.chunks, writer.messages) if resume is None else _paused(record, writer, resume)
-    await _save(ctx, record, etag, hand_on=budget is not None)
+    await _save(ctx, record, etag, hand_on=budget is not None and not stopped)
+    if record.state != "chunking" or stopped:
+        await settle_run(ctx, record.run_id)
     return record
+
+
+class _StoppedError(Exception):
+    """The run was stopped (cancelled, or failed past its tolerance) while it was being chunked."""
+
+
+async def _is_stopped(ctx: Context, run_id: str) -> bool:
+    return await ctx.runs.stop_of(run_id) is not None
 
 
 async def _read_into(
     writer: ChunkWriter, reader: SourceReader, start: SourcePosition, time_box: TimeBox, settings: Settings,
-    keep: Callable[[SourcePosition], None],
-) -> SourcePosition | None:  # fmt: skip
-    """Feeds the source to the writer (`keep` hears of each chunk boundary) until it is exhausted (None)
-    or the time is up: then drops the chunk not yet full and returns the last boundary, to resume at."""
+    keep: Callable[[SourcePosition], None], stopped: Callable[[], Awaitable[bool]],
+) -> tuple[SourcePosition | None, bool]:  # fmt: skip
+    """Feeds the source to the writer (`keep` hears of each chunk boundary) until it is exhausted (None),
+    the time is up or the run is `stopped` (checked at each new page and each chunk written): then drops
+    the chunk not yet full and returns the last boundary, to resume at, and whether the run was stopped."""
     boundary: SourcePosition | None = start
+    page = reader.pages
+    if await stopped():
+        return start, True
     try:
         async with aclosing(reader.items(start, writer.messages)) as items:
             async for item in items:
@@ -103,8 +126,17 @@ async def _read_into(
                     time_box.chunk_written()
                     if boundary is not None:
                         keep(boundary)
+                        if await stopped():
+                            raise _StoppedError
                 if boundary is not None and time_box.is_up():
                     raise OutOfTimeError
+                if reader.pages != page:
+                    page = reader.pages
+                    if boundary is not None and await stopped():
+                        raise _StoppedError
+    except _StoppedError:
+        writer.drop_partial()
+        return boundary, True
     except OutOfTimeError:
         if not time_box.may_hand_on:
             raise SourceError(
@@ -113,8 +145,8 @@ async def _read_into(
                 f"with a smaller chunk_size, or raise {CHUNKING_TIME_LIMIT.name} (below the function timeout)"
             ) from None
         writer.drop_partial()
-        return boundary
-    return None
+        return boundary, False
+    return None, False
 
 
 def _paused(record: RunRecord, writer: ChunkWriter, at: SourcePosition) -> RunRecord:

@@ -10,9 +10,9 @@ from typing import Any, cast
 
 from core.contract import RUN_ID_RULE, is_run_id
 from core.errors import RequestError, RequestTooLargeError
-from core.settings import HTTP_MAX_BODY_BYTES, MAX_CHUNK_SIZE, Settings
+from core.settings import HTTP_MAX_BODY_BYTES, MAX_CHUNK_SIZE, TOLERATED_FAILED_CHUNKS, Settings
 
-_FIELDS = ("source", "chunk_size", "run_id", "max_concurrency")
+_FIELDS = ("source", "chunk_size", "run_id", "max_concurrency", "max_failed_chunks")
 MAX_CONCURRENCY = 1000
 _MAX_INT_DIGITS = 20
 
@@ -22,7 +22,8 @@ class IngestionRequest:
     source: str
     chunk_size: int
     run_id: str
-    max_concurrency: int = 0
+    max_concurrency: int = 0  # built by hand (tests, benchmarks): no cap, and no failed chunk tolerated
+    max_failed_chunks: int = 0
 
 
 def new_run_id() -> str:
@@ -44,7 +45,12 @@ def parse_ingestion_request(body: bytes, settings: Settings) -> IngestionRequest
         source=_source(fields.get("source"), settings),
         chunk_size=_chunk_size(fields.get("chunk_size"), settings.chunk_size),
         run_id=_run_id(fields.get("run_id")),
-        max_concurrency=_max_concurrency(fields.get("max_concurrency"), settings.run_max_concurrency),
+        max_concurrency=_count_field(
+            fields, "max_concurrency", settings.run_max_concurrency, MAX_CONCURRENCY, " (no cap)"
+        ),
+        max_failed_chunks=_count_field(
+            fields, "max_failed_chunks", settings.tolerated_failed_chunks, int(TOLERATED_FAILED_CHUNKS.high)
+        ),
     )
 
 
@@ -99,12 +105,11 @@ def _run_id(value: object) -> str:
     return cast(str, value)
 
 
-def _max_concurrency(value: object, default: int) -> int:
+def _count_field(fields: dict[str, Any], name: str, default: int, high: int, zero: str = "") -> int:
+    """A whole-number request field from 0 to `high`; `default` when absent."""
+    value = fields.get(name)
     if value is None:
         return default
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_CONCURRENCY:
-        raise RequestError(
-            f"max_concurrency must be an integer from 0 (no cap) to {MAX_CONCURRENCY}, got {json.dumps(value)}",
-            field="max_concurrency",
-        )
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= high:
+        raise RequestError(f"{name} must be a whole number from 0{zero} to {high}, got {json.dumps(value)}", field=name)
     return value

@@ -122,6 +122,11 @@ class SourceReader:
             self._pages += 1
 
     @property
+    def pages(self) -> int:
+        """Pages read before the one being read (0 for an unpaged source)."""
+        return self._pages
+
+    @property
     def after_last(self) -> SourcePosition | None:
         """Just after the last item given; None when nothing follows it."""
         if self._source.pagination == "none" or self._index < self._page_length:

@@ -6,8 +6,14 @@
   A JSON string line becomes its string as the message; any other value is sent as its compact JSON.
   The blob's metadata carries the number of lines, so the reader can tell a chunk cut short.
 - In the runs container: `{run_id}/run.json` (the run record), `{run_id}/chunks/{index:06d}` (a
-  chunk's status), `{run_id}/slots/{n:04d}` (a `max_concurrency` slot) and `{run_id}/sweeps.json` (what
-  the sweeper did). In the large-message container: `{run_id}/{index:06d}/{line:06d}.json`.
+  chunk's status), `{run_id}/slots/{n:04d}` (a `max_concurrency` slot), `{run_id}/sweeps.json` (what
+  the sweeper did); `{run_id}/stop.json` once the run is cancelled or has failed past its tolerance
+  (what chunking and every chunk read at their checkpoints), `{run_id}/finished.json` once its one
+  completion event is sent (written if-none-match: the one writer sends it); and the run index,
+  `_index/{13 digits}-{run_id}`, the digits 10**13 - 1 minus the run's creation in Unix milliseconds,
+  so that a listing, which is in name order, is newest first; `_keys/continuation`, the key that signs
+  the list's continuation tokens (made once, by whoever lists first). `_` starts no run id.
+  In the large-message container: `{run_id}/{index:06d}/{line:06d}.json`.
 - On the control queue: a `Continuation`, JSON `{"run_id", "resume": {"page", "skip"}}`. On the redrive
   queue: a chunk to redrive, JSON `{"run_id", "index"}` (`ChunkRef.redrive_message`).
 """
@@ -111,6 +117,31 @@ def slots_prefix(run_id: str) -> str:
 
 def slot_blob(run_id: str, slot: int) -> str:
     return f"{slots_prefix(run_id)}{slot:04d}"
+
+
+def run_stop_blob(run_id: str) -> str:
+    return f"{run_id}/stop.json"
+
+
+def run_finished_blob(run_id: str) -> str:
+    return f"{run_id}/finished.json"
+
+
+RUN_INDEX_PREFIX = "_index/"
+CONTINUATION_KEY_BLOB = "_keys/continuation"
+_INDEX_LATEST = 10**13 - 1  # Unix milliseconds in the year 2286
+_INDEX_NAME = re.compile(rf"_index/(?P<inverted>[0-9]{{13}})-(?P<run_id>{_RUN_ID})")
+
+
+def run_index_blob(created_ms: int, run_id: str) -> str:
+    """The run's entry in the index: newer runs sort first."""
+    return f"{RUN_INDEX_PREFIX}{_INDEX_LATEST - created_ms:013d}-{run_id}"
+
+
+def parse_run_index_blob(name: str) -> tuple[int, str] | None:
+    """(creation in Unix milliseconds, run id) of an index entry; None for a name that is not one."""
+    match = _INDEX_NAME.fullmatch(name)
+    return None if match is None else (_INDEX_LATEST - int(match["inverted"]), match["run_id"])
 
 
 def partition_queue_names(queue: str, partitions: int) -> list[str]:

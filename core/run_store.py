@@ -1,13 +1,17 @@
 """Run records and chunk statuses (small blobs in the runs container), and the chunks a run has written.
 
 The run record is written by the chunking side, a chunk's status by the ingestion side, its state
-in the blob's metadata so one listing reads every chunk's status (names: core/contract.py).
+in the blob's metadata so one listing reads every chunk's status (names: core/contract.py). A run's
+stop (cancelled, or failed past its tolerance) and its completion event are small blobs of their own,
+each written once (if-none-match), so neither races the record's ETag nor a chunk's.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import secrets
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal, cast
@@ -17,21 +21,33 @@ from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, Re
 from azure.storage.blob.aio import BlobServiceClient, ContainerClient
 
 from core.contract import (
+    CONTINUATION_KEY_BLOB,
+    RUN_INDEX_PREFIX,
     ChunkRef,
     ResumePosition,
     chunk_statuses_prefix,
+    run_finished_blob,
+    run_index_blob,
     run_prefix,
     run_record_blob,
+    run_stop_blob,
     sweep_log_blob,
 )
 from core.errors import ClaimLostError, ContractError
 
 RunState = Literal["chunking", "chunked", "failed"]
-ChunkState = Literal["ingesting", "ingested", "failed"]
+ChunkState = Literal["ingesting", "ingested", "failed", "stopped"]  # stopped: at a checkpoint, resumable
+StopReason = Literal["cancelled", "failed"]
+CHUNK_STATES = ("ingesting", "ingested", "failed", "stopped")
 
 
 def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def unix_ms(timestamp: str) -> int:
+    """Milliseconds since the epoch of a `utc_now()` timestamp."""
+    return int(datetime.fromisoformat(timestamp).timestamp() * 1000)
 
 
 @dataclass(frozen=True)
@@ -49,6 +65,7 @@ class RunRecord:
     pages: int = 0  # source pages before `resume` (SOURCE_MAX_PAGES counts across continuations)
     page_before: str | None = None  # digest of the items of the page before `resume`'s (a repeat is noticed)
     max_concurrency: int = 0  # chunk invocations ingesting the run at once (0: no cap): ingestion/slots.py
+    max_failed_chunks: int = 0  # failed chunks the run tolerates and still completes
 
     def paused(self, chunks: int, messages: int, resume: ResumePosition) -> RunRecord:
         return replace(self, chunks=chunks, messages=messages, resume=resume)
@@ -80,18 +97,108 @@ class ChunkStatus:
         return self.state == "ingesting" and self.lease_until > now
 
 
+@dataclass(frozen=True)
+class RunStop:
+    """Why and when a run was stopped: every chunk and chunking stop at their next checkpoint."""
+
+    reason: StopReason
+    at: str
+
+
 class RunStore:
     def __init__(self, blobs: BlobServiceClient, container: str) -> None:
         self._container: ContainerClient = blobs.get_container_client(container)
+        self._signing_key: bytes | None = None
+
+    async def signing_key(self) -> bytes:
+        """The key that signs list continuations, the same for every instance: made once, kept in storage."""
+        if self._signing_key is None:
+            key = await self._download(CONTINUATION_KEY_BLOB)
+            if key is None:
+                with contextlib.suppress(ResourceExistsError):  # another instance made it first: use theirs
+                    await self._container.upload_blob(CONTINUATION_KEY_BLOB, secrets.token_bytes(32), overwrite=False)
+                key = await self._download(CONTINUATION_KEY_BLOB)
+            if not key:
+                raise ContractError(f"{CONTINUATION_KEY_BLOB} in the runs container is empty")
+            self._signing_key = key
+        return self._signing_key
 
     async def create(self, record: RunRecord) -> str | None:
-        """Writes the record only if the run is new: its ETag, or None when the run already exists."""
+        """Writes the record only if the run is new, and its index entry: its ETag, or None when the run
+        already exists."""
         blob = self._container.get_blob_client(run_record_blob(record.run_id))
         try:
             result = await blob.upload_blob(_to_json(record), overwrite=False)
         except ResourceExistsError:
             return None
+        created_ms = unix_ms(record.created_at) if record.created_at else unix_ms(utc_now())
+        with contextlib.suppress(ResourceExistsError):  # only the run's creator writes it: it exists, it is this
+            await self._container.upload_blob(run_index_blob(created_ms, record.run_id), b"", overwrite=False)
         return str(result["etag"])
+
+    async def index_page(self, size: int, marker: str | None) -> tuple[list[str], str | None]:
+        """One page of the run index (newest first), `size` names from `marker` on, and the next page's marker."""
+        pages = self._container.list_blobs(name_starts_with=RUN_INDEX_PREFIX, results_per_page=size).by_page(
+            continuation_token=marker
+        )
+        names = [blob.name async for blob in await anext(pages)]
+        return names, pages.continuation_token or None  # type: ignore[attr-defined]
+
+    async def stop_of(self, run_id: str) -> RunStop | None:
+        data = await self._download(run_stop_blob(run_id))
+        if data is None:
+            return None
+        value = json.loads(data)
+        if (
+            not isinstance(value, dict)
+            or value.get("reason") not in ("cancelled", "failed")
+            or not isinstance(value.get("at"), str)
+        ):
+            raise ContractError(f"{run_stop_blob(run_id)} is not a run's stop: {data[:100]!r}")
+        return RunStop(value["reason"], value["at"])
+
+    async def stop(self, run_id: str, reason: StopReason) -> RunStop:
+        """Stops the run for `reason` unless it is stopped already; returns the stop in force."""
+        stop = RunStop(reason, utc_now())
+        try:
+            await self._container.upload_blob(run_stop_blob(run_id), json.dumps(asdict(stop)), overwrite=False)
+        except ResourceExistsError:
+            return await self.stop_of(run_id) or stop
+        return stop
+
+    async def finished(self, run_id: str) -> dict[str, object] | None:
+        """The completion event the run sent, if it has."""
+        data = await self._download(run_finished_blob(run_id))
+        return None if data is None else cast(dict[str, object], json.loads(data))
+
+    async def mark_finished(self, run_id: str, event: bytes) -> str | None:
+        """Records the run's completion event if no one has: its ETag (this caller sends it), else None."""
+        blob = self._container.get_blob_client(run_finished_blob(run_id))
+        try:
+            result = await blob.upload_blob(event, overwrite=False)
+        except ResourceExistsError:
+            return None
+        return str(result["etag"])
+
+    async def unmark_finished(self, run_id: str, etag: str) -> None:
+        """Takes back a completion mark whose event could not be sent, so that a retry sends it."""
+        await self._delete(run_finished_blob(run_id), etag)
+
+    async def resume(self, run_id: str) -> None:
+        """Lifts the run's stop and its completion mark (a redrive): it may run, and end, again."""
+        for name in (run_stop_blob(run_id), run_finished_blob(run_id)):
+            await self._delete(name)
+
+    async def _delete(self, name: str, etag: str | None = None) -> None:
+        """Deletes the blob as it stands (its ETag: read here unless given); gone already is fine."""
+        blob = self._container.get_blob_client(name)
+        try:
+            etag = etag or (await blob.get_blob_properties()).etag
+            await blob.delete_blob(etag=etag, match_condition=MatchConditions.IfNotModified)
+        except ResourceNotFoundError:
+            return
+        except ResourceModifiedError:
+            raise ClaimLostError(f"{name} was changed by another invocation") from None
 
     async def get(self, run_id: str) -> RunRecord | None:
         versioned = await self.get_versioned(run_id)
@@ -145,17 +252,20 @@ class RunStore:
             raise ClaimLostError(f"chunk {ref.blob_name} was claimed or updated by another invocation") from None
         return replace(status, etag=result["etag"])
 
-    async def chunk_statuses(self, run_id: str) -> list[ChunkStatus]:
+    async def chunk_statuses(self, run_id: str, *, with_errors: bool = True) -> list[ChunkStatus]:
+        """Every chunk status of the run, in order; `with_errors`: read failed chunks' errors too (a read each)."""
         listing = self._container.list_blobs(name_starts_with=chunk_statuses_prefix(run_id), include=["metadata"])
-        statuses = [self._status_from(blob.name, blob.metadata, blob.etag) async for blob in listing]
+        statuses = [self._status_from(blob.name, blob.metadata, blob.etag, with_errors) async for blob in listing]
         return sorted(await asyncio.gather(*statuses), key=lambda status: status.index)
 
-    async def _status_from(self, name: str, metadata: dict[str, str], etag: str) -> ChunkStatus:
+    async def _status_from(
+        self, name: str, metadata: dict[str, str], etag: str, with_error: bool = True
+    ) -> ChunkStatus:
         state = metadata["state"]
-        if state not in ("ingesting", "ingested", "failed"):
+        if state not in CHUNK_STATES:
             raise ContractError(f"chunk status {name} has the unknown state {state[:40]!r}")
         error = None
-        if state == "failed":
+        if state == "failed" and with_error:
             data = await self._download(name)
             error = None if data is None else data.decode("utf-8")
         return ChunkStatus(

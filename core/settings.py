@@ -313,6 +313,16 @@ APPLICATIONINSIGHTS_CONNECTION_STRING = OptionalText(
     "APPLICATIONINSIGHTS_CONNECTION_STRING", None,
     "Application Insights: OpenTelemetry logs and per-chunk metrics go there; unset (locally) telemetry stays off",
 )  # fmt: skip
+TOLERATED_FAILED_CHUNKS = _int(
+    "TOLERATED_FAILED_CHUNKS", 0, 0, 10**6,
+    "failed chunks a run tolerates when its request sets no `max_failed_chunks`: one more makes the run `failed` "
+    "at once (its other chunks stop at their next checkpoint); within it the run ends `completed`, the failed "
+    "chunks listed",
+)  # fmt: skip
+RUN_EVENTS_QUEUE = Text(
+    "RUN_EVENTS_QUEUE", "ingestion-events",
+    "where one event per run lands (base64 JSON) when it ends `completed`, `failed` or `cancelled`",
+)  # fmt: skip
 
 TABLE: tuple[Setting[Any], ...] = tuple(
     value for value in list(globals().values()) if isinstance(value, Setting)
@@ -424,6 +434,8 @@ class Settings:
     sweep_stale_seconds: float
     run_max_concurrency: int
     throttle_retry_seconds: int
+    tolerated_failed_chunks: int
+    run_events_queue: str
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -472,6 +484,8 @@ class Settings:
             sweep_stale_seconds=SWEEP_STALE_SECONDS.read(env),
             run_max_concurrency=RUN_MAX_CONCURRENCY.read(env),
             throttle_retry_seconds=THROTTLE_RETRY_SECONDS.read(env),
+            tolerated_failed_chunks=TOLERATED_FAILED_CHUNKS.read(env),
+            run_events_queue=RUN_EVENTS_QUEUE.read(env),
         )
 
     @property

@@ -1,14 +1,24 @@
-"""A run's status, derived from its run record and its chunks' statuses (nothing else is stored)."""
+"""A run's status, derived from its run record, its chunks' statuses, its stop and its completion mark
+(nothing else is stored).
+
+A run is `failed` at once when more of its chunks failed than it tolerates (`max_failed_chunks`);
+with no more than that it ends `completed`, the failed chunks listed. It is `cancelled` from the
+moment it is cancelled. It has *settled* when it is final and nothing is still sending: what its
+one completion event reports (core/run_events.py).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
-from core.run_store import ChunkStatus, RunRecord, RunStore
+from core.run_store import ChunkStatus, RunRecord, RunStop, RunStore, unix_ms
 
-RunState = Literal["chunking", "ingesting", "completed", "failed"]
+RunState = Literal["chunking", "ingesting", "completed", "failed", "cancelled"]
+FINAL_STATES: tuple[RunState, ...] = ("completed", "failed", "cancelled")
 
 
 @dataclass(frozen=True)
@@ -17,6 +27,7 @@ class ChunkCounts:
     ingested: int
     failed: int
     ingesting: int
+    stopped: int = 0  # stopped at a checkpoint (the run was cancelled or failed): a redrive resumes them
 
 
 @dataclass(frozen=True)
@@ -45,24 +56,55 @@ class RunStatus:
     chunked_at: str | None = None
     completed_at: str | None = None
     sweeps: dict[str, Any] = field(default_factory=dict)  # what the sweeper redrove (ingestion/sweeper.py)
+    max_failed_chunks: int = 0
+    messages_per_second: float | None = None  # enqueued since the run was created
+    eta_seconds: float | None = None  # while ingesting: the messages left at that pace
+    cancelled_at: str | None = None
+    finished_at: str | None = None  # when its completion event was sent
+    settled: bool = field(default=False, compare=False)  # final, and no chunk is still sending
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        body = asdict(self)
+        del body["settled"]
+        return body
+
+    @property
+    def tolerance_exceeded(self) -> bool:
+        return self.chunks.failed > self.max_failed_chunks
 
 
-def derive_status(record: RunRecord, chunks: Sequence[ChunkStatus]) -> RunStatus:
+def derive_status(
+    record: RunRecord,
+    chunks: Sequence[ChunkStatus],
+    stop: RunStop | None = None,
+    finished_at: str | None = None,
+    now: float | None = None,
+) -> RunStatus:
+    now = time.time() if now is None else now
     ingested = [chunk for chunk in chunks if chunk.state == "ingested"]
     failed = [chunk for chunk in chunks if chunk.state == "failed"]
+    stopped = sum(chunk.state == "stopped" for chunk in chunks)
+    sending = any(chunk.leased(now) for chunk in chunks)
     total = record.chunks
+    done = record.state != "chunking" and len(ingested) + len(failed) == total
     state: RunState
-    if record.state in ("chunking", "failed"):
-        state = "chunking" if record.state == "chunking" else "failed"
-    elif len(ingested) == total:
-        state = "completed"
-    elif failed and len(ingested) + len(failed) == total:
-        state = "failed"
+    if stop is not None and stop.reason == "cancelled":
+        state, settled = "cancelled", not sending
+    elif record.state == "failed":  # the source failed: what was chunked is ingested all the same
+        state, settled = "failed", len(ingested) + len(failed) + stopped == total
+    elif len(failed) > record.max_failed_chunks:
+        state, settled = "failed", not sending
+    elif record.state == "chunking":
+        state, settled = "chunking", False
+    elif done:
+        state, settled = "completed", True
     else:
-        state = "ingesting"
+        state, settled = "ingesting", False
+    enqueued = sum(chunk.sent for chunk in chunks)
+    last_update = max((chunk.updated_at for chunk in chunks), default=record.chunked_at)
+    completed_at = max((c.updated_at for c in ingested), default=record.chunked_at) if state == "completed" else None
+    rate = _rate(enqueued, record.created_at, last_update if state in FINAL_STATES else None, now)
+    left = (record.messages or 0) - enqueued
     return RunStatus(
         run_id=record.run_id,
         state=state,
@@ -73,20 +115,40 @@ def derive_status(record: RunRecord, chunks: Sequence[ChunkStatus]) -> RunStatus
             ingested=len(ingested),
             failed=len(failed),
             ingesting=sum(chunk.state == "ingesting" for chunk in chunks),
+            stopped=stopped,
         ),
-        messages=MessageCounts(fetched=record.messages, enqueued=sum(chunk.sent for chunk in chunks)),
+        messages=MessageCounts(fetched=record.messages, enqueued=enqueued),
         error=record.error,
         failed_chunks=[FailedChunk(chunk.index, chunk.error) for chunk in failed],
         created_at=record.created_at,
         chunked_at=record.chunked_at,
-        completed_at=max((c.updated_at for c in ingested), default=record.chunked_at) if state == "completed" else None,
+        completed_at=completed_at,
+        max_failed_chunks=record.max_failed_chunks,
+        messages_per_second=rate,
+        eta_seconds=round(left / rate, 1) if state == "ingesting" and rate else None,
+        cancelled_at=stop.at if stop is not None and stop.reason == "cancelled" else None,
+        finished_at=finished_at,
+        settled=settled,
     )
 
 
-async def run_status(runs: RunStore, run_id: str) -> RunStatus | None:
-    record = await runs.get(run_id)
+def _rate(enqueued: int, created_at: str, ended_at: str | None, now: float) -> float | None:
+    """Messages per second from the run's creation to its end (a final run) or to now."""
+    if not created_at or not enqueued:
+        return None
+    seconds = (unix_ms(ended_at) / 1000 if ended_at else now) - unix_ms(created_at) / 1000
+    return round(enqueued / seconds, 1) if seconds > 0 else None
+
+
+async def run_status(runs: RunStore, run_id: str, *, with_errors: bool = True) -> RunStatus | None:
+    """The run's status, read now; None for an unknown run. `with_errors`: the failed chunks' errors too."""
+    record, chunks, stop, finished = await asyncio.gather(
+        runs.get(run_id), runs.chunk_statuses(run_id, with_errors=with_errors), runs.stop_of(run_id),
+        runs.finished(run_id),
+    )  # fmt: skip
     if record is None:
         return None
-    status = derive_status(record, await runs.chunk_statuses(run_id))
+    finished_at = finished.get("finished_at") if finished else None
+    status = derive_status(record, chunks, stop, finished_at if isinstance(finished_at, str) else None)
     sweeps, _ = await runs.sweep_log(run_id)
     return replace(status, sweeps=sweeps) if sweeps else status

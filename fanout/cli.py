@@ -12,11 +12,14 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from chunking.request import IngestionRequest, new_run_id, parse_ingestion_request
+from chunking.chunker import chunk_onward
+from chunking.request import IngestionRequest, parse_ingestion_request
 from core.context import app_context
 from core.contract import RUN_ID_RULE, is_run_id
 from core.errors import FanoutError, RequestError, RunNotFoundError
 from core.purge import PurgeResult, purge_run
+from core.run_cancel import cancel_run
+from core.run_list import DEFAULT_LIMIT, MAX_LIMIT, STATES, RunPage, list_runs, parse_list_query
 from core.settings import DEMO_API_PORT, MAX_CHUNK_SIZE, Settings
 from core.status import RunStatus, run_status
 from core.storage import close_storage_clients
@@ -24,8 +27,11 @@ from fanout.azurite import start_azurite
 from fanout.demo_api import PAGINATIONS, DemoApi, Faults
 from fanout.pipeline import resume_run, run_pipeline
 from fanout.settings_table import settings_table
-from ingestion.redrive import Progress, RedriveResult, redrive_run
+from fanout.watch import watch_run
+from ingestion.redrive import Progress, RedriveResult, redrive_run, reopen_run
 from ingestion.target import queue_length
+
+FUNCTION_KEY_ENV = "FANOUT_FUNCTION_KEY"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,6 +71,35 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("run_id", metavar="RUN_ID", type=_run_id)
         command.add_argument("--json", action="store_true", help=as_json)
         command.set_defaults(handler=handler)
+
+    listing = commands.add_parser("list", help="list runs, newest first")
+    listing.add_argument("--state", choices=STATES, help="only runs in this state")
+    listing.add_argument("--created-after", metavar="TIME", help="only runs created after this ISO 8601 time")
+    listing.add_argument(
+        "--limit", type=int, default=DEFAULT_LIMIT, help=f"runs shown, at most (default {DEFAULT_LIMIT})"
+    )
+    listing.add_argument("--json", action="store_true", help="print the runs as JSON")
+    listing.set_defaults(handler=_list)
+
+    cancel = commands.add_parser("cancel", help="cancel a run: chunking and every chunk stop at their next checkpoint")
+    cancel.add_argument("run_id", metavar="RUN_ID", type=_run_id)
+    cancel.add_argument("--json", action="store_true", help="print the run as JSON")
+    cancel.set_defaults(handler=_cancel)
+
+    watch = commands.add_parser(
+        "watch", help="follow a run to its end; exit code 0 completed, 1 failed, 3 cancelled",
+        description="Follows a run in local storage, or with --url in a deployed app, until it ends. The exit code "
+        "says how: 0 completed, 1 failed, 3 cancelled (2: the watch itself failed).",
+    )  # fmt: skip
+    watch.add_argument("run_id", metavar="RUN_ID", type=_run_id)
+    watch.add_argument("--url", help="the app's address, e.g. https://APP.azurewebsites.net (default: local storage)")
+    watch.add_argument(
+        "--key", help=f"the function key for --url (default: ${FUNCTION_KEY_ENV}, which stays out of ps)"
+    )
+    watch.add_argument(
+        "--interval", type=float, default=2.0, help="seconds between looks unless the app says (default 2)"
+    )
+    watch.set_defaults(handler=_watch)
 
     api = commands.add_parser("demo-api", help="serve the bundled external API (deterministic IDs)")
     api.add_argument("--port", type=int, default=DEMO_API_PORT, help=f"port on 127.0.0.1 (default {DEMO_API_PORT})")
@@ -147,6 +182,10 @@ def _redrive(args: argparse.Namespace) -> int:
             ctx = await app_context()
             if await ctx.runs.get(args.run_id) is None:
                 raise RunNotFoundError(f"no run {args.run_id!r}")
+            if (await reopen_run(ctx, args.run_id)).chunking is not None:  # cancelled while chunking: carry on
+                versioned = await ctx.runs.get_versioned(args.run_id)
+                if versioned is not None:
+                    await chunk_onward(ctx, *versioned, budget=None)
             return await redrive_run(ctx, args.run_id)
         finally:
             await close_storage_clients()
@@ -202,6 +241,66 @@ def _purge(args: argparse.Namespace) -> int:
     return 0
 
 
+def _list(args: argparse.Namespace) -> int:
+    if not 1 <= args.limit <= MAX_LIMIT:
+        raise FanoutError(f"--limit must be from 1 to {MAX_LIMIT}, got {args.limit}")
+    params = {"state": args.state or "", "created_after": args.created_after or "", "limit": str(args.limit)}
+    query = parse_list_query(params)
+
+    async def load() -> RunPage:
+        try:
+            runs = (await app_context()).runs
+            page = await list_runs(runs, query)
+            found = page.runs
+            while page.continuation and len(found) < args.limit:  # a state filter may leave pages short
+                page = await list_runs(
+                    runs, replace(query, limit=args.limit - len(found), continuation=page.continuation)
+                )
+                found += page.runs
+            return RunPage(found, page.continuation)
+        finally:
+            await close_storage_clients()
+
+    page = asyncio.run(load())
+    if args.json:
+        runs = [{k: v for k, v in status.to_json().items() if k != "failed_chunks"} for status in page.runs]
+        print(json.dumps({"runs": runs, "continuation": page.continuation}))
+        return 0
+    print(f"{'RUN ID':<36} {'STATE':<10} {'CREATED':<24} {'ENQUEUED':>22} {'CHUNKS':>13}")
+    for status in page.runs:
+        fetched = "?" if status.messages.fetched is None else f"{status.messages.fetched:,}"
+        total = "?" if status.chunks.total is None else status.chunks.total
+        print(f"{status.run_id:<36} {status.state:<10} {status.created_at:<24} "
+              f"{f'{status.messages.enqueued:,}/{fetched}':>22} {f'{status.chunks.ingested}/{total}':>13}")  # fmt: skip
+    if page.continuation:
+        print(f"(more: --limit {min(MAX_LIMIT, args.limit * 2)} shows more)")
+    return 0
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    async def cancel() -> RunStatus:
+        try:
+            return await cancel_run(await app_context(), args.run_id)
+        finally:
+            await close_storage_clients()
+
+    status = asyncio.run(cancel())
+    if args.json:
+        print(json.dumps({k: v for k, v in status.to_json().items() if k != "failed_chunks"}))
+    else:
+        print(f"{status.run_id}: {status.state}, {status.messages.enqueued:,} messages enqueued so far")
+        if not status.settled:
+            print(f"  chunks stop at their next checkpoint: python -m fanout watch {status.run_id}")
+    return 0
+
+
+def _watch(args: argparse.Namespace) -> int:
+    key = args.key or os.environ.get(FUNCTION_KEY_ENV) or None
+    if args.url is None and args.key:
+        raise FanoutError("--key goes with --url: without it the watch reads local storage")
+    return watch_run(args.run_id, args.url, key, args.interval)
+
+
 def _demo_api(args: argparse.Namespace) -> int:
     faults = Faults(
         every=args.fail_every, status=args.fail_status, retry_after=args.retry_after, delay=args.delay,
@@ -225,7 +324,7 @@ def _demo(args: argparse.Namespace) -> int:
     try:
         env = {**os.environ, "AzureWebJobsStorage": azurite.connection_string, "SOURCE_URL": api.url}
         settings = Settings.from_env(_without_identity(env))
-        request = IngestionRequest(source="default", chunk_size=settings.chunk_size, run_id=new_run_id())
+        request = parse_ingestion_request(b"{}", settings)
         summary = asyncio.run(_demo_run(settings, request))
     finally:
         api.stop()

@@ -212,6 +212,8 @@ module functionApp 'modules/function-app.bicep' = {
       STORAGE_USE_PROXY_ENV: 'false'
       HTTP_MAX_BODY_BYTES: '65536'
       REDRIVE_QUEUE: 'chunk-redrives'
+      TOLERATED_FAILED_CHUNKS: '0'
+      RUN_EVENTS_QUEUE: 'ingestion-events'
       EVENT_GRID_DEADLETTER_CONTAINER: deadLetterContainerName
       SWEEP_SCHEDULE: sweepSchedule
       SWEEP_MAX_REDRIVES: '100'

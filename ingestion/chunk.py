@@ -1,4 +1,9 @@
-"""Ingesting one chunk: claim it, read and check it, enqueue from its checkpoint, record the outcome."""
+"""Ingesting one chunk: claim it, read and check it, enqueue from its checkpoint, record the outcome.
+
+A stopped run (cancelled, or failed past its tolerance: core/run_events.py) is checked once the chunk
+is claimed and at each checkpoint; the chunk then stops, `stopped` with what it sent, for a redrive to
+resume. Every outcome, even "already ingested", settles the run (its one completion event).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from azure.storage.blob.aio import ContainerClient
 from core.context import Context
 from core.contract import COUNT_METADATA, ChunkRef, decode_chunk, expected_count
 from core.errors import ChunkError
+from core.run_events import settle_run
 from core.run_store import ChunkStatus
 from ingestion.claim import claim_chunk, new_owner
 from ingestion.large_messages import fit_messages
@@ -34,11 +40,19 @@ async def ingest_chunk(ctx: Context, ref: ChunkRef, blob: ChunkBlob | None = Non
     host retries the invocation) after the claim is released, and the retry resumes from the last
     checkpoint.
     """
+    status = await _ingest(ctx, ref, blob)
+    await settle_run(ctx, ref.run_id)
+    return status
+
+
+async def _ingest(ctx: Context, ref: ChunkRef, blob: ChunkBlob | None) -> ChunkStatus:
     settings = ctx.settings
     claim = await claim_chunk(ctx.runs, ref, new_owner(), settings.lease_seconds)
     if isinstance(claim, ChunkStatus):
         return claim
     try:
+        if await ctx.runs.stop_of(ref.run_id) is not None:
+            return await claim.stop(claim.sent)
         blob = await _with_count(ctx.chunk_container, ref, blob)
         try:
             messages = decode_chunk(blob.data, expected_count(blob.metadata))
@@ -48,18 +62,26 @@ async def ingest_chunk(ctx: Context, ref: ChunkRef, blob: ChunkBlob | None = Non
             )  # fmt: skip
         except ChunkError as exc:
             return await claim.fail(ctx.redact(str(exc)))
-        await send_window(
+
+        async def checkpoint(sent: int) -> bool:
+            """Saves the checkpoint; False when the run was stopped meanwhile."""
+            await claim.checkpoint(sent)
+            return await ctx.runs.stop_of(ref.run_id) is None
+
+        sent = await send_window(
             await target_sender(ctx),
             messages,
             settings.ingest_concurrency,
             start=claim.sent,
-            checkpoint=claim.checkpoint,
+            checkpoint=checkpoint,
             every=settings.checkpoint_every,
         )
     except BaseException:
         with contextlib.suppress(Exception):  # best effort: otherwise the lease simply expires
             await claim.release()
         raise
+    if sent < len(messages):
+        return await claim.stop(sent)
     return await claim.complete(len(messages))
 
 

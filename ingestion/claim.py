@@ -45,6 +45,10 @@ class ChunkClaim:
     async def fail(self, error: str) -> ChunkStatus:
         return await self._write(replace(self._status, state="failed", error=error, lease_until=0.0))
 
+    async def stop(self, sent: int) -> ChunkStatus:
+        """The run was stopped: `sent` messages are sent, the rest waits for a redrive."""
+        return await self._write(replace(self._status, state="stopped", sent=sent, lease_until=0.0))
+
     async def release(self) -> None:
         """Ends the lease early (after an error) so that a retry need not wait for it to expire."""
         await self._write(replace(self._status, lease_until=0.0))

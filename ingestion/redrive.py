@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from core.context import Context
 from core.contract import ChunkRef
-from core.run_store import ChunkState, ChunkStatus, chunks_written
+from core.errors import ClaimLostError
+from core.run_store import ChunkState, ChunkStatus, RunRecord, chunks_written, utc_now
 from ingestion.chunk import ingest_chunk
 
 Progress = Callable[[str], None]
@@ -27,8 +29,43 @@ async def ingest_pending_chunks(ctx: Context, run_id: str, progress: Progress | 
 
 
 def needs_redrive(status: ChunkStatus | None, now: float) -> bool:
-    """Failed, stalled (its owner's lease ran out), or never started."""
-    return status is None or status.state == "failed" or (status.state == "ingesting" and not status.leased(now))
+    """Failed, stopped (its run was cancelled or failed), stalled (its owner's lease ran out), or never started."""
+    return (
+        status is None
+        or status.state in ("failed", "stopped")
+        or (status.state == "ingesting" and not status.leased(now))
+    )
+
+
+@dataclass(frozen=True)
+class Reopened:
+    """What a redrive resumes: the chunks to ingest again, and the run when its chunking was stopped."""
+
+    chunks: list[tuple[ChunkRef, ChunkStatus | None]]
+    chunking: RunRecord | None
+
+
+async def reopen_run(ctx: Context, run_id: str) -> Reopened:
+    """Readies a run for a redrive: its failed chunks become `stopped` (pending again, so the run is not
+    `failed` while they are redriven), then its stop (cancelled, or failed past its tolerance) and its
+    completion mark are lifted, so that it runs, and ends with an event, again. A run with nothing to
+    redrive is left as it is."""
+    pending = await chunks_to_redrive(ctx, run_id)
+    stop = await ctx.runs.stop_of(run_id)
+    record = await ctx.runs.get(run_id)
+    chunking = record if record is not None and record.state == "chunking" and stop is not None else None
+    if not pending and chunking is None:
+        return Reopened([], None)
+    reopened = []
+    for ref, status in pending:
+        if status is not None and status.state == "failed":
+            with contextlib.suppress(ClaimLostError):  # someone took the chunk meanwhile: redriven all the same
+                status = await ctx.runs.put_chunk_status(
+                    ref, replace(status, state="stopped", updated_at=utc_now()), expected=status
+                )
+        reopened.append((ref, status))
+    await ctx.runs.resume(run_id)
+    return Reopened(reopened, chunking)
 
 
 @dataclass(frozen=True)
@@ -66,7 +103,8 @@ async def chunks_to_redrive(ctx: Context, run_id: str) -> list[tuple[ChunkRef, C
 
 async def redrive_run(ctx: Context, run_id: str) -> RedriveResult:
     """Re-ingests the chunks that need it here and now, each from its checkpoint; says what each one queued
-    (the command line's redrive; over HTTP, `schedule_redrives` hands them to the `redrive_chunk` trigger)."""
+    (the command line's redrive, after `reopen_run`; over HTTP, `schedule_redrives` hands them to the
+    `redrive_chunk` trigger)."""
     redriven = []
     for ref, previous in await chunks_to_redrive(ctx, run_id):
         status = await ingest_chunk(ctx, ref)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 
-Checkpoint = Callable[[int], Awaitable[None]]
+Checkpoint = Callable[[int], Awaitable[bool | None]]  # False: stop (the run was cancelled or failed)
 
 
 async def send_window(
@@ -16,12 +16,15 @@ async def send_window(
     start: int = 0,
     checkpoint: Checkpoint | None = None,
     every: int = 1000,
-) -> None:
+) -> int:
     """Sends messages[start:] with at most `window` in flight; the first failure cancels the rest.
+    Returns how many are sent: `len(messages)`, or fewer when a checkpoint said stop.
 
     `checkpoint(n)` is awaited each time the confirmed prefix (every message before n sent) grows by
     `every`, and no send starts more than `every + window` past the last checkpoint saved, so a rerun
-    from it re-sends at most `every + window` messages, however slow the checkpoint writes are.
+    from it re-sends at most `every + window` messages, however slow the checkpoint writes are. When it
+    answers False no send starts any more; the sends in flight finish, so that exactly the first n
+    returned are sent.
     """
     total = len(messages)
     positions = iter(range(start, total))
@@ -30,13 +33,16 @@ async def send_window(
     next_checkpoint = start + every
     sent = bytearray(total)
     checkpoint_saved = asyncio.Event()
+    stopping = False
 
     async def sender() -> None:
-        nonlocal confirmed, saved, next_checkpoint
+        nonlocal confirmed, saved, next_checkpoint, stopping
         for position in positions:
-            while checkpoint is not None and position >= saved + every + window:
+            while checkpoint is not None and position >= saved + every + window and not stopping:
                 checkpoint_saved.clear()
                 await checkpoint_saved.wait()
+            if stopping:
+                return
             await send(messages[position])
             sent[position] = 1
             if position != confirmed:
@@ -46,10 +52,11 @@ async def send_window(
             if checkpoint is not None and confirmed >= next_checkpoint and confirmed < total:
                 reached = confirmed
                 next_checkpoint = reached + every
-                await checkpoint(reached)
+                stopping = stopping or await checkpoint(reached) is False
                 saved = max(saved, reached)
                 checkpoint_saved.set()
 
     async with asyncio.TaskGroup() as group:
         for _ in range(min(window, total - start)):
             group.create_task(sender())
+    return confirmed

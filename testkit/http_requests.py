@@ -26,6 +26,15 @@ def post_redrive(run_id: str) -> func.HttpRequest:
     return func.HttpRequest("POST", f"{BASE}/ingestions/{run_id}/redrive", route_params={"run_id": run_id}, body=b"")
 
 
+def post_cancel(run_id: str) -> func.HttpRequest:
+    return func.HttpRequest("POST", f"{BASE}/ingestions/{run_id}/cancel", route_params={"run_id": run_id}, body=b"")
+
+
+def get_list(**params: str) -> func.HttpRequest:
+    """`GET /api/ingestions?…`, with the function key in the query as the host passes it on."""
+    return func.HttpRequest("GET", f"{BASE}/ingestions", params={"code": "key", **params}, body=b"")
+
+
 def run_queued(on_loop: Any, function: Any, queue: QueueClient, times: int = 1) -> int:
     """Hands each message waiting in `queue` to a queue-triggered function, as the host does (`times`
     over: delivery is at least once), then deletes it; returns how many there were."""

@@ -69,6 +69,7 @@ def app_env(azurite: Azurite, demo_api: DemoApi, monkeypatch: pytest.MonkeyPatch
             "SOURCE_URL": f"{demo_api.url}?count=10000",
             "QUEUE_NAME": f"ingest-{secrets.token_hex(6)}",
             "REDRIVE_QUEUE": f"redrives-{secrets.token_hex(6)}",
+            "RUN_EVENTS_QUEUE": f"events-{secrets.token_hex(6)}",
             "SOURCE_RETRY_BASE_DELAY": "0.01",
         },
     )

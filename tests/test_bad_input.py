@@ -50,7 +50,7 @@ def _as_body(fields: dict) -> bytes:
         (
             {"url": "http://169.254.169.254/"},
             "url",
-            "unknown field(s) url; allowed: source, chunk_size, run_id, max_concurrency",
+            "unknown field(s) url; allowed: source, chunk_size, run_id, max_concurrency, max_failed_chunks",
         ),
     ],
 )

@@ -16,8 +16,8 @@ def default_functions() -> dict[str, list[dict]]:
 
 def test_app_has_exactly_the_documented_functions(default_functions):
     assert sorted(default_functions) == [
-        "continue_chunking", "delete_ingestion", "get_ingestion_status", "ingest_chunk", "redrive_chunk",
-        "redrive_ingestion", "start_ingestion", "sweep_stalled_chunks",
+        "cancel_ingestion", "continue_chunking", "delete_ingestion", "get_ingestion_status", "ingest_chunk",
+        "list_ingestions", "redrive_chunk", "redrive_ingestion", "start_ingestion", "sweep_stalled_chunks",
     ]  # fmt: skip
 
 
@@ -52,6 +52,12 @@ def test_http_routes_methods_and_auth_levels(default_functions):
     )  # fmt: skip
     assert (redrive["route"], redrive["methods"], redrive["authLevel"]) == (
         "ingestions/{run_id}/redrive", ["POST"], "FUNCTION",
+    )  # fmt: skip
+    listing = default_functions["list_ingestions"][0]
+    cancel = default_functions["cancel_ingestion"][0]
+    assert (listing["route"], listing["methods"], listing["authLevel"]) == ("ingestions", ["GET"], "FUNCTION")
+    assert (cancel["route"], cancel["methods"], cancel["authLevel"]) == (
+        "ingestions/{run_id}/cancel", ["POST"], "FUNCTION",
     )  # fmt: skip
 
 

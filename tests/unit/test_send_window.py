@@ -76,3 +76,23 @@ def test_a_rerun_starts_at_its_checkpoint():
     asyncio.run(send_window(send, ["a", "b", "c", "d"], 2, start=2))
 
     assert sorted(sent) == ["c", "d"]
+
+
+@pytest.mark.parametrize(("window", "every"), [(8, 50), (1, 10), (64, 100)])
+def test_a_checkpoint_that_says_stop_ends_sending_and_the_count_returned_is_exactly_what_was_sent(window, every):
+    messages = [str(n) for n in range(2_000)]
+    sent: list[str] = []
+    checkpoints: list[int] = []
+
+    async def send(text: str) -> None:
+        await asyncio.sleep(random.random() / 1000)
+        sent.append(text)
+
+    async def checkpoint(position: int) -> bool:
+        checkpoints.append(position)
+        return len(checkpoints) < 3  # the run is stopped before the third checkpoint
+
+    count = asyncio.run(send_window(send, messages, window, checkpoint=checkpoint, every=every))
+
+    assert sorted(sent, key=int) == messages[:count]  # a prefix, each once: a redrive resumes right after it
+    assert checkpoints[-1] <= count <= checkpoints[-1] + window  # only the sends in flight finished
