@@ -25,8 +25,9 @@ from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob.aio import ContainerClient
 
 from core.context import Context
-from core.contract import run_prefix, run_record_blob
+from core.contract import run_index_blob, run_prefix, run_record_blob
 from core.errors import RunConflictError, RunNotFoundError
+from core.run_store import unix_ms
 from core.status import run_status
 
 SERVICE_DEFAULT_TTL = 7 * 24 * 3600
@@ -67,11 +68,19 @@ async def purge_run(ctx: Context, run_id: str) -> PurgeResult:
     checks = blobs.get_container_client(settings.large_message_container)
     if status is None and not await _anything_left(run_id, ctx.chunk_container, runs, checks):
         raise RunNotFoundError(f"no run {run_id!r}", run_id=run_id)
-    record = await _delete_all(runs, [run_record_blob(run_id)]) if status is not None else 0
+    record = await _delete_all(runs, await _record_and_index_entry(ctx, run_id)) if status is not None else 0
     deleted_checks, kept_checks = await _purge_claim_checks(checks, run_id, settings.message_ttl)
     chunk_blobs = await _delete_all(ctx.chunk_container, [name async for name in _names(ctx.chunk_container, run_id)])
     run_blobs = record + await _delete_all(runs, [name async for name in _names(runs, run_id)])
     return PurgeResult(run_id, chunk_blobs, run_blobs, deleted_checks, kept_checks)
+
+
+async def _record_and_index_entry(ctx: Context, run_id: str) -> list[str]:
+    """The run record's blob and its entry in the run index (core/run_list.py), which lists it no more."""
+    record = await ctx.runs.get(run_id)
+    if record is None or not record.created_at:
+        return [run_record_blob(run_id)]
+    return [run_record_blob(run_id), run_index_blob(unix_ms(record.created_at), run_id)]
 
 
 async def _anything_left(run_id: str, *containers: ContainerClient) -> bool:

@@ -11,8 +11,8 @@ from its checkpoint) for:
   died, or the host's retries were spent).
 Neither of the last two is redriven while every one of its run's `max_concurrency` slots is taken: it
 waits its turn (a chunk handed back to wait for a slot touches its status, so it does not look stalled).
-A chunk that is leased, ingested or failed is left alone (a failed chunk needs a fix and a redrive by
-hand). At most SWEEP_MAX_REDRIVES redrives a sweep, shared round-robin across the runs that need them;
+A chunk that is leased, ingested, failed or stopped is left alone, and so is every chunk of a stopped
+run (cancelled, or failed past its tolerance): each needs a redrive by hand. At most SWEEP_MAX_REDRIVES redrives a sweep, shared round-robin across the runs that need them;
 the rest wait for the next one. A chunk the sweeper redrove MAX_SWEEPER_REDRIVES times without it moving
 on (a 403, a deleted queue: a failure no retry heals) is marked `failed` with the reason instead, visible
 in its run's status and redrivable by hand. A run whose records cannot be read is logged, counted
@@ -166,8 +166,8 @@ async def chunks_due(ctx: Context, run_id: str, now: float) -> list[Due]:
     """The run's chunks that never started or stalled, SWEEP_STALE_SECONDS or more ago, unless every
     one of the run's `max_concurrency` slots is taken (they wait their turn)."""
     record = await ctx.runs.get(run_id)
-    if record is None:
-        return []
+    if record is None or await ctx.runs.stop_of(run_id) is not None:
+        return []  # purged, or stopped (cancelled, failed past its tolerance): a redrive by hand resumes it
     statuses = {status.index: status for status in await ctx.runs.chunk_statuses(run_id)}
     if record.state == "chunked" and sum(s.state == "ingested" for s in statuses.values()) == record.chunks:
         return []  # finished: no need to list its chunks

@@ -37,7 +37,7 @@ def blobs_of(connection_string: str, run_id: str) -> dict[str, list[str]]:
 
 
 def finished_run_with_everything(on_loop, functions, probe, run_id: str) -> None:
-    """A run ingested with a claim-checked message, a concurrency slot and a sweep log."""
+    """A run ingested with a claim-checked message, a concurrency slot, a sweep log and its completion mark."""
     name = write_chunked_run(on_loop, probe, run_id, ["small", BIG])
     on_loop(functions["ingest_chunk"](delivered(probe, name)))
     ctx = on_loop(app_context())
@@ -56,9 +56,11 @@ def test_purge_leaves_nothing_of_a_finished_run(on_loop, functions, probe, monke
 
     assert answer.status_code == 200, answer.get_body()
     assert body_of(answer) == {
-        "run_id": "purged", "chunk_blobs": 1, "run_blobs": 4, "claim_checks_deleted": 1, "claim_checks_kept": 0,
-    }  # fmt: skip
+        "run_id": "purged", "chunk_blobs": 1, "run_blobs": 6, "claim_checks_deleted": 1, "claim_checks_kept": 0,
+    }  # fmt: skip  # record, index entry, chunk status, slot, sweep log, completion mark
     assert blobs_of(azurite.connection_string, "purged") == {}
+    runs = BlobServiceClient.from_connection_string(azurite.connection_string).get_container_client("ingestion-runs")
+    assert [b.name for b in runs.list_blobs(name_starts_with="_index/") if b.name.endswith("-purged")] == []
     assert on_loop(functions["get_ingestion_status"](get_status("purged"))).status_code == 404
     again = on_loop(functions["delete_ingestion"](delete_run("purged")))
     assert (again.status_code, again.mimetype) == (404, PROBLEM_JSON)
