@@ -11,15 +11,16 @@ from its checkpoint) for:
   died, or the host's retries were spent).
 Neither of the last two is redriven while every one of its run's `max_concurrency` slots is taken: it
 waits its turn (a chunk handed back to wait for a slot touches its status, so it does not look stalled).
-A chunk that is leased, ingested, failed or stopped is left alone, and so is every chunk of a stopped
-run (cancelled, or failed past its tolerance): each needs a redrive by hand. At most SWEEP_MAX_REDRIVES redrives a sweep, shared round-robin across the runs that need them;
-the rest wait for the next one. A chunk the sweeper redrove MAX_SWEEPER_REDRIVES times without it moving
-on (a 403, a deleted queue: a failure no retry heals) is marked `failed` with the reason instead, visible
-in its run's status and redrivable by hand. A run whose records cannot be read is logged, counted
-(`runs_unreadable`) and skipped; the others are swept. A sweep stops looking at more runs after
-SWEEP_TIME_BUDGET_SECONDS (well under host.json's functionTimeout); those wait for the next sweep.
-What a sweep did is in the log and, per run, in the run's status (`sweeps`). A redrive that is already
-queued may be queued again: the chunk's claim makes the second one send nothing.
+A chunk that is leased, ingested, failed or stopped is left alone, and so is every chunk of a stopped run
+(cancelled, or failed past its tolerance): each needs a redrive by hand. At most SWEEP_MAX_REDRIVES
+redrives a sweep, shared round-robin across the runs that need them; the rest wait for the next one. A
+chunk the sweeper redrove MAX_SWEEPER_REDRIVES times without it moving on (a 403, a deleted queue: a
+failure no retry heals) is marked `failed` with the reason instead, visible in its run's status and
+redrivable by hand. A run whose records cannot be read is logged, counted (`runs_unreadable`) and
+skipped; the others are swept. A sweep stops looking at more runs after SWEEP_TIME_BUDGET_SECONDS (well
+under host.json's functionTimeout); those wait for the next sweep. What a sweep did is in the log and,
+per run, in the run's status (`sweeps`). A redrive that is already queued may be queued again: the
+chunk's claim makes the second one send nothing.
 """
 
 from __future__ import annotations
