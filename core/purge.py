@@ -3,8 +3,13 @@
 Its chunk blobs, everything of it in the runs container (chunk statuses, concurrency slots, sweep log)
 and its claim-check blobs that are older than the messages' time-to-live (a younger one may still be
 read by a consumer through a message in the queue: it is kept, and counted in the answer; the storage
-lifecycle rule in infra/ deletes it later). The run record goes last, so a purge cut short can be run
-again. A run still chunking or ingesting is refused (409).
+lifecycle rule in infra/ deletes it later). A run still chunking or ingesting is refused (409).
+
+The run record goes first: from then on no chunk of the run is ingested (ingestion/invocation.py refuses
+a chunk whose run has no record) and the sweeper leaves it alone. Then everything under the run's prefix
+goes, whether or not the record still exists, so a purge cut short, or one that raced an invocation
+already past its record check, is finished by purging again; only a run of which nothing is left is
+not found (404).
 """
 
 from __future__ import annotations
@@ -44,9 +49,7 @@ class PurgeResult:
 
 async def purge_run(ctx: Context, run_id: str) -> PurgeResult:
     status = await run_status(ctx.runs, run_id)
-    if status is None:
-        raise RunNotFoundError(f"no run {run_id!r}", run_id=run_id)
-    if status.state in RUNNING:
+    if status is not None and status.state in RUNNING:
         raise RunConflictError(
             f"run {run_id!r} is still {status.state}; purge it once it has finished (a stalled run: redrive it first)",
             run_id=run_id, state=status.state,
@@ -55,21 +58,35 @@ async def purge_run(ctx: Context, run_id: str) -> PurgeResult:
     busy = [chunk.index for chunk in await ctx.runs.chunk_statuses(run_id) if chunk.leased(now)]
     if busy:  # a failed run's chunks may still be sending
         raise RunConflictError(
-            f"run {run_id!r} is {status.state} but chunk {busy[0]} is still being ingested; purge it once that ends",
-            run_id=run_id, state=status.state,
+            f"run {run_id!r} is {status.state if status else 'being purged'} but chunk {busy[0]} is still being "
+            "ingested; purge it once that ends",
+            run_id=run_id, state=status.state if status else "purging",
         )  # fmt: skip
     blobs = ctx.clients.blobs
     settings = ctx.settings
-    deleted_checks, kept_checks = await _purge_claim_checks(
-        blobs.get_container_client(settings.large_message_container), run_id, settings.message_ttl
-    )
-    chunk_blobs = await _delete_all(ctx.chunk_container, [name async for name in _names(ctx.chunk_container, run_id)])
     runs = blobs.get_container_client(settings.runs_container)
-    others = [name async for name in _names(runs, run_id) if name != run_record_blob(run_id)]
-    record = await ctx.runs.get(run_id)
-    others += [index_entry(record)] if record is not None else []  # so a purged run is not listed
-    run_blobs = await _delete_all(runs, others) + await _delete_all(runs, [run_record_blob(run_id)])
+    checks = blobs.get_container_client(settings.large_message_container)
+    if status is None and not await _anything_left(run_id, ctx.chunk_container, runs, checks):
+        raise RunNotFoundError(f"no run {run_id!r}", run_id=run_id)
+    record = await _delete_all(runs, await _record_and_index_entry(ctx, run_id)) if status is not None else 0
+    deleted_checks, kept_checks = await _purge_claim_checks(checks, run_id, settings.message_ttl)
+    chunk_blobs = await _delete_all(ctx.chunk_container, [name async for name in _names(ctx.chunk_container, run_id)])
+    run_blobs = record + await _delete_all(runs, [name async for name in _names(runs, run_id)])
     return PurgeResult(run_id, chunk_blobs, run_blobs, deleted_checks, kept_checks)
+
+
+async def _record_and_index_entry(ctx: Context, run_id: str) -> list[str]:
+    """The run record's blob and its entry in the run index (core/run_list.py), which lists it no more."""
+    record = await ctx.runs.get(run_id)
+    return [run_record_blob(run_id)] + ([index_entry(record)] if record is not None and record.created_at else [])
+
+
+async def _anything_left(run_id: str, *containers: ContainerClient) -> bool:
+    """Whether any blob of the run is left in one of the containers (a purge cut short, an orphan)."""
+    for container in containers:
+        async for _ in _names(container, run_id):
+            return True
+    return False
 
 
 async def _purge_claim_checks(container: ContainerClient, run_id: str, ttl: int | None) -> tuple[int, int]:

@@ -49,10 +49,25 @@ def redact_logs(redact: Redactor) -> None:
             return record
         record.msg, record.args = redact(message), None
         if record.exc_info:
-            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
-            record.exc_info = None  # handlers that read the exception object itself would show it unredacted
+            _redact_exception(record, redact)
         return record
 
     logging.setLogRecordFactory(redacted_record)
     for name in _CHATTY_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _redact_exception(record: logging.LogRecord, redact: Redactor) -> None:
+    """Replaces the record's exception object with redacted text: `exc_text` (what logging's Formatter
+    prints) and the OpenTelemetry exception attributes (what the OTel LoggingHandler would have taken from
+    the object, and what Application Insights makes an exception of). The object goes: handlers that read
+    it would show it unredacted."""
+    exc_type, exc, _ = record.exc_info or (None, None, None)
+    record.exc_text = redact(logging.Formatter().formatException(record.exc_info))  # type: ignore[arg-type]
+    record.exc_info = None
+    attributes = vars(record)
+    if exc_type is not None:
+        attributes["exception.type"] = exc_type.__name__
+    if exc is not None:
+        attributes["exception.message"] = redact(str(exc))
+    attributes["exception.stacktrace"] = record.exc_text

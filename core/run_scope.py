@@ -1,6 +1,7 @@
 """The run (and chunk) the code is working for: a context variable that every log record made inside
 `run_scope` reads, so each log line of a run carries `run_id` and `chunk_index` whatever its logger, and
-that the Put Message retry loop counts its retries into (`count_retry`), for the chunk's metrics."""
+that the Put Message retry loop counts its retries into (`count_retry`) and a chunk's claim the messages
+it confirmed (`count_confirmed`), for the chunk's metrics."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ class _Scope:
     run_id: str
     chunk_index: int | None
     retries: list[int] = field(default_factory=lambda: [0])  # shared by the tasks the scope spawns
+    confirmed: list[int] = field(default_factory=lambda: [0])  # messages this invocation saw confirmed
 
 
 _scope: contextvars.ContextVar[_Scope | None] = contextvars.ContextVar("fanout_scope", default=None)
@@ -35,6 +37,18 @@ def count_retry() -> None:
     scope = _scope.get()
     if scope is not None:
         scope.retries[0] += 1
+
+
+def count_confirmed(messages: int) -> None:
+    """Messages the scope's own invocation sent and storage confirmed (a chunk claim's checkpoints)."""
+    scope = _scope.get()
+    if scope is not None:
+        scope.confirmed[0] += messages
+
+
+def confirmed_in_scope() -> int:
+    scope = _scope.get()
+    return scope.confirmed[0] if scope is not None else 0
 
 
 def retries_in_scope() -> int:

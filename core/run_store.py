@@ -326,4 +326,5 @@ def _to_json(record: RunRecord) -> bytes:
 def _from_json(data: bytes) -> RunRecord:
     fields = json.loads(data)
     resume = fields.pop("resume", None)
-    return RunRecord(**fields, resume=ResumePosition.from_json(resume) if resume else None)
+    known = {name: value for name, value in fields.items() if name in RunRecord.__dataclass_fields__}  # rolling deploy
+    return RunRecord(**known, resume=ResumePosition.from_json(resume) if resume else None)

@@ -56,6 +56,10 @@ param retentionDays int = 7
 @description('Days a claim-check blob stays: keep it at least the messages\' time-to-live in days (7 by default).')
 @minValue(1)
 param claimCheckRetentionDays int = 7
+// The claim-check rule follows the messages' TTL: off when they never expire (-1), else never sooner than
+// the TTL (rounded up to whole days), whatever claimCheckRetentionDays says.
+var messageTtlSeconds = empty(queueMessageTtl) ? 604800 : int(queueMessageTtl)
+var claimCheckDays = (messageTtlSeconds == -1) ? 0 : max(claimCheckRetentionDays, (messageTtlSeconds + 86399) / 86400)
 @description('Chunk invocations ingesting one run at once unless the request says (max_concurrency); 0 = no cap.')
 @minValue(0)
 @maxValue(1000)
@@ -118,7 +122,7 @@ module storage 'modules/storage.bicep' = {
     claimCheckPrefixes: [
       '${largeMessageContainerName}/'
     ]
-    claimCheckRetentionDays: claimCheckRetentionDays
+    claimCheckRetentionDays: claimCheckDays
   }
 }
 

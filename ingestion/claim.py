@@ -15,6 +15,7 @@ from dataclasses import replace
 
 from core.contract import ChunkRef
 from core.errors import ClaimLostError
+from core.run_scope import count_confirmed
 from core.run_store import ChunkStatus, RunStore, utc_now
 
 
@@ -57,7 +58,9 @@ class ChunkClaim:
     async def _write(self, changed: ChunkStatus) -> ChunkStatus:
         async with self._lock:
             updated = replace(changed, updated_at=utc_now())
-            self._status = await self._runs.put_chunk_status(self._ref, updated, expected=self._status)
+            written = await self._runs.put_chunk_status(self._ref, updated, expected=self._status)
+            count_confirmed(written.sent - self._status.sent)  # this invocation's own sends, for its metrics
+            self._status = written
             return self._status
 
 

@@ -1,21 +1,27 @@
-"""One chunk invocation as the triggers run it: inside its run's scope (log dimensions), within the
-run's `max_concurrency`, with its metrics recorded once at the end.
+"""One chunk invocation as the triggers run it: within its run's `max_concurrency`, with its metrics
+recorded once at the end. The trigger handlers call it inside the chunk's `run_scope` (log dimensions,
+and the counters its metrics read).
 
 A chunk that finds every slot of its run taken is not lost and spends none of the host's retries: it
 goes back on the redrive queue, hidden for THROTTLE_RETRY_SECONDS, and the `redrive_chunk` trigger tries
-again then. If even that send fails the error propagates and the host retries the invocation; a chunk
-that still ends up never started is redriven by the sweeper (ingestion/sweeper.py).
+again then. A chunk that had stalled has its status touched at each hand-back, so the sweeper sees it is
+waiting, not stalled, and queues no second copy. If even that send fails the error propagates and the
+host retries the invocation; a chunk that still ends up never started is redriven by the sweeper
+(ingestion/sweeper.py). A chunk whose run has no record (purged, or being purged) is not ingested.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from dataclasses import replace
 
 from core.context import Context
 from core.contract import ChunkRef
-from core.run_scope import retries_in_scope, run_scope
-from core.run_store import ChunkStatus
+from core.errors import ClaimLostError
+from core.run_scope import confirmed_in_scope, retries_in_scope
+from core.run_store import ChunkStatus, utc_now
 from core.storage import trigger_queue
 from core.telemetry import record_chunk
 from ingestion.chunk import ChunkBlob, ingest_chunk
@@ -26,34 +32,48 @@ log = logging.getLogger(__name__)
 
 
 async def ingest_within_limit(ctx: Context, ref: ChunkRef, blob: ChunkBlob | None = None) -> ChunkStatus | None:
-    """The chunk's status after this invocation, or None when it was handed back to wait for a slot."""
-    with run_scope(ref.run_id, ref.index):
-        started = time.monotonic()
-        before = await ctx.runs.chunk_status(ref)
-        if before is not None and before.state == "ingested":
-            return before
-        record = await ctx.runs.get(ref.run_id)
-        limit = record.max_concurrency if record is not None else 0
-        if not limit:
+    """The chunk's status after this invocation, or None when it was not ingested now: handed back to
+    wait for a slot, or its run is gone."""
+    started = time.monotonic()
+    before = await ctx.runs.chunk_status(ref)
+    if before is not None and before.state == "ingested":
+        return before
+    record = await ctx.runs.get(ref.run_id)
+    if record is None:
+        log.warning("chunk %s not ingested: its run has no record (purged, or being purged); nothing sent",
+                    ref.blob_name)  # fmt: skip
+        return None
+    limit = record.max_concurrency
+    if not limit:
+        status = await ingest_chunk(ctx, ref, blob)
+    else:
+        slots = ctx.clients.blobs.get_container_client(ctx.settings.runs_container)
+        slot = await take_slot(slots, ref.run_id, limit, new_owner(), ctx.settings.lease_seconds)
+        if slot is None:
+            await _hand_back(ctx, ref, limit)
+            return None
+        async with hold(slot, ctx.settings.lease_seconds):
             status = await ingest_chunk(ctx, ref, blob)
-        else:
-            slots = ctx.clients.blobs.get_container_client(ctx.settings.runs_container)
-            slot = await take_slot(slots, ref.run_id, limit, new_owner(), ctx.settings.lease_seconds)
-            if slot is None:
-                await _hand_back(ctx, ref, limit)
-                return None
-            async with hold(slot, ctx.settings.lease_seconds):
-                status = await ingest_chunk(ctx, ref, blob)
-        record_chunk(
-            run_id=ref.run_id, state=status.state, enqueued=status.sent - (before.sent if before else 0),
-            retries=retries_in_scope(), seconds=time.monotonic() - started,
-        )  # fmt: skip
-        return status
+    record_chunk(
+        run_id=ref.run_id, state=status.state, enqueued=confirmed_in_scope(), retries=retries_in_scope(),
+        seconds=time.monotonic() - started,
+    )  # fmt: skip
+    return status
 
 
 async def _hand_back(ctx: Context, ref: ChunkRef, limit: int) -> None:
     delay = ctx.settings.throttle_retry_seconds
     queue = await trigger_queue(ctx.clients.queues, ctx.settings.storage, ctx.settings.redrive_queue)
     await queue.send_message(ref.redrive_message(), visibility_timeout=delay)
+    await _touch_if_stalled(ctx, ref)
     log.info("chunk %s waits for one of its run's %d slots (max_concurrency): retried in %d s",
              ref.blob_name, limit, delay)  # fmt: skip
+
+
+async def _touch_if_stalled(ctx: Context, ref: ChunkRef) -> None:
+    """A stalled chunk's status gets a new `updated_at`: the sweeper then leaves it to the copy that waits."""
+    status = await ctx.runs.chunk_status(ref)
+    if status is None or status.state != "ingesting" or status.leased(time.time()):
+        return  # never started (the sweeper checks the slots itself), or someone else's
+    with contextlib.suppress(ClaimLostError):  # it moved on meanwhile: nothing to show
+        await ctx.runs.put_chunk_status(ref, replace(status, updated_at=utc_now()), expected=status)

@@ -97,12 +97,22 @@ async def take_slot(
 
 @contextlib.asynccontextmanager
 async def hold(slot: Slot, lease_seconds: float) -> AsyncIterator[None]:
-    """Renews the slot's lease every third of it while the body runs; frees the slot afterwards."""
+    """Renews the slot's lease every third of it while the body runs; frees the slot afterwards.
+
+    A renewal that fails (a storage timeout) is logged and tried again at the next third; renewing stops
+    only when the slot is really lost. Neither a renewal's error nor the freeing's replaces the body's
+    outcome."""
 
     async def renew() -> None:
         while True:
             await asyncio.sleep(lease_seconds / 3)
-            if not await slot.set_lease(time.time() + lease_seconds):
+            try:
+                kept = await slot.set_lease(time.time() + lease_seconds)
+            except Exception as exc:
+                log.warning("could not renew the concurrency slot %s (%s: %s); trying again in %.0f s",
+                            slot.name, type(exc).__name__, exc, lease_seconds / 3)  # fmt: skip
+                continue
+            if not kept:
                 log.warning("lost the concurrency slot %s (its lease ran out before a renewal)", slot.name)
                 return
 
@@ -111,10 +121,12 @@ async def hold(slot: Slot, lease_seconds: float) -> AsyncIterator[None]:
         yield
     finally:
         renewing.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
+        with contextlib.suppress(asyncio.CancelledError, Exception):
             await renewing
-        with contextlib.suppress(Exception):  # best effort: otherwise the lease simply expires
+        try:
             await slot.set_lease(0.0)
+        except Exception as exc:  # the lease then simply expires after INGEST_LEASE_SECONDS
+            log.warning("could not free the concurrency slot %s (%s); it expires with its lease", slot.name, exc)
 
 
 def _lease_until(metadata: dict[str, str] | None) -> float:

@@ -3,30 +3,41 @@
 Each sweep queues a redrive (REDRIVE_QUEUE, one message a chunk; the `redrive_chunk` trigger ingests it
 from its checkpoint) for:
 - each chunk in the Event Grid dead-letter container (EVENT_GRID_DEADLETTER_CONTAINER): its dead-letter
-  blob is deleted once the redrives are queued; one that is not a list of events stays, with a warning;
+  blob is deleted once the redrives are queued (one naming more chunks than the sweep has room for is
+  rewritten with the events still to do); one that is not a list of events stays, with a warning;
 - each chunk blob that has no status SWEEP_STALE_SECONDS after it was written (its event was dropped, or
-  the host gave up on it before it started: a poison blob), unless its run's `max_concurrency` slots are
-  all taken (then it is waiting its turn on the redrive queue);
+  the host gave up on it before it started: a poison blob);
 - each chunk whose claim's lease ran out and that has not moved for SWEEP_STALE_SECONDS (its invocation
   died, or the host's retries were spent).
-A chunk that is leased, ingested or failed is left alone (a failed chunk needs a fix and a redrive by
-hand). At most SWEEP_MAX_REDRIVES redrives a sweep; the rest wait for the next one. What a sweep did is
-in the log and, per run, in the run's status (`sweeps`). A redrive that is already queued may be queued
-again: the chunk's claim makes the second one send nothing.
+Neither of the last two is redriven while every one of its run's `max_concurrency` slots is taken: it
+waits its turn (a chunk handed back to wait for a slot touches its status, so it does not look stalled).
+A chunk that is leased, ingested, failed or stopped is left alone, and so is every chunk of a stopped run
+(cancelled, or failed past its tolerance): each needs a redrive by hand. At most SWEEP_MAX_REDRIVES
+redrives a sweep, shared round-robin across the runs that need them; the rest wait for the next one. A
+chunk the sweeper redrove MAX_SWEEPER_REDRIVES times without it moving on (a 403, a deleted queue: a
+failure no retry heals) is marked `failed` with the reason instead, visible in its run's status and
+redrivable by hand. A run whose records cannot be read is logged, counted (`runs_unreadable`) and
+skipped; the others are swept. A sweep stops looking at more runs after SWEEP_TIME_BUDGET_SECONDS (well
+under host.json's functionTimeout); those wait for the next sweep. What a sweep did is in the log and,
+per run, in the run's status (`sweeps`). A redrive that is already queued may be queued again: the
+chunk's claim makes the second one send nothing.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from typing import Any
 
 import azure.functions as func
-from azure.core.exceptions import ResourceNotFoundError
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
+from azure.storage.blob.aio import ContainerClient
 from azure.storage.queue.aio import QueueClient
 
 from core.context import Context, app_context
@@ -35,19 +46,24 @@ from core.errors import ChunkError, ClaimLostError
 from core.run_scope import run_scope
 from core.run_store import ChunkStatus, utc_now
 from core.storage import trigger_queue
-from ingestion.deadletters import chunks_in_dead_letter
+from ingestion.deadletters import chunks_in_dead_letter, events_of_chunks
 from ingestion.slots import all_slots_busy
 
 log = logging.getLogger(__name__)
 _SAVE_ATTEMPTS = 3
 MAX_DEAD_LETTER_BYTES = 1 << 20  # Event Grid writes one event, or a few, a blob: a few KiB
+MAX_SWEEPER_REDRIVES = 5  # redrives of one chunk without progress before the sweeper marks it failed
+SWEEP_TIME_BUDGET_SECONDS = 120.0  # host.json functionTimeout is 10 minutes
 
 
 @dataclass(frozen=True)
 class SweepReport:
     swept_at: str
     runs_checked: int
+    runs_unreadable: int  # skipped: a record or chunk status that could not be read (in the log)
+    runs_left: int  # not looked at: the sweep's time budget ran out
     redriven: dict[str, list[int]]  # run id → the chunks queued for a redrive
+    failed: dict[str, list[int]]  # run id → the chunks marked failed after MAX_SWEEPER_REDRIVES
     dead_letters_cleared: int
     dead_letters_unreadable: int
     left_for_next_sweep: int  # chunks that needed a redrive past SWEEP_MAX_REDRIVES
@@ -58,6 +74,18 @@ class SweepReport:
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "chunks_redriven": self.chunks_redriven}
+
+
+@dataclass(frozen=True)
+class Due:
+    """A chunk that needs a redrive, with its status (None: it never started)."""
+
+    ref: ChunkRef
+    status: ChunkStatus | None
+
+    @property
+    def sent(self) -> int:
+        return self.status.sent if self.status else 0
 
 
 class _Redrives:
@@ -78,39 +106,73 @@ class _Redrives:
 
 async def sweep(ctx: Context, now: float | None = None) -> SweepReport:
     now = time.time() if now is None else now
+    deadline = time.monotonic() + SWEEP_TIME_BUDGET_SECONDS
     settings = ctx.settings
     queue = await trigger_queue(ctx.clients.queues, settings.storage, settings.redrive_queue)
     redrives = _Redrives(queue, settings.sweep_max_redrives)
     cleared, unreadable = await _sweep_dead_letters(ctx, redrives)
-    runs = 0
+    due_by_run: dict[str, list[Due]] = {}
+    checked = unreadable_runs = left_runs = 0
     async for run_id in _run_ids(ctx):
-        runs += 1
-        due = await chunks_due(ctx, run_id, now)
-        taken = due[: max(redrives.remaining, 0)]
-        redrives.left += len(due) - len(taken)
-        await redrives.queue(taken)
+        if time.monotonic() > deadline:
+            left_runs += 1
+            continue
+        checked += 1
+        try:
+            due = await chunks_due(ctx, run_id, now)
+        except Exception as exc:  # one unreadable run must not stop the sweep of every other
+            unreadable_runs += 1
+            with run_scope(run_id):
+                log.warning("sweep: run %s skipped, its records cannot be read: %s: %s", run_id,
+                            type(exc).__name__, ctx.redact(str(exc))[:300])  # fmt: skip
+            continue
+        if due:
+            due_by_run[run_id] = due
+    taken = _round_robin(due_by_run, max(redrives.remaining, 0))
+    redrives.left += sum(len(due) for due in due_by_run.values()) - sum(len(due) for due in taken.values())
+    failed: dict[str, list[int]] = {}
+    swept_at = utc_now()
+    for run_id, chunks in taken.items():
+        with run_scope(run_id):
+            to_redrive, to_fail = await _count_redrives(ctx, run_id, swept_at, chunks)
+            failed_here = [due.ref.index for due in to_fail if await _mark_failed(ctx, due)]
+            if failed_here:
+                failed[run_id] = failed_here
+            await redrives.queue([due.ref for due in to_redrive])
     report = SweepReport(
-        swept_at=utc_now(), runs_checked=runs,
-        redriven={run_id: sorted(indexes) for run_id, indexes in sorted(redrives.by_run.items())},
+        swept_at=swept_at, runs_checked=checked, runs_unreadable=unreadable_runs, runs_left=left_runs,
+        redriven={run_id: sorted(indexes) for run_id, indexes in sorted(redrives.by_run.items())}, failed=failed,
         dead_letters_cleared=cleared, dead_letters_unreadable=unreadable, left_for_next_sweep=redrives.left,
     )  # fmt: skip
     for run_id, indexes in report.redriven.items():
         with run_scope(run_id):
             log.info("sweep: redrive queued for run %s, chunks %s", run_id, indexes)
-            await _log_in_run(ctx, run_id, report.swept_at, indexes)
     return report
 
 
-async def chunks_due(ctx: Context, run_id: str, now: float) -> list[ChunkRef]:
-    """The run's chunks that never started or stalled, SWEEP_STALE_SECONDS or more ago."""
+def _round_robin(due_by_run: dict[str, list[Due]], budget: int) -> dict[str, list[Due]]:
+    """Up to `budget` chunks, one of each run in turn: an old run with many stalls starves no other."""
+    taken: dict[str, list[Due]] = defaultdict(list)
+    depth = 0
+    while budget > 0 and any(len(due) > depth for due in due_by_run.values()):
+        for run_id, due in due_by_run.items():
+            if budget > 0 and len(due) > depth:
+                taken[run_id].append(due[depth])
+                budget -= 1
+        depth += 1
+    return dict(taken)
+
+
+async def chunks_due(ctx: Context, run_id: str, now: float) -> list[Due]:
+    """The run's chunks that never started or stalled, SWEEP_STALE_SECONDS or more ago, unless every
+    one of the run's `max_concurrency` slots is taken (they wait their turn)."""
     record = await ctx.runs.get(run_id)
-    if record is None:
-        return []
+    if record is None or await ctx.runs.stop_of(run_id) is not None:
+        return []  # purged, or stopped (cancelled, failed past its tolerance): a redrive by hand resumes it
     statuses = {status.index: status for status in await ctx.runs.chunk_statuses(run_id)}
     if record.state == "chunked" and sum(s.state == "ingested" for s in statuses.values()) == record.chunks:
         return []  # finished: no need to list its chunks
     stale = ctx.settings.sweep_stale_seconds
-    waiting_for_slots: bool | None = None
     due = []
     async for blob in ctx.chunk_container.list_blobs(name_starts_with=run_prefix(run_id)):
         try:
@@ -120,17 +182,14 @@ async def chunks_due(ctx: Context, run_id: str, now: float) -> list[ChunkRef]:
         status = statuses.get(ref.index)
         if status is None:
             written = (blob.creation_time or blob.last_modified).timestamp()
-            if now - written < stale:
-                continue
-            if waiting_for_slots is None:  # asked once a run, and only when it matters
-                runs = ctx.clients.blobs.get_container_client(ctx.settings.runs_container)
-                waiting_for_slots = bool(record.max_concurrency) and await all_slots_busy(
-                    runs, run_id, record.max_concurrency, now
-                )
-            if not waiting_for_slots:
-                due.append(ref)
+            if now - written >= stale:
+                due.append(Due(ref, None))
         elif _stalled(status, now, stale):
-            due.append(ref)
+            due.append(Due(ref, status))
+    if due and record.max_concurrency:  # asked once a run, and only when it matters
+        runs = ctx.clients.blobs.get_container_client(ctx.settings.runs_container)
+        if await all_slots_busy(runs, run_id, record.max_concurrency, now):
+            return []
     return due
 
 
@@ -144,6 +203,54 @@ def _stalled(status: ChunkStatus, now: float, stale: float) -> bool:
     return now - updated >= stale
 
 
+async def _count_redrives(ctx: Context, run_id: str, swept_at: str, chunks: list[Due]) -> tuple[list[Due], list[Due]]:
+    """Adds the sweep to the run's sweep log (ETag-guarded against a concurrent sweep): the chunks it
+    redrives, each one's count of redrives without progress. Returns (to redrive, to mark failed)."""
+    for _ in range(_SAVE_ATTEMPTS):
+        current, etag = await ctx.runs.sweep_log(run_id)
+        counts: dict[str, Any] = dict(current.get("redrives_by_chunk") or {})
+        to_redrive, to_fail = [], []
+        for due in chunks:
+            key = str(due.ref.index)
+            before = counts.get(key) or {}
+            redrives = int(before.get("redrives", 0)) + 1 if int(before.get("sent", -1)) == due.sent else 1
+            if redrives > MAX_SWEEPER_REDRIVES:
+                to_fail.append(due)
+                counts.pop(key, None)  # a redrive by hand starts the count afresh
+            else:
+                to_redrive.append(due)
+                counts[key] = {"redrives": redrives, "sent": due.sent}
+        indexes = sorted(due.ref.index for due in to_redrive)
+        updated = {
+            **current, "last_swept_at": swept_at, "last_redriven": indexes,
+            "chunks_redriven": int(current.get("chunks_redriven", 0)) + len(indexes),
+            "sweeps": int(current.get("sweeps", 0)) + 1, "redrives_by_chunk": counts,
+        }  # fmt: skip
+        try:
+            await ctx.runs.save_sweep_log(run_id, updated, etag=etag)
+            return to_redrive, to_fail
+        except ClaimLostError:
+            continue
+    log.warning("sweep: could not record the sweep in run %s (other sweeps kept updating it)", run_id)
+    return [], []  # the next sweep tries again
+
+
+async def _mark_failed(ctx: Context, due: Due) -> bool:
+    """Marks the chunk failed (ETag-guarded: False when it moved on meanwhile), with what to do."""
+    reason = (
+        f"the sweeper redrove this chunk {MAX_SWEEPER_REDRIVES} times and it never got past message {due.sent}: "
+        "look for the storage error in the chunk's log lines (a 403, a deleted queue), fix it, then redrive the run"
+    )
+    status = due.status or ChunkStatus(due.ref.index, "failed", sent=0, count=0, updated_at="")
+    failed = replace(status, state="failed", error=reason, owner=None, lease_until=0.0, updated_at=utc_now())
+    try:
+        await ctx.runs.put_chunk_status(due.ref, failed, expected=due.status)
+    except ClaimLostError:
+        return False
+    log.error("sweep: chunk %s marked failed: %s", due.ref.blob_name, reason)
+    return True
+
+
 async def _run_ids(ctx: Context) -> AsyncIterator[str]:
     runs = ctx.clients.blobs.get_container_client(ctx.settings.runs_container)
     async for item in runs.walk_blobs(delimiter="/"):
@@ -153,26 +260,29 @@ async def _run_ids(ctx: Context) -> AsyncIterator[str]:
 
 
 async def _sweep_dead_letters(ctx: Context, redrives: _Redrives) -> tuple[int, int]:
-    """Queues a redrive for each chunk in the dead-letter container; returns (blobs cleared, unreadable)."""
+    """Queues a redrive for each chunk in the dead-letter container; returns (blobs cleared, unreadable).
+    A blob naming more chunks than the sweep has room for has a prefix queued and is rewritten with the rest."""
     container = ctx.clients.blobs.get_container_client(ctx.settings.deadletter_container)
     cleared = unreadable = 0
     try:
         async for blob in container.list_blobs():
-            if redrives.remaining <= 0:
-                redrives.left += 1
-                break
             try:
                 if blob.size > MAX_DEAD_LETTER_BYTES:
                     raise ValueError(f"{blob.size} bytes, more than a dead letter holds")
-                data = await (await container.download_blob(blob.name)).readall()
+                download = await container.download_blob(blob.name)
+                data = await download.readall()
                 refs = chunks_in_dead_letter(data, ctx.settings.chunk_container)
             except ValueError as exc:
                 unreadable += 1
                 log.warning("sweep: dead-letter blob %s is %s; left in place", blob.name[:200], exc)
                 continue
-            if len(refs) > redrives.remaining:
-                redrives.left += len(refs)
-                break
+            room = max(redrives.remaining, 0)
+            if len(refs) > room:
+                redrives.left += len(refs) - room
+                rest = events_of_chunks(data, ctx.settings.chunk_container, refs[room:])
+                if room and await _keep_only(container, blob.name, rest, str(download.properties.etag)):
+                    await redrives.queue(refs[:room])
+                continue
             await redrives.queue(refs)
             await container.delete_blob(blob.name)
             cleared += 1
@@ -181,22 +291,15 @@ async def _sweep_dead_letters(ctx: Context, redrives: _Redrives) -> tuple[int, i
     return cleared, unreadable
 
 
-async def _log_in_run(ctx: Context, run_id: str, swept_at: str, indexes: list[int]) -> None:
-    """Adds the sweep to the run's sweep log (ETag-guarded against a concurrent sweep)."""
-    for _ in range(_SAVE_ATTEMPTS):
-        current, etag = await ctx.runs.sweep_log(run_id)
-        updated = {
-            "last_swept_at": swept_at,
-            "last_redriven": indexes,
-            "chunks_redriven": int(current.get("chunks_redriven", 0)) + len(indexes),
-            "sweeps": int(current.get("sweeps", 0)) + 1,
-        }
-        try:
-            await ctx.runs.save_sweep_log(run_id, updated, etag=etag)
-            return
-        except ClaimLostError:
-            continue
-    log.warning("sweep: could not record the sweep in run %s (other sweeps kept updating it)", run_id)
+async def _keep_only(container: ContainerClient, name: str, events: list[dict[str, Any]], etag: str) -> bool:
+    """Rewrites the dead-letter blob with `events` only (ETag-guarded: False when it changed meanwhile)."""
+    try:
+        await container.get_blob_client(name).upload_blob(
+            json.dumps(events).encode(), overwrite=True, etag=etag, match_condition=MatchConditions.IfNotModified
+        )
+    except (ResourceModifiedError, ResourceNotFoundError):
+        return False
+    return True
 
 
 async def sweep_stalled_chunks(timer: func.TimerRequest) -> None:
@@ -204,7 +307,9 @@ async def sweep_stalled_chunks(timer: func.TimerRequest) -> None:
         log.info("sweep: running late (the timer was past due)")
     report = await sweep(await app_context())
     log.info(
-        "sweep: %d runs checked, %d chunks redriven, %d dead letters cleared, %d unreadable, %d left for next time",
-        report.runs_checked, report.chunks_redriven, report.dead_letters_cleared, report.dead_letters_unreadable,
-        report.left_for_next_sweep,
+        "sweep: %d runs checked (%d unreadable, %d left for next time), %d chunks redriven, %d marked failed, "
+        "%d dead letters cleared, %d unreadable, %d chunks left for next time",
+        report.runs_checked, report.runs_unreadable, report.runs_left, report.chunks_redriven,
+        sum(len(indexes) for indexes in report.failed.values()), report.dead_letters_cleared,
+        report.dead_letters_unreadable, report.left_for_next_sweep,
     )  # fmt: skip

@@ -26,7 +26,7 @@ async def ingest_chunk_blob(chunk: func.InputStream) -> None:
     with run_scope(ref.run_id, ref.index):
         status = await ingest_within_limit(ctx, ref, ChunkBlob(chunk.read(), getattr(chunk, "metadata", None)))
         if status is None:
-            return  # handed back to wait for a slot of its run (max_concurrency)
+            return  # handed back to wait for a slot of its run (max_concurrency), or its run is gone
         if status.state == "failed":
             log.error("chunk %s failed and will not be retried: %s", ref.blob_name, status.error)
         else:

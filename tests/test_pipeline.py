@@ -66,7 +66,12 @@ def test_object_items_become_compact_json_messages(on_loop, functions, probe):
     from core.contract import encode_chunk
 
     items = [{"id": 1, "name": "ä b"}, 42, "plain", [1, 2]]
+    from core.context import app_context
+    from core.run_store import RunRecord
+
     on_loop(functions["start_ingestion"](post_ingestion({"run_id": "objects-seed", "chunk_size": 10})))
+    ctx = on_loop(app_context())  # a chunk is ingested only for a run that has a record (a purged one has none)
+    on_loop(ctx.runs.create(RunRecord("objects", "default", 10, state="chunked", chunks=1, messages=4)))
     probe.chunks.upload_blob("objects/000000.jsonl", encode_chunk(items), metadata={"message_count": "4"})
     on_loop(functions["ingest_chunk"](chunk_blob("chunks", "objects/000000.jsonl", encode_chunk(items))))
 

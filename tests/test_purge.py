@@ -14,6 +14,7 @@ from api.http import PROBLEM_JSON
 from core.context import app_context
 from core.contract import ChunkRef
 from ingestion.claim import claim_chunk
+from ingestion.redrive_queue import redrive_chunk
 from ingestion.slots import take_slot
 from testkit.cli_runner import cli
 from testkit.http_requests import BASE, body_of, get_status, post_ingestion
@@ -37,7 +38,7 @@ def blobs_of(connection_string: str, run_id: str) -> dict[str, list[str]]:
 
 
 def finished_run_with_everything(on_loop, functions, probe, run_id: str) -> None:
-    """A run ingested with a claim-checked message, a concurrency slot and a sweep log."""
+    """A run ingested with a claim-checked message, a concurrency slot, a sweep log and its completion mark."""
     name = write_chunked_run(on_loop, probe, run_id, ["small", BIG])
     on_loop(functions["ingest_chunk"](delivered(probe, name)))
     ctx = on_loop(app_context())
@@ -57,8 +58,10 @@ def test_purge_leaves_nothing_of_a_finished_run(on_loop, functions, probe, monke
     assert answer.status_code == 200, answer.get_body()
     assert body_of(answer) == {
         "run_id": "purged", "chunk_blobs": 1, "run_blobs": 6, "claim_checks_deleted": 1, "claim_checks_kept": 0,
-    }  # fmt: skip
+    }  # fmt: skip  # record, index entry, chunk status, slot, sweep log, completion mark
     assert blobs_of(azurite.connection_string, "purged") == {}
+    runs = BlobServiceClient.from_connection_string(azurite.connection_string).get_container_client("ingestion-runs")
+    assert [b.name for b in runs.list_blobs(name_starts_with="_index/") if b.name.endswith("-purged")] == []
     assert on_loop(functions["get_ingestion_status"](get_status("purged"))).status_code == 404
     again = on_loop(functions["delete_ingestion"](delete_run("purged")))
     assert (again.status_code, again.mimetype) == (404, PROBLEM_JSON)
@@ -108,3 +111,37 @@ def test_a_failed_run_with_a_chunk_still_sending_is_not_purged(on_loop, function
 
     assert answer.status_code == 409 and "chunk 0 is still being ingested" in body_of(answer)["detail"]
     assert probe.chunk_names("failing") == ["failing/000000.jsonl"]
+
+
+def test_a_redrive_in_flight_for_a_purged_run_sends_nothing_and_leaves_nothing(
+    on_loop, functions, probe, app_env, azurite
+):
+    write_chunked_run(on_loop, probe, "orphan", ["a", "b"])
+    ctx = on_loop(app_context())
+    record, etag = on_loop(ctx.runs.get_versioned("orphan"))
+    on_loop(ctx.runs.save(record.failed("the source went away", 1, 2), if_match=etag))
+    assert on_loop(functions["delete_ingestion"](delete_run("orphan"))).status_code == 200
+
+    status = on_loop(redrive_chunk(ctx, ChunkRef("orphan", 0).redrive_message().encode()))  # queued before
+
+    assert status is None and probe.queue_length() == 0
+    assert blobs_of(azurite.connection_string, "orphan") == {}
+    again = on_loop(functions["delete_ingestion"](delete_run("orphan")))
+    assert (again.status_code, again.mimetype) == (404, PROBLEM_JSON)
+
+
+def test_purging_again_finishes_what_a_racing_invocation_left_after_the_record_went(on_loop, functions, probe, azurite):
+    write_chunked_run(on_loop, probe, "leftover", ["a", "b"])
+    ctx = on_loop(app_context())
+    record, etag = on_loop(ctx.runs.get_versioned("leftover"))
+    on_loop(ctx.runs.save(record.failed("the source went away", 1, 2), if_match=etag))
+    assert on_loop(functions["delete_ingestion"](delete_run("leftover"))).status_code == 200
+    claim = on_loop(claim_chunk(ctx.runs, ChunkRef("leftover", 0), "past-its-record-check", lease_seconds=600))
+    on_loop(claim.release())  # it claimed after the purge had listed the statuses, then stopped
+    assert set(blobs_of(azurite.connection_string, "leftover")) == {"ingestion-runs"}
+
+    answer = on_loop(functions["delete_ingestion"](delete_run("leftover")))
+
+    assert (answer.status_code, body_of(answer)["run_blobs"]) == (200, 1)
+    assert blobs_of(azurite.connection_string, "leftover") == {}
+    assert on_loop(functions["delete_ingestion"](delete_run("leftover"))).status_code == 404

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 
+import azure.functions as func
 import pytest
 from azure.functions.timer import TimerRequest
 from azure.storage.blob import BlobServiceClient
@@ -17,13 +19,14 @@ from core.context import app_context
 from core.contract import ChunkRef
 from fanout.demo_api import demo_ids
 from ingestion.claim import claim_chunk
-from testkit.http_requests import body_of, chunk_blob, get_status, post_ingestion, run_queued
+from ingestion.slots import take_slot
+from testkit.http_requests import body_of, chunk_blob, get_status, post_ingestion, post_redrive, run_queued
 
 pytestmark = pytest.mark.own_azurite
 
 
 def start_run(on_loop, functions, monkeypatch, run_id: str, count: int) -> None:
-    monkeypatch.setenv("SOURCE_URL", os.environ["SOURCE_URL"].replace("10000", str(count)))
+    monkeypatch.setenv("SOURCE_URL", re.sub(r"count=\d+", f"count={count}", os.environ["SOURCE_URL"]))
     answer = on_loop(functions["start_ingestion"](post_ingestion({"run_id": run_id, "chunk_size": 100})))
     assert answer.status_code == 202, answer.get_body()
 
@@ -58,7 +61,7 @@ def test_a_dropped_event_and_a_dead_invocation_are_redriven_by_one_sweep_and_a_l
     ids = demo_ids(400)
     assert sorted(probe.drain()) == sorted(ids[:100] + ids[200:])
     status = body_of(on_loop(functions["get_ingestion_status"](get_status("healing"))))
-    assert status["chunks"] == {"total": 4, "ingested": 3, "failed": 0, "ingesting": 1}
+    assert status["chunks"] == {"total": 4, "ingested": 3, "failed": 0, "ingesting": 1, "stopped": 0}
     assert status["sweeps"]["last_redriven"] == [2, 3] and status["sweeps"]["chunks_redriven"] == 2
 
 
@@ -112,3 +115,136 @@ def test_dead_lettered_events_are_redriven_and_cleared_and_an_unreadable_one_sta
     assert run_queued(on_loop, functions["redrive_chunk"], probe.queue_client(app_env["REDRIVE_QUEUE"])) == 1
     assert sorted(probe.drain()) == sorted(demo_ids(200))
     assert [blob.name for blob in letters.list_blobs()] == ["topic/CHUNK-CREATED/2026/11/23/19/b.json"]
+
+
+def test_a_run_with_an_unreadable_status_is_skipped_and_every_other_run_is_still_swept(
+    on_loop, functions, probe, monkeypatch, app_env, azurite
+):
+    monkeypatch.setenv("SWEEP_STALE_SECONDS", "1")
+    start_run(on_loop, functions, monkeypatch, "aaa-bad", 100)
+    start_run(on_loop, functions, monkeypatch, "zzz-dropped", 100)
+    runs = BlobServiceClient.from_connection_string(azurite.connection_string).get_container_client("ingestion-runs")
+    runs.upload_blob("aaa-bad/chunks/000000", b"", metadata={"state": "paused", "index": "0", "sent": "0",
+                     "count": "0", "updated_at": "x"})  # fmt: skip
+    time.sleep(1.1)
+
+    report = on_loop(sweep_once())
+
+    assert (report.runs_checked, report.runs_unreadable, report.redriven) == (2, 1, {"zzz-dropped": [0]})
+    assert run_queued(on_loop, functions["redrive_chunk"], probe.queue_client(app_env["REDRIVE_QUEUE"])) == 1
+
+
+async def sweep_once():
+    from ingestion.sweeper import sweep as sweep_now
+
+    return await sweep_now(await app_context())
+
+
+def test_a_stalled_chunk_waiting_for_a_slot_is_not_queued_again_at_every_sweep(
+    on_loop, functions, probe, monkeypatch, app_env
+):
+    monkeypatch.setenv("SWEEP_STALE_SECONDS", "1")
+    monkeypatch.setenv("THROTTLE_RETRY_SECONDS", "1")
+    monkeypatch.setenv("SOURCE_URL", os.environ["SOURCE_URL"].replace("10000", "100"))
+    answer = on_loop(functions["start_ingestion"](post_ingestion({"run_id": "slotted", "chunk_size": 100,
+                                                                  "max_concurrency": 1})))  # fmt: skip
+    assert answer.status_code == 202
+    ctx = on_loop(app_context())
+    slots = ctx.clients.blobs.get_container_client(ctx.settings.runs_container)
+    held = on_loop(take_slot(slots, "slotted", 1, "a-long-invocation", 600))
+    on_loop(claim_chunk(ctx.runs, ChunkRef("slotted", 0), "a-dead-host", lease_seconds=0.2))
+    time.sleep(1.2)
+    redrives = probe.queue_client(app_env["REDRIVE_QUEUE"])
+
+    for _ in range(3):  # the slot is taken: the stalled chunk waits, no copy is queued
+        sweep(on_loop, functions)
+    assert redrives.get_queue_properties().approximate_message_count == 0
+
+    on_loop(held.set_lease(0.0))  # the slot frees: one sweep queues one redrive, and it ingests the chunk
+    sweep(on_loop, functions)
+    assert run_queued(on_loop, functions["redrive_chunk"], redrives) == 1
+    assert sorted(probe.drain()) == sorted(demo_ids(100))
+
+
+def test_a_hand_back_touches_a_stalled_chunk_so_the_sweeper_leaves_it_to_the_waiting_copy(
+    on_loop, functions, probe, monkeypatch, app_env
+):
+    monkeypatch.setenv("SWEEP_STALE_SECONDS", "1")
+    monkeypatch.setenv("SOURCE_URL", os.environ["SOURCE_URL"].replace("10000", "100"))
+    on_loop(functions["start_ingestion"](post_ingestion({"run_id": "touched", "chunk_size": 100,
+                                                         "max_concurrency": 1})))  # fmt: skip
+    ctx = on_loop(app_context())
+    slots = ctx.clients.blobs.get_container_client(ctx.settings.runs_container)
+    on_loop(claim_chunk(ctx.runs, ChunkRef("touched", 0), "a-dead-host", lease_seconds=0.2))
+    time.sleep(1.2)
+    from ingestion.sweeper import chunks_due
+
+    assert [due.ref.index for due in on_loop(chunks_due(ctx, "touched", time.time() + 0.5))] == [0]  # stalled
+    held = on_loop(take_slot(slots, "touched", 1, "a-long-invocation", 600))
+    on_loop(functions["redrive_chunk"](func.QueueMessage(body=ChunkRef("touched", 0).redrive_message().encode())))
+    on_loop(held.set_lease(0.0))  # the slot is free again, and a copy of the chunk waits on the queue
+
+    assert on_loop(chunks_due(ctx, "touched", time.time() + 0.5)) == []  # touched at the hand-back: not stalled
+
+
+def test_a_dead_letter_naming_more_chunks_than_a_sweep_takes_is_queued_in_parts_and_blocks_no_other(
+    on_loop, functions, probe, monkeypatch, app_env, azurite
+):
+    monkeypatch.setenv("SWEEP_STALE_SECONDS", "3600")
+    monkeypatch.setenv("SWEEP_MAX_REDRIVES", "2")
+    start_run(on_loop, functions, monkeypatch, "lettered", 400)
+    letters = BlobServiceClient.from_connection_string(azurite.connection_string).get_container_client(
+        "eventgrid-deadletter"
+    )
+    letters.create_container()
+
+    def event(index: int) -> dict:
+        return {"subject": f"/blobServices/default/containers/chunks/blobs/lettered/{index:06d}.jsonl"}
+
+    letters.upload_blob("t/a.json", json.dumps([event(0), event(1), event(2)]))
+    letters.upload_blob("t/b.json", json.dumps([event(3)]))
+    redrives = probe.queue_client(app_env["REDRIVE_QUEUE"])
+
+    queued = []
+    for _ in range(3):
+        report = on_loop(sweep_once())
+        queued.append((report.chunks_redriven, report.left_for_next_sweep))
+        run_queued(on_loop, functions["redrive_chunk"], redrives)
+
+    assert queued == [(2, 2), (2, 0), (0, 0)]  # a.json's first two, then its third and b.json's
+    assert list(letters.list_blobs()) == []
+    assert sorted(probe.drain()) == sorted(demo_ids(400))
+
+
+def test_a_chunk_redriven_again_and_again_without_progress_is_marked_failed_and_runs_share_the_bound(
+    on_loop, functions, probe, monkeypatch, app_env
+):
+    """Redrives that never arrive (as with a 403 on every send) stand in for a persistent failure."""
+    from ingestion.sweeper import MAX_SWEEPER_REDRIVES
+
+    monkeypatch.setenv("SWEEP_STALE_SECONDS", "1")
+    monkeypatch.setenv("SWEEP_MAX_REDRIVES", "2")
+    start_run(on_loop, functions, monkeypatch, "aaa-many", 300)  # three chunks, no event for any
+    start_run(on_loop, functions, monkeypatch, "zzz-one", 100)
+    time.sleep(1.1)
+    redrives = probe.queue_client(app_env["REDRIVE_QUEUE"])
+
+    first = on_loop(sweep_once())
+    assert first.redriven == {"aaa-many": [0], "zzz-one": [0]}  # round-robin: the old run starves no other
+    for message in redrives.receive_messages(max_messages=32):
+        redrives.delete_message(message)  # lost: never ingested
+    for _ in range(MAX_SWEEPER_REDRIVES * 3):
+        report = on_loop(sweep_once())
+        for message in redrives.receive_messages(max_messages=32):
+            redrives.delete_message(message)
+        if report.failed:
+            break
+    assert report.failed == {"aaa-many": [0], "zzz-one": [0]}
+
+    status = body_of(on_loop(functions["get_ingestion_status"](get_status("zzz-one"))))
+    assert status["chunks"]["failed"] == 1
+    assert "redrove this chunk" in status["failed_chunks"][0]["error"]
+    answer = on_loop(functions["redrive_ingestion"](post_redrive("zzz-one")))  # by hand, once it is fixed
+    assert answer.status_code in (200, 202), answer.get_body()
+    run_queued(on_loop, functions["redrive_chunk"], redrives)
+    assert sorted(probe.drain()) == sorted(demo_ids(100))

@@ -7,10 +7,13 @@ import asyncio
 import os
 import time
 
+import azure.functions as func
+
 from api.http import PROBLEM_JSON
 from core.context import app_context
 from fanout.demo_api import demo_ids
-from ingestion.slots import slot_states, take_slot
+from ingestion import invocation
+from ingestion.slots import hold, slot_states, take_slot
 from testkit.http_requests import body_of, chunk_blob, post_ingestion, run_queued
 
 
@@ -47,24 +50,79 @@ def test_chunks_over_the_cap_wait_on_the_redrive_queue_and_all_arrive_once(
     assert all(state.lease_until == 0 for state in on_loop(slot_states(runs, "capped")).values())  # slots freed
 
 
-def test_racing_invocations_of_a_capped_run_take_no_more_slots_than_the_cap(
+def test_racing_invocations_of_a_capped_run_never_ingest_more_chunks_at_once_than_the_cap(
     on_loop, functions, probe, monkeypatch, app_env
 ):
     monkeypatch.setenv("THROTTLE_RETRY_SECONDS", "1")
-    start(on_loop, functions, monkeypatch, "raced", 400, max_concurrency=2)
+    start(on_loop, functions, monkeypatch, "raced", 600, max_concurrency=2)
     names = probe.chunk_names("raced")
+    sending, peak = 0, 0
+    real_ingest = invocation.ingest_chunk
+
+    async def measured_ingest(*args, **kwargs):
+        nonlocal sending, peak
+        sending += 1
+        peak = max(peak, sending)
+        try:
+            await asyncio.sleep(0.2)  # long enough that uncapped invocations would overlap
+            return await real_ingest(*args, **kwargs)
+        finally:
+            sending -= 1
+
+    monkeypatch.setattr(invocation, "ingest_chunk", measured_ingest)
 
     async def all_at_once() -> None:
         await asyncio.gather(*(functions["ingest_chunk"](delivered(probe, name)) for name in names))
 
     on_loop(all_at_once())
+    time.sleep(1.2)
+    redrives = probe.queue_client(app_env["REDRIVE_QUEUE"])
+    for _ in range(6):  # the handed-back chunks, again all at once, until none is left
+        messages = list(redrives.receive_messages(max_messages=32))
+        if not messages:
+            break
+        for message in messages:
+            redrives.delete_message(message)
 
+        async def again(batch=messages) -> None:
+            redrive = functions["redrive_chunk"]
+            await asyncio.gather(*(redrive(func.QueueMessage(body=m.content.encode())) for m in batch))
+
+        on_loop(again())
+        time.sleep(1.2)
+
+    assert peak == 2  # six chunks raced; two ingested at once, never more
+    assert sorted(probe.drain()) == sorted(demo_ids(600))
+
+
+def test_a_slot_renewal_that_fails_neither_ends_renewing_nor_the_invocation_and_the_slot_is_freed(
+    on_loop, probe, app_env
+):
     ctx = on_loop(app_context())
     runs = ctx.clients.blobs.get_container_client(ctx.settings.runs_container)
-    assert sorted(on_loop(slot_states(runs, "raced"))) == [0, 1]  # two slots ever existed: the cap
-    time.sleep(1.2)
-    run_queued(on_loop, functions["redrive_chunk"], probe.queue_client(app_env["REDRIVE_QUEUE"]))
-    assert sorted(probe.drain()) == sorted(demo_ids(400))
+    slot = on_loop(take_slot(runs, "renewed", 1, "me", lease_seconds=0.6))
+    failures = [TimeoutError("storage timed out on renewal")]
+    real_set_lease = slot.set_lease
+
+    async def flaky_set_lease(lease_until: float) -> bool:
+        if lease_until > 0 and failures:
+            raise failures.pop()
+        return await real_set_lease(lease_until)
+
+    slot.set_lease = flaky_set_lease  # type: ignore[method-assign]
+    leases = []
+
+    async def work() -> str:
+        async with hold(slot, lease_seconds=0.6):
+            for _ in range(6):
+                await asyncio.sleep(0.2)
+                leases.append((time.time(), (await slot_states(runs, "renewed"))[0].lease_until))
+        return "sent"
+
+    assert on_loop(work()) == "sent"  # the failed renewal did not replace the body's outcome
+    assert not failures and len({lease for _, lease in leases}) > 1  # renewed after the failure
+    assert all(lease > seen for seen, lease in leases)  # the lease never ran out while the body ran
+    assert on_loop(slot_states(runs, "renewed"))[0].lease_until == 0  # freed at the end
 
 
 def test_max_concurrency_must_be_a_whole_number_up_to_1000(on_loop, functions, app_env):

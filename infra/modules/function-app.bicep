@@ -87,6 +87,8 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
       APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
       // The Python worker streams the app's OpenTelemetry (core/telemetry.py) itself; host.json: telemetryMode.
       PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY: 'true'
+      // No span per source request: its URL holds the source's query-string key (core/telemetry.py).
+      OTEL_PYTHON_DISABLED_INSTRUMENTATIONS: 'httpx'
       BLOB_TRIGGER_SOURCE: 'EventGrid'
     })
   }

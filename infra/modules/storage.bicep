@@ -11,7 +11,8 @@ param retentionPrefixes array
 param retentionDays int = 7
 @description('Blob name prefixes of the claim-check blobs, deleted claimCheckRetentionDays after they were written.')
 param claimCheckPrefixes array
-@minValue(1)
+@description('0: no claim-check rule (the messages never expire, so neither may their claim checks).')
+@minValue(0)
 param claimCheckRetentionDays int = 7
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
@@ -92,7 +93,7 @@ resource lifecycle 'Microsoft.Storage/storageAccounts/managementPolicies@2023-05
         }
         {
           name: 'delete-old-claim-checks'
-          enabled: true
+          enabled: claimCheckRetentionDays > 0
           type: 'Lifecycle'
           definition: {
             filters: {
@@ -104,7 +105,7 @@ resource lifecycle 'Microsoft.Storage/storageAccounts/managementPolicies@2023-05
             actions: {
               baseBlob: {
                 delete: {
-                  daysAfterCreationGreaterThan: claimCheckRetentionDays
+                  daysAfterCreationGreaterThan: max(claimCheckRetentionDays, 1)
                 }
               }
             }

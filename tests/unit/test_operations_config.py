@@ -4,6 +4,7 @@ query set, and reading Event Grid dead letters."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -26,9 +27,9 @@ def test_lifecycle_rules_delete_runs_after_retention_days_and_claim_checks_after
     runs, checks = rules
     assert runs["definition"]["filters"]["prefixMatch"] == "retentionPrefixes"
     assert runs["definition"]["actions"]["baseBlob"]["delete"] == {"daysAfterModificationGreaterThan": "retentionDays"}
-    assert checks["definition"]["actions"]["baseBlob"]["delete"] == {
-        "daysAfterCreationGreaterThan": "claimCheckRetentionDays"
-    }
+    assert checks["enabled"] == {
+        "operator": {"type": "greater_than", "operands": {"operand_1": "claimCheckRetentionDays", "operand_2": 0}}
+    }  # 0: no claim-check rule
     main = parse("main.bicep")
     assert main["parameters"]["retentionDays"]["default"] == 7
     storage = main["modules"]["storage"]["config"]["params"]
@@ -60,3 +61,44 @@ def test_dead_letters_name_the_chunks_of_their_events_and_nothing_else(body, chu
 def test_a_dead_letter_that_is_not_a_list_of_events_is_refused(body):
     with pytest.raises(ValueError):
         chunks_in_dead_letter(body, "chunks")
+
+
+def evaluate(expression: Any, names: dict[str, Any]) -> Any:
+    """The value of a pycep expression made of the operators and functions main.bicep's TTL arithmetic uses."""
+    if isinstance(expression, str):
+        return names[expression]
+    if not isinstance(expression, dict):
+        return expression
+    if "function" in expression:
+        function = expression["function"]
+        args = [evaluate(arg, names) for arg in function["parameters"].values()]
+        return {"max": max, "int": int, "empty": lambda value: not value}[function["type"]](*args)
+    operator = expression["operator"]
+    if operator["type"] == "conditional":  # only the branch taken is evaluated, as in Bicep
+        branches = operator["operands"]
+        return evaluate(branches["true_value" if evaluate(branches["condition"], names) else "false_value"], names)
+    operands = {key: evaluate(value, names) for key, value in operator["operands"].items()}
+    if operator["type"] == "minus":
+        return -operands["integer_value"]
+    a, b = operands["operand_1"], operands["operand_2"]
+    return {"equals": a == b, "add": a + b, "divide": a // b}[operator["type"]]
+
+
+@pytest.mark.parametrize(
+    ("ttl", "days"),
+    [("", 7), ("-1", 0), ("3600", 7), ("604800", 7), ("1209600", 14), ("1209601", 15)],
+)
+def test_the_claim_check_rule_follows_the_messages_ttl(ttl, days):
+    """No rule when messages never expire (-1); otherwise never sooner than the TTL in whole days."""
+    variables = parse("main.bicep")["variables"]
+    names: dict[str, Any] = {"queueMessageTtl": ttl, "claimCheckRetentionDays": 7}
+    names["messageTtlSeconds"] = evaluate(variables["messageTtlSeconds"]["value"], names)
+    assert evaluate(variables["claimCheckDays"]["value"], names) == days
+    assert parse("main.bicep")["modules"]["storage"]["config"]["params"]["claimCheckRetentionDays"] == "claimCheckDays"
+
+
+def test_the_function_app_and_local_settings_turn_off_the_httpx_spans_that_would_carry_the_source_key():
+    bicep = (PROJECT_ROOT / "infra" / "modules" / "function-app.bicep").read_text()
+    assert "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS: 'httpx'" in bicep
+    local = json.loads((PROJECT_ROOT / "local.settings.json.example").read_text())
+    assert local["Values"]["OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"] == "httpx"

@@ -6,6 +6,8 @@ import json
 import logging
 
 import pytest
+from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
+from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
 
 from core.errors import SettingsError
 from core.redact import REDACTED, Redactor, redact_logs
@@ -84,3 +86,25 @@ def test_a_source_urls_query_values_are_secrets_but_plain_numbers_are_not():
         {"SOURCE_URL": "http://[::1/ids?api_key=k3y-value&count=10000#x", "SOURCE_HEADERS": '{"x-api-key": "h3ader"}'}
     )
     assert sorted(settings.secrets) == ["h3ader", "k3y-value"]
+
+
+def test_an_exception_reaches_opentelemetry_redacted_with_its_type_and_trace(redacting_logs):
+    exporter = InMemoryLogRecordExporter()
+    provider = LoggerProvider()
+    provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
+    handler = LoggingHandler(logger_provider=provider)
+    logger = logging.getLogger("test.otel")
+    logger.addHandler(handler)
+    try:
+        raise RuntimeError(f"boom http://h/x?api_key={KEY}")
+    except RuntimeError:
+        logger.exception("the chunk failed")
+    finally:
+        logger.removeHandler(handler)
+
+    (exported,) = exporter.get_finished_logs()
+    attributes = dict(exported.log_record.attributes or {})
+    assert KEY not in repr(attributes) and KEY not in str(exported.log_record.body)
+    assert attributes["exception.type"] == "RuntimeError"
+    assert attributes["exception.message"] == f"boom http://h/x?{REDACTED}"
+    assert "Traceback" in attributes["exception.stacktrace"] and REDACTED in attributes["exception.stacktrace"]
