@@ -67,6 +67,7 @@ class ChunkStatus:
     owner: str | None = None
     lease_until: float = 0.0
     etag: str | None = field(default=None, compare=False)
+    retries: int = 0  # Put Message retries (throttled, timed out, connection broken), over every invocation
 
     def leased(self, now: float) -> bool:
         return self.state == "ingesting" and self.lease_until > now
@@ -122,6 +123,7 @@ class RunStore:
         metadata = {
             "index": str(status.index), "state": status.state, "sent": str(status.sent), "count": str(status.count),
             "updated_at": status.updated_at, "owner": status.owner or "", "lease_until": f"{status.lease_until:.3f}",
+            "retries": str(status.retries),
         }  # fmt: skip
         body = (status.error or "").encode("utf-8")
         try:
@@ -155,6 +157,7 @@ class RunStore:
             count=int(metadata["count"]),
             updated_at=metadata["updated_at"], error=error, owner=metadata.get("owner") or None,
             lease_until=float(metadata.get("lease_until") or 0), etag=etag,
+            retries=int(metadata.get("retries") or 0),
         )  # fmt: skip
 
     async def _download(self, name: str) -> bytes | None:

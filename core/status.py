@@ -23,6 +23,7 @@ class ChunkCounts:
 class MessageCounts:
     fetched: int | None
     enqueued: int
+    send_retries: int = 0  # Put Message calls retried (503 server busy, timeouts, broken connections)
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,11 @@ def derive_status(record: RunRecord, chunks: Sequence[ChunkStatus]) -> RunStatus
             failed=len(failed),
             ingesting=sum(chunk.state == "ingesting" for chunk in chunks),
         ),
-        messages=MessageCounts(fetched=record.messages, enqueued=sum(chunk.sent for chunk in chunks)),
+        messages=MessageCounts(
+            fetched=record.messages,
+            enqueued=sum(chunk.sent for chunk in chunks),
+            send_retries=sum(chunk.retries for chunk in chunks),
+        ),
         error=record.error,
         failed_chunks=[FailedChunk(chunk.index, chunk.error) for chunk in failed],
         created_at=record.created_at,

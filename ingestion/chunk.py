@@ -48,14 +48,15 @@ async def ingest_chunk(ctx: Context, ref: ChunkRef, blob: ChunkBlob | None = Non
             )  # fmt: skip
         except ChunkError as exc:
             return await claim.fail(str(exc))
-        await send_window(
-            await target_sender(ctx),
-            messages,
-            settings.ingest_concurrency,
-            start=claim.sent,
-            checkpoint=claim.checkpoint,
-            every=settings.checkpoint_every,
-        )
+        with claim.retries.counting():
+            await send_window(
+                await target_sender(ctx),
+                messages,
+                settings.ingest_concurrency,
+                start=claim.sent,
+                checkpoint=claim.checkpoint,
+                every=settings.checkpoint_every,
+            )
     except BaseException:
         with contextlib.suppress(Exception):  # best effort: otherwise the lease simply expires
             await claim.release()

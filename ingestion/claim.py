@@ -15,6 +15,7 @@ from dataclasses import replace
 
 from core.contract import ChunkRef
 from core.errors import ClaimLostError
+from core.retry import RetryTally
 from core.run_store import ChunkStatus, RunStore, utc_now
 
 
@@ -29,6 +30,7 @@ class ChunkClaim:
         self._status = status
         self._lease_seconds = lease_seconds
         self._lock = asyncio.Lock()
+        self.retries = RetryTally(status.retries)  # saved with every write of the status
 
     @property
     def sent(self) -> int:
@@ -50,7 +52,7 @@ class ChunkClaim:
 
     async def _write(self, changed: ChunkStatus) -> ChunkStatus:
         async with self._lock:
-            updated = replace(changed, updated_at=utc_now())
+            updated = replace(changed, updated_at=utc_now(), retries=self.retries.count)
             self._status = await self._runs.put_chunk_status(self._ref, updated, expected=self._status)
             return self._status
 

@@ -17,7 +17,7 @@ async def send_window(
     checkpoint: Checkpoint | None = None,
     every: int = 1000,
 ) -> None:
-    """Sends messages[start:] with at most `window` in flight; the first failure cancels the rest.
+    """Sends messages[start:] with at most `window` in flight; the first failure cancels the rest and is raised.
 
     `checkpoint(n)` is awaited each time the confirmed prefix (every message before n sent) grows by
     `every`, and no send starts more than `every + window` past the last checkpoint saved, so a rerun
@@ -50,6 +50,9 @@ async def send_window(
                 saved = max(saved, reached)
                 checkpoint_saved.set()
 
-    async with asyncio.TaskGroup() as group:
-        for _ in range(min(window, total - start)):
-            group.create_task(sender())
+    try:
+        async with asyncio.TaskGroup() as group:
+            for _ in range(min(window, total - start)):
+                group.create_task(sender())
+    except BaseExceptionGroup as failures:  # the first failure itself, so callers see what it was
+        raise failures.exceptions[0] from None

@@ -39,7 +39,7 @@ def test_counts_and_failed_chunks_are_summed_from_the_chunks():
     failed = ChunkStatus(1, "failed", sent=3, count=10, updated_at="t1", error="line 4 is not JSON")
     status = derive_status(chunked(), [chunk(0, "ingested", 10), failed, chunk(2, "ingesting", 5)])
     assert status.to_json()["chunks"] == {"total": 3, "ingested": 1, "failed": 1, "ingesting": 1}
-    assert status.to_json()["messages"] == {"fetched": 30, "enqueued": 18}
+    assert status.to_json()["messages"] == {"fetched": 30, "enqueued": 18, "send_retries": 0}
     assert status.to_json()["failed_chunks"] == [{"index": 1, "error": "line 4 is not JSON"}]
     assert status.completed_at is None
 
