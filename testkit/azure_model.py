@@ -79,16 +79,17 @@ class TokenBucket:
         self._tokens = self.capacity
         self._at = time.monotonic()
 
-    def take(self) -> bool:
+    def ready(self) -> bool:
+        """Whether a token is there now (`take` it to use it)."""
         if self.rate == math.inf:
             return True
         now = time.monotonic()
         self._tokens = min(self.capacity, self._tokens + (now - self._at) * self.rate)
         self._at = now
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
-            return True
-        return False
+        return self._tokens >= 1.0
+
+    def take(self) -> None:
+        self._tokens -= 1.0
 
 
 class Latency:
@@ -201,6 +202,7 @@ class AzureModel:
 
     def __init__(self, config: ModelConfig, *, queue_port: int, blob_port: int | None = None) -> None:
         self.stats: Counter[str] = Counter()
+        self.stored_at: list[float] = []  # monotonic instants at which Put Messages reached Azurite
         self._targets = {"queue": queue_port, **({"blob": blob_port} if blob_port else {})}
         self.ports: dict[str, int] = {}
         self._loop = asyncio.new_event_loop()
@@ -259,17 +261,22 @@ class AzureModel:
         return None
 
     def _busy(self, request: Request) -> str | None:
-        """Why the request is refused, or None when the account and its queue have room for it."""
-        if not self._account.take():
-            self.stats["throttled_account"] += 1
-            return ACCOUNT_BUSY
+        """Why the request is refused, or None when its queue and the account have room for it: a
+        request is charged to both or to neither (one a queue refuses is not served)."""
+        queue = None
         if request.queue is not None:
-            bucket = self._queues.get(request.queue)
-            if bucket is None:
-                bucket = self._queues[request.queue] = TokenBucket(self.config.queue_rate, self.config.queue_burst)
-            if not bucket.take():
+            queue = self._queues.get(request.queue)
+            if queue is None:
+                queue = self._queues[request.queue] = TokenBucket(self.config.queue_rate, self.config.queue_burst)
+            if not queue.ready():
                 self.stats["throttled_queue"] += 1
                 return QUEUE_BUSY
+        if not self._account.ready():
+            self.stats["throttled_account"] += 1
+            return ACCOUNT_BUSY
+        self._account.take()
+        if queue is not None:
+            queue.take()
         return None
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, service: str,
@@ -296,6 +303,8 @@ class AzureModel:
                 if upstream is None:
                     upstream = await asyncio.open_connection("127.0.0.1", target)
                 upstream[1].write(request.raw)
+                if request.queue is not None:
+                    self.stored_at.append(time.monotonic())
                 answer, keep_alive = await read_response(upstream[0], request.method)
                 if fault == "reset_after":  # stored, but the client never hears so
                     _reset(writer)
