@@ -87,7 +87,9 @@ class FanOut:
     @property
     def label(self) -> str:
         where = f"{self.partitions} queue{'s' if self.partitions > 1 else ''}"
-        return f"{self.chunks} chunks, {where}" + (f" x {self.accounts} accounts" if self.accounts > 1 else "")
+        return f"{self.chunks} chunk{'s' if self.chunks > 1 else ''}, {where}" + (
+            f" x {self.accounts} accounts" if self.accounts > 1 else ""
+        )
 
     def limit(self, config: ModelConfig) -> tuple[float, str]:
         """What the model lets through at most, and which limit that is."""
@@ -162,40 +164,49 @@ def fan_out_cases() -> list[FanOut]:
     return cases + ([FanOut(8, partitions=16, accounts=2)] if accounts_supported() else [])
 
 
-def latency_sweep(windows: list[int], medians: list[float]) -> dict[float, list[float]]:
-    """This project's ingestion, no limits, at each latency and send window: msg/s."""
-    sweep: dict[float, list[float]] = {}
-    for median in medians:
-        config = ModelConfig(median_ms=median, p99_ms=median * 40 / 6, queue_rate=math.inf, account_rate=math.inf)
-        sweep[median] = [client_run(config, "ours", min(2_000, 250 * w), w)["messages_per_second"] for w in windows]
-    return sweep
+WINDOWS, MEDIANS = [1, 2, 4, 8, 16, 32, 64, 128], [0.0, 6.0, 20.0]
 
 
-def chart(path: str, sweep: dict[float, list[float]], windows: list[int], fan: list[dict[str, Any]],
-          scale: float) -> None:  # fmt: skip
+def latency_sweep(windows: list[int], median: float) -> list[float]:
+    """This project's ingestion, no limits, at one latency and each send window: msg/s."""
+    config = ModelConfig(median_ms=median, p99_ms=median * 40 / 6, queue_rate=math.inf, account_rate=math.inf)
+    return [client_run(config, "ours", min(3_000, 300 * window), window)["messages_per_second"] for window in windows]
+
+
+def chart(path: str, result: dict[str, Any]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.6))
-    for median, rates in sweep.items():
-        left.plot(windows, rates, marker="o", label=f"latency median {median:g} ms" if median else "loopback Azurite")
+    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8))
+    windows = result["sweep"]["windows"]
+    for (median, rates), color in zip(result["sweep"]["median_ms"].items(), ("tab:blue", "tab:orange", "tab:green"),
+                                      strict=True):  # fmt: skip
+        latency = float(median)
+        left.plot(windows, rates, marker="o", color=color,
+                  label=f"latency median {latency:g} ms" if latency else "loopback Azurite")  # fmt: skip
+        if latency:  # Little's law: window / mean latency (log-normal: median x exp(sigma^2 / 2))
+            mean_s = latency / 1000 * math.exp((math.log(40 / 6) / 2.3263) ** 2 / 2)
+            left.plot(windows, [w / mean_s for w in windows], linestyle=":", color=color,
+                      label=f"window / mean latency ({mean_s * 1000:.1f} ms)")  # fmt: skip
     left.set_xscale("log", base=2)
+    left.set_yscale("log")
+    left.set_ylim(10, 20_000)
     left.set_xlabel("send window (Put Message calls in flight, one chunk)")
     left.set_ylabel("messages / s")
     left.set_title("This project's ingestion against latency (no limits)")
-    left.legend(fontsize="small")
+    left.legend(fontsize="x-small", loc="upper left")
     left.grid(alpha=0.3)
-    labels = [row["case"].replace(", ", "\n") for row in fan]
-    positions = range(len(fan))
-    right.bar(positions, [row["azure_messages_per_second"] for row in fan], color="tab:blue", label="measured")
-    right.scatter(positions, [row["limit"] * scale for row in fan], color="tab:red", marker="_", s=900, zorder=3,
-                  label="the binding limit (queue or account)")  # fmt: skip
-    right.set_xticks(list(positions), labels, fontsize="x-small")
+    fan, scale = result["fan_out"], result["scale"]
+    positions = list(range(len(fan)))
+    right.bar(positions, [row["azure_messages_per_second"] for row in fan], color="tab:blue", label="measured, steady")
+    right.hlines([row["limit"] * scale for row in fan], [p - 0.4 for p in positions], [p + 0.4 for p in positions],
+                 colors="tab:red", linewidth=2.5, label="the binding limit (queue or account)")  # fmt: skip
+    right.set_xticks(positions, [row["case"].replace(", ", "\n") for row in fan], fontsize="x-small")
     right.set_ylabel(f"messages / s, Azure-equivalent (measured x {scale:g})")
     right.set_title(f"Fan-out under Azure's limits (model slowed {scale:g}x)")
-    right.legend(fontsize="small")
+    right.legend(fontsize="small", loc="upper left")
     right.grid(alpha=0.3, axis="y")
     figure.tight_layout()
     figure.savefig(path, dpi=110)
@@ -215,14 +226,16 @@ def main() -> None:
     scaled = ModelConfig.azure(args.scale)
     with fresh_azurite() as azurite:
         fan = [fan_out_run(azurite, scaled, case, args.seconds, args.scale) for case in fan_out_cases()]
-    result = {"scale": args.scale, "clients": clients, "fan_out": fan, "two_accounts_case": accounts_supported()}
+    result: dict[str, Any] = {"scale": args.scale, "clients": clients, "fan_out": fan,
+                              "two_accounts_case": accounts_supported()}  # fmt: skip
+    if args.chart:
+        result["sweep"] = {"windows": WINDOWS, "median_ms": {str(m): latency_sweep(WINDOWS, m) for m in MEDIANS}}
     if args.json:
         print(json.dumps(result))
     else:
         print_tables(result, args.messages)
     if args.chart:
-        windows, medians = [1, 2, 4, 8, 16, 32, 64, 128], [0.0, 6.0, 20.0]
-        chart(args.chart, latency_sweep(windows, medians), windows, fan, args.scale)
+        chart(args.chart, result)
 
 
 def print_tables(result: dict[str, Any], messages: int) -> None:

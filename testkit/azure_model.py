@@ -227,7 +227,12 @@ class AzureModel:
         return self
 
     def stop(self) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
+        def close() -> None:
+            for server in self._servers:
+                server.close()
+            self._loop.stop()
+
+        self._loop.call_soon_threadsafe(close)
         self._thread.join(5)
 
     def connection_string(self, account: str, key: str) -> str:
