@@ -47,6 +47,7 @@ QUEUE_BUSY = "The server is busy."
 ACCOUNT_BUSY = "Operations per second is over the account limit."
 _P99_Z = 2.3263478740408408  # the standard normal's 99th percentile
 _MAX_HEAD = 64 * 1024
+_UPSTREAM_IDLE_SECONDS = 4.0
 _PUT_MESSAGE = re.compile(rb"^POST /[^/ ]+/([^/ ?]+)/messages[ ?]")
 
 
@@ -287,6 +288,7 @@ class AzureModel:
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, service: str,
                       target: int) -> None:  # fmt: skip
         upstream: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        upstream_used = 0.0
         try:
             while (request := await read_request(reader)) is not None:
                 self.stats["requests"] += 1
@@ -305,12 +307,16 @@ class AzureModel:
                 if fault == "reset_before":
                     _reset(writer)
                     return
+                if upstream is not None and time.monotonic() - upstream_used > _UPSTREAM_IDLE_SECONDS:
+                    upstream[1].close()  # Azurite (Node) closes a connection idle for 5 s: never write into that
+                    upstream = None
                 if upstream is None:
                     upstream = await asyncio.open_connection("127.0.0.1", target)
                 upstream[1].write(request.raw)
                 if request.queue is not None:
                     self.stored_at.append(time.monotonic())
                 answer, keep_alive = await read_response(upstream[0], request.method)
+                upstream_used = time.monotonic()
                 if fault == "reset_after":  # stored, but the client never hears so
                     _reset(writer)
                     return
