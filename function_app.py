@@ -8,16 +8,20 @@ from api.http import (
     INGESTIONS_ROUTE,
     REDRIVE_ROUTE,
     RUN_ROUTE,
+    delete_ingestion,
     get_ingestion_status,
     redrive_ingestion,
     start_ingestion,
 )
 from chunking.continuation import continue_chunking_message
-from core.settings import BLOB_TRIGGER_SOURCE, CHUNK_CONTAINER, CONTROL_QUEUE, REDRIVE_QUEUE, Settings
+from core.settings import BLOB_TRIGGER_SOURCE, CHUNK_CONTAINER, CONTROL_QUEUE, REDRIVE_QUEUE, SWEEP_SCHEDULE, Settings
+from core.telemetry import configure_telemetry
 from ingestion.redrive_queue import redrive_chunk_message
+from ingestion.sweeper import sweep_stalled_chunks
 from ingestion.trigger import ingest_chunk_blob
 
 Settings.from_env()  # bad or missing settings (SOURCE_URL in Azure) stop the app at startup, with their names
+configure_telemetry()  # OpenTelemetry to Application Insights, only when APPLICATIONINSIGHTS_CONNECTION_STRING is set
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 
 
@@ -60,3 +64,15 @@ async def continue_chunking_function(msg: func.QueueMessage) -> None:
 @app.queue_trigger(arg_name="msg", queue_name=REDRIVE_QUEUE.read(os.environ), connection="AzureWebJobsStorage")
 async def redrive_chunk_function(msg: func.QueueMessage) -> None:
     await redrive_chunk_message(msg)
+
+
+@app.function_name("delete_ingestion")
+@app.route(route=RUN_ROUTE, methods=["DELETE"], auth_level=func.AuthLevel.FUNCTION)
+async def delete_ingestion_function(req: func.HttpRequest) -> func.HttpResponse:
+    return await delete_ingestion(req)
+
+
+@app.function_name("sweep_stalled_chunks")
+@app.timer_trigger(arg_name="timer", schedule=SWEEP_SCHEDULE.read(os.environ), run_on_startup=False)
+async def sweep_stalled_chunks_function(timer: func.TimerRequest) -> None:
+    await sweep_stalled_chunks(timer)

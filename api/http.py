@@ -31,6 +31,8 @@ from core.errors import (
     RunNotFoundError,
     SettingsError,
 )
+from core.purge import purge_run
+from core.run_scope import run_scope
 from core.status import run_status
 from ingestion.redrive_queue import schedule_redrives
 
@@ -91,7 +93,8 @@ async def start_ingestion(req: func.HttpRequest) -> func.HttpResponse:
     """`POST /api/ingestions`: validate, chunk the source, answer 202 with where to watch the run."""
     ctx = await app_context()
     request = parse_ingestion_request(req.get_body(), ctx.settings)
-    record, _ = await start_chunking(ctx, request, ctx.settings.chunking_time_budget)
+    with run_scope(request.run_id):  # every log line of the run carries its id
+        record, _ = await start_chunking(ctx, request, ctx.settings.chunking_time_budget)
     status_path = _status_path(record.run_id)
     body = {
         "run_id": record.run_id,
@@ -149,3 +152,16 @@ def _status_path(run_id: str) -> str:
 def _absolute(request_url: str, path: str) -> str:
     parts = urlsplit(request_url)
     return urlunsplit((parts.scheme, parts.netloc, path, "", "")) if parts.netloc else path
+
+
+@answers_problems
+async def delete_ingestion(req: func.HttpRequest) -> func.HttpResponse:
+    """`DELETE /api/ingestions/{run_id}`: purge a finished run (core/purge.py); 409 while it runs."""
+    run_id = req.route_params.get("run_id", "")
+    if not is_run_id(run_id):
+        raise _not_found(run_id)
+    ctx = await app_context()
+    with run_scope(run_id):
+        result = await purge_run(ctx, run_id)
+        log.info("purged run %s: %s", run_id, result.to_json())
+    return json_response(result.to_json())

@@ -34,7 +34,10 @@ async def start_chunking(ctx: Context, request: IngestionRequest, budget: float 
 
     `budget`: the HTTP call's CHUNKING_TIME_BUDGET (it must answer within 230 s); None on the command line.
     """
-    record = RunRecord(request.run_id, request.source, request.chunk_size, created_at=utc_now())
+    record = RunRecord(
+        request.run_id, request.source, request.chunk_size, created_at=utc_now(),
+        max_concurrency=request.max_concurrency,
+    )  # fmt: skip
     etag = await ctx.runs.create(record)
     if etag is None:
         existing = await ctx.runs.get(request.run_id)
@@ -75,7 +78,7 @@ async def chunk_onward(
         await writer.close()
     except SourceError as exc:
         await writer.close()
-        record = record.failed(str(exc), writer.chunks, writer.messages)
+        record = record.failed(ctx.redact(str(exc)), writer.chunks, writer.messages)
     except BaseException:
         await _keep_progress(ctx, record, etag, filled, hand_on=budget is not None)
         raise

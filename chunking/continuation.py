@@ -10,6 +10,7 @@ from chunking.chunker import chunk_onward
 from core.context import Context, app_context
 from core.contract import Continuation
 from core.errors import ContractError
+from core.run_scope import run_scope
 from core.run_store import RunRecord
 
 log = logging.getLogger(__name__)
@@ -22,12 +23,13 @@ async def continue_chunking(ctx: Context, body: bytes) -> RunRecord | None:
     except ContractError as exc:
         log.error("ignoring a control-queue message that is not a continuation: %s", exc)
         return None
-    versioned = await ctx.runs.get_versioned(continuation.run_id)
-    if versioned is None or (versioned[0].state, versioned[0].resume) != ("chunking", continuation.resume):
-        log.info("continuation for %s is stale: the run has moved on", continuation.run_id)
-        return None
-    record, etag = versioned
-    return await chunk_onward(ctx, record, etag, ctx.settings.chunking_time_budget)
+    with run_scope(continuation.run_id):  # every log line of the run carries its id
+        versioned = await ctx.runs.get_versioned(continuation.run_id)
+        if versioned is None or (versioned[0].state, versioned[0].resume) != ("chunking", continuation.resume):
+            log.info("continuation for %s is stale: the run has moved on", continuation.run_id)
+            return None
+        record, etag = versioned
+        return await chunk_onward(ctx, record, etag, ctx.settings.chunking_time_budget)
 
 
 async def continue_chunking_message(msg: func.QueueMessage) -> None:

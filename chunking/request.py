@@ -12,7 +12,8 @@ from core.contract import RUN_ID_RULE, is_run_id
 from core.errors import RequestError, RequestTooLargeError
 from core.settings import HTTP_MAX_BODY_BYTES, MAX_CHUNK_SIZE, Settings
 
-_FIELDS = ("source", "chunk_size", "run_id")
+_FIELDS = ("source", "chunk_size", "run_id", "max_concurrency")
+MAX_CONCURRENCY = 1000
 _MAX_INT_DIGITS = 20
 
 
@@ -21,6 +22,7 @@ class IngestionRequest:
     source: str
     chunk_size: int
     run_id: str
+    max_concurrency: int = 0
 
 
 def new_run_id() -> str:
@@ -42,6 +44,7 @@ def parse_ingestion_request(body: bytes, settings: Settings) -> IngestionRequest
         source=_source(fields.get("source"), settings),
         chunk_size=_chunk_size(fields.get("chunk_size"), settings.chunk_size),
         run_id=_run_id(fields.get("run_id")),
+        max_concurrency=_max_concurrency(fields.get("max_concurrency"), settings.run_max_concurrency),
     )
 
 
@@ -94,3 +97,14 @@ def _run_id(value: object) -> str:
     if not is_run_id(value):
         raise RequestError(RUN_ID_RULE, field="run_id")
     return cast(str, value)
+
+
+def _max_concurrency(value: object, default: int) -> int:
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_CONCURRENCY:
+        raise RequestError(
+            f"max_concurrency must be an integer from 0 (no cap) to {MAX_CONCURRENCY}, got {json.dumps(value)}",
+            field="max_concurrency",
+        )
+    return value

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from azure.storage.blob.aio import ContainerClient
 
+from core.redact import Redactor, redact_logs
 from core.run_store import RunStore
 from core.settings import Settings
 from core.storage import StorageClients, create_once, once_per_loop, storage_clients
@@ -22,6 +23,7 @@ class Context:
     clients: StorageClients
     runs: RunStore
     chunk_container: ContainerClient
+    redact: Redactor  # for any text that leaves the app: a run's error, a chunk's, problem details
 
     def close(self) -> None:
         """Nothing of its own: its clients close with the loop's others (`close_storage_clients`)."""
@@ -44,9 +46,12 @@ async def app_context(settings: Settings | None = None) -> Context:
 def _context(settings: Settings) -> Context:
     pool = max(settings.ingest_concurrency, settings.upload_concurrency) + 4
     clients = storage_clients(settings.storage, pool_size=pool)
+    redact = Redactor(settings.secrets)
+    redact_logs(redact)
     return Context(
         settings=settings,
         clients=clients,
         runs=RunStore(clients.blobs, settings.runs_container),
         chunk_container=clients.blobs.get_container_client(settings.chunk_container),
+        redact=redact,
     )

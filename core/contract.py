@@ -5,8 +5,9 @@
 - A chunk is `{run_id}/{index:06d}.jsonl` in the chunk container: UTF-8, one JSON value a line.
   A JSON string line becomes its string as the message; any other value is sent as its compact JSON.
   The blob's metadata carries the number of lines, so the reader can tell a chunk cut short.
-- In the runs container: `{run_id}/run.json` (the run record) and `{run_id}/chunks/{index:06d}` (a
-  chunk's status). In the large-message container: `{run_id}/{index:06d}/{line:06d}.json`.
+- In the runs container: `{run_id}/run.json` (the run record), `{run_id}/chunks/{index:06d}` (a
+  chunk's status), `{run_id}/slots/{n:04d}` (a `max_concurrency` slot) and `{run_id}/sweeps.json` (what
+  the sweeper did). In the large-message container: `{run_id}/{index:06d}/{line:06d}.json`.
 - On the control queue: a `Continuation`, JSON `{"run_id", "resume": {"page", "skip"}}`. On the redrive
   queue: a chunk to redrive, JSON `{"run_id", "index"}` (`ChunkRef.redrive_message`).
 """
@@ -96,6 +97,20 @@ def run_record_blob(run_id: str) -> str:
 
 def chunk_statuses_prefix(run_id: str) -> str:
     return f"{run_id}/chunks/"
+
+
+def sweep_log_blob(run_id: str) -> str:
+    """What the sweeper did for the run, in the runs container."""
+    return f"{run_id}/sweeps.json"
+
+
+def slots_prefix(run_id: str) -> str:
+    """The run's `max_concurrency` slots, in the runs container: `{run_id}/slots/NNNN`."""
+    return f"{run_id}/slots/"
+
+
+def slot_blob(run_id: str, slot: int) -> str:
+    return f"{slots_prefix(run_id)}{slot:04d}"
 
 
 def partition_queue_names(queue: str, partitions: int) -> list[str]:

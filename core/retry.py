@@ -16,12 +16,12 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+
+from core.run_scope import count_retry
 
 
 @dataclass(frozen=True)
@@ -59,24 +59,6 @@ def retry_after_seconds(header: str | None) -> float | None:
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
-class RetryTally:
-    """Counts the retries `Attempts` make inside `counting()`, in the tasks started there too."""
-
-    def __init__(self, start: int = 0) -> None:
-        self.count = start
-
-    @contextmanager
-    def counting(self) -> Iterator[RetryTally]:
-        token = _tally.set(self)
-        try:
-            yield self
-        finally:
-            _tally.reset(token)
-
-
-_tally: ContextVar[RetryTally | None] = ContextVar("retry_tally", default=None)
-
-
 class Attempts:
     """The attempts at one call under a policy; `deadline` is a `time.monotonic()` instant, or None."""
 
@@ -100,8 +82,6 @@ class Attempts:
         delay = backoff_delay(self._policy, self.number, retry_after)
         if self._deadline is not None and time.monotonic() + delay >= self._deadline:
             raise self._give_up(f"{failure} (gave up after {self.number} attempts: out of time)")
-        tally = _tally.get()
-        if tally is not None:
-            tally.count += 1
+        count_retry()
         await asyncio.sleep(delay)
         self.number += 1

@@ -10,13 +10,20 @@ import asyncio
 import json
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.storage.blob.aio import BlobServiceClient, ContainerClient
 
-from core.contract import ChunkRef, ResumePosition, chunk_statuses_prefix, run_prefix, run_record_blob
+from core.contract import (
+    ChunkRef,
+    ResumePosition,
+    chunk_statuses_prefix,
+    run_prefix,
+    run_record_blob,
+    sweep_log_blob,
+)
 from core.errors import ClaimLostError, ContractError
 
 RunState = Literal["chunking", "chunked", "failed"]
@@ -41,6 +48,7 @@ class RunRecord:
     resume: ResumePosition | None = None  # where chunking continues (state "chunking", after a time budget)
     pages: int = 0  # source pages before `resume` (SOURCE_MAX_PAGES counts across continuations)
     page_before: str | None = None  # digest of the items of the page before `resume`'s (a repeat is noticed)
+    max_concurrency: int = 0  # chunk invocations ingesting the run at once (0: no cap): ingestion/slots.py
 
     def paused(self, chunks: int, messages: int, resume: ResumePosition) -> RunRecord:
         return replace(self, chunks=chunks, messages=messages, resume=resume)
@@ -159,6 +167,27 @@ class RunStore:
             lease_until=float(metadata.get("lease_until") or 0), etag=etag,
             retries=int(metadata.get("retries") or 0),
         )  # fmt: skip
+
+    async def sweep_log(self, run_id: str) -> tuple[dict[str, Any], str | None]:
+        """What the sweeper did for the run (empty if nothing yet), and the ETag to save it over."""
+        try:
+            stream = await self._container.download_blob(sweep_log_blob(run_id))
+        except ResourceNotFoundError:
+            return {}, None
+        return json.loads(await stream.readall()), str(stream.properties.etag)
+
+    async def save_sweep_log(self, run_id: str, log: dict[str, Any], *, etag: str | None) -> None:
+        """Writes over the version `etag` names, or only if there is none yet; else ClaimLostError."""
+        blob = self._container.get_blob_client(sweep_log_blob(run_id))
+        try:
+            if etag is None:
+                await blob.upload_blob(json.dumps(log).encode(), overwrite=False)
+            else:
+                await blob.upload_blob(
+                    json.dumps(log).encode(), overwrite=True, etag=etag, match_condition=MatchConditions.IfNotModified
+                )
+        except (ResourceExistsError, ResourceModifiedError):
+            raise ClaimLostError(f"the sweep log of run {run_id!r} was updated by another sweep") from None
 
     async def _download(self, name: str) -> bytes | None:
         try:

@@ -10,6 +10,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar, cast
+from urllib.parse import parse_qsl
 
 from core.contract import partition_queue_names
 from core.errors import SettingsError
@@ -281,6 +282,37 @@ HTTP_MAX_BODY_BYTES = _int(
 REDRIVE_QUEUE = Text(
     "REDRIVE_QUEUE", "chunk-redrives", "where chunk redrives wait, one message a chunk; `redrive_chunk` reads it"
 )
+EVENT_GRID_DEADLETTER_CONTAINER = Text(
+    "EVENT_GRID_DEADLETTER_CONTAINER", "eventgrid-deadletter",
+    "where Event Grid dead-letters the chunk events it could not deliver; the sweeper redrives their chunks and "
+    "deletes what it has handled",
+)  # fmt: skip
+SWEEP_SCHEDULE = Text(
+    "SWEEP_SCHEDULE", "0 */5 * * * *",
+    "NCRONTAB schedule (`second minute hour day month weekday`) of the `sweep_stalled_chunks` timer",
+)  # fmt: skip
+SWEEP_MAX_REDRIVES = _int(
+    "SWEEP_MAX_REDRIVES", 100, 1, 10_000,
+    "chunks one sweep redrives at most (dead-lettered events included); the rest wait for the next sweep",
+)  # fmt: skip
+SWEEP_STALE_SECONDS = _float(
+    "SWEEP_STALE_SECONDS", 600.0, 1.0, 7 * 86_400.0,
+    "a chunk blob without a status this long after it was written, or one whose lease ran out and that has not "
+    "moved for this long, is redriven by the sweeper",
+)  # fmt: skip
+RUN_MAX_CONCURRENCY = _int(
+    "RUN_MAX_CONCURRENCY", 0, 0, 1000,
+    "the default `max_concurrency` of a run: chunk invocations ingesting one run at once; 0 = no cap",
+)  # fmt: skip
+THROTTLE_RETRY_SECONDS = _int(
+    "THROTTLE_RETRY_SECONDS", 15, 1, 3600,
+    "a chunk that finds every `max_concurrency` slot of its run taken goes back on `REDRIVE_QUEUE`, hidden this "
+    "many seconds",
+)  # fmt: skip
+APPLICATIONINSIGHTS_CONNECTION_STRING = OptionalText(
+    "APPLICATIONINSIGHTS_CONNECTION_STRING", None,
+    "Application Insights: OpenTelemetry logs and per-chunk metrics go there; unset (locally) telemetry stays off",
+)  # fmt: skip
 
 TABLE: tuple[Setting[Any], ...] = tuple(
     value for value in list(globals().values()) if isinstance(value, Setting)
@@ -349,6 +381,11 @@ class SourceConfig:
     page_size: int
     first_page: int
 
+    @property
+    def secrets(self) -> list[str]:
+        query = parse_qsl(self.url.partition("?")[2].partition("#")[0])  # no urlsplit: it raises on `http://[::1`
+        return [*self.headers.values(), *(value for _, value in query if not value.isdigit())]
+
     def setting_name(self, setting: Setting[Any]) -> str:
         """What `setting` is called for this source: `SOURCE_CURSOR_PARAM`, or `SOURCE_CRM__CURSOR_PARAM`."""
         prefix = "SOURCE_" if self.name == DEFAULT_SOURCE else f"SOURCE_{self.name.upper()}__"
@@ -382,6 +419,11 @@ class Settings:
     control_queue: str
     http_max_body_bytes: int
     redrive_queue: str
+    deadletter_container: str
+    sweep_max_redrives: int
+    sweep_stale_seconds: float
+    run_max_concurrency: int
+    throttle_retry_seconds: int
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -425,6 +467,11 @@ class Settings:
             ),
             http_max_body_bytes=HTTP_MAX_BODY_BYTES.read(env),
             redrive_queue=REDRIVE_QUEUE.read(env),
+            deadletter_container=EVENT_GRID_DEADLETTER_CONTAINER.read(env),
+            sweep_max_redrives=SWEEP_MAX_REDRIVES.read(env),
+            sweep_stale_seconds=SWEEP_STALE_SECONDS.read(env),
+            run_max_concurrency=RUN_MAX_CONCURRENCY.read(env),
+            throttle_retry_seconds=THROTTLE_RETRY_SECONDS.read(env),
         )
 
     @property
@@ -433,8 +480,9 @@ class Settings:
 
     @property
     def secrets(self) -> list[str]:
-        """Values that must never reach a status, a problem answer or a log: every source's header values."""
-        return [value for source in self.sources.values() for value in source.headers.values()]
+        """Values that must never reach a status, a problem answer or a log: every source's header values, and
+        its URL's query values but plain numbers (`count=10`: redacting those would blank ordinary counts)."""
+        return [value for source in self.sources.values() for value in source.secrets]
 
     def source(self, name: str | None) -> SourceConfig:
         return self.sources[(name or DEFAULT_SOURCE).lower()]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 from core.run_store import ChunkStatus, RunRecord, RunStore
@@ -45,6 +45,7 @@ class RunStatus:
     created_at: str = ""
     chunked_at: str | None = None
     completed_at: str | None = None
+    sweeps: dict[str, Any] = field(default_factory=dict)  # what the sweeper redrove (ingestion/sweeper.py)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -91,4 +92,6 @@ async def run_status(runs: RunStore, run_id: str) -> RunStatus | None:
     record = await runs.get(run_id)
     if record is None:
         return None
-    return derive_status(record, await runs.chunk_statuses(run_id))
+    status = derive_status(record, await runs.chunk_statuses(run_id))
+    sweeps, _ = await runs.sweep_log(run_id)
+    return replace(status, sweeps=sweeps) if sweeps else status

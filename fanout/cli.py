@@ -16,6 +16,7 @@ from chunking.request import IngestionRequest, new_run_id, parse_ingestion_reque
 from core.context import app_context
 from core.contract import RUN_ID_RULE, is_run_id
 from core.errors import FanoutError, RequestError, RunNotFoundError
+from core.purge import PurgeResult, purge_run
 from core.settings import DEMO_API_PORT, MAX_CHUNK_SIZE, Settings
 from core.status import RunStatus, run_status
 from core.storage import close_storage_clients
@@ -58,6 +59,7 @@ def _parser() -> argparse.ArgumentParser:
         ),
         ("redrive", _redrive, "re-ingest a run's failed and stalled chunks", "print what was queued as JSON"),
         ("status", _status, "show a run's status", "print the status as JSON"),
+        ("purge", _purge, "delete a finished run's chunks, statuses, old claim checks and record", "print as JSON"),
     ]:
         command = commands.add_parser(name, help=purpose)
         command.add_argument("run_id", metavar="RUN_ID", type=_run_id)
@@ -179,6 +181,24 @@ def _status(args: argparse.Namespace) -> int:
         for line in [status.error] + [f"chunk {c.index}: {c.error}" for c in status.failed_chunks]:
             if line:
                 print(f"  error: {line}")
+    return 0
+
+
+def _purge(args: argparse.Namespace) -> int:
+    async def purge() -> PurgeResult:
+        try:
+            return await purge_run(await app_context(), args.run_id)
+        finally:
+            await close_storage_clients()
+
+    result = asyncio.run(purge())
+    if args.json:
+        print(json.dumps(result.to_json()))
+    else:
+        print(f"{result.run_id}: purged {result.chunk_blobs} chunk blobs, {result.run_blobs} run blobs and "
+              f"{result.claim_checks_deleted} claim-check blobs")  # fmt: skip
+        if result.claim_checks_kept:
+            print(f"  kept {result.claim_checks_kept} claim-check blobs younger than the messages' TTL")
     return 0
 
 

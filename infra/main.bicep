@@ -46,6 +46,18 @@ param queueMessageTtl string = ''
 @maxValue(604800)
 param queueMessageVisibilityTimeout int = 0
 param ingestConcurrency int = 64
+@description('Days a run\'s chunk blobs, record and statuses stay after their last change before the storage lifecycle rule deletes them.')
+@minValue(1)
+param retentionDays int = 7
+@description('Days a claim-check blob stays: keep it at least the messages\' time-to-live in days (7 by default).')
+@minValue(1)
+param claimCheckRetentionDays int = 7
+@description('Chunk invocations ingesting one run at once unless the request says (max_concurrency); 0 = no cap.')
+@minValue(0)
+@maxValue(1000)
+param runMaxConcurrency int = 0
+@description('NCRONTAB schedule of the sweeper (second minute hour day month weekday).')
+param sweepSchedule string = '0 */5 * * * *'
 param controlQueueName string = 'chunking-continuations'
 @description('Seconds the HTTP function chunks before it answers and hands the rest to the control queue.')
 param chunkingTimeBudget int = 60
@@ -90,6 +102,15 @@ module storage 'modules/storage.bicep' = {
       deadLetterContainerName
     ]
     queueNames: concat(queueNames, [controlQueueName])
+    retentionPrefixes: [
+      '${chunkContainerName}/'
+      '${runsContainerName}/'
+    ]
+    retentionDays: retentionDays
+    claimCheckPrefixes: [
+      '${largeMessageContainerName}/'
+    ]
+    claimCheckRetentionDays: claimCheckRetentionDays
   }
 }
 
@@ -188,6 +209,11 @@ module functionApp 'modules/function-app.bicep' = {
       HTTP_MAX_BODY_BYTES: '65536'
       REDRIVE_QUEUE: 'chunk-redrives'
       EVENT_GRID_DEADLETTER_CONTAINER: deadLetterContainerName
+      SWEEP_SCHEDULE: sweepSchedule
+      SWEEP_MAX_REDRIVES: '100'
+      SWEEP_STALE_SECONDS: '600'
+      RUN_MAX_CONCURRENCY: string(runMaxConcurrency)
+      THROTTLE_RETRY_SECONDS: '15'
     }
   }
 }

@@ -47,16 +47,15 @@ async def ingest_chunk(ctx: Context, ref: ChunkRef, blob: ChunkBlob | None = Non
                 store=ctx.clients.blobs.get_container_client(settings.large_message_container),
             )  # fmt: skip
         except ChunkError as exc:
-            return await claim.fail(str(exc))
-        with claim.retries.counting():
-            await send_window(
-                await target_sender(ctx),
-                messages,
-                settings.ingest_concurrency,
-                start=claim.sent,
-                checkpoint=claim.checkpoint,
-                every=settings.checkpoint_every,
-            )
+            return await claim.fail(ctx.redact(str(exc)))
+        await send_window(
+            await target_sender(ctx),
+            messages,
+            settings.ingest_concurrency,
+            start=claim.sent,
+            checkpoint=claim.checkpoint,
+            every=settings.checkpoint_every,
+        )
     except BaseException:
         with contextlib.suppress(Exception):  # best effort: otherwise the lease simply expires
             await claim.release()

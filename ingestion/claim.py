@@ -15,7 +15,7 @@ from dataclasses import replace
 
 from core.contract import ChunkRef
 from core.errors import ClaimLostError
-from core.retry import RetryTally
+from core.run_scope import retries_in_scope
 from core.run_store import ChunkStatus, RunStore, utc_now
 
 
@@ -30,7 +30,7 @@ class ChunkClaim:
         self._status = status
         self._lease_seconds = lease_seconds
         self._lock = asyncio.Lock()
-        self.retries = RetryTally(status.retries)  # saved with every write of the status
+        self._retries_at_claim = retries_in_scope() - status.retries  # earlier invocations' retries carry on
 
     @property
     def sent(self) -> int:
@@ -52,7 +52,8 @@ class ChunkClaim:
 
     async def _write(self, changed: ChunkStatus) -> ChunkStatus:
         async with self._lock:
-            updated = replace(changed, updated_at=utc_now(), retries=self.retries.count)
+            retries = retries_in_scope() - self._retries_at_claim  # this invocation's, counted in its run scope
+            updated = replace(changed, updated_at=utc_now(), retries=retries)
             self._status = await self._runs.put_chunk_status(self._ref, updated, expected=self._status)
             return self._status
 

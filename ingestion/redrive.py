@@ -9,6 +9,7 @@ from typing import Any
 
 from core.context import Context
 from core.contract import ChunkRef
+from core.run_scope import run_scope
 from core.run_store import ChunkState, ChunkStatus, chunks_written
 from ingestion.chunk import ingest_chunk
 
@@ -21,7 +22,8 @@ async def ingest_pending_chunks(ctx: Context, run_id: str, progress: Progress | 
     refs = await chunks_written(ctx.chunk_container, run_id)
     for number, ref in enumerate(refs, start=1):
         if ref.index not in ingested:
-            status = await ingest_chunk(ctx, ref)
+            with run_scope(run_id, ref.index):  # log lines carry the chunk, its Put Message retries are counted
+                status = await ingest_chunk(ctx, ref)
             if progress:
                 progress(f"chunk {number}/{len(refs)} {status.state}: {status.sent:,} messages")
 
@@ -69,7 +71,8 @@ async def redrive_run(ctx: Context, run_id: str) -> RedriveResult:
     (the command line's redrive; over HTTP, `schedule_redrives` hands them to the `redrive_chunk` trigger)."""
     redriven = []
     for ref, previous in await chunks_to_redrive(ctx, run_id):
-        status = await ingest_chunk(ctx, ref)
+        with run_scope(run_id, ref.index):
+            status = await ingest_chunk(ctx, ref)
         queued = status.sent - (previous.sent if previous else 0)
         redriven.append(RedrivenChunk(ref.index, status.state, queued, status.error))
     return RedriveResult(run_id, redriven)

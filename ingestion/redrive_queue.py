@@ -11,9 +11,10 @@ import azure.functions as func
 from core.context import Context, app_context
 from core.contract import ChunkRef
 from core.errors import ContractError
+from core.run_scope import run_scope
 from core.run_store import ChunkStatus
 from core.storage import trigger_queue
-from ingestion.chunk import ingest_chunk
+from ingestion.invocation import ingest_within_limit
 from ingestion.redrive import chunks_to_redrive
 
 log = logging.getLogger(__name__)
@@ -29,15 +30,20 @@ async def schedule_redrives(ctx: Context, run_id: str) -> list[ChunkRef]:
 
 async def redrive_chunk(ctx: Context, body: bytes) -> ChunkStatus | None:
     """Ingests the chunk a redrive names: from its checkpoint; an ingested chunk sends nothing, a leased one
-    waits for its owner. A message that names no chunk does nothing."""
+    waits for its owner, one whose run's slots are all taken is handed back (None). A message that names no
+    chunk does nothing."""
     try:
         ref = ChunkRef.from_redrive_message(body)
     except ContractError as exc:
         log.error("ignoring a redrive-queue message that is not a chunk redrive: %s", exc)
         return None
-    status = await ingest_chunk(ctx, ref)
-    log.info("redrive of chunk %s: %s, %d of %d messages sent", ref.blob_name, status.state, status.sent, status.count)
-    return status
+    with run_scope(ref.run_id, ref.index):
+        status = await ingest_within_limit(ctx, ref)
+        if status is None:
+            return None  # handed back to wait for a slot of its run (max_concurrency)
+        log.info("redrive of chunk %s: %s, %d of %d messages sent", ref.blob_name, status.state, status.sent,
+                 status.count)  # fmt: skip
+        return status
 
 
 async def redrive_chunk_message(msg: func.QueueMessage) -> None:

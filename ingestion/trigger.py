@@ -9,7 +9,9 @@ import azure.functions as func
 from core.context import app_context
 from core.contract import ChunkRef
 from core.errors import ChunkError
-from ingestion.chunk import ChunkBlob, ingest_chunk
+from core.run_scope import run_scope
+from ingestion.chunk import ChunkBlob
+from ingestion.invocation import ingest_within_limit
 
 log = logging.getLogger(__name__)
 
@@ -21,8 +23,11 @@ async def ingest_chunk_blob(chunk: func.InputStream) -> None:
     except ChunkError as exc:
         log.warning("ignoring blob that is not a chunk: %s", exc)
         return
-    status = await ingest_chunk(ctx, ref, ChunkBlob(chunk.read(), getattr(chunk, "metadata", None)))
-    if status.state == "failed":
-        log.error("chunk %s failed and will not be retried: %s", ref.blob_name, status.error)
-    else:
-        log.info("chunk %s: %d messages enqueued", ref.blob_name, status.sent)
+    with run_scope(ref.run_id, ref.index):
+        status = await ingest_within_limit(ctx, ref, ChunkBlob(chunk.read(), getattr(chunk, "metadata", None)))
+        if status is None:
+            return  # handed back to wait for a slot of its run (max_concurrency)
+        if status.state == "failed":
+            log.error("chunk %s failed and will not be retried: %s", ref.blob_name, status.error)
+        else:
+            log.info("chunk %s: %d messages enqueued", ref.blob_name, status.sent)

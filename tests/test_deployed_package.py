@@ -47,6 +47,6 @@ def test_the_app_indexes_from_the_zip_alone(tmp_path: Path):
         cwd=deployed, env=env, capture_output=True, text=True, check=True, timeout=60,
     )  # fmt: skip
     assert json.loads(listing.stdout) == [
-        "continue_chunking", "get_ingestion_status", "ingest_chunk", "redrive_chunk", "redrive_ingestion",
-        "start_ingestion",
+        "continue_chunking", "delete_ingestion", "get_ingestion_status", "ingest_chunk", "redrive_chunk",
+        "redrive_ingestion", "start_ingestion", "sweep_stalled_chunks",
     ]  # fmt: skip

@@ -16,8 +16,8 @@ def default_functions() -> dict[str, list[dict]]:
 
 def test_app_has_exactly_the_documented_functions(default_functions):
     assert sorted(default_functions) == [
-        "continue_chunking", "get_ingestion_status", "ingest_chunk", "redrive_chunk", "redrive_ingestion",
-        "start_ingestion",
+        "continue_chunking", "delete_ingestion", "get_ingestion_status", "ingest_chunk", "redrive_chunk",
+        "redrive_ingestion", "start_ingestion", "sweep_stalled_chunks",
     ]  # fmt: skip
 
 
@@ -84,3 +84,17 @@ def test_unknown_trigger_source_is_refused_with_the_allowed_values():
     with pytest.raises(subprocess.CalledProcessError) as failure:
         indexed_functions(BLOB_TRIGGER_SOURCE="Polling")
     assert "BLOB_TRIGGER_SOURCE must be one of LogsAndContainerScan, EventGrid" in failure.value.stderr
+
+
+def test_purge_is_a_delete_on_the_run_route(default_functions):
+    delete = default_functions["delete_ingestion"][0]
+    assert (delete["type"], delete["route"], delete["methods"], delete["authLevel"]) == (
+        "httpTrigger", "ingestions/{run_id}", ["DELETE"], "FUNCTION",
+    )  # fmt: skip
+
+
+def test_the_sweeper_runs_every_five_minutes_unless_sweep_schedule_says_otherwise(default_functions):
+    (timer,) = default_functions["sweep_stalled_chunks"]
+    assert (timer["type"], timer["schedule"], timer["runOnStartup"]) == ("timerTrigger", "0 */5 * * * *", False)
+    (hourly,) = indexed_functions(SWEEP_SCHEDULE="0 0 * * * *")["sweep_stalled_chunks"]
+    assert hourly["schedule"] == "0 0 * * * *"

@@ -85,6 +85,8 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
       AzureWebJobsStorage__tableServiceUri: storageTableEndpoint
       APPLICATIONINSIGHTS_CONNECTION_STRING: appInsightsConnectionString
       APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
+      // The Python worker streams the app's OpenTelemetry (core/telemetry.py) itself; host.json: telemetryMode.
+      PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY: 'true'
       BLOB_TRIGGER_SOURCE: 'EventGrid'
     })
   }

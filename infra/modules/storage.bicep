@@ -5,6 +5,14 @@ param location string
 param containerNames array
 param queueNames array
 param tags object = {}
+@description('Blob name prefixes (container/) the lifecycle rule deletes once unchanged for retentionDays: chunks, run records.')
+param retentionPrefixes array
+@minValue(1)
+param retentionDays int = 7
+@description('Blob name prefixes of the claim-check blobs, deleted claimCheckRetentionDays after they were written.')
+param claimCheckPrefixes array
+@minValue(1)
+param claimCheckRetentionDays int = 7
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   name: name
@@ -51,6 +59,60 @@ resource containers 'Microsoft.Storage/storageAccounts/blobServices/containers@2
     }
   }
 ]
+
+// Retention: what `DELETE /api/ingestions/{run_id}` would remove, deleted by the platform once old enough.
+// Claim-check blobs have a rule of their own: a consumer reads one through a queue message, so it must
+// outlive the messages' time-to-live (7 days unless QUEUE_MESSAGE_TTL says otherwise).
+resource lifecycle 'Microsoft.Storage/storageAccounts/managementPolicies@2023-05-01' = {
+  parent: storage
+  name: 'default'
+  properties: {
+    policy: {
+      rules: [
+        {
+          name: 'delete-old-runs'
+          enabled: true
+          type: 'Lifecycle'
+          definition: {
+            filters: {
+              blobTypes: [
+                'blockBlob'
+              ]
+              prefixMatch: retentionPrefixes
+            }
+            actions: {
+              baseBlob: {
+                delete: {
+                  daysAfterModificationGreaterThan: retentionDays
+                }
+              }
+            }
+          }
+        }
+        {
+          name: 'delete-old-claim-checks'
+          enabled: true
+          type: 'Lifecycle'
+          definition: {
+            filters: {
+              blobTypes: [
+                'blockBlob'
+              ]
+              prefixMatch: claimCheckPrefixes
+            }
+            actions: {
+              baseBlob: {
+                delete: {
+                  daysAfterCreationGreaterThan: claimCheckRetentionDays
+                }
+              }
+            }
+          }
+        }
+      ]
+    }
+  }
+}
 
 resource queueService 'Microsoft.Storage/storageAccounts/queueServices@2023-05-01' = {
   parent: storage

@@ -1,0 +1,109 @@
+"""Retention: `DELETE /api/ingestions/{run_id}` and `python -m fanout purge` leave nothing of a finished run
+(claim checks only once the messages they belong to have expired), and refuse a run that is still going."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import azure.functions as func
+from azure.storage.blob import BlobServiceClient
+
+from api.http import PROBLEM_JSON
+from core.context import app_context
+from core.contract import ChunkRef
+from ingestion.claim import claim_chunk
+from ingestion.slots import take_slot
+from testkit.cli_runner import cli
+from testkit.http_requests import BASE, body_of, get_status, post_ingestion
+from tests.test_large_messages import BIG, delivered, write_chunked_run
+
+
+def delete_run(run_id: str) -> func.HttpRequest:
+    return func.HttpRequest("DELETE", f"{BASE}/ingestions/{run_id}", route_params={"run_id": run_id}, body=b"")
+
+
+def blobs_of(connection_string: str, run_id: str) -> dict[str, list[str]]:
+    """Every blob of the run, in every container of the account."""
+    account = BlobServiceClient.from_connection_string(connection_string)
+    found = {}
+    for container in account.list_containers():
+        names = [b.name for b in account.get_container_client(container.name).list_blobs(name_starts_with=run_id)]
+        if names:
+            found[container.name] = names
+    return found
+
+
+def finished_run_with_everything(on_loop, functions, probe, run_id: str) -> None:
+    """A run ingested with a claim-checked message, a concurrency slot and a sweep log."""
+    name = write_chunked_run(on_loop, probe, run_id, ["small", BIG])
+    on_loop(functions["ingest_chunk"](delivered(probe, name)))
+    ctx = on_loop(app_context())
+    runs = ctx.clients.blobs.get_container_client(ctx.settings.runs_container)
+    assert on_loop(take_slot(runs, run_id, 1, "someone", 60)) is not None
+    on_loop(ctx.runs.save_sweep_log(run_id, {"sweeps": 1}, etag=None))
+    assert set(blobs_of(probe.connection_string, run_id)) == {"chunks", "ingestion-runs", "large-messages"}
+
+
+def test_purge_leaves_nothing_of_a_finished_run(on_loop, functions, probe, monkeypatch, azurite):
+    monkeypatch.setenv("QUEUE_MESSAGE_TTL", "1")  # the claim check's message has expired a second later
+    finished_run_with_everything(on_loop, functions, probe, "purged")
+    time.sleep(1.1)
+
+    answer = on_loop(functions["delete_ingestion"](delete_run("purged")))
+
+    assert answer.status_code == 200, answer.get_body()
+    assert body_of(answer) == {
+        "run_id": "purged", "chunk_blobs": 1, "run_blobs": 4, "claim_checks_deleted": 1, "claim_checks_kept": 0,
+    }  # fmt: skip
+    assert blobs_of(azurite.connection_string, "purged") == {}
+    assert on_loop(functions["get_ingestion_status"](get_status("purged"))).status_code == 404
+    again = on_loop(functions["delete_ingestion"](delete_run("purged")))
+    assert (again.status_code, again.mimetype) == (404, PROBLEM_JSON)
+
+
+def test_purge_keeps_claim_checks_whose_messages_may_still_be_read(on_loop, functions, probe, azurite):
+    finished_run_with_everything(on_loop, functions, probe, "kept-check")  # TTL: the service's 7 days
+
+    answer = on_loop(functions["delete_ingestion"](delete_run("kept-check")))
+
+    assert (answer.status_code, body_of(answer)["claim_checks_kept"]) == (200, 1)
+    assert blobs_of(azurite.connection_string, "kept-check") == {"large-messages": ["kept-check/000000/000001.json"]}
+
+
+def test_purging_a_run_that_is_still_ingesting_answers_409_and_keeps_it(on_loop, functions, probe, monkeypatch):
+    monkeypatch.setenv("SOURCE_URL", os.environ["SOURCE_URL"].replace("10000", "200"))
+    on_loop(functions["start_ingestion"](post_ingestion({"run_id": "busy", "chunk_size": 100})))
+
+    answer = on_loop(functions["delete_ingestion"](delete_run("busy")))
+
+    assert (answer.status_code, answer.mimetype) == (409, PROBLEM_JSON)
+    assert body_of(answer)["state"] == "ingesting" and "still ingesting" in body_of(answer)["detail"]
+    assert len(probe.chunk_names("busy")) == 2
+
+
+def test_the_cli_purges_a_finished_run_and_names_an_unknown_one(on_loop, functions, probe, app_env, azurite):
+    finished_run_with_everything(on_loop, functions, probe, "cli-purged")
+    env = {**app_env, "QUEUE_MESSAGE_TTL": "-1"}  # never expires: the claim check stays
+
+    done = cli("purge", "cli-purged", "--json", env=env)
+    unknown = cli("purge", "nobody", env=env)
+
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["claim_checks_kept"] == 1
+    assert set(blobs_of(azurite.connection_string, "cli-purged")) == {"large-messages"}
+    assert (unknown.returncode, unknown.stderr.strip()) == (2, "error: no run 'nobody'")
+
+
+def test_a_failed_run_with_a_chunk_still_sending_is_not_purged(on_loop, functions, probe):
+    write_chunked_run(on_loop, probe, "failing", ["a", "b"])
+    ctx = on_loop(app_context())
+    record, etag = on_loop(ctx.runs.get_versioned("failing"))
+    on_loop(ctx.runs.save(record.failed("the source went away", 1, 2), if_match=etag))
+    on_loop(claim_chunk(ctx.runs, ChunkRef("failing", 0), "still-sending", lease_seconds=600))
+
+    answer = on_loop(functions["delete_ingestion"](delete_run("failing")))
+
+    assert answer.status_code == 409 and "chunk 0 is still being ingested" in body_of(answer)["detail"]
+    assert probe.chunk_names("failing") == ["failing/000000.jsonl"]
