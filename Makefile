@@ -49,6 +49,8 @@ bench: setup
 	$(PY) -m benchmarks.pipeline
 	$(PY) -m benchmarks.chunking
 	$(PY) -m benchmarks.reliability
+	$(PY) -m benchmarks.azure_model --chart docs/azure-model.png
+	$(PY) -m benchmarks.cpu_profile
 
 clean:
 	rm -rf $(VENV) .venv-checkov node_modules .pytest_cache .hypothesis __azurite_db_* __blobstorage__ __queuestorage__

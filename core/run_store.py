@@ -98,6 +98,7 @@ class ChunkStatus:
     lease_until: float = 0.0
     by_queue: tuple[int, ...] = ()  # of `sent`, how many went to each target queue (with more than one)
     etag: str | None = field(default=None, compare=False)
+    retries: int = 0  # Put Message retries (throttled, timed out, connection broken), over every invocation
 
     def leased(self, now: float) -> bool:
         return self.state == "ingesting" and self.lease_until > now
@@ -243,6 +244,7 @@ class RunStore:
             "index": str(status.index), "state": status.state, "sent": str(status.sent), "count": str(status.count),
             "updated_at": status.updated_at, "owner": status.owner or "", "lease_until": f"{status.lease_until:.3f}",
             "by_queue": ",".join(map(str, status.by_queue)),
+            "retries": str(status.retries),
         }  # fmt: skip
         body = (status.error or "").encode("utf-8")
         try:
@@ -280,6 +282,7 @@ class RunStore:
             updated_at=metadata["updated_at"], error=error, owner=metadata.get("owner") or None,
             lease_until=float(metadata.get("lease_until") or 0), etag=etag,
             by_queue=tuple(int(count) for count in (metadata.get("by_queue") or "").split(",") if count),
+            retries=int(metadata.get("retries") or 0),
         )  # fmt: skip
 
     async def sweep_log(self, run_id: str) -> tuple[dict[str, Any], str | None]:

@@ -34,6 +34,7 @@ class ChunkCounts:
 class MessageCounts:
     fetched: int | None
     enqueued: int
+    send_retries: int = 0  # Put Message calls retried (503 server busy, timeouts, broken connections)
 
 
 @dataclass(frozen=True)
@@ -136,7 +137,9 @@ def derive_status(
             ingesting=sum(chunk.state == "ingesting" for chunk in chunks),
             stopped=stopped,
         ),
-        messages=MessageCounts(fetched=record.messages, enqueued=enqueued),
+        messages=MessageCounts(
+            fetched=record.messages, enqueued=enqueued, send_retries=sum(chunk.retries for chunk in chunks)
+        ),
         messages_by_queue=count_by_queue(chunks, targets),
         error=record.error,
         failed_chunks=[FailedChunk(chunk.index, chunk.error) for chunk in failed],

@@ -357,6 +357,7 @@ class RunSummary:
     seconds: float
     messages_per_second: int | None
     error: str | None
+    send_retries: int = 0  # Put Message calls retried: storage throttled (503), timed out or broke a connection
     queue_length: int | None = None  # `demo` only: what the queue holds afterwards
     queue_matches_source: bool | None = None
     verification: dict[str, int] | None = None  # `demo` only: what the queue-side consumers received
@@ -373,6 +374,7 @@ class RunSummary:
             seconds=round(seconds, 2),
             messages_per_second=round(enqueued / seconds) if seconds else None,
             error=status.error or next((c.error for c in status.failed_chunks), None),
+            send_retries=status.messages.send_retries,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -385,7 +387,7 @@ def _print_summary(summary: RunSummary, *, as_json: bool) -> None:
         return
     print(f"{summary.run_id}: {summary.state}")
     print(f"  {summary.messages_enqueued:,} messages enqueued from {summary.chunks} chunks")
-    print(f"  {summary.seconds} s, {summary.messages_per_second} messages/s")
+    print(f"  {summary.seconds} s, {summary.messages_per_second} messages/s, {summary.send_retries:,} sends retried")
     if summary.queue_length is not None:
         print(f"  queue holds {summary.queue_length:,} messages")
     if summary.verification is not None:

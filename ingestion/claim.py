@@ -15,7 +15,7 @@ from dataclasses import replace
 
 from core.contract import ChunkRef
 from core.errors import ClaimLostError
-from core.run_scope import count_confirmed
+from core.run_scope import count_confirmed, retries_in_scope
 from core.run_store import ChunkStatus, RunStore, utc_now
 
 
@@ -30,6 +30,7 @@ class ChunkClaim:
         self._status = status
         self._lease_seconds = lease_seconds
         self._lock = asyncio.Lock()
+        self._retries_at_claim = retries_in_scope() - status.retries  # earlier invocations' retries carry on
 
     @property
     def sent(self) -> int:
@@ -57,7 +58,8 @@ class ChunkClaim:
 
     async def _write(self, changed: ChunkStatus) -> ChunkStatus:
         async with self._lock:
-            updated = replace(changed, updated_at=utc_now())
+            retries = retries_in_scope() - self._retries_at_claim  # this invocation's, counted in its run scope
+            updated = replace(changed, updated_at=utc_now(), retries=retries)
             written = await self._runs.put_chunk_status(self._ref, updated, expected=self._status)
             count_confirmed(written.sent - self._status.sent)  # this invocation's own sends, for its metrics
             self._status = written

@@ -12,6 +12,7 @@ from typing import Any
 from core.context import Context
 from core.contract import ChunkRef
 from core.errors import ClaimLostError
+from core.run_scope import run_scope
 from core.run_store import ChunkState, ChunkStatus, RunRecord, chunks_written, utc_now
 from ingestion.chunk import ingest_chunk
 
@@ -33,7 +34,8 @@ async def ingest_pending_chunks(
     async def ingest_next() -> None:
         nonlocal done
         for ref in pending:
-            status = await ingest_chunk(ctx, ref)
+            with run_scope(run_id, ref.index):  # log lines carry the chunk, its Put Message retries are counted
+                status = await ingest_chunk(ctx, ref)
             done += 1
             if progress:
                 progress(f"chunk {done}/{len(refs)} {status.state}: {status.sent:,} messages")
@@ -122,7 +124,8 @@ async def redrive_run(ctx: Context, run_id: str) -> RedriveResult:
     `redrive_chunk` trigger)."""
     redriven = []
     for ref, previous in await chunks_to_redrive(ctx, run_id):
-        status = await ingest_chunk(ctx, ref)
+        with run_scope(run_id, ref.index):
+            status = await ingest_chunk(ctx, ref)
         queued = status.sent - (previous.sent if previous else 0)
         redriven.append(RedrivenChunk(ref.index, status.state, queued, status.error))
     return RedriveResult(run_id, redriven)

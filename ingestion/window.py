@@ -17,7 +17,7 @@ async def send_window(
     checkpoint: Checkpoint | None = None,
     every: int = 1000,
 ) -> int:
-    """Sends messages[start:] with at most `window` in flight; the first failure cancels the rest.
+    """Sends messages[start:] with at most `window` in flight; the first failure cancels the rest and is raised.
     Returns how many are sent: `len(messages)`, or fewer when a checkpoint said stop.
 
     `checkpoint(n)` is awaited each time the confirmed prefix (every message before n sent) grows by
@@ -56,7 +56,10 @@ async def send_window(
                 saved = max(saved, reached)
                 checkpoint_saved.set()
 
-    async with asyncio.TaskGroup() as group:
-        for _ in range(min(window, total - start)):
-            group.create_task(sender())
+    try:
+        async with asyncio.TaskGroup() as group:
+            for _ in range(min(window, total - start)):
+                group.create_task(sender())
+    except BaseExceptionGroup as failures:  # the first failure itself, so callers see what it was
+        raise failures.exceptions[0] from None
     return confirmed

@@ -76,7 +76,7 @@ class PutMessageSender:
                     await self._refresh_auth()
         body = message_body(text, self._encoding)
         request = b"%b%d\r\n\r\n%b" % (self._head, len(body), body)
-        attempts = Attempts(self._retry, give_up=QueueSendError)
+        attempts: Attempts | None = None  # made at the first failure: most sends never need one
         while True:
             try:
                 response = await self._pool.request(request)  # the pool times out a request
@@ -87,6 +87,7 @@ class PutMessageSender:
                     raise QueueSendError(failure)
             except (OSError, ProtocolError, TimeoutError) as exc:
                 failure = f"Put Message to {self.name!r} failed: {type(exc).__name__}: {exc}"
+            attempts = attempts or Attempts(self._retry, give_up=QueueSendError)
             await attempts.wait(failure)
 
     async def _refresh_auth(self) -> None:

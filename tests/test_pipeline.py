@@ -33,7 +33,7 @@ def test_every_source_id_reaches_the_queue_once(on_loop, functions, probe):
     status = body_of(on_loop(functions["get_ingestion_status"](get_status("spine-10k"))))
     assert status["state"] == "completed"
     assert status["chunks"] == {"total": 2, "ingested": 2, "failed": 0, "ingesting": 0, "stopped": 0}
-    assert status["messages"] == {"fetched": 10_000, "enqueued": 10_000}
+    assert status["messages"] == {"fetched": 10_000, "enqueued": 10_000, "send_retries": 0}
     assert status["messages_by_queue"] == {f"AzureWebJobsStorage/{os.environ['QUEUE_NAME']}": 10_000}
     assert status["completed_at"] >= status["chunked_at"] >= status["created_at"]
 

@@ -60,10 +60,9 @@ def test_the_first_failure_stops_the_window_and_is_raised():
             raise RuntimeError("storage refused")
         await asyncio.sleep(0.001)
 
-    with pytest.raises(ExceptionGroup) as failure:
+    with pytest.raises(RuntimeError, match="storage refused"):
         asyncio.run(send_window(send, [str(n) for n in range(10_000)], 4))
 
-    assert failure.group_contains(RuntimeError, match="storage refused")
     assert len(started) < 100  # the rest was cancelled, not sent
 
 
