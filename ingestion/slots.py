@@ -45,13 +45,36 @@ class Slot:
     async def set_lease(self, lease_until: float) -> bool:
         """Moves the lease end; False when the slot is no longer ours (our lease ran out and it was taken)."""
         metadata = {"owner": self.owner, "lease_until": f"{lease_until:.3f}"}
+        blob = self.container.get_blob_client(self.name)
+        for _ in range(2):
+            try:
+                result = await blob.upload_blob(
+                    b"",
+                    metadata=metadata,
+                    overwrite=True,
+                    etag=self.etag,
+                    match_condition=MatchConditions.IfNotModified,
+                )
+            except ResourceNotFoundError:
+                return False
+            except ResourceModifiedError:
+                if not await self._changed_by_us():
+                    return False
+                continue
+            self.etag = str(result["etag"])
+            return True
+        return False
+
+    async def _changed_by_us(self) -> bool:
+        """After an ETag mismatch: whether the change was our own (a renewal cancelled before its answer
+        came, as when the slot is freed mid-renewal); if so its ETag becomes ours."""
         try:
-            result = await self.container.get_blob_client(self.name).upload_blob(
-                b"", metadata=metadata, overwrite=True, etag=self.etag, match_condition=MatchConditions.IfNotModified
-            )
-        except (ResourceModifiedError, ResourceNotFoundError):
+            properties = await self.container.get_blob_client(self.name).get_blob_properties()
+        except ResourceNotFoundError:
             return False
-        self.etag = str(result["etag"])
+        if (properties.metadata or {}).get("owner") != self.owner:
+            return False
+        self.etag = str(properties.etag)
         return True
 
 

@@ -37,6 +37,8 @@ from testkit.storage_probe import StorageProbe
 WINDOW = 32
 CHECKPOINT_EVERY = 500
 DUPLICATE_BOUND = CHECKPOINT_EVERY + WINDOW  # per interrupted chunk
+PARALLEL = 2  # `run --parallel`: the chunks in flight, each of which an interruption may cut
+RUN_DUPLICATE_BOUND = DUPLICATE_BOUND * PARALLEL  # a run interrupted with every chunk in flight
 
 
 @dataclass
@@ -180,7 +182,7 @@ def process_killed(lab: Lab, count: int = 6_000) -> Outcome:
     try:
         queue = lab.new_queue()
         env = lab.env(queue, api.url, CHUNK_SIZE="1500")
-        process = lab.start_cli("run", "--json", env=env)
+        process = lab.start_cli("run", "--json", "--parallel", str(PARALLEL), env=env)
         run_id = process.stdout.readline().strip().removeprefix("run_id: ")
         at_kill = wait_for_queue(lab.probe(queue), count // 3)
         process.kill()
@@ -216,7 +218,7 @@ def interrupted_while_chunking(lab: Lab, count: int = 2_000) -> Interruption:
     try:
         queue = lab.new_queue()
         env = lab.env(queue, api.url, CHUNK_SIZE="200", SOURCE_PAGINATION="cursor", SOURCE_ITEMS_PATH="items")
-        process = lab.start_cli("run", "--json", env=env)
+        process = lab.start_cli("run", "--json", "--parallel", str(PARALLEL), env=env)
         run_id = process.stdout.readline().strip().removeprefix("run_id: ")
         at_interrupt = wait_for_chunks(lab.probe(queue), run_id, 3)
         process.send_signal(signal.SIGINT)
@@ -244,7 +246,7 @@ def storage_outage(lab: Lab, count: int = 6_000) -> Outcome:
             queue = outage_lab.new_queue()
             env = outage_lab.env(queue, api.url, CHUNK_SIZE="1500", STORAGE_MAX_RETRIES="1",
                                  STORAGE_RETRY_BACKOFF="0.2", STORAGE_TIMEOUT="3")  # fmt: skip
-            process = outage_lab.start_cli("run", "--json", env=env)
+            process = outage_lab.start_cli("run", "--json", "--parallel", str(PARALLEL), env=env)
             run_id = process.stdout.readline().strip().removeprefix("run_id: ")
             at_stop = wait_for_queue(outage_lab.probe(queue), count // 3)
             azurite.stop()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from testkit.fault_scenarios import DUPLICATE_BOUND, SCENARIOS, Lab, interrupted_while_chunking
+from testkit.fault_scenarios import RUN_DUPLICATE_BOUND, SCENARIOS, Lab, interrupted_while_chunking
 
 pytestmark = pytest.mark.own_azurite  # each scenario on a fresh Azurite, as the script runs them
 
@@ -41,7 +41,7 @@ def test_interrupted_run_resumes_with_nothing_lost_and_duplicates_bounded(lab, s
     outcome = SCENARIOS[scenario](lab)
 
     assert (outcome.state, outcome.lost) == ("completed", 0), outcome.what_happened
-    assert outcome.duplicates <= DUPLICATE_BOUND, outcome.what_happened
+    assert outcome.duplicates <= RUN_DUPLICATE_BOUND, outcome.what_happened
 
 
 def test_ctrl_c_while_chunking_keeps_the_progress_and_resume_lands_every_id_once(lab):
