@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from collections.abc import Callable
@@ -14,6 +13,7 @@ from core.contract import ChunkRef
 from core.errors import ClaimLostError
 from core.run_scope import run_scope
 from core.run_store import ChunkState, ChunkStatus, RunRecord, chunks_written, utc_now
+from core.together import run_together
 from ingestion.chunk import ingest_chunk
 
 Progress = Callable[[str], None]
@@ -40,9 +40,7 @@ async def ingest_pending_chunks(
             if progress:
                 progress(f"chunk {done}/{len(refs)} {status.state}: {status.sent:,} messages")
 
-    async with asyncio.TaskGroup() as group:
-        for _ in range(parallel):
-            group.create_task(ingest_next())
+    await run_together(ingest_next() for _ in range(parallel))
 
 
 def needs_redrive(status: ChunkStatus | None, now: float) -> bool:

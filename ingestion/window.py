@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 
+from core.together import run_together
+
 Checkpoint = Callable[[int], Awaitable[bool | None]]  # False: stop (the run was cancelled or failed)
 
 
@@ -56,10 +58,5 @@ async def send_window(
                 saved = max(saved, reached)
                 checkpoint_saved.set()
 
-    try:
-        async with asyncio.TaskGroup() as group:
-            for _ in range(min(window, total - start)):
-                group.create_task(sender())
-    except BaseExceptionGroup as failures:  # the first failure itself, so callers see what it was
-        raise failures.exceptions[0] from None
+    await run_together(sender() for _ in range(min(window, total - start)))
     return confirmed

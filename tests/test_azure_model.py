@@ -86,7 +86,7 @@ def test_throttle_past_storage_max_retries_leaves_the_chunk_at_its_checkpoint_an
     run_id = f"throttled-{secrets.token_hex(4)}"
     try:
         env = env_behind(lab, model, queue, api.url, STORAGE_MAX_RETRIES="2")
-        failed_run = lab.cli("run", "--json", "--run-id", run_id, env=env)
+        failed_run = lab.cli("run", "--json", "--parallel", "1", "--run-id", run_id, env=env)  # chunk after chunk
         stalled = json.loads(lab.cli("status", run_id, "--json", env=env).stdout)
         in_queue = lab.probe(queue).queue_length()
         model.configure(ModelConfig(median_ms=0, queue_rate=math.inf))  # the throttle lifts
