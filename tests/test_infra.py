@@ -13,13 +13,12 @@ import sys
 from typing import Any
 
 import pytest
-from pycep import BicepParser
 
 from core.settings import TABLE
 from fanout.azurite import PROJECT_ROOT
+from testkit.bicep import INFRA, config, parse
 from testkit.indexed_functions import indexed_functions
 
-INFRA = PROJECT_ROOT / "infra"
 VENV_BIN = PROJECT_ROOT / ".venv" / "bin"
 CHECKOV = PROJECT_ROOT / ".venv-checkov" / "bin" / "checkov"
 ROLE_IDS = {
@@ -58,14 +57,6 @@ ACCEPTED_FINDINGS = {
     "CKV_AZURE_114": "the secret's contentType is set (application/json, asserted below); checkov does not read the "
     "properties of a conditional resource (`= if (...)`)",
 }
-
-
-def parse(relative: str) -> dict[str, Any]:
-    return BicepParser().parse(file_path=INFRA / relative)
-
-
-def config(relative: str, resource: str) -> dict[str, Any]:
-    return parse(relative)["resources"][resource]["config"]
 
 
 def accessor(expression: Any) -> str:

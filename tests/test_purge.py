@@ -16,9 +16,9 @@ from core.contract import ChunkRef
 from ingestion.claim import claim_chunk
 from ingestion.redrive_queue import redrive_chunk
 from ingestion.slots import take_slot
+from testkit.chunked_runs import BIG, delivered, write_chunked_run
 from testkit.cli_runner import cli
 from testkit.http_requests import BASE, body_of, get_status, post_ingestion
-from tests.test_large_messages import BIG, delivered, write_chunked_run
 
 
 def delete_run(run_id: str) -> func.HttpRequest:

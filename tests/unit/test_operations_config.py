@@ -11,7 +11,7 @@ import pytest
 from core.contract import ChunkRef
 from fanout.azurite import PROJECT_ROOT
 from ingestion.deadletters import chunks_in_dead_letter
-from tests.test_infra import config, parse
+from testkit.bicep import config, parse
 
 HOST = json.loads((PROJECT_ROOT / "host.json").read_text())
 
