@@ -1,8 +1,12 @@
 """Fan-in: when a run settles (`completed`, `failed` or `cancelled`, nothing still sending), exactly one
 event lands on RUN_EVENTS_QUEUE, however many invocations finish at the same moment.
 
-Whoever notices first writes the run's completion mark (if-none-match: one writer wins) and sends
-the event; when sending fails it takes the mark back and raises, so the invocation's retry sends it.
+Whoever notices first writes the run's completion mark (if-none-match: one writer wins, the mark says
+`sending`), sends the event, then marks it `sent`; when sending fails it takes the mark back and raises,
+so the invocation's retry sends it. An invocation that dies in between (a killed process, a lost
+instance) leaves a mark `sending`, or none at all: the sweeper sends those events (`send_lost_event`).
+So every settled run gets its event; only a sender that dies after sending and before marking it sent
+leaves the event to be sent twice.
 Every chunk outcome, the end of chunking and a cancel call `settle_run`; it also stops a run whose
 failed chunks went past its tolerance, which the other chunks notice at their next checkpoint.
 """
@@ -12,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from core.context import Context
@@ -48,29 +52,75 @@ def _encoded(event: dict[str, Any]) -> bytes:
     return json.dumps(event).encode("utf-8")
 
 
+@dataclass(frozen=True)
+class Settled:
+    status: RunStatus | None  # None: no such run
+    sent_event: bool = False  # this call sent the run's completion event
+
+
 async def settle_run(ctx: Context, run_id: str) -> RunStatus | None:
     """Stops a run past its failure tolerance, and sends its completion event if it has settled and no one
     has sent it; returns its status as seen (None: no such run)."""
+    return (await settle(ctx, run_id)).status
+
+
+async def settle(ctx: Context, run_id: str) -> Settled:
     status = await run_status(ctx.runs, run_id, with_errors=False)
     if status is None:
-        return None
+        return Settled(None)
     if status.state == "failed" and status.tolerance_exceeded and status.cancelled_at is None:
         await ctx.runs.stop(run_id, "failed")
     if not status.settled or status.finished_at is not None:
-        return status
+        return Settled(status)
     status = await run_status(ctx.runs, run_id)  # with the failed chunks' errors, for the event
     if status is None or not status.settled:
-        return status
+        return Settled(status)
     event = run_event(status, utc_now())
     etag = await ctx.runs.mark_finished(run_id, _encoded(event))
     if etag is None:
-        return status  # another invocation sent it
+        return Settled(status)  # another invocation sent it
     try:
-        queue = await trigger_queue(ctx.clients.queues, ctx.settings.storage, ctx.settings.run_events_queue)
-        await queue.send_message(_encoded(event).decode("utf-8"))
+        await _enqueue(ctx, _encoded(event))
     except BaseException:
         with contextlib.suppress(Exception):
             await ctx.runs.unmark_finished(run_id, etag)
         raise
+    await _mark_sent(ctx, run_id, etag)
     log.info("run %s %s: %d messages enqueued; event sent", run_id, status.state, status.messages.enqueued)
-    return replace(status, finished_at=event["finished_at"])
+    return Settled(replace(status, finished_at=event["finished_at"]), sent_event=True)
+
+
+async def send_lost_event(ctx: Context, run_id: str, now: float) -> bool:
+    """The sweeper's part of the fan-in: sends the completion event of a settled run that nobody sent. That
+    is a mark still `sending` SWEEP_STALE_SECONDS after it was written (its sender died before it could
+    send, or before it could say so), or a settled run with no mark at all (every finisher died before
+    settling it). True when it sent one."""
+    mark = await ctx.runs.finished_mark(run_id)
+    if mark is None:
+        return (await settle(ctx, run_id)).sent_event
+    if not mark.sending or now - mark.marked_at < ctx.settings.sweep_stale_seconds:
+        return False
+    taken = await ctx.runs.take_over_event(run_id, mark.etag)
+    if taken is None:
+        return False  # another sweep took it over, or its sender marked it sent meanwhile
+    event, etag = taken
+    await _enqueue(ctx, event)  # failing, the mark stays `sending`: the next sweep tries again
+    await _mark_sent(ctx, run_id, etag)
+    log.warning("run %s: its completion event was marked but never confirmed sent; the sweep sent it", run_id)
+    return True
+
+
+async def _enqueue(ctx: Context, event: bytes) -> None:
+    queue = await trigger_queue(ctx.clients.queues, ctx.settings.storage, ctx.settings.run_events_queue)
+    await queue.send_message(event.decode("utf-8"))
+
+
+async def _mark_sent(ctx: Context, run_id: str, etag: str) -> None:
+    """Sent: says so on the mark. Failing that, the event goes again from the next sweep past
+    SWEEP_STALE_SECONDS, which is why a consumer keys events by run id."""
+    try:
+        if not await ctx.runs.mark_sent(run_id, etag):
+            log.warning("run %s: its completion event was taken over by a sweep; it may arrive twice", run_id)
+    except Exception as exc:  # the event is out: the invocation has nothing left to retry
+        log.warning("run %s: completion event sent, but not marked so (%s: %s); a sweep may send it again",
+                    run_id, type(exc).__name__, ctx.redact(str(exc))[:300])  # fmt: skip

@@ -39,6 +39,7 @@ RunState = Literal["chunking", "chunked", "failed"]
 ChunkState = Literal["ingesting", "ingested", "failed", "stopped"]  # stopped: at a checkpoint, resumable
 StopReason = Literal["cancelled", "failed"]
 CHUNK_STATES = ("ingesting", "ingested", "failed", "stopped")
+EVENT_METADATA = "event"  # on the completion mark: `sending`, then `sent`
 
 
 def utc_now() -> str:
@@ -102,6 +103,15 @@ class ChunkStatus:
 
     def leased(self, now: float) -> bool:
         return self.state == "ingesting" and self.lease_until > now
+
+
+@dataclass(frozen=True)
+class FinishedMark:
+    """A run's completion mark: `sending` until its sender confirms the event sent."""
+
+    etag: str
+    sending: bool
+    marked_at: float  # seconds since the epoch: when it was written or last taken over
 
 
 @dataclass(frozen=True)
@@ -178,11 +188,48 @@ class RunStore:
         return None if data is None else cast(dict[str, object], json.loads(data))
 
     async def mark_finished(self, run_id: str, event: bytes) -> str | None:
-        """Records the run's completion event if no one has: its ETag (this caller sends it), else None."""
+        """Records the run's completion event, `sending`, if no one has: its ETag (this caller sends it), else None."""
         blob = self._container.get_blob_client(run_finished_blob(run_id))
         try:
-            result = await blob.upload_blob(event, overwrite=False)
+            result = await blob.upload_blob(event, overwrite=False, metadata={EVENT_METADATA: "sending"})
         except ResourceExistsError:
+            return None
+        return str(result["etag"])
+
+    async def finished_mark(self, run_id: str) -> FinishedMark | None:
+        """The run's completion mark as it stands, without its event (None: nobody has marked it)."""
+        try:
+            props = await self._container.get_blob_client(run_finished_blob(run_id)).get_blob_properties()
+        except ResourceNotFoundError:
+            return None
+        sending = (props.metadata or {}).get(EVENT_METADATA) == "sending"  # a mark without it predates the field
+        return FinishedMark(str(props.etag), sending, props.last_modified.timestamp())
+
+    async def mark_sent(self, run_id: str, etag: str) -> bool:
+        """Marks the completion event sent, only over the mark `etag` names: False when someone took it over."""
+        return await self._set_event_metadata(run_id, etag, "sent") is not None
+
+    async def take_over_event(self, run_id: str, etag: str) -> tuple[bytes, str] | None:
+        """Takes over sending an event whose sender died (only over the mark `etag` names): the event and the
+        mark's new ETag, or None when it changed meanwhile."""
+        new_etag = await self._set_event_metadata(run_id, etag, "sending")
+        if new_etag is None:
+            return None
+        try:
+            stream = await self._container.download_blob(
+                run_finished_blob(run_id), etag=new_etag, match_condition=MatchConditions.IfNotModified
+            )
+        except (ResourceModifiedError, ResourceNotFoundError):
+            return None
+        return await stream.readall(), new_etag
+
+    async def _set_event_metadata(self, run_id: str, etag: str, state: str) -> str | None:
+        blob = self._container.get_blob_client(run_finished_blob(run_id))
+        try:
+            result = await blob.set_blob_metadata(
+                {EVENT_METADATA: state}, etag=etag, match_condition=MatchConditions.IfNotModified
+            )
+        except (ResourceModifiedError, ResourceNotFoundError):
             return None
         return str(result["etag"])
 

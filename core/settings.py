@@ -298,7 +298,7 @@ SWEEP_MAX_REDRIVES = _int(
 SWEEP_STALE_SECONDS = _float(
     "SWEEP_STALE_SECONDS", 600.0, 1.0, 7 * 86_400.0,
     "a chunk blob without a status this long after it was written, or one whose lease ran out and that has not "
-    "moved for this long, is redriven by the sweeper",
+    "moved for this long, is redriven by the sweeper; so is a settled run's completion event whose sender died",
 )  # fmt: skip
 RUN_MAX_CONCURRENCY = _int(
     "RUN_MAX_CONCURRENCY", 0, 0, 1000,

@@ -11,6 +11,8 @@ from its checkpoint) for:
   died, or the host's retries were spent).
 Neither of the last two is redriven while every one of its run's `max_concurrency` slots is taken: it
 waits its turn (a chunk handed back to wait for a slot touches its status, so it does not look stalled).
+A run with nothing to redrive that has settled but whose completion event was never sent (its sender
+died: core/run_events.py) gets it from the sweep.
 A chunk that is leased, ingested, failed or stopped is left alone, and so is every chunk of a stopped run
 (cancelled, or failed past its tolerance): each needs a redrive by hand. At most SWEEP_MAX_REDRIVES
 redrives a sweep, shared round-robin across the runs that need them; the rest wait for the next one. A
@@ -43,6 +45,7 @@ from azure.storage.queue.aio import QueueClient
 from core.context import Context, app_context
 from core.contract import ChunkRef, is_run_id, run_prefix
 from core.errors import ChunkError, ClaimLostError
+from core.run_events import send_lost_event
 from core.run_scope import run_scope
 from core.run_store import ChunkStatus, utc_now
 from core.storage import trigger_queue
@@ -67,6 +70,7 @@ class SweepReport:
     dead_letters_cleared: int
     dead_letters_unreadable: int
     left_for_next_sweep: int  # chunks that needed a redrive past SWEEP_MAX_REDRIVES
+    events_sent: list[str]  # runs whose completion event this sweep sent (its sender had died)
 
     @property
     def chunks_redriven(self) -> int:
@@ -112,6 +116,7 @@ async def sweep(ctx: Context, now: float | None = None) -> SweepReport:
     redrives = _Redrives(queue, settings.sweep_max_redrives)
     cleared, unreadable = await _sweep_dead_letters(ctx, redrives)
     due_by_run: dict[str, list[Due]] = {}
+    events_sent: list[str] = []
     checked = unreadable_runs = left_runs = 0
     async for run_id in _run_ids(ctx):
         if time.monotonic() > deadline:
@@ -120,6 +125,8 @@ async def sweep(ctx: Context, now: float | None = None) -> SweepReport:
         checked += 1
         try:
             due = await chunks_due(ctx, run_id, now)
+            if not due and await send_lost_event(ctx, run_id, now):
+                events_sent.append(run_id)
         except Exception as exc:  # one unreadable run must not stop the sweep of every other
             unreadable_runs += 1
             with run_scope(run_id):
@@ -143,6 +150,7 @@ async def sweep(ctx: Context, now: float | None = None) -> SweepReport:
         swept_at=swept_at, runs_checked=checked, runs_unreadable=unreadable_runs, runs_left=left_runs,
         redriven={run_id: sorted(indexes) for run_id, indexes in sorted(redrives.by_run.items())}, failed=failed,
         dead_letters_cleared=cleared, dead_letters_unreadable=unreadable, left_for_next_sweep=redrives.left,
+        events_sent=events_sent,
     )  # fmt: skip
     for run_id, indexes in report.redriven.items():
         with run_scope(run_id):
@@ -308,8 +316,8 @@ async def sweep_stalled_chunks(timer: func.TimerRequest) -> None:
     report = await sweep(await app_context())
     log.info(
         "sweep: %d runs checked (%d unreadable, %d left for next time), %d chunks redriven, %d marked failed, "
-        "%d dead letters cleared, %d unreadable, %d chunks left for next time",
+        "%d dead letters cleared, %d unreadable, %d chunks left for next time, %d lost completion events sent",
         report.runs_checked, report.runs_unreadable, report.runs_left, report.chunks_redriven,
         sum(len(indexes) for indexes in report.failed.values()), report.dead_letters_cleared,
-        report.dead_letters_unreadable, report.left_for_next_sweep,
+        report.dead_letters_unreadable, report.left_for_next_sweep, len(report.events_sent),
     )  # fmt: skip

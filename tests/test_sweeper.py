@@ -248,3 +248,43 @@ def test_a_chunk_redriven_again_and_again_without_progress_is_marked_failed_and_
     assert answer.status_code in (200, 202), answer.get_body()
     run_queued(on_loop, functions["redrive_chunk"], redrives)
     assert sorted(probe.drain()) == sorted(demo_ids(100))
+
+
+def test_a_completion_event_whose_sender_died_is_sent_by_one_sweep_and_only_once(
+    on_loop, functions, probe, monkeypatch, app_env, azurite
+):
+    """Run "marked" died after marking its event `sending` and before sending it; every invocation of run
+    "unsettled" died before settling it (no mark at all); run "sent" got its event as usual."""
+    from core.contract import run_finished_blob
+    from core.run_events import run_event
+    from core.status import run_status
+    from testkit.run_events import events_of
+
+    monkeypatch.setenv("SWEEP_STALE_SECONDS", "1")
+    for run_id in ("marked", "unsettled", "sent"):
+        start_run(on_loop, functions, monkeypatch, run_id, 100)
+        (name,) = probe.chunk_names(run_id)
+        trigger(on_loop, functions, probe, name)
+    assert [event["run_id"] for event in events_of(probe, app_env)] == ["marked", "unsettled", "sent"]
+    runs = BlobServiceClient.from_connection_string(azurite.connection_string).get_container_client("ingestion-runs")
+    runs.delete_blob(run_finished_blob("unsettled"))
+    runs.delete_blob(run_finished_blob("marked"))
+    ctx = on_loop(app_context())
+    status = on_loop(run_status(ctx.runs, "marked"))
+    assert on_loop(ctx.runs.mark_finished("marked", json.dumps(run_event(status, "2026-11-23T00:00:00.000Z")).encode()))
+
+    young = on_loop(sweep_once())  # the mark is younger than SWEEP_STALE_SECONDS: its sender may be alive
+    assert young.events_sent == ["unsettled"]
+    time.sleep(1.2)
+    old = on_loop(sweep_once())
+    again = on_loop(sweep_once())
+
+    assert (old.events_sent, again.events_sent) == (["marked"], [])
+    events = events_of(probe, app_env)
+    assert [(event["run_id"], event["state"]) for event in events] == [
+        ("unsettled", "completed"),
+        ("marked", "completed"),
+    ]
+    assert events[1]["finished_at"] == "2026-11-23T00:00:00.000Z"  # the event as its sender marked it
+    assert events[1]["messages"]["enqueued"] == 100
+    assert on_loop(ctx.runs.finished_mark("marked")).sending is False
