@@ -10,7 +10,7 @@ at Azure-like latency, the fan-out against Azure's per-queue and per-account lim
    Azurite keeps up with; what has no unit, in-flight sends per limit and throughput per limit, is
    Azure's): 1, 2, 4, 8 chunks ingested at once, each by a process of its own (an instance, as parallel
    blob-trigger invocations run), against one queue, then QUEUE_PARTITIONS=4 and 16, then two accounts
-   (QUEUE_ACCOUNTS, when the branch has it). Rates print both as measured and times the scale (Azure's).
+   (QUEUE_ACCOUNTS, two models in front of one Azurite). Rates print as measured and times the scale (Azure's).
 3. `--chart`: throughput against the send window at three latencies, and the fan-out against its limits.
 
 Every client runs in a process of its own; the model runs in this one. Numbers from one run on a
@@ -98,12 +98,6 @@ class FanOut:
         return (queues, "queue") if queues <= accounts else (accounts, "account")
 
 
-def accounts_supported() -> bool:
-    import core.settings
-
-    return hasattr(core.settings, "QUEUE_ACCOUNTS")
-
-
 def fan_out_run(azurite: Azurite, config: ModelConfig, case: FanOut, seconds: float, scale: float) -> dict[str, Any]:
     """`case.chunks` processes, one chunk each, started together; throughput over all of them."""
     limit, binding = case.limit(config)
@@ -160,8 +154,8 @@ def steady_rate(stored_at: list[float]) -> float:
 
 
 def fan_out_cases() -> list[FanOut]:
-    cases = [FanOut(1), FanOut(2), FanOut(4), FanOut(8), FanOut(8, partitions=4), FanOut(8, partitions=16)]
-    return cases + ([FanOut(8, partitions=16, accounts=2)] if accounts_supported() else [])
+    return [FanOut(1), FanOut(2), FanOut(4), FanOut(8), FanOut(8, partitions=4), FanOut(8, partitions=16),
+            FanOut(8, partitions=16, accounts=2)]  # fmt: skip
 
 
 WINDOWS, MEDIANS = [1, 2, 4, 8, 16, 32, 64, 128], [0.0, 6.0, 20.0]
@@ -226,8 +220,7 @@ def main() -> None:
     scaled = ModelConfig.azure(args.scale)
     with fresh_azurite() as azurite:
         fan = [fan_out_run(azurite, scaled, case, args.seconds, args.scale) for case in fan_out_cases()]
-    result: dict[str, Any] = {"scale": args.scale, "clients": clients, "fan_out": fan,
-                              "two_accounts_case": accounts_supported()}  # fmt: skip
+    result: dict[str, Any] = {"scale": args.scale, "clients": clients, "fan_out": fan}
     if args.chart:
         result["sweep"] = {"windows": WINDOWS, "median_ms": {str(m): latency_sweep(WINDOWS, m) for m in MEDIANS}}
     if args.json:
@@ -263,8 +256,6 @@ def print_tables(result: dict[str, Any], messages: int) -> None:
               f"{row['azure_messages_per_second']:,.0f} | {row['binding']} {row['limit'] * scale:,.0f} | "
               f"{row['of_limit']:.2f} | {row['throttled_queue']:,} | {row['throttled_account']:,} | "
               f"{row['send_retries']:,} | {row['cpu_us_per_message']:,.0f} |")  # fmt: skip
-    if not result["two_accounts_case"]:
-        print("\n(two accounts: QUEUE_ACCOUNTS is not on this branch; the case runs once it is)")
 
 
 if __name__ == "__main__":

@@ -53,9 +53,18 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--run-id", help="an id for the run (default: a new one)")
     run.add_argument("--json", action="store_true", help="end with a one-line JSON summary")
     run.add_argument(
-        "--parallel", type=_parallel, default=default_parallel(), metavar="N",
-        help=f"chunks ingested at once, as the blob trigger fans out (1..{MAX_PARALLEL}, default {default_parallel()})",
-    )  # fmt: skip
+        "--max-failed-chunks",
+        type=int,
+        metavar="N",
+        help="failed chunks the run tolerates and still completes (default: TOLERATED_FAILED_CHUNKS)",
+    )
+    run.add_argument(
+        "--max-concurrency",
+        type=int,
+        metavar="N",
+        help="chunks of the run ingested at once, by anyone; 0: no cap (default: RUN_MAX_CONCURRENCY)",
+    )
+    _parallel_option(run)
     run.set_defaults(handler=_run)
 
     for name, handler, purpose, as_json in [
@@ -73,6 +82,7 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("run_id", metavar="RUN_ID", type=_run_id)
         command.add_argument("--json", action="store_true", help=as_json)
         command.set_defaults(handler=handler)
+    _parallel_option(commands.choices["resume"])
 
     listing = commands.add_parser("list", help="list runs, newest first")
     listing.add_argument("--state", choices=STATES, help="only runs in this state")
@@ -138,6 +148,13 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _parallel_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--parallel", type=_parallel, default=default_parallel(), metavar="N",
+        help=f"chunks ingested at once, as the blob trigger fans out (1..{MAX_PARALLEL}, default {default_parallel()})",
+    )  # fmt: skip
+
+
 def _parallel(value: str) -> int:
     if not value.isdigit() or not 1 <= int(value) <= MAX_PARALLEL:
         raise argparse.ArgumentTypeError(f"must be a whole number from 1 to {MAX_PARALLEL}, got {value[:20]!r}")
@@ -152,7 +169,10 @@ def _run_id(value: str) -> str:
 
 def _run(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
-    body = {"source": args.source, "chunk_size": args.chunk_size, "run_id": args.run_id}
+    body = {
+        "source": args.source, "chunk_size": args.chunk_size, "run_id": args.run_id,
+        "max_failed_chunks": args.max_failed_chunks, "max_concurrency": args.max_concurrency,
+    }  # fmt: skip
     try:
         request = parse_ingestion_request(
             json.dumps({k: v for k, v in body.items() if v is not None}).encode(), settings
@@ -178,7 +198,7 @@ def _resume(args: argparse.Namespace) -> int:
     async def resume() -> RunSummary:
         started = time.monotonic()
         try:
-            status = await resume_run(await app_context(), args.run_id, _progress_printer())
+            status = await resume_run(await app_context(), args.run_id, _progress_printer(), parallel=args.parallel)
         finally:
             await close_storage_clients()
         return RunSummary.of(status, time.monotonic() - started)

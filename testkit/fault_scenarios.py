@@ -187,7 +187,7 @@ def process_killed(lab: Lab, count: int = 6_000) -> Outcome:
         at_kill = wait_for_queue(lab.probe(queue), count // 3)
         process.kill()
         process.wait()
-        summary = summary_of(lab.cli("resume", run_id, "--json", env=env))
+        summary = summary_of(lab.cli("resume", run_id, "--json", "--parallel", str(PARALLEL), env=env))
     finally:
         api.stop()
     what = f"SIGKILL with {at_kill:,} in the queue; `resume` → {summary['state']}"
@@ -224,7 +224,7 @@ def interrupted_while_chunking(lab: Lab, count: int = 2_000) -> Interruption:
         process.send_signal(signal.SIGINT)
         exit_code = process.wait(timeout=60)
         interrupted = json.loads(lab.cli("status", run_id, "--json", env=env).stdout)
-        summary = summary_of(lab.cli("resume", run_id, "--json", env=env))
+        summary = summary_of(lab.cli("resume", run_id, "--json", "--parallel", str(PARALLEL), env=env))
     finally:
         api.stop()
     what = (
@@ -252,7 +252,7 @@ def storage_outage(lab: Lab, count: int = 6_000) -> Outcome:
             azurite.stop()
             exit_code = process.wait(timeout=180)
             azurite.start(in_memory=False)
-            summary = summary_of(outage_lab.cli("resume", run_id, "--json", env=env))
+            summary = summary_of(outage_lab.cli("resume", run_id, "--json", "--parallel", str(PARALLEL), env=env))
             delivered = outage_lab.probe(queue).drain()
         finally:
             azurite.close()

@@ -14,6 +14,7 @@ from core.context import app_context
 from fanout.demo_api import demo_ids
 from ingestion import invocation
 from ingestion.slots import hold, slot_states, take_slot
+from testkit.cli_runner import cli
 from testkit.http_requests import body_of, chunk_blob, post_ingestion, run_queued
 
 
@@ -130,3 +131,17 @@ def test_max_concurrency_must_be_a_whole_number_up_to_1000(on_loop, functions, a
         answer = on_loop(functions["start_ingestion"](post_ingestion({"max_concurrency": bad})))
         assert (answer.status_code, answer.mimetype) == (400, PROBLEM_JSON)
         assert body_of(answer)["field"] == "max_concurrency"
+
+
+def test_cli_run_keeps_the_cap_and_tolerance_asked_and_refuses_a_bad_one(on_loop, probe, app_env, monkeypatch):
+    monkeypatch.setenv("SOURCE_URL", os.environ["SOURCE_URL"].replace("10000", "300"))
+    done = cli("run", "--run-id", "cli-capped", "--chunk-size", "100", "--max-concurrency", "1",
+               "--max-failed-chunks", "2", "--parallel", "4", "--json", env={})  # fmt: skip
+    bad = cli("run", "--max-failed-chunks", "-1", env={})
+
+    assert done.returncode == 0, done.stderr
+    record = on_loop(on_loop(app_context()).runs.get("cli-capped"))
+    assert (record.max_concurrency, record.max_failed_chunks) == (1, 2)
+    assert sorted(probe.drain()) == sorted(demo_ids(300))
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert "max_failed_chunks" in bad.stderr and "-1" in bad.stderr
