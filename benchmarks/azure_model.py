@@ -4,14 +4,16 @@ at Azure-like latency, the fan-out against Azure's per-queue and per-account lim
     .venv/bin/python -m benchmarks.azure_model [--scale 50] [--json] [--chart docs/azure-model.png]
 
 1. Clients, one chunk, Azure's latency (median 6 ms, p99 40 ms, log-normal; Azure's own targets,
-   which Azurite never reaches): the naive SDK loop, the SDK's async client, this project's ingestion.
+   which Azurite never reaches): the naive SDK loop, the SDK's async client, this project's ingestion,
+   `--rounds` times round by round (a fresh Azurite each run), the median of each.
 2. The fan-out with Azure slowed down `--scale` times (rates / scale, latency x scale: Azure's 2,000
    msg/s a queue and 20,000 requests/s an account become 40 and 400 at scale 50, which this machine's
    Azurite keeps up with; what has no unit, in-flight sends per limit and throughput per limit, is
    Azure's): 1, 2, 4, 8 chunks ingested at once, each by a process of its own (an instance, as parallel
    blob-trigger invocations run), against one queue, then QUEUE_PARTITIONS=4 and 16, then two accounts
    (QUEUE_ACCOUNTS, two models in front of one Azurite). Rates print as measured and times the scale (Azure's).
-3. `--chart`: throughput against the send window at three latencies, and the fan-out against its limits.
+3. `--chart`: throughput against the send window at three latencies, and the fan-out against its limits
+   (matplotlib: requirements-bench.txt); every number drawn is kept next to the chart, as JSON.
 
 Every client runs in a process of its own; the model runs in this one. Numbers from one run on a
 machine shared with other work: the ratios are what they say, the absolute rates are this machine's.
@@ -31,9 +33,10 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
-from benchmarks.enqueue import WARM_UP_QUEUE, raw_http_ceiling
+from benchmarks.enqueue import WARM_UP_QUEUE, needs_matplotlib, raw_http_ceiling
 from fanout.azurite import ACCOUNT, ACCOUNT_KEY, PROJECT_ROOT, Azurite, start_azurite
 from fanout.demo_api import demo_ids
 from testkit.azure_model import AzureModel, ModelConfig
@@ -210,13 +213,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=float, default=50.0, help="Azure slowed down this many times (fan-out)")
     parser.add_argument("--messages", type=int, default=2_000, help="messages per client run (part 1)")
+    parser.add_argument("--rounds", type=int, default=3, help="client runs, round by round; medians (part 1)")
     parser.add_argument("--seconds", type=float, default=15.0, help="each fan-out case's length at its limit")
     parser.add_argument("--json", action="store_true", help="print one JSON line")
     parser.add_argument("--chart", metavar="PNG", help="also sweep window and latency, and draw both")
     args = parser.parse_args()
-    azure = ModelConfig.azure(1.0)
-    clients = {client: client_run(azure, client, args.messages, 64 if client != "naive" else 1)
-               for client in ("naive", "sdk", "ours")}  # fmt: skip
+    if args.chart:
+        needs_matplotlib(parser)
+    clients = median_clients(args.messages, args.rounds)
     scaled = ModelConfig.azure(args.scale)
     with fresh_azurite() as azurite:
         fan = [fan_out_run(azurite, scaled, case, args.seconds, args.scale) for case in fan_out_cases()]
@@ -229,11 +233,25 @@ def main() -> None:
         print_tables(result, args.messages)
     if args.chart:
         chart(args.chart, result)
+        Path(args.chart).with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+
+
+def median_clients(messages: int, rounds: int) -> dict[str, dict[str, Any]]:
+    """Each client `rounds` times, round by round (a fresh Azurite each run: they vary by a third from one
+    to the next on this machine); the run with the median rate of each."""
+    azure = ModelConfig.azure(1.0)
+    runs: dict[str, list[dict[str, Any]]] = {"naive": [], "sdk": [], "ours": []}
+    for _ in range(rounds):
+        for client, results in runs.items():
+            results.append(client_run(azure, client, messages, 1 if client == "naive" else 64))
+    return {client: sorted(results, key=lambda run: run["messages_per_second"])[len(results) // 2]
+            for client, results in runs.items()}  # fmt: skip
 
 
 def print_tables(result: dict[str, Any], messages: int) -> None:
     clients = result["clients"]
-    print(f"Clients at Azure's latency (median 6 ms, p99 40 ms), {messages:,} messages, a fresh Azurite each\n")
+    print(f"Clients at Azure's latency (median 6 ms, p99 40 ms), {messages:,} messages, a fresh Azurite each, "
+          "the median of the rounds\n")  # fmt: skip
     print("| client | window | msg/s | client CPU µs/msg |\n|---|---|---|---|")
     for name, label, window in [
         ("naive", "(a) naive synchronous SDK loop", 1),

@@ -164,6 +164,14 @@ def medians(runs: list[Measurement]) -> Measurement:
     return statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
 
 
+def needs_matplotlib(parser: argparse.ArgumentParser) -> None:
+    """Before a long run, not after it: --chart draws with matplotlib, which `make setup` does not install."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        parser.error("--chart draws with matplotlib: .venv/bin/pip install -r requirements-bench.txt")
+
+
 def chart(path: str, ids: list[str], windows: list[int]) -> None:
     import matplotlib
 
@@ -200,6 +208,8 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON line")
     parser.add_argument("--chart", metavar="PNG", help="also sweep windows and draw throughput against window")
     args = parser.parse_args()
+    if args.chart:
+        needs_matplotlib(parser)
     ids = demo_ids(args.messages)
 
     windows = [int(window) for window in args.ceiling_windows.split(",")]

@@ -3,7 +3,8 @@
 Its chunk blobs, everything of it in the runs container (chunk statuses, concurrency slots, sweep log)
 and its claim-check blobs that are older than the messages' time-to-live (a younger one may still be
 read by a consumer through a message in the queue: it is kept, and counted in the answer; the storage
-lifecycle rule in infra/ deletes it later). A run still chunking or ingesting is refused (409).
+lifecycle rule in infra/ deletes it later). A run still chunking or ingesting is refused (409); a
+settled run whose completion event nobody sent (every finisher died first) gets it before it goes.
 
 The run record goes first: from then on no chunk of the run is ingested (ingestion/invocation.py refuses
 a chunk whose run has no record) and the sweeper leaves it alone. Then everything under the run's prefix
@@ -27,6 +28,7 @@ from azure.storage.blob.aio import ContainerClient
 from core.context import Context
 from core.contract import run_prefix, run_record_blob
 from core.errors import RunConflictError, RunNotFoundError
+from core.run_events import settle_run
 from core.run_store import index_entry
 from core.status import run_status
 
@@ -62,6 +64,8 @@ async def purge_run(ctx: Context, run_id: str) -> PurgeResult:
             "ingested; purge it once that ends",
             run_id=run_id, state=status.state if status else "purging",
         )  # fmt: skip
+    if status is not None and status.settled and status.finished_at is None:
+        await settle_run(ctx, run_id)  # its completion event, if every finisher died before sending it
     blobs = ctx.clients.blobs
     settings = ctx.settings
     runs = blobs.get_container_client(settings.runs_container)

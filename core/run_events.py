@@ -1,12 +1,12 @@
-"""Fan-in: when a run settles (`completed`, `failed` or `cancelled`, nothing still sending), exactly one
-event lands on RUN_EVENTS_QUEUE, however many invocations finish at the same moment.
+"""Fan-in: when a run settles (`completed`, `failed` or `cancelled`, nothing still sending), one event
+lands on RUN_EVENTS_QUEUE, however many invocations finish at the same moment.
 
 Whoever notices first writes the run's completion mark (if-none-match: one writer wins, the mark says
 `sending`), sends the event, then marks it `sent`; when sending fails it takes the mark back and raises,
 so the invocation's retry sends it. An invocation that dies in between (a killed process, a lost
 instance) leaves a mark `sending`, or none at all: the sweeper sends those events (`send_lost_event`).
-So every settled run gets its event; only a sender that dies after sending and before marking it sent
-leaves the event to be sent twice.
+An event goes twice only when its mark stays `sending` although it was sent: the sender died, or failed
+to write `sent`, between the two, or was still sending when a sweep took it over.
 Every chunk outcome, the end of chunking and a cancel call `settle_run`; it also stops a run whose
 failed chunks went past its tolerance, which the other chunks notice at their next checkpoint.
 """
@@ -91,10 +91,10 @@ async def settle(ctx: Context, run_id: str) -> Settled:
 
 
 async def send_lost_event(ctx: Context, run_id: str, now: float) -> bool:
-    """The sweeper's part of the fan-in: sends the completion event of a settled run that nobody sent. That
-    is a mark still `sending` SWEEP_STALE_SECONDS after it was written (its sender died before it could
-    send, or before it could say so), or a settled run with no mark at all (every finisher died before
-    settling it). True when it sent one."""
+    """The sweeper's part of the fan-in, for a run that settled and has been quiet for SWEEP_STALE_SECONDS:
+    sends its completion event if its mark is still `sending` that long after it was written (its sender
+    died before it could send, or before it could say so), or marks and sends it if nobody did (every
+    finisher died before settling the run). True when it sent one."""
     mark = await ctx.runs.finished_mark(run_id)
     if mark is None:
         return (await settle(ctx, run_id)).sent_event
@@ -104,7 +104,7 @@ async def send_lost_event(ctx: Context, run_id: str, now: float) -> bool:
     if taken is None:
         return False  # another sweep took it over, or its sender marked it sent meanwhile
     event, etag = taken
-    await _enqueue(ctx, event)  # failing, the mark stays `sending`: the next sweep tries again
+    await _enqueue(ctx, event)  # failing, the mark stays `sending`: a sweep SWEEP_STALE_SECONDS on tries again
     await _mark_sent(ctx, run_id, etag)
     log.warning("run %s: its completion event was marked but never confirmed sent; the sweep sent it", run_id)
     return True
@@ -120,7 +120,8 @@ async def _mark_sent(ctx: Context, run_id: str, etag: str) -> None:
     SWEEP_STALE_SECONDS, which is why a consumer keys events by run id."""
     try:
         if not await ctx.runs.mark_sent(run_id, etag):
-            log.warning("run %s: its completion event was taken over by a sweep; it may arrive twice", run_id)
+            log.warning("run %s: completion event sent, but its mark was taken over by a sweep or deleted by a "
+                        "redrive or purge meanwhile; it may arrive twice", run_id)  # fmt: skip
     except Exception as exc:  # the event is out: the invocation has nothing left to retry
         log.warning("run %s: completion event sent, but not marked so (%s: %s); a sweep may send it again",
                     run_id, type(exc).__name__, ctx.redact(str(exc))[:300])  # fmt: skip

@@ -234,24 +234,22 @@ class RunStore:
         return str(result["etag"])
 
     async def unmark_finished(self, run_id: str, etag: str) -> None:
-        """Takes back a completion mark whose event could not be sent, so that a retry sends it."""
-        await self._delete(run_finished_blob(run_id), etag)
-
-    async def resume(self, run_id: str) -> None:
-        """Lifts the run's stop and its completion mark (a redrive): it may run, and end, again."""
-        for name in (run_stop_blob(run_id), run_finished_blob(run_id)):
-            await self._delete(name)
-
-    async def _delete(self, name: str, etag: str | None = None) -> None:
-        """Deletes the blob as it stands (its ETag: read here unless given); gone already is fine."""
-        blob = self._container.get_blob_client(name)
+        """Takes back a completion mark whose event could not be sent (only the mark `etag` names), so that
+        a retry sends it."""
+        blob = self._container.get_blob_client(run_finished_blob(run_id))
         try:
-            etag = etag or (await blob.get_blob_properties()).etag
             await blob.delete_blob(etag=etag, match_condition=MatchConditions.IfNotModified)
         except ResourceNotFoundError:
             return
         except ResourceModifiedError:
-            raise ClaimLostError(f"{name} was changed by another invocation") from None
+            raise ClaimLostError(f"the completion mark of run {run_id!r} was changed by another invocation") from None
+
+    async def resume(self, run_id: str) -> None:
+        """Lifts the run's stop and its completion mark (a redrive): it may run, and end, again. Whatever
+        they hold: the mark changes as its event is sent."""
+        for name in (run_stop_blob(run_id), run_finished_blob(run_id)):
+            with contextlib.suppress(ResourceNotFoundError):
+                await self._container.delete_blob(name)
 
     async def get(self, run_id: str) -> RunRecord | None:
         versioned = await self.get_versioned(run_id)

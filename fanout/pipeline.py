@@ -13,6 +13,7 @@ from chunking.chunker import chunk_onward, start_chunking
 from chunking.request import IngestionRequest
 from core.context import Context
 from core.errors import RunNotFoundError
+from core.run_events import settle_run
 from core.status import RunStatus, run_status
 from ingestion.redrive import Progress, ingest_pending_chunks
 
@@ -51,6 +52,7 @@ async def _ingest_and_report(ctx: Context, run_id: str, progress: Progress | Non
     if record is not None and record.max_concurrency:  # the run's own cap, as its blob triggers keep to it
         parallel = min(parallel, record.max_concurrency)
     await ingest_pending_chunks(ctx, run_id, progress, parallel=parallel)
+    await settle_run(ctx, run_id)  # each chunk settles it too, but a resume may find nothing left to ingest
     status = await run_status(ctx.runs, run_id, ctx.settings.queue_targets)
     if status is None:
         raise RunNotFoundError(f"run {run_id!r} disappeared while it ran")

@@ -31,7 +31,7 @@ import json
 import logging
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -47,7 +47,8 @@ from core.contract import ChunkRef, is_run_id, run_prefix
 from core.errors import ChunkError, ClaimLostError
 from core.run_events import send_lost_event
 from core.run_scope import run_scope
-from core.run_store import ChunkStatus, utc_now
+from core.run_store import ChunkStatus, RunRecord, RunStop, utc_now
+from core.status import derive_status
 from core.storage import trigger_queue
 from ingestion.deadletters import chunks_in_dead_letter, events_of_chunks
 from ingestion.slots import all_slots_busy
@@ -124,17 +125,17 @@ async def sweep(ctx: Context, now: float | None = None) -> SweepReport:
             continue
         checked += 1
         try:
-            due = await chunks_due(ctx, run_id, now)
-            if not due and await send_lost_event(ctx, run_id, now):
-                events_sent.append(run_id)
+            seen = await look_at_run(ctx, run_id, now)
         except Exception as exc:  # one unreadable run must not stop the sweep of every other
             unreadable_runs += 1
             with run_scope(run_id):
                 log.warning("sweep: run %s skipped, its records cannot be read: %s: %s", run_id,
                             type(exc).__name__, ctx.redact(str(exc))[:300])  # fmt: skip
             continue
-        if due:
-            due_by_run[run_id] = due
+        if seen.due:
+            due_by_run[run_id] = seen.due
+        elif seen.quiet and await _send_lost_event(ctx, run_id, now):
+            events_sent.append(run_id)
     taken = _round_robin(due_by_run, max(redrives.remaining, 0))
     redrives.left += sum(len(due) for due in due_by_run.values()) - sum(len(due) for due in taken.values())
     failed: dict[str, list[int]] = {}
@@ -158,6 +159,16 @@ async def sweep(ctx: Context, now: float | None = None) -> SweepReport:
     return report
 
 
+async def _send_lost_event(ctx: Context, run_id: str, now: float) -> bool:
+    try:
+        return await send_lost_event(ctx, run_id, now)
+    except Exception as exc:  # the next sweep tries again; the other runs are swept meanwhile
+        with run_scope(run_id):
+            log.warning("sweep: run %s: its completion event could not be sent: %s: %s", run_id,
+                        type(exc).__name__, ctx.redact(str(exc))[:300])  # fmt: skip
+        return False
+
+
 def _round_robin(due_by_run: dict[str, list[Due]], budget: int) -> dict[str, list[Due]]:
     """Up to `budget` chunks, one of each run in turn: an old run with many stalls starves no other."""
     taken: dict[str, list[Due]] = defaultdict(list)
@@ -171,16 +182,25 @@ def _round_robin(due_by_run: dict[str, list[Due]], budget: int) -> dict[str, lis
     return dict(taken)
 
 
-async def chunks_due(ctx: Context, run_id: str, now: float) -> list[Due]:
-    """The run's chunks that never started or stalled, SWEEP_STALE_SECONDS or more ago, unless every
-    one of the run's `max_concurrency` slots is taken (they wait their turn)."""
+@dataclass(frozen=True)
+class RunSeen:
+    """What a sweep makes of a run: its chunks to redrive, and whether its completion event is due."""
+
+    due: list[Due]
+    quiet: bool = False  # settled, and nothing of it changed for SWEEP_STALE_SECONDS
+
+
+async def look_at_run(ctx: Context, run_id: str, now: float) -> RunSeen:
     record = await ctx.runs.get(run_id)
-    if record is None or await ctx.runs.stop_of(run_id) is not None:
-        return []  # purged, or stopped (cancelled, failed past its tolerance): a redrive by hand resumes it
+    if record is None:
+        return RunSeen([])  # purged
+    stop = await ctx.runs.stop_of(run_id)
     statuses = {status.index: status for status in await ctx.runs.chunk_statuses(run_id)}
-    if record.state == "chunked" and sum(s.state == "ingested" for s in statuses.values()) == record.chunks:
-        return []  # finished: no need to list its chunks
     stale = ctx.settings.sweep_stale_seconds
+    if derive_status(record, list(statuses.values()), stop, now=now).settled:
+        return RunSeen([], quiet=now - _last_change(record, statuses.values(), stop) >= stale)
+    if stop is not None:
+        return RunSeen([])  # stopped (cancelled, failed past its tolerance): a redrive by hand resumes it
     due = []
     async for blob in ctx.chunk_container.list_blobs(name_starts_with=run_prefix(run_id)):
         try:
@@ -197,18 +217,32 @@ async def chunks_due(ctx: Context, run_id: str, now: float) -> list[Due]:
     if due and record.max_concurrency:  # asked once a run, and only when it matters
         runs = ctx.clients.blobs.get_container_client(ctx.settings.runs_container)
         if await all_slots_busy(runs, run_id, record.max_concurrency, now):
-            return []
-    return due
+            return RunSeen([])
+    return RunSeen(due)
+
+
+async def chunks_due(ctx: Context, run_id: str, now: float) -> list[Due]:
+    """The run's chunks that never started or stalled, SWEEP_STALE_SECONDS or more ago, unless every
+    one of the run's `max_concurrency` slots is taken (they wait their turn)."""
+    return (await look_at_run(ctx, run_id, now)).due
+
+
+def _last_change(record: RunRecord, statuses: Iterable[ChunkStatus], stop: RunStop | None) -> float:
+    times = [record.created_at, record.chunked_at or "", stop.at if stop else ""]
+    times += [status.updated_at for status in statuses]
+    return max((_timestamp(at) for at in times), default=0.0)
+
+
+def _timestamp(at: str) -> float:
+    try:
+        return datetime.fromisoformat(at).timestamp()
+    except ValueError:
+        return 0.0  # none, or unreadable: long ago
 
 
 def _stalled(status: ChunkStatus, now: float, stale: float) -> bool:
-    if status.state != "ingesting" or status.leased(now):
-        return False
-    try:
-        updated = datetime.fromisoformat(status.updated_at).timestamp()
-    except ValueError:
-        return True  # no readable time: its lease ran out, which is what matters
-    return now - updated >= stale
+    """Its lease ran out and it has not moved since (no readable time: the lease is what matters)."""
+    return status.state == "ingesting" and not status.leased(now) and now - _timestamp(status.updated_at) >= stale
 
 
 async def _count_redrives(ctx: Context, run_id: str, swept_at: str, chunks: list[Due]) -> tuple[list[Due], list[Due]]:

@@ -12,13 +12,14 @@ from azure.storage.blob import BlobServiceClient
 
 from api.http import PROBLEM_JSON
 from core.context import app_context
-from core.contract import ChunkRef
+from core.contract import ChunkRef, run_finished_blob
 from ingestion.claim import claim_chunk
 from ingestion.redrive_queue import redrive_chunk
 from ingestion.slots import take_slot
 from testkit.chunked_runs import BIG, delivered, write_chunked_run
 from testkit.cli_runner import cli
 from testkit.http_requests import BASE, body_of, get_status, post_ingestion
+from testkit.run_events import events_of
 
 
 def delete_run(run_id: str) -> func.HttpRequest:
@@ -145,3 +146,17 @@ def test_purging_again_finishes_what_a_racing_invocation_left_after_the_record_w
     assert (answer.status_code, body_of(answer)["run_blobs"]) == (200, 1)
     assert blobs_of(azurite.connection_string, "leftover") == {}
     assert on_loop(functions["delete_ingestion"](delete_run("leftover"))).status_code == 404
+
+
+def test_a_settled_run_whose_event_was_never_sent_gets_it_before_it_is_purged(on_loop, functions, probe, azurite):
+    name = write_chunked_run(on_loop, probe, "unsent", ["one", "two"])
+    on_loop(functions["ingest_chunk"](delivered(probe, name)))
+    assert [event["run_id"] for event in events_of(probe, os.environ)] == ["unsent"]
+    runs = BlobServiceClient.from_connection_string(azurite.connection_string).get_container_client("ingestion-runs")
+    runs.delete_blob(run_finished_blob("unsent"))  # as if every finisher died before settling the run
+
+    answer = on_loop(functions["delete_ingestion"](delete_run("unsent")))
+
+    assert answer.status_code == 200, answer.get_body()
+    assert [(event["run_id"], event["state"]) for event in events_of(probe, os.environ)] == [("unsent", "completed")]
+    assert blobs_of(azurite.connection_string, "unsent") == {}

@@ -134,10 +134,10 @@ def test_a_run_with_an_unreadable_status_is_skipped_and_every_other_run_is_still
     assert run_queued(on_loop, functions["redrive_chunk"], probe.queue_client(app_env["REDRIVE_QUEUE"])) == 1
 
 
-async def sweep_once():
+async def sweep_once(now: float | None = None):
     from ingestion.sweeper import sweep as sweep_now
 
-    return await sweep_now(await app_context())
+    return await sweep_now(await app_context(), now)
 
 
 def test_a_stalled_chunk_waiting_for_a_slot_is_not_queued_again_at_every_sweep(
@@ -254,37 +254,38 @@ def test_a_completion_event_whose_sender_died_is_sent_by_one_sweep_and_only_once
     on_loop, functions, probe, monkeypatch, app_env, azurite
 ):
     """Run "marked" died after marking its event `sending` and before sending it; every invocation of run
-    "unsettled" died before settling it (no mark at all); run "sent" got its event as usual."""
+    "unsettled" died before settling it (no mark at all); run "sent" got its event as usual; run "legacy"
+    has a mark from before marks said `sending` or `sent`: it was sent."""
     from core.contract import run_finished_blob
     from core.run_events import run_event
     from core.status import run_status
     from testkit.run_events import events_of
 
-    monkeypatch.setenv("SWEEP_STALE_SECONDS", "1")
-    for run_id in ("marked", "unsettled", "sent"):
+    stale = 600
+    monkeypatch.setenv("SWEEP_STALE_SECONDS", str(stale))
+    for run_id in ("marked", "unsettled", "sent", "legacy"):
         start_run(on_loop, functions, monkeypatch, run_id, 100)
         (name,) = probe.chunk_names(run_id)
         trigger(on_loop, functions, probe, name)
-    assert [event["run_id"] for event in events_of(probe, app_env)] == ["marked", "unsettled", "sent"]
+    assert [event["run_id"] for event in events_of(probe, app_env)] == ["marked", "unsettled", "sent", "legacy"]
     runs = BlobServiceClient.from_connection_string(azurite.connection_string).get_container_client("ingestion-runs")
-    runs.delete_blob(run_finished_blob("unsettled"))
-    runs.delete_blob(run_finished_blob("marked"))
+    for run_id in ("unsettled", "marked"):
+        runs.delete_blob(run_finished_blob(run_id))
+    runs.upload_blob(run_finished_blob("legacy"), b"{}", overwrite=True)  # no metadata
     ctx = on_loop(app_context())
     status = on_loop(run_status(ctx.runs, "marked"))
     assert on_loop(ctx.runs.mark_finished("marked", json.dumps(run_event(status, "2026-11-23T00:00:00.000Z")).encode()))
 
-    young = on_loop(sweep_once())  # the mark is younger than SWEEP_STALE_SECONDS: its sender may be alive
-    assert young.events_sent == ["unsettled"]
-    time.sleep(1.2)
-    old = on_loop(sweep_once())
-    again = on_loop(sweep_once())
+    young = on_loop(sweep_once(time.time()))  # quiet for less than SWEEP_STALE_SECONDS: its senders may live
+    old = on_loop(sweep_once(time.time() + stale + 1))
+    again = on_loop(sweep_once(time.time() + stale + 1))
 
-    assert (old.events_sent, again.events_sent) == (["marked"], [])
+    assert (young.events_sent, old.events_sent, again.events_sent) == ([], ["marked", "unsettled"], [])
     events = events_of(probe, app_env)
     assert [(event["run_id"], event["state"]) for event in events] == [
-        ("unsettled", "completed"),
         ("marked", "completed"),
+        ("unsettled", "completed"),
     ]
-    assert events[1]["finished_at"] == "2026-11-23T00:00:00.000Z"  # the event as its sender marked it
-    assert events[1]["messages"]["enqueued"] == 100
+    assert events[0]["finished_at"] == "2026-11-23T00:00:00.000Z"  # the event as its sender marked it
+    assert events[0]["messages"]["enqueued"] == 100
     assert on_loop(ctx.runs.finished_mark("marked")).sending is False
