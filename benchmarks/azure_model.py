@@ -37,12 +37,14 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.enqueue import WARM_UP_QUEUE, needs_matplotlib, raw_http_ceiling
+from core.settings import Settings
 from fanout.azurite import ACCOUNT, ACCOUNT_KEY, PROJECT_ROOT, Azurite, start_azurite
 from fanout.demo_api import demo_ids
 from testkit.azure_model import AzureModel, ModelConfig
 
 CASE = [sys.executable, "-m", "benchmarks.model_case"]
-RETRIES = {"STORAGE_MAX_RETRIES": "20", "STORAGE_RETRY_BACKOFF": "0.5", "STORAGE_RETRY_MAX_DELAY": "4"}
+Env = dict[str, str]
+RETRIES: Env = {"STORAGE_MAX_RETRIES": "20", "STORAGE_RETRY_BACKOFF": "0.5", "STORAGE_RETRY_MAX_DELAY": "4"}
 
 
 @contextmanager
@@ -101,12 +103,19 @@ class FanOut:
         return (queues, "queue") if queues <= accounts else (accounts, "account")
 
 
-def fan_out_run(azurite: Azurite, config: ModelConfig, case: FanOut, seconds: float, scale: float) -> dict[str, Any]:
+def fan_out_run(
+    azurite: Azurite,
+    config: ModelConfig,
+    case: FanOut,
+    seconds: float,
+    scale: float,
+    settings: dict[str, str] = RETRIES,
+) -> dict[str, Any]:
     """`case.chunks` processes, one chunk each, started together; throughput over all of them."""
     limit, binding = case.limit(config)
     per_chunk = max(50, math.ceil(limit * seconds / case.chunks))
     with models(azurite, config, case.accounts) as accounts:
-        env = {**os.environ, **RETRIES, "AzureWebJobsStorage": accounts[0].connection_string(ACCOUNT, ACCOUNT_KEY),
+        env = {**os.environ, **settings, "AzureWebJobsStorage": accounts[0].connection_string(ACCOUNT, ACCOUNT_KEY),
                "QUEUE_NAME": f"fan-{secrets.token_hex(4)}", "QUEUE_PARTITIONS": str(case.partitions),
                "BENCH_RUN_ID": f"fan-{secrets.token_hex(4)}"}  # fmt: skip
         if case.accounts > 1:
@@ -154,6 +163,26 @@ def steady_rate(stored_at: list[float]) -> float:
     without the chunks' start (claim, download) and the last retries' tail."""
     first, last = stored_at[len(stored_at) // 10], stored_at[len(stored_at) * 9 // 10]
     return (len(stored_at) * 8 // 10) / (last - first)
+
+
+def azure_backoff(scale: float) -> Env:
+    """The default retry settings, slowed down as the model is: Azure's own backoff, in model time."""
+    defaults = Settings.from_env({}).storage.retry
+    return {"STORAGE_MAX_RETRIES": str(defaults.attempts - 1),
+            "STORAGE_RETRY_BACKOFF": str(defaults.base_delay * scale),
+            "STORAGE_RETRY_MAX_DELAY": str(defaults.max_delay * scale)}  # fmt: skip
+
+
+def pace_runs(scale: float, seconds: float) -> list[dict[str, Any]]:
+    """1 and 4 chunks on one queue with the default backoff time-scaled, the send pace off (the window
+    sends regardless; each 503 sleeps its backoff) and on (putmessage/pace.py)."""
+    config, rows = ModelConfig.azure(scale), []
+    with fresh_azurite() as azurite:
+        for chunks in (1, 4):
+            for pace in ("off", "on"):
+                settings = {**azure_backoff(scale), "BENCH_PACE": pace}
+                rows.append({**fan_out_run(azurite, config, FanOut(chunks), seconds, scale, settings), "pace": pace})
+    return rows
 
 
 def fan_out_cases() -> list[FanOut]:
@@ -215,6 +244,7 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=2_000, help="messages per client run (part 1)")
     parser.add_argument("--rounds", type=int, default=3, help="client runs, round by round; medians (part 1)")
     parser.add_argument("--seconds", type=float, default=15.0, help="each fan-out case's length at its limit")
+    parser.add_argument("--pace-scale", type=float, default=10.0, help="Azure slowed down this many times (pace)")
     parser.add_argument("--json", action="store_true", help="print one JSON line")
     parser.add_argument("--chart", metavar="PNG", help="also sweep window and latency, and draw both")
     args = parser.parse_args()
@@ -224,7 +254,9 @@ def main() -> None:
     scaled = ModelConfig.azure(args.scale)
     with fresh_azurite() as azurite:
         fan = [fan_out_run(azurite, scaled, case, args.seconds, args.scale) for case in fan_out_cases()]
-    result: dict[str, Any] = {"scale": args.scale, "clients": clients, "fan_out": fan}
+    pace = pace_runs(args.pace_scale, args.seconds)
+    result: dict[str, Any] = {"scale": args.scale, "clients": clients, "fan_out": fan,
+                              "pace_scale": args.pace_scale, "pace": pace}  # fmt: skip
     if args.chart:
         result["sweep"] = {"windows": WINDOWS, "median_ms": {str(m): latency_sweep(WINDOWS, m) for m in MEDIANS}}
     if args.json:
@@ -274,6 +306,22 @@ def print_tables(result: dict[str, Any], messages: int) -> None:
               f"{row['azure_messages_per_second']:,.0f} | {row['binding']} {row['limit'] * scale:,.0f} | "
               f"{row['of_limit']:.2f} | {row['throttled_queue']:,} | {row['throttled_account']:,} | "
               f"{row['send_retries']:,} | {row['cpu_us_per_message']:,.0f} |")  # fmt: skip
+
+    print_pace(result["pace"], result["pace_scale"])
+
+
+def print_pace(rows: list[dict[str, Any]], scale: float) -> None:
+    print(f"\nThe send pace, Azure slowed {scale:g}x (queue {2000 / scale:g} msg/s) with the default retry settings "
+          f"slowed as much (first backoff {scale:g} s: Azure's 1 s), window 64 a chunk\n")  # fmt: skip
+    print("| case | pace | messages | msg/s, whole run | of limit, whole run | 503s | sends retried | on/off |")
+    print("|---|---|---|---|---|---|---|---|")
+    off: dict[int, float] = {}
+    for row in rows:
+        rate = row["messages_per_second"]
+        off.setdefault(row["chunks"], rate)
+        ratio = f"{rate / off[row['chunks']]:.2f}x" if row["pace"] == "on" else ""
+        print(f"| {row['case']} | {row['pace']} | {row['messages']:,} | {rate:,.0f} | {rate / row['limit']:.2f} | "
+              f"{row['throttled_queue']:,} | {row['send_retries']:,} | {ratio} |")  # fmt: skip
 
 
 if __name__ == "__main__":

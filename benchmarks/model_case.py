@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import ingestion.target
+import putmessage.sender
 from benchmarks.enqueue import async_sdk_client, ingestion_path, naive_sdk_loop
 from core.context import app_context
 from core.contract import COUNT_METADATA, ChunkRef, encode_chunk
@@ -30,6 +32,7 @@ from core.storage import close_storage_clients
 from fanout.azurite import Azurite
 from fanout.demo_api import demo_ids
 from ingestion.chunk import ingest_chunk
+from putmessage.pace import SendPace
 
 CLIENTS = {"naive": naive_sdk_loop, "sdk": async_sdk_client, "ours": ingestion_path}
 WARM_UP = 20  # messages in the warm-up chunk: the process's clients are built, the queues created
@@ -41,7 +44,18 @@ def enqueue(client: str, queue_port: int, blob_port: int, messages: int, window:
     return {"messages_per_second": rate, "cpu_us_per_message": cpu}
 
 
+class UnpacedSends(SendPace):
+    """BENCH_PACE=off, the sender before the pace (the baseline): the window sends regardless of 503s, each
+    of which sleeps its backoff."""
+
+    def done(self, epoch: int, *, throttled: bool) -> None:
+        super().done(epoch, throttled=False)
+
+
 async def fanout(index: int, messages: int) -> dict[str, Any]:
+    if os.environ.get("BENCH_PACE") == "off":
+        ingestion.target.SendPace = UnpacedSends  # type: ignore[misc]
+        putmessage.sender.PACED_RETRIES = 0
     ctx = await app_context(Settings.from_env())
     run_id = os.environ["BENCH_RUN_ID"]
     mine, warm_up = ChunkRef(run_id, index), ChunkRef(f"{run_id}-warm", index)

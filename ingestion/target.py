@@ -17,6 +17,7 @@ from core.context import Context
 from core.settings import QueueAccount
 from core.storage import create_once, once_per_loop, queue_clients
 from putmessage.connection_pool import ConnectionPool
+from putmessage.pace import SendPace
 from putmessage.sender import PutMessageSender
 
 Send = Callable[[str], Awaitable[None]]
@@ -67,6 +68,12 @@ def _pool(ctx: Context, account: QueueAccount, queue: QueueClient) -> Connection
     )
 
 
+def _pace(ctx: Context, account: QueueAccount, queue: QueueClient) -> SendPace:
+    """One per queue and process, shared by every chunk sending to it: a 503 slows them all."""
+    most = ctx.settings.ingest_concurrency + 4  # as many as the pool has connections
+    return once_per_loop(("put-message-pace", account.storage, queue.queue_name), lambda: SendPace(most))
+
+
 async def target_sender(ctx: Context) -> Send:
     """A function that sends one message to its target queue."""
     await ensure_queues(ctx)
@@ -79,6 +86,7 @@ async def target_sender(ctx: Context) -> Send:
             ttl=settings.message_ttl,
             visibility_timeout=settings.message_visibility_timeout,
             retry=settings.storage.retry,
+            pace=_pace(ctx, account, queue),
         ).send
         for account, queue in target_queues(ctx)
     ]

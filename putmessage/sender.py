@@ -4,7 +4,8 @@ The SDK's pipeline costs ~1-2.5 ms of CPU per message and aiohttp's request mach
 costs ~0.15 ms, so storage, not Python, is the limit. It keeps what the SDK gave: SAS (from an
 account key, refreshed before it expires) or Entra ID bearer tokens, base64 or plain text bodies,
 TTL, visibility timeout, and retries with exponential backoff on 408/500/503, broken connections
-and timeouts. Everything else (creating queues, reading) stays on the SDK.
+and timeouts; answered 503, it sends fewer at once (putmessage/pace.py). Everything else (creating
+queues, reading) stays on the SDK.
 """
 
 from __future__ import annotations
@@ -22,11 +23,14 @@ from azure.storage.queue.aio import QueueClient
 
 from core.errors import QueueSendError
 from core.retry import Attempts, RetryPolicy
+from core.run_scope import count_retry
 from putmessage.connection_pool import ConnectionPool
 from putmessage.http_response import ProtocolError
 from putmessage.message_body import MessageEncoding, message_body
+from putmessage.pace import SendPace
 
 RETRYABLE_STATUS = frozenset({408, 500, 503})
+PACED_RETRIES = 8  # 503s a message meets that only the pace answers (no sleep, not counted as attempts)
 STORAGE_SCOPE = "https://storage.azure.com/.default"
 USER_AGENT = "fanout-put-message/1"
 _SAS_LIFETIME = timedelta(hours=2)
@@ -51,8 +55,10 @@ class PutMessageSender:
         ttl: int | None,
         visibility_timeout: int = 0,
         retry: RetryPolicy,
+        pace: SendPace,
     ) -> None:
         self._pool = pool
+        self._pace = pace
         self._queue = queue
         self._encoding = encoding
         self._retry = retry
@@ -77,16 +83,29 @@ class PutMessageSender:
         body = message_body(text, self._encoding)
         request = b"%b%d\r\n\r\n%b" % (self._head, len(body), body)
         attempts: Attempts | None = None  # made at the first failure: most sends never need one
+        pace = self._pace
+        paced = 0
         while True:
+            epoch = pace.take()
+            if epoch is None:
+                epoch = await pace.wait()
+            throttled = False
             try:
                 response = await self._pool.request(request)  # the pool times out a request
                 if response.status == 201:
                     return
+                throttled = response.status == 503
                 failure = f"Put Message to {self.name!r} answered {response.status} {_error(response.body)}"
                 if response.status not in RETRYABLE_STATUS:
                     raise QueueSendError(failure)
             except (OSError, ProtocolError, TimeoutError) as exc:
                 failure = f"Put Message to {self.name!r} failed: {type(exc).__name__}: {exc}"
+            finally:
+                pace.done(epoch, throttled=throttled)
+            if throttled and paced < PACED_RETRIES and pace.allowed > 1:
+                paced += 1  # the pace just slowed every send to this queue: this one goes again in its turn
+                count_retry()
+                continue
             attempts = attempts or Attempts(self._retry, give_up=QueueSendError)
             await attempts.wait(failure)
 

@@ -1,0 +1,73 @@
+"""How many Put Messages one queue gets at once: additive increase, multiplicative decrease on 503.
+
+A queue takes 2,000 messages/s and an account 20,000 requests/s; past that storage answers 503
+ServerBusy. A sender that keeps its whole window sending into a limit has most sends answered 503 and
+asleep in backoff (a second, against milliseconds for a Put Message), and runs far below the limit. So
+a 503 halves the sends allowed in flight to its queue, once a round trip (the sends already out carry
+the same news), and each success adds 1/allowed, about one more a round trip, up to the window. The
+sends in flight settle near limit x latency, where the queue runs at its limit with few 503s. A send
+asleep in backoff holds no slot, and a send answered 503 goes again at once, in its turn, while the
+pace is above one send at a time (putmessage/sender.py, at most PACED_RETRIES times a message): a
+sleep of seconds would hold back every checkpoint behind it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+
+
+class SendPace:
+    def __init__(self, most: int) -> None:
+        self.most = most
+        self.allowed = float(most)
+        self.in_flight = 0
+        self._epoch = 0  # advances at each decrease: a 503 to a send started before it is old news
+        self._waiting: deque[asyncio.Future[None]] = deque()
+
+    def take(self) -> int | None:
+        """A slot now, if one is free and nobody waits for one: the epoch to give `done`; else None."""
+        if self.in_flight >= int(self.allowed) or self._waiting:
+            return None
+        self.in_flight += 1
+        return self._epoch
+
+    async def wait(self) -> int:
+        """Waits for a slot (first come, first served); returns the epoch to give `done`."""
+        slot = self.take()
+        if slot is not None:
+            return slot
+        handed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append(handed)
+        try:
+            await handed
+        except asyncio.CancelledError:
+            if handed.done() and not handed.cancelled():  # handed a slot, then cancelled: pass it on
+                self.in_flight -= 1
+                self._hand_over()
+            else:
+                with contextlib.suppress(ValueError):  # already dropped by a hand-over
+                    self._waiting.remove(handed)
+            raise
+        return self._epoch
+
+    def done(self, epoch: int, *, throttled: bool) -> None:
+        self.in_flight -= 1
+        if throttled:
+            if epoch == self._epoch:
+                self.allowed = max(1.0, self.allowed / 2)
+                self._epoch += 1
+        elif self.allowed < self.most:
+            self.allowed = min(float(self.most), self.allowed + 1.0 / self.allowed)
+        self._hand_over()
+
+    async def close(self) -> None:
+        """Nothing to release: kept with the storage clients (core/storage.py), it goes with them."""
+
+    def _hand_over(self) -> None:
+        while self._waiting and self.in_flight < int(self.allowed):
+            handed = self._waiting.popleft()
+            if not handed.done():  # a cancelled waiter: dropped here
+                self.in_flight += 1
+                handed.set_result(None)

@@ -1,0 +1,65 @@
+"""The send pace: a 503 halves the sends in flight once a round trip, successes win them back, waiters
+are served first come first served, and a cancelled waiter loses no slot."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from putmessage.pace import SendPace
+
+
+def test_503s_to_sends_of_one_round_trip_halve_the_pace_once_and_successes_win_it_back():
+    pace = SendPace(64)
+    epochs = [pace.take() for _ in range(64)]
+    assert pace.take() is None  # all 64 out
+
+    for epoch in epochs[:40]:  # every send of that round trip answered 503: one halving
+        pace.done(epoch, throttled=True)
+    assert pace.allowed == 32
+
+    late = pace.take()  # a send of the new round trip, answered 503: the next halving
+    pace.done(late, throttled=True)
+    assert pace.allowed == 16
+
+    for epoch in epochs[40:]:
+        pace.done(epoch, throttled=False)
+    assert 16 < pace.allowed < 18  # one more for every `allowed` successes
+    while pace.allowed < 64:
+        pace.done(pace.take(), throttled=False)
+    assert pace.allowed == 64 and pace.in_flight == 0
+
+
+def test_the_pace_never_goes_below_one_send_at_a_time():
+    pace = SendPace(8)
+    for _ in range(20):
+        pace.done(pace.take(), throttled=True)
+    assert pace.allowed == 1
+    assert pace.take() is not None and pace.take() is None
+
+
+def test_waiters_get_freed_slots_in_turn_and_a_cancelled_one_takes_none():
+    async def scenario() -> list[str]:
+        pace = SendPace(2)
+        first, second = pace.take(), pace.take()
+        served: list[str] = []
+
+        async def waiter(name: str) -> None:
+            epoch = await pace.wait()
+            served.append(name)
+            await asyncio.sleep(0)
+            pace.done(epoch, throttled=False)
+
+        tasks = {name: asyncio.create_task(waiter(name)) for name in ("a", "b", "c")}
+        await asyncio.sleep(0)
+        tasks["b"].cancel()
+        pace.done(first, throttled=False)
+        pace.done(second, throttled=False)
+        await asyncio.gather(tasks["a"], tasks["c"])
+        with pytest.raises(asyncio.CancelledError):
+            await tasks["b"]
+        assert pace.in_flight == 0
+        return served
+
+    assert asyncio.run(scenario()) == ["a", "c"]
