@@ -20,6 +20,7 @@ flight needed to reach a limit, throughput as a fraction of a limit) is Azure's,
 
     model = AzureModel(ModelConfig.azure(scale=50), queue_port=azurite.queue_port, blob_port=azurite.blob_port)
     model.start()   # serves from a thread of its own; model.ports["queue"], model.stats["throttled_queue"] …
+                    # (and per queue: model.stats["throttled_queue NAME"], ["reset_after NAME"] …)
 
 It runs in a thread: benchmarks that measure a client's CPU run the client in a process of its own.
 """
@@ -276,6 +277,7 @@ class AzureModel:
                 queue = self._queues[request.queue] = TokenBucket(self.config.queue_rate, self.config.queue_burst)
             if not queue.ready():
                 self.stats["throttled_queue"] += 1
+                self.stats[f"throttled_queue {request.queue}"] += 1
                 return QUEUE_BUSY
         if not self._account.ready():
             self.stats["throttled_account"] += 1
@@ -301,6 +303,7 @@ class AzureModel:
                 fault = self._fault(request)
                 if fault is not None:
                     self.stats[fault] += 1
+                    self.stats[f"{fault} {request.queue}"] += 1  # a fault is drawn for Put Message only
                 if fault == "dropped":
                     await reader.read()  # no answer: hold the connection until the client gives up
                     return
