@@ -48,8 +48,8 @@ class UnpacedSends(SendPace):
     """BENCH_PACE=off, the sender before the pace (the baseline): the window sends regardless of 503s, each
     of which sleeps its backoff."""
 
-    def done(self, epoch: int, *, throttled: bool) -> None:
-        super().done(epoch, throttled=False)
+    def done(self, epoch: int, *, stored: bool = False, throttled: bool = False) -> None:
+        super().done(epoch, stored=stored)
 
 
 async def fanout(index: int, messages: int) -> dict[str, Any]:

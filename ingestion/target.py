@@ -69,8 +69,9 @@ def _pool(ctx: Context, account: QueueAccount, queue: QueueClient) -> Connection
 
 
 def _pace(ctx: Context, account: QueueAccount, queue: QueueClient) -> SendPace:
-    """One per queue and process, shared by every chunk sending to it: a 503 slows them all."""
-    most = ctx.settings.ingest_concurrency + 4  # as many as the pool has connections
+    """One per queue and process, shared by every chunk sending to it: a 503 slows them all. It allows at
+    most what the account's connection pool holds (shared by the account's queues)."""
+    most = ctx.settings.ingest_concurrency + 4
     return once_per_loop(("put-message-pace", account.storage, queue.queue_name), lambda: SendPace(most))
 
 

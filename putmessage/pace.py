@@ -4,11 +4,11 @@ A queue takes 2,000 messages/s and an account 20,000 requests/s; past that stora
 ServerBusy. A sender that keeps its whole window sending into a limit has most sends answered 503 and
 asleep in backoff (a second, against milliseconds for a Put Message), and runs far below the limit. So
 a 503 halves the sends allowed in flight to its queue, once a round trip (the sends already out carry
-the same news), and each success adds 1/allowed, about one more a round trip, up to the window. The
-sends in flight settle near limit x latency, where the queue runs at its limit with few 503s. A send
-asleep in backoff holds no slot, and a send answered 503 goes again at once, in its turn, while the
-pace is above one send at a time (putmessage/sender.py, at most PACED_RETRIES times a message): a
-sleep of seconds would hold back every checkpoint behind it.
+the same news), and each 201 adds 1/allowed, about one more a round trip, up to the window; any other
+answer or failure changes nothing. The sends in flight settle near limit x latency, where the queue
+runs at its limit with few 503s. A send asleep in backoff holds no slot, and a send answered 503 goes
+again at once, in its turn, while the pace allows more than one send at a time (putmessage/sender.py,
+at most PACED_RETRIES times a message): a sleep of seconds would hold back every checkpoint behind it.
 """
 
 from __future__ import annotations
@@ -24,24 +24,22 @@ class SendPace:
         self.allowed = float(most)
         self.in_flight = 0
         self._epoch = 0  # advances at each decrease: a 503 to a send started before it is old news
-        self._waiting: deque[asyncio.Future[None]] = deque()
+        self._waiting: deque[asyncio.Future[int]] = deque()
 
     def take(self) -> int | None:
         """A slot now, if one is free and nobody waits for one: the epoch to give `done`; else None."""
-        if self.in_flight >= int(self.allowed) or self._waiting:
+        if self.in_flight >= self.sends_at_once or self._waiting:
             return None
         self.in_flight += 1
         return self._epoch
 
     async def wait(self) -> int:
-        """Waits for a slot (first come, first served); returns the epoch to give `done`."""
-        slot = self.take()
-        if slot is not None:
-            return slot
-        handed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        """Waits for a slot (first come, first served); returns the epoch it was handed in, to give `done`."""
+        handed: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._waiting.append(handed)
+        self._hand_over()  # a slot may be free already
         try:
-            await handed
+            return await handed
         except asyncio.CancelledError:
             if handed.done() and not handed.cancelled():  # handed a slot, then cancelled: pass it on
                 self.in_flight -= 1
@@ -50,15 +48,19 @@ class SendPace:
                 with contextlib.suppress(ValueError):  # already dropped by a hand-over
                     self._waiting.remove(handed)
             raise
-        return self._epoch
 
-    def done(self, epoch: int, *, throttled: bool) -> None:
+    @property
+    def sends_at_once(self) -> int:
+        return int(self.allowed)
+
+    def done(self, epoch: int, *, stored: bool = False, throttled: bool = False) -> None:
+        """A send is over: `stored` (201), `throttled` (503), or neither (another answer, a failure, a cancel)."""
         self.in_flight -= 1
         if throttled:
             if epoch == self._epoch:
                 self.allowed = max(1.0, self.allowed / 2)
                 self._epoch += 1
-        elif self.allowed < self.most:
+        elif stored and self.allowed < self.most:
             self.allowed = min(float(self.most), self.allowed + 1.0 / self.allowed)
         self._hand_over()
 
@@ -66,8 +68,8 @@ class SendPace:
         """Nothing to release: kept with the storage clients (core/storage.py), it goes with them."""
 
     def _hand_over(self) -> None:
-        while self._waiting and self.in_flight < int(self.allowed):
+        while self._waiting and self.in_flight < self.sends_at_once:
             handed = self._waiting.popleft()
             if not handed.done():  # a cancelled waiter: dropped here
                 self.in_flight += 1
-                handed.set_result(None)
+                handed.set_result(self._epoch)

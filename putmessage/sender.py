@@ -59,6 +59,7 @@ class PutMessageSender:
     ) -> None:
         self._pool = pool
         self._pace = pace
+        self._paced_retries = PACED_RETRIES if retry.attempts > 1 else 0  # STORAGE_MAX_RETRIES=0: none at all
         self._queue = queue
         self._encoding = encoding
         self._retry = retry
@@ -89,10 +90,11 @@ class PutMessageSender:
             epoch = pace.take()
             if epoch is None:
                 epoch = await pace.wait()
-            throttled = False
+            stored = throttled = False
             try:
                 response = await self._pool.request(request)  # the pool times out a request
                 if response.status == 201:
+                    stored = True
                     return
                 throttled = response.status == 503
                 failure = f"Put Message to {self.name!r} answered {response.status} {_error(response.body)}"
@@ -101,8 +103,8 @@ class PutMessageSender:
             except (OSError, ProtocolError, TimeoutError) as exc:
                 failure = f"Put Message to {self.name!r} failed: {type(exc).__name__}: {exc}"
             finally:
-                pace.done(epoch, throttled=throttled)
-            if throttled and paced < PACED_RETRIES and pace.allowed > 1:
+                pace.done(epoch, stored=stored, throttled=throttled)
+            if throttled and paced < self._paced_retries and pace.sends_at_once > 1:
                 paced += 1  # the pace just slowed every send to this queue: this one goes again in its turn
                 count_retry()
                 continue
