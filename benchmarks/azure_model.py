@@ -229,7 +229,8 @@ def chart(path: str, result: dict[str, Any]) -> None:
     right.bar(positions, [row["azure_messages_per_second"] for row in fan], color="tab:blue", label="measured, steady")
     right.hlines([row["limit"] * scale for row in fan], [p - 0.4 for p in positions], [p + 0.4 for p in positions],
                  colors="tab:red", linewidth=2.5, label="the binding limit (queue or account)")  # fmt: skip
-    right.set_xticks(positions, [row["case"].replace(", ", "\n") for row in fan], fontsize="x-small")
+    right.set_xticks(positions, [row["case"].replace(", ", "\n").replace(" x ", "\nx ") for row in fan],
+                     fontsize="x-small")  # fmt: skip
     right.set_ylabel(f"messages / s, Azure-equivalent (measured x {scale:g})")
     right.set_title(f"Fan-out under Azure's limits (model slowed {scale:g}x)")
     right.legend(fontsize="small", loc="upper left")
