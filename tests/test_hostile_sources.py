@@ -7,9 +7,7 @@ import asyncio
 import gzip
 import json
 import secrets
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import azure.functions as func
 import pytest
@@ -17,6 +15,7 @@ from azure.storage.queue import QueueClient, TextBase64DecodePolicy
 
 from fanout.demo_api import DemoApi, Faults, demo_ids
 from testkit.http_requests import body_of, get_status, post_ingestion
+from testkit.loopback_api import LoopbackApi
 
 PAGED = {
     "cursor": {"SOURCE_PAGINATION": "cursor", "SOURCE_ITEMS_PATH": "items"},
@@ -26,34 +25,10 @@ PAGED = {
 ANSWER_WITHIN = 30.0  # seconds: a guard, so that a source that never ends fails the test instead of hanging it
 
 
-class FixedAnswer:
+def fixed_answer(body: bytes, headers: dict[str, str] | None = None, status: int = 200) -> LoopbackApi:
     """A loopback API that answers every GET with the same status, headers and body."""
-
-    def __init__(self, body: bytes, headers: dict[str, str] | None = None, status: int = 200) -> None:
-        answer = (status, {"Content-Type": "application/json", **(headers or {})}, body)
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_GET(self) -> None:
-                status, headers, body = answer
-                self.send_response(status)
-                for name, value in {**headers, "Content-Length": str(len(body))}.items():
-                    self.send_header(name, value)
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/ids"
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+    answer = (status, {"Content-Type": "application/json", **(headers or {})}, body)
+    return LoopbackApi(lambda path, request_headers: answer)
 
 
 @pytest.fixture
@@ -289,7 +264,7 @@ def test_an_answer_that_used_to_crash_fails_the_run_with_its_reason(
     on_loop, functions, monkeypatch, source, body, headers, settings, reason
 ):
     run_id = f"crash-{secrets.token_hex(3)}"
-    answer = FixedAnswer(body, headers)
+    answer = fixed_answer(body, headers)
     try:
         configure(monkeypatch, **source, **settings, SOURCE_URL=answer.url, SOURCE_MAX_ATTEMPTS="1")
         response, _ = start(on_loop, functions, run_id)
@@ -313,7 +288,7 @@ def test_a_source_url_that_is_not_a_url_fails_the_run_with_its_reason(on_loop, f
 def test_integers_beyond_int64_are_kept_as_their_exact_digits(on_loop, functions, probe, monkeypatch, source, mode):
     numbers = [2**70, -(2**70), 2**63, 7]
     body = json.dumps(numbers if mode == "none" else {"items": numbers, "next_cursor": None}).encode()
-    answer = FixedAnswer(gzip.compress(body), {"Content-Encoding": "gzip"})
+    answer = fixed_answer(gzip.compress(body), {"Content-Encoding": "gzip"})
     try:
         configure(monkeypatch, **source, **PAGED.get(mode, {}), SOURCE_URL=answer.url)
         response, _ = start(on_loop, functions, f"big-integers-{mode}")
@@ -338,7 +313,7 @@ def test_a_chunk_closes_before_the_item_that_would_pass_chunk_max_bytes(on_loop,
         *["d" * 60] * 30,
         "e" * 1000,
     ]
-    answer = FixedAnswer(json.dumps(items).encode())
+    answer = fixed_answer(json.dumps(items).encode())
     try:
         configure(monkeypatch, **source, SOURCE_URL=answer.url, CHUNK_MAX_BYTES="1024")
         response, _ = start(on_loop, functions, "chunk-bytes")
@@ -374,7 +349,7 @@ def test_chunk_boundaries_by_bytes_are_the_same_across_continuations(
 
 
 def test_text_that_utf8_cannot_hold_fails_the_run_with_its_reason(on_loop, functions, monkeypatch, source):
-    answer = FixedAnswer(b'{"items": ["a", "\\ud800"], "next_cursor": null}')
+    answer = fixed_answer(b'{"items": ["a", "\\ud800"], "next_cursor": null}')
     try:
         configure(monkeypatch, **source, **PAGED["cursor"], SOURCE_URL=answer.url)
         response, _ = start(on_loop, functions, "lone-surrogate")

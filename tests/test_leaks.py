@@ -5,48 +5,26 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from email.message import Message
 
 import pytest
 
 from testkit.http_requests import body_of, get_status, post_ingestion
+from testkit.loopback_api import Answer, LoopbackApi
 
 API_KEY = "hdr-7f3a9c1e5b"
 QUERY_KEY = "qry-2d8e4b6a0c"
 
 
-class EchoingRefusal:
-    """A loopback API that refuses every GET with 401 and a body echoing the request's line and headers."""
-
-    def __init__(self) -> None:
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_GET(self) -> None:
-                body = json.dumps({"error": "unauthorized", "path": self.path, "headers": dict(self.headers)}).encode()
-                self.send_response(401)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/ids"
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+def echoing_refusal(path: str, headers: Message) -> Answer:
+    """Every GET refused with 401 and a body echoing the request's path and headers."""
+    body = json.dumps({"error": "unauthorized", "path": path, "headers": dict(headers)}).encode()
+    return 401, {"Content-Type": "application/json"}, body
 
 
 @pytest.fixture
 def echoing_source(app_env, monkeypatch):
-    api = EchoingRefusal()
+    api = LoopbackApi(echoing_refusal)
     monkeypatch.setenv("SOURCE_URL", f"{api.url}?api_key={QUERY_KEY}&count=10")
     monkeypatch.setenv("SOURCE_HEADERS", json.dumps({"x-api-key": API_KEY}))
     yield api
