@@ -12,7 +12,11 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from core.context import app_context
+from core.errors import QueueSendError
 from fanout.demo_api import DemoApi, demo_ids
+from ingestion.target import target_sender
+from putmessage.sender import PACED_RETRIES
 from testkit.azure_model import ACCOUNT_BUSY, QUEUE_BUSY, AzureModel, ModelConfig
 from testkit.fault_scenarios import WINDOW, Lab, judge, summary_of
 
@@ -102,9 +106,34 @@ def test_throttle_past_storage_max_retries_leaves_the_chunk_at_its_checkpoint_an
     assert stalled["state"] == "ingesting" and stalled["chunks"]["ingested"] == 1, stalled
     assert stalled["messages"]["send_retries"] >= 2, stalled
     assert in_queue == 1_200  # exactly what the throttle let through: nothing lost in flight
-    assert 1_000 <= checkpoint < 1_200, stalled  # chunk 0 whole, chunk 1 up to its last checkpoint
+    assert 1_000 <= checkpoint <= 1_200, stalled  # chunk 0 whole, chunk 1 up to its last checkpoint (200 at most)
     assert [(c["index"], c["state"], c["queued"]) for c in redrive["chunks"]] == [(1, "ingested", 2_000 - checkpoint)]
     assert final["state"] == "completed"
     outcome = judge("throttled for good", "", final["state"], demo_ids(2_000), lab.probe(queue).drain())
     assert outcome.lost == 0
     assert outcome.duplicates == 1_200 - checkpoint <= CHECKPOINT_EVERY + WINDOW
+
+
+@pytest.mark.parametrize(("max_retries", "requests"), [("2", PACED_RETRIES + 3), ("0", 1)])
+def test_a_send_the_queue_always_refuses_goes_again_in_its_turn_then_backs_off_and_gives_up(
+    on_loop, azurite, app_env, monkeypatch, model, max_retries, requests
+):
+    """A 503 goes again through the pace at once, PACED_RETRIES times while more than one send is allowed,
+    then STORAGE_MAX_RETRIES times with backoff; with STORAGE_MAX_RETRIES=0 not at all."""
+    model.configure(ModelConfig(median_ms=0, queue_rate=0, queue_burst=0))
+    proxied = azurite.connection_string.replace(f":{azurite.queue_port}/", f":{model.ports['queue']}/")
+    monkeypatch.setenv("AzureWebJobsStorage", proxied)
+    monkeypatch.setenv("STORAGE_MAX_RETRIES", max_retries)
+    monkeypatch.setenv("STORAGE_RETRY_BACKOFF", "0.01")
+
+    async def send_once() -> str:
+        send = await target_sender(await app_context())
+        with pytest.raises(QueueSendError) as refused:
+            await send("refused")
+        return str(refused.value)
+
+    reason = on_loop(send_once())
+
+    assert f"answered 503 ServerBusy: {QUEUE_BUSY}" in reason
+    assert f"(gave up after {int(max_retries) + 1} attempts)" in reason
+    assert model.stats[f"throttled_queue {app_env['QUEUE_NAME']}"] == requests
