@@ -14,6 +14,7 @@ import pytest
 
 from core.context import app_context
 from core.errors import QueueSendError
+from core.storage import close_storage_clients
 from fanout.demo_api import DemoApi, demo_ids
 from ingestion.target import target_sender
 from putmessage.sender import PACED_RETRIES
@@ -127,10 +128,13 @@ def test_a_send_the_queue_always_refuses_goes_again_in_its_turn_then_backs_off_a
     monkeypatch.setenv("STORAGE_RETRY_BACKOFF", "0.01")
 
     async def send_once() -> str:
-        send = await target_sender(await app_context())
-        with pytest.raises(QueueSendError) as refused:
-            await send("refused")
-        return str(refused.value)
+        try:
+            send = await target_sender(await app_context())
+            with pytest.raises(QueueSendError) as refused:
+                await send("refused")
+            return str(refused.value)
+        finally:
+            await close_storage_clients()  # its connections to the model close before the model stops
 
     reason = on_loop(send_once())
 
