@@ -8,15 +8,16 @@ import json
 import os
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from chunking.chunker import chunk_onward
-from chunking.request import IngestionRequest, parse_ingestion_request
-from core.context import app_context
+from chunking.request import parse_ingestion_request
+from core.context import Context, app_context
 from core.contract import RUN_ID_RULE, is_run_id
 from core.errors import FanoutError, RequestError, RunNotFoundError
-from core.purge import PurgeResult, purge_run
+from core.purge import purge_run
 from core.run_cancel import cancel_run
 from core.run_list import DEFAULT_LIMIT, MAX_LIMIT, STATES, RunPage, list_runs, parse_list_query
 from core.settings import DEMO_API_PORT, MAX_CHUNK_SIZE, Settings
@@ -30,6 +31,7 @@ from fanout.watch import watch_run
 from ingestion.redrive import Progress, RedriveResult, redrive_run, reopen_run
 
 FUNCTION_KEY_ENV = "FANOUT_FUNCTION_KEY"
+T = TypeVar("T")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -179,50 +181,46 @@ def _run(args: argparse.Namespace) -> int:
         )
     except RequestError as exc:
         raise FanoutError(exc.detail) from None
-    summary = asyncio.run(_run_and_close(settings, request, args.parallel))
-    _print_summary(summary, as_json=args.json)
-    return 0 if summary.state == "completed" else 1
-
-
-async def _run_and_close(settings: Settings, request: IngestionRequest, parallel: int) -> RunSummary:
     print(f"run_id: {request.run_id}", flush=True)
     started = time.monotonic()
-    try:
-        status = await run_pipeline(await app_context(settings), request, _progress_printer(), parallel=parallel)
-    finally:
-        await close_storage_clients()
-    return RunSummary.of(status, time.monotonic() - started)
+    status = _on_storage(lambda ctx: run_pipeline(ctx, request, _progress_printer(), parallel=args.parallel), settings)
+    return _finished(RunSummary.of(status, time.monotonic() - started), as_json=args.json)
 
 
 def _resume(args: argparse.Namespace) -> int:
-    async def resume() -> RunSummary:
-        started = time.monotonic()
+    started = time.monotonic()
+    status = _on_storage(lambda ctx: resume_run(ctx, args.run_id, _progress_printer(), parallel=args.parallel))
+    return _finished(RunSummary.of(status, time.monotonic() - started), as_json=args.json)
+
+
+def _on_storage(work: Callable[[Context], Awaitable[T]], settings: Settings | None = None) -> T:
+    """Runs `work` with the app's context on a loop of its own, and closes the storage clients after."""
+
+    async def run() -> T:
         try:
-            status = await resume_run(await app_context(), args.run_id, _progress_printer(), parallel=args.parallel)
+            return await work(await app_context(settings))
         finally:
             await close_storage_clients()
-        return RunSummary.of(status, time.monotonic() - started)
 
-    summary = asyncio.run(resume())
-    _print_summary(summary, as_json=args.json)
+    return asyncio.run(run())
+
+
+def _finished(summary: RunSummary, *, as_json: bool) -> int:
+    _print_summary(summary, as_json=as_json)
     return 0 if summary.state == "completed" else 1
 
 
 def _redrive(args: argparse.Namespace) -> int:
-    async def redrive() -> RedriveResult:
-        try:
-            ctx = await app_context()
-            if await ctx.runs.get(args.run_id) is None:
-                raise RunNotFoundError(f"no run {args.run_id!r}")
-            if (await reopen_run(ctx, args.run_id)).chunking is not None:  # cancelled while chunking: carry on
-                versioned = await ctx.runs.get_versioned(args.run_id)
-                if versioned is not None:
-                    await chunk_onward(ctx, *versioned, budget=None)
-            return await redrive_run(ctx, args.run_id)
-        finally:
-            await close_storage_clients()
+    async def redrive(ctx: Context) -> RedriveResult:
+        if await ctx.runs.get(args.run_id) is None:
+            raise RunNotFoundError(f"no run {args.run_id!r}")
+        if (await reopen_run(ctx, args.run_id)).chunking is not None:  # cancelled while chunking: carry on
+            versioned = await ctx.runs.get_versioned(args.run_id)
+            if versioned is not None:
+                await chunk_onward(ctx, *versioned, budget=None)
+        return await redrive_run(ctx, args.run_id)
 
-    result = asyncio.run(redrive())
+    result = _on_storage(redrive)
     if args.json:
         print(json.dumps(result.to_json()))
     else:
@@ -233,14 +231,7 @@ def _redrive(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    async def load() -> RunStatus | None:
-        try:
-            ctx = await app_context()
-            return await run_status(ctx.runs, args.run_id, ctx.settings.queue_targets)
-        finally:
-            await close_storage_clients()
-
-    status = asyncio.run(load())
+    status = _on_storage(lambda ctx: run_status(ctx.runs, args.run_id, ctx.settings.queue_targets))
     if status is None:
         raise RunNotFoundError(f"no run {args.run_id!r}")
     if args.json:
@@ -259,13 +250,7 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _purge(args: argparse.Namespace) -> int:
-    async def purge() -> PurgeResult:
-        try:
-            return await purge_run(await app_context(), args.run_id)
-        finally:
-            await close_storage_clients()
-
-    result = asyncio.run(purge())
+    result = _on_storage(lambda ctx: purge_run(ctx, args.run_id))
     if args.json:
         print(json.dumps(result.to_json()))
     else:
@@ -282,21 +267,17 @@ def _list(args: argparse.Namespace) -> int:
     params = {"state": args.state or "", "created_after": args.created_after or "", "limit": str(args.limit)}
     query = parse_list_query(params)
 
-    async def load() -> RunPage:
-        try:
-            runs = (await app_context()).runs
-            page = await list_runs(runs, query)
-            found = page.runs
-            while page.continuation and len(found) < args.limit:  # a state filter may leave pages short
-                page = await list_runs(
-                    runs, replace(query, limit=args.limit - len(found), continuation=page.continuation)
-                )
-                found += page.runs
-            return RunPage(found, page.continuation)
-        finally:
-            await close_storage_clients()
+    async def load(ctx: Context) -> RunPage:
+        page = await list_runs(ctx.runs, query)
+        found = page.runs
+        while page.continuation and len(found) < args.limit:  # a state filter may leave pages short
+            page = await list_runs(
+                ctx.runs, replace(query, limit=args.limit - len(found), continuation=page.continuation)
+            )
+            found += page.runs
+        return RunPage(found, page.continuation)
 
-    page = asyncio.run(load())
+    page = _on_storage(load)
     if args.json:
         runs = [{k: v for k, v in status.to_json().items() if k != "failed_chunks"} for status in page.runs]
         print(json.dumps({"runs": runs, "continuation": page.continuation}))
@@ -313,13 +294,7 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _cancel(args: argparse.Namespace) -> int:
-    async def cancel() -> RunStatus:
-        try:
-            return await cancel_run(await app_context(), args.run_id)
-        finally:
-            await close_storage_clients()
-
-    status = asyncio.run(cancel())
+    status = _on_storage(lambda ctx: cancel_run(ctx, args.run_id))
     if args.json:
         print(json.dumps({k: v for k, v in status.to_json().items() if k != "failed_chunks"}))
     else:
