@@ -168,14 +168,13 @@ async def run_status(
 ) -> RunStatus | None:
     """The run's status, read now; None for an unknown run. `with_errors`: the failed chunks' errors too;
     `targets` (Settings.queue_targets): its messages counted by target queue too."""
-    record, chunks, stop, finished = await asyncio.gather(
+    record, chunks, stop, finished, (sweeps, _) = await asyncio.gather(
         runs.get(run_id), runs.chunk_statuses(run_id, with_errors=with_errors), runs.stop_of(run_id),
-        runs.finished(run_id),
+        runs.finished(run_id), runs.sweep_log(run_id),
     )  # fmt: skip
     if record is None:
         return None
     finished_at = finished.get("finished_at") if finished else None
     finished_at = finished_at if isinstance(finished_at, str) else None
     status = derive_status(record, chunks, stop, finished_at, targets=targets)
-    sweeps, _ = await runs.sweep_log(run_id)
     return replace(status, sweeps=sweeps) if sweeps else status

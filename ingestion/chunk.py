@@ -20,7 +20,7 @@ from core.run_events import settle_run
 from core.run_store import ChunkStatus
 from ingestion.claim import claim_chunk, new_owner
 from ingestion.large_messages import fit_messages
-from ingestion.target import spread, target_sender
+from ingestion.target import Spread, target_sender
 from ingestion.window import send_window
 
 
@@ -47,7 +47,6 @@ async def ingest_chunk(ctx: Context, ref: ChunkRef, blob: ChunkBlob | None = Non
 
 async def _ingest(ctx: Context, ref: ChunkRef, blob: ChunkBlob | None) -> ChunkStatus:
     settings = ctx.settings
-    targets = len(settings.queue_targets)
     claim = await claim_chunk(ctx.runs, ref, new_owner(), settings.lease_seconds)
     if isinstance(claim, ChunkStatus):
         return claim
@@ -63,10 +62,11 @@ async def _ingest(ctx: Context, ref: ChunkRef, blob: ChunkBlob | None) -> ChunkS
             )  # fmt: skip
         except ChunkError as exc:
             return await claim.fail(ctx.redact(str(exc)))
+        spread = Spread(messages, len(settings.queue_targets))
 
         async def checkpoint(sent: int) -> bool:
             """Saves the checkpoint; False when the run was stopped meanwhile."""
-            await claim.checkpoint(sent, spread(messages, targets, sent))
+            await claim.checkpoint(sent, spread(sent))
             return await ctx.runs.stop_of(ref.run_id) is None
 
         sent = await send_window(
@@ -82,8 +82,8 @@ async def _ingest(ctx: Context, ref: ChunkRef, blob: ChunkBlob | None) -> ChunkS
             await claim.release()
         raise
     if sent < len(messages):
-        return await claim.stop(sent, spread(messages, targets, sent))
-    return await claim.complete(len(messages), spread(messages, targets, len(messages)))
+        return await claim.stop(sent, spread(sent))
+    return await claim.complete(len(messages), spread(len(messages)))
 
 
 async def _with_count(container: ContainerClient, ref: ChunkRef, blob: ChunkBlob | None) -> ChunkBlob:

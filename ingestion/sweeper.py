@@ -191,6 +191,8 @@ class RunSeen:
 
 
 async def look_at_run(ctx: Context, run_id: str, now: float) -> RunSeen:
+    """Its chunks that never started or stalled, SWEEP_STALE_SECONDS or more ago, unless every one of its
+    `max_concurrency` slots is taken (they wait their turn)."""
     record = await ctx.runs.get(run_id)
     if record is None:
         return RunSeen([])  # purged
@@ -219,12 +221,6 @@ async def look_at_run(ctx: Context, run_id: str, now: float) -> RunSeen:
         if await all_slots_busy(runs, run_id, record.max_concurrency, now):
             return RunSeen([])
     return RunSeen(due)
-
-
-async def chunks_due(ctx: Context, run_id: str, now: float) -> list[Due]:
-    """The run's chunks that never started or stalled, SWEEP_STALE_SECONDS or more ago, unless every
-    one of the run's `max_concurrency` slots is taken (they wait their turn)."""
-    return (await look_at_run(ctx, run_id, now)).due
 
 
 def _last_change(record: RunRecord, statuses: Iterable[ChunkStatus], stop: RunStop | None) -> float:

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from azure.storage.queue.aio import QueueClient, QueueServiceClient
 
 from core.context import Context
-from core.settings import QueueAccount
+from core.settings import QueueAccount, Settings
 from core.storage import create_once, once_per_loop, queue_clients
 from putmessage.connection_pool import ConnectionPool
 from putmessage.pace import SendPace
@@ -27,20 +27,40 @@ def partition_of(text: str, partitions: int) -> int:
     return zlib.crc32(text.encode("utf-8")) % partitions
 
 
+class Spread:
+    """How many of messages[:sent] went to each target (empty with one target: `sent` says it all), counted
+    on from the last call: a chunk's checkpoints ask with a growing `sent`, and each message is hashed once."""
+
+    def __init__(self, messages: Sequence[str], targets: int) -> None:
+        self._messages = messages
+        self._targets = targets
+        self._counts = [0] * targets
+        self._upto = 0
+
+    def __call__(self, sent: int) -> tuple[int, ...]:
+        if self._targets == 1:
+            return ()
+        if sent < self._upto:  # asked about fewer than before: count afresh
+            self._counts, self._upto = [0] * self._targets, 0
+        for text in self._messages[self._upto : sent]:
+            self._counts[partition_of(text, self._targets)] += 1
+        self._upto = max(self._upto, sent)
+        return tuple(self._counts)
+
+
 def spread(messages: Sequence[str], targets: int, sent: int) -> tuple[int, ...]:
-    """How many of messages[:sent] went to each target (empty with one target: `sent` says it all)."""
-    if targets == 1:
-        return ()
-    counts = [0] * targets
-    for text in messages[:sent]:
-        counts[partition_of(text, targets)] += 1
-    return tuple(counts)
+    return Spread(messages, targets)(sent)
+
+
+def put_pool_size(settings: Settings) -> int:
+    """Connections of one account's Put Message pool, and so the most sends a queue's pace allows."""
+    return settings.ingest_concurrency + 4
 
 
 def _account_queues(ctx: Context, account: QueueAccount) -> QueueServiceClient:
     if account.storage == ctx.settings.storage:
         return ctx.clients.queues
-    return queue_clients(account.storage, ctx.settings.ingest_concurrency + 4).queues
+    return queue_clients(account.storage, put_pool_size(ctx.settings)).queues
 
 
 def target_queues(ctx: Context) -> list[tuple[QueueAccount, QueueClient]]:
@@ -64,14 +84,14 @@ def _pool(ctx: Context, account: QueueAccount, queue: QueueClient) -> Connection
     settings = ctx.settings
     return once_per_loop(  # the pool takes only the scheme, host and port of the URL
         ("put-message", account.storage),
-        lambda: ConnectionPool(queue.url, settings.ingest_concurrency + 4, ctx.clients.tls, settings.storage.timeout),
+        lambda: ConnectionPool(queue.url, put_pool_size(settings), ctx.clients.tls, settings.storage.timeout),
     )
 
 
 def _pace(ctx: Context, account: QueueAccount, queue: QueueClient) -> SendPace:
     """One per queue and process, shared by every chunk sending to it: a 503 slows them all. It allows at
     most what the account's connection pool holds (shared by the account's queues)."""
-    most = ctx.settings.ingest_concurrency + 4
+    most = put_pool_size(ctx.settings)
     return once_per_loop(("put-message-pace", account.storage, queue.queue_name), lambda: SendPace(most))
 
 
@@ -100,15 +120,6 @@ async def target_sender(ctx: Context) -> Send:
     return send
 
 
-async def queue_lengths(ctx: Context) -> dict[str, int]:
-    """Messages in each target queue, by `account/queue` (exact on Azurite; approximate in Azure)."""
-    lengths = {}
-    for account, queue in target_queues(ctx):
-        properties = await queue.get_queue_properties()
-        lengths[f"{account.name}/{queue.queue_name}"] = properties.approximate_message_count or 0
-    return lengths
-
-
 async def queue_length(ctx: Context) -> int:
     """Messages in the target queue(s) (exact on Azurite; approximate in Azure)."""
-    return sum((await queue_lengths(ctx)).values())
+    return sum([(await queue.get_queue_properties()).approximate_message_count or 0 for _, queue in target_queues(ctx)])

@@ -4,11 +4,12 @@ A queue takes 2,000 messages/s and an account 20,000 requests/s; past that stora
 ServerBusy. A sender that keeps its whole window sending into a limit has most sends answered 503 and
 asleep in backoff (a second, against milliseconds for a Put Message), and runs far below the limit. So
 a 503 cuts the sends allowed in flight to its queue to DECREASE of them, once a round trip (the sends
-already out carry the same news), and each 201 adds 1/allowed, about one more a round trip, up to the window; any other
-answer or failure changes nothing. The sends in flight settle near limit x latency, where the queue
-runs at its limit with few 503s. A send asleep in backoff holds no slot, and a send answered 503 goes
-again at once, in its turn, while the pace allows more than one send at a time (putmessage/sender.py,
-at most PACED_RETRIES times a message): a sleep of seconds would hold back every checkpoint behind it.
+already out carry the same news), and each 201 adds 1/allowed, about one more a round trip, up to
+`most` (the account's connection pool); any other answer or failure changes nothing. The sends in
+flight settle near limit x latency, where the queue runs at its limit with few 503s. A send asleep in
+backoff holds no slot, and a send answered 503 goes again at once, in its turn, while the pace allows
+more than one send at a time (putmessage/sender.py, at most PACED_RETRIES times a message): a sleep of
+seconds would hold back every checkpoint behind it.
 """
 
 from __future__ import annotations

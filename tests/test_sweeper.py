@@ -177,14 +177,14 @@ def test_a_hand_back_touches_a_stalled_chunk_so_the_sweeper_leaves_it_to_the_wai
     slots = ctx.clients.blobs.get_container_client(ctx.settings.runs_container)
     on_loop(claim_chunk(ctx.runs, ChunkRef("touched", 0), "a-dead-host", lease_seconds=0.2))
     time.sleep(1.2)
-    from ingestion.sweeper import chunks_due
+    from ingestion.sweeper import look_at_run
 
-    assert [due.ref.index for due in on_loop(chunks_due(ctx, "touched", time.time() + 0.5))] == [0]  # stalled
+    assert [due.ref.index for due in on_loop(look_at_run(ctx, "touched", time.time() + 0.5)).due] == [0]  # stalled
     held = on_loop(take_slot(slots, "touched", 1, "a-long-invocation", 600))
     on_loop(functions["redrive_chunk"](func.QueueMessage(body=ChunkRef("touched", 0).redrive_message().encode())))
     on_loop(held.set_lease(0.0))  # the slot is free again, and a copy of the chunk waits on the queue
 
-    assert on_loop(chunks_due(ctx, "touched", time.time() + 0.5)) == []  # touched at the hand-back: not stalled
+    assert on_loop(look_at_run(ctx, "touched", time.time() + 0.5)).due == []  # touched at the hand-back: not stalled
 
 
 def test_a_dead_letter_naming_more_chunks_than_a_sweep_takes_is_queued_in_parts_and_blocks_no_other(

@@ -12,7 +12,7 @@ from core.settings import Settings
 from core.status import derive_status
 from fanout.consumer import Tally
 from fanout.demo_api import demo_id
-from ingestion.target import partition_of, spread
+from ingestion.target import Spread, partition_of, spread
 
 ACCOUNT_KEY = "S2V5"  # base64 of "Key": never echoed
 CONNECTION = f"DefaultEndpointsProtocol=https;AccountName=second;AccountKey={ACCOUNT_KEY};EndpointSuffix=core.net"
@@ -79,6 +79,13 @@ def test_routing_is_stable_and_with_one_account_the_same_as_partitions_alone():
         assert target % 3 == partition_of(text, 3)  # the queue in the account is the one-account queue
     assert spread(ids, 1, 10) == ()  # one target: `sent` says it all
     assert sum(spread(ids, 6, 1000)) == 1000  # a checkpoint counts only what was sent
+
+
+def test_a_chunks_counts_asked_checkpoint_after_checkpoint_are_the_counts_counted_afresh():
+    ids = [f"id-{n}" for n in range(3000)]
+    counted_on = Spread(ids, 6)
+    for sent in [0, 1, 1000, 1000, 2999, 3000, 1500]:  # growing, then fewer (counted afresh)
+        assert counted_on(sent) == spread(ids, 6, sent)
 
 
 def test_status_counts_messages_per_target_queue():
