@@ -130,7 +130,7 @@ def run_finished_blob(run_id: str) -> str:
 RUN_INDEX_PREFIX = "_index/"
 CONTINUATION_KEY_BLOB = "_keys/continuation"
 _INDEX_LATEST = 10**13 - 1  # Unix milliseconds in the year 2286
-_INDEX_NAME = re.compile(rf"_index/(?P<inverted>[0-9]{{13}})-(?P<run_id>{_RUN_ID})")
+_INDEX_NAME = re.compile(rf"{re.escape(RUN_INDEX_PREFIX)}(?P<inverted>[0-9]{{13}})-(?P<run_id>{_RUN_ID})")
 
 
 def run_index_blob(created_ms: int, run_id: str) -> str:

@@ -68,7 +68,7 @@ async def settle(ctx: Context, run_id: str) -> Settled:
     status = await run_status(ctx.runs, run_id, with_errors=False)
     if status is None:
         return Settled(None)
-    if status.state == "failed" and status.tolerance_exceeded and status.cancelled_at is None:
+    if status.state == "failed" and status.tolerance_exceeded:  # a cancelled run is `cancelled`, never this
         await ctx.runs.stop(run_id, "failed")
     if not status.settled or status.finished_at is not None:
         return Settled(status)

@@ -21,14 +21,14 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import cast, get_args
+from typing import cast
 
 from azure.core.exceptions import HttpResponseError
 
 from core.contract import parse_run_index_blob
 from core.errors import RequestError
 from core.run_store import RunStore
-from core.status import RunState, RunStatus, run_status
+from core.status import STATES, RunState, RunStatus, run_status
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
@@ -36,7 +36,6 @@ MAX_SCANNED = 500  # runs one listing call looks at, whatever its filter, before
 READS_AT_ONCE = 16
 _TOKEN_MAX = 2048
 _MARKER = re.compile(r"[\x21-\x7e]{1,1024}")
-STATES: tuple[str, ...] = get_args(RunState)
 
 
 @dataclass(frozen=True)
@@ -67,7 +66,7 @@ class _Position:
 
     @classmethod
     def decode(cls, token: str, key: bytes) -> _Position:
-        bad = RequestError("continuation is not one this API gave; list again without it", field="continuation")
+        bad = _foreign_continuation()
         if len(token) > _TOKEN_MAX or not re.fullmatch(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+", token):
             raise bad
         payload, signature = token.split(".")
@@ -108,7 +107,7 @@ def parse_list_query(params: Mapping[str, str]) -> RunListQuery:
     if state is not None and state not in STATES:
         raise RequestError(f"state must be one of {', '.join(STATES)}, got {state[:40]!r}", field="state")
     return RunListQuery(
-        state=cast(RunState | None, state),
+        state=state,
         created_after=_instant(params.get("created_after") or None),
         limit=_limit(params.get("limit") or None),
         continuation=params.get("continuation") or None,
@@ -180,7 +179,9 @@ async def _index_page(runs: RunStore, position: _Position) -> tuple[list[str], s
         return await runs.index_page(position.size, position.marker)
     except HttpResponseError as exc:
         if exc.status_code == 400:
-            raise RequestError(
-                "continuation is not one this API gave; list again without it", field="continuation"
-            ) from None
+            raise _foreign_continuation() from None
         raise
+
+
+def _foreign_continuation() -> RequestError:
+    return RequestError("continuation is not one this API gave; list again without it", field="continuation")

@@ -13,11 +13,12 @@ import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from core.run_store import ChunkStatus, RunRecord, RunStop, RunStore, unix_ms
 
 RunState = Literal["chunking", "ingesting", "completed", "failed", "cancelled"]
+STATES: tuple[RunState, ...] = get_args(RunState)
 FINAL_STATES: tuple[RunState, ...] = ("completed", "failed", "cancelled")
 
 

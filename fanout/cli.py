@@ -19,9 +19,9 @@ from core.contract import RUN_ID_RULE, is_run_id
 from core.errors import FanoutError, RequestError, RunNotFoundError
 from core.purge import purge_run
 from core.run_cancel import cancel_run
-from core.run_list import DEFAULT_LIMIT, MAX_LIMIT, STATES, RunPage, list_runs, parse_list_query
+from core.run_list import DEFAULT_LIMIT, MAX_LIMIT, RunPage, list_runs, parse_list_query
 from core.settings import DEMO_API_PORT, MAX_CHUNK_SIZE, Settings
-from core.status import RunStatus, run_status
+from core.status import STATES, RunStatus, run_status
 from core.storage import close_storage_clients
 from fanout.demo import run_demo
 from fanout.demo_api import PAGINATIONS, DemoApi, Faults

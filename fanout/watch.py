@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TextIO, get_args
+from typing import Any, TextIO
 from urllib.parse import quote, urlsplit
 
 import httpx
@@ -19,11 +19,10 @@ import httpx
 from core.context import app_context
 from core.errors import FanoutError, RunNotFoundError
 from core.retry import retry_after_seconds
-from core.status import FINAL_STATES, RunState, run_status
+from core.status import FINAL_STATES, STATES, run_status
 from core.storage import close_storage_clients
 
 EXIT_CODES = {"completed": 0, "failed": 1, "cancelled": 3}
-STATES = get_args(RunState)
 BAR_WIDTH = 30
 MAX_FAILED_LOOKS = 5  # in a row, before the watch gives up on an app that does not answer
 LONGEST_WAIT = 30.0
