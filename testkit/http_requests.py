@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import azure.functions as func
@@ -62,3 +63,8 @@ def ingest_every_chunk(on_loop: Any, functions: dict[str, Any], probe: Any, run_
         download = probe.chunks.download_blob(name)
         on_loop(functions["ingest_chunk"](chunk_blob("chunks", name, download.readall(), download.properties.metadata)))
     return names
+
+
+def status_of(on_loop: Callable[[Any], Any], functions: dict[str, Any], run_id: str) -> dict[str, Any]:
+    """A run's status as the app's status route answers it."""
+    return body_of(on_loop(functions["get_ingestion_status"](get_status(run_id))))

@@ -16,10 +16,10 @@ from core.context import app_context
 from core.contract import ChunkRef
 from core.run_store import chunks_written
 from fanout.demo_api import DemoApi, Faults, demo_ids
+from testkit.chunked_runs import delivered
 from testkit.cli_runner import cli
 from testkit.http_requests import (
     body_of,
-    chunk_blob,
     get_status,
     ingest_every_chunk,
     post_cancel,
@@ -30,11 +30,6 @@ from testkit.http_requests import (
 from testkit.run_events import events_of
 
 EVERY, WINDOW = 50, 4
-
-
-def blob_of(probe, name: str):
-    download = probe.chunks.download_blob(name)
-    return chunk_blob("chunks", name, download.readall(), download.properties.metadata)
 
 
 @pytest.fixture
@@ -54,7 +49,7 @@ def test_cancel_mid_run_stops_sending_within_a_checkpoint_and_a_redrive_finishes
 
     async def cancel_while_sending() -> tuple[int, object]:
         runs = (await app_context()).runs
-        sending = asyncio.create_task(functions["ingest_chunk"](blob_of(probe, first)))
+        sending = asyncio.create_task(functions["ingest_chunk"](delivered(probe, first)))
         while (status := await runs.chunk_status(ChunkRef("cancel-mid", 0))) is None or status.sent < EVERY:
             await asyncio.sleep(0.005)
         answer = await functions["cancel_ingestion"](post_cancel("cancel-mid"))
@@ -67,7 +62,7 @@ def test_cancel_mid_run_stops_sending_within_a_checkpoint_and_a_redrive_finishes
     assert (answer.headers["Location"], body_of(answer)["state"]) == ("/api/ingestions/cancel-mid", "cancelled")
     sent = probe.queue_length()
     assert sent <= sent_before + 2 * EVERY + WINDOW < 1500  # stopped at the next checkpoint, not at the end
-    on_loop(functions["ingest_chunk"](blob_of(probe, second)))  # its event arrives late: it sends nothing
+    on_loop(functions["ingest_chunk"](delivered(probe, second)))  # its event arrives late: it sends nothing
     assert probe.queue_length() == sent
 
     status = body_of(on_loop(functions["get_ingestion_status"](get_status("cancel-mid"))))

@@ -14,7 +14,7 @@ import pytest
 from azure.storage.queue import QueueClient, TextBase64DecodePolicy
 
 from fanout.demo_api import DemoApi, Faults, demo_ids
-from testkit.http_requests import body_of, get_status, post_ingestion
+from testkit.http_requests import body_of, post_ingestion, status_of
 from testkit.loopback_api import LoopbackApi
 
 PAGED = {
@@ -48,10 +48,6 @@ def start(on_loop, functions, run_id: str) -> tuple[func.HttpResponse, float]:
     answer = functions["start_ingestion"](post_ingestion({"run_id": run_id}))
     response = on_loop(asyncio.wait_for(answer, ANSWER_WITHIN))
     return response, time.monotonic() - started
-
-
-def status_of(on_loop, functions, run_id: str) -> dict:
-    return body_of(on_loop(functions["get_ingestion_status"](get_status(run_id))))
 
 
 def continue_until_done(on_loop, functions, azurite, control_queue: str, run_id: str, rounds: int = 50) -> list[float]:

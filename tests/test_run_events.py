@@ -13,17 +13,9 @@ from core.context import app_context
 from core.contract import run_finished_blob
 from core.run_events import settle_run
 from fanout.demo_api import demo_ids
-from testkit.http_requests import body_of, chunk_blob, get_status, post_ingestion, post_redrive, run_queued
+from testkit.chunked_runs import delivered
+from testkit.http_requests import body_of, chunk_blob, get_status, post_ingestion, post_redrive, run_queued, status_of
 from testkit.run_events import events_of
-
-
-def blob_of(probe, name: str):
-    download = probe.chunks.download_blob(name)
-    return chunk_blob("chunks", name, download.readall(), download.properties.metadata)
-
-
-def status_of(on_loop, functions, run_id: str) -> dict:
-    return body_of(on_loop(functions["get_ingestion_status"](get_status(run_id))))
 
 
 @pytest.fixture
@@ -34,7 +26,7 @@ def ids_300(monkeypatch, app_env) -> dict[str, str]:
 
 def test_racing_finishers_send_exactly_one_completion_event(on_loop, functions, probe, ids_300):
     on_loop(functions["start_ingestion"](post_ingestion({"run_id": "racing", "chunk_size": 50})))
-    blobs = [blob_of(probe, name) for name in probe.chunk_names("racing") * 2]
+    blobs = [delivered(probe, name) for name in probe.chunk_names("racing") * 2]
 
     async def every_chunk_twice_at_once() -> None:  # six chunks, each delivered twice, all at the same moment
         await asyncio.gather(*(functions["ingest_chunk"](blob) for blob in blobs))
@@ -53,7 +45,7 @@ def test_racing_finishers_send_exactly_one_completion_event(on_loop, functions, 
 def test_settling_a_run_many_times_at_once_sends_one_event(on_loop, functions, probe, azurite, ids_300):
     on_loop(functions["start_ingestion"](post_ingestion({"run_id": "settled-often", "chunk_size": 300})))
     (name,) = probe.chunk_names("settled-often")
-    on_loop(functions["ingest_chunk"](blob_of(probe, name)))
+    on_loop(functions["ingest_chunk"](delivered(probe, name)))
     assert len(events_of(probe, ids_300)) == 1
     runs = BlobServiceClient.from_connection_string(azurite.connection_string).get_container_client("ingestion-runs")
     runs.delete_blob(run_finished_blob("settled-often"))  # as if the event were never sent
@@ -76,10 +68,10 @@ def test_tolerated_failures_switch_the_final_state_at_the_threshold(
     body = {"run_id": f"tolerate-{tolerated}", "chunk_size": 100, "max_failed_chunks": tolerated}
     on_loop(functions["start_ingestion"](post_ingestion(body)))
     first, broken, last = probe.chunk_names(body["run_id"])
-    on_loop(functions["ingest_chunk"](blob_of(probe, first)))
+    on_loop(functions["ingest_chunk"](delivered(probe, first)))
     on_loop(functions["ingest_chunk"](chunk_blob("chunks", broken, b"{broken\n", {"message_count": "1"})))
     assert status_of(on_loop, functions, body["run_id"])["state"] == ("failed" if tolerated == 0 else "ingesting")
-    on_loop(functions["ingest_chunk"](blob_of(probe, last)))
+    on_loop(functions["ingest_chunk"](delivered(probe, last)))
 
     status = status_of(on_loop, functions, body["run_id"])
     assert (status["state"], status["max_failed_chunks"]) == (final, tolerated)
@@ -96,7 +88,7 @@ def test_a_failed_run_is_redriven_to_completion_with_a_second_event(on_loop, fun
     first, broken, last = probe.chunk_names("fail-then-fix")
     on_loop(functions["ingest_chunk"](chunk_blob("chunks", broken, b"{broken\n", {"message_count": "1"})))
     for name in (first, last):
-        on_loop(functions["ingest_chunk"](blob_of(probe, name)))  # the run failed already: both stop at once
+        on_loop(functions["ingest_chunk"](delivered(probe, name)))  # the run failed already: both stop at once
     assert probe.queue_length() == 0
     assert [event["state"] for event in events_of(probe, ids_300)] == ["failed"]
 
@@ -121,10 +113,10 @@ def test_status_answers_202_with_retry_after_while_the_run_goes_on_and_200_once_
 ):
     on_loop(functions["start_ingestion"](post_ingestion({"run_id": "polled", "chunk_size": 150})))
     first, second = probe.chunk_names("polled")
-    on_loop(functions["ingest_chunk"](blob_of(probe, first)))
+    on_loop(functions["ingest_chunk"](delivered(probe, first)))
 
     going = on_loop(functions["get_ingestion_status"](get_status("polled")))
-    on_loop(functions["ingest_chunk"](blob_of(probe, second)))
+    on_loop(functions["ingest_chunk"](delivered(probe, second)))
     done = on_loop(functions["get_ingestion_status"](get_status("polled")))
 
     assert going.status_code == 202 and going.headers["Location"] == "/api/ingestions/polled"

@@ -14,19 +14,15 @@ from core.context import app_context
 from fanout.demo_api import demo_ids
 from ingestion import invocation
 from ingestion.slots import hold, slot_states, take_slot
+from testkit.chunked_runs import delivered
 from testkit.cli_runner import cli
-from testkit.http_requests import body_of, chunk_blob, post_ingestion, run_queued
+from testkit.http_requests import body_of, post_ingestion, run_queued
 
 
 def start(on_loop, functions, monkeypatch, run_id: str, count: int, **body) -> None:
     monkeypatch.setenv("SOURCE_URL", os.environ["SOURCE_URL"].replace("10000", str(count)))
     answer = on_loop(functions["start_ingestion"](post_ingestion({"run_id": run_id, "chunk_size": 100, **body})))
     assert answer.status_code == 202, answer.get_body()
-
-
-def delivered(probe, name: str):
-    download = probe.chunks.download_blob(name)
-    return chunk_blob("chunks", name, download.readall(), download.properties.metadata)
 
 
 def test_chunks_over_the_cap_wait_on_the_redrive_queue_and_all_arrive_once(

@@ -13,13 +13,9 @@ import pytest
 from fanout.azurite import PROJECT_ROOT
 from fanout.watch import progress_line
 from testkit.app_server import AppServer
+from testkit.chunked_runs import delivered
 from testkit.cli_runner import cli
 from testkit.http_requests import chunk_blob, ingest_every_chunk, post_cancel, post_ingestion
-
-
-def blob_of(probe, name: str):
-    download = probe.chunks.download_blob(name)
-    return chunk_blob("chunks", name, download.readall(), download.properties.metadata)
 
 
 @pytest.fixture
@@ -53,7 +49,7 @@ def test_watch_exits_with_the_final_state_of_a_local_run(on_loop, functions, pro
 def test_watch_follows_a_deployed_app_to_the_end_with_its_function_key(on_loop, functions, probe, ids_200):
     on_loop(functions["start_ingestion"](post_ingestion({"run_id": "watched-remote", "chunk_size": 100})))
     first, second = probe.chunk_names("watched-remote")
-    on_loop(functions["ingest_chunk"](blob_of(probe, first)))
+    on_loop(functions["ingest_chunk"](delivered(probe, first)))
     app = AppServer(functions["get_ingestion_status"], key="the-key")
     try:
         wrong_key = cli("watch", "watched-remote", "--url", app.url, "--key", "not-the-key", env=ids_200)
@@ -64,7 +60,7 @@ def test_watch_follows_a_deployed_app_to_the_end_with_its_function_key(on_loop, 
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         wait_for(lambda: app.looks > looks_before)  # it saw the run half done …
-        on_loop(functions["ingest_chunk"](blob_of(probe, second)))  # … which then ends
+        on_loop(functions["ingest_chunk"](delivered(probe, second)))  # … which then ends
         out, err = watcher.communicate(timeout=60)
     finally:
         app.stop()
