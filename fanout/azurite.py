@@ -7,6 +7,7 @@ runs locally too.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import shutil
@@ -37,9 +38,17 @@ def _stop_with_parent() -> None:
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free ports on loopback: held open together while picked (one at a time, the system
+    may hand the same port out twice, and Azurite then fails to listen on its second service)."""
+    with contextlib.ExitStack() as held:
+        sockets = [held.enter_context(socket.socket()) for _ in range(count)]
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
 
 
 @dataclass
@@ -138,7 +147,6 @@ def start_azurite(
     scratch = location is None
     location = Path(tempfile.mkdtemp(prefix="azurite-")) if location is None else location
     location.mkdir(parents=True, exist_ok=True)
-    azurite = Azurite(
-        free_port(), free_port(), free_port(), location, tls=tls, queue_gc_ms=queue_gc_ms, _scratch=scratch
-    )
+    blob, queue, table = free_ports(3)
+    azurite = Azurite(blob, queue, table, location, tls=tls, queue_gc_ms=queue_gc_ms, _scratch=scratch)
     return azurite.start(in_memory=in_memory)
