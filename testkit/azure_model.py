@@ -229,13 +229,19 @@ class AzureModel:
         return self
 
     def stop(self) -> None:
-        def close() -> None:
-            for server in self._servers:
-                server.close()
-            self._loop.stop()
-
-        self._loop.call_soon_threadsafe(close)
+        asyncio.run_coroutine_threadsafe(self._shut_down(), self._loop)
         self._thread.join(5)
+
+    async def _shut_down(self) -> None:
+        """Stops listening and ends every connection's handler while the loop still runs (a handler left
+        pending is closed later, by the garbage collector, on a closed loop)."""
+        for server in self._servers:
+            server.close()
+        handlers = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in handlers:
+            task.cancel()
+        await asyncio.gather(*handlers, return_exceptions=True)
+        self._loop.stop()
 
     def connection_string(self, account: str, key: str) -> str:
         """A connection string whose endpoints are this model's (the blob one only if it fronts blobs)."""
