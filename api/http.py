@@ -24,6 +24,7 @@ from chunking.request import parse_ingestion_request
 from core.context import Context, app_context
 from core.contract import is_run_id
 from core.errors import (
+    ContractError,
     FanoutError,
     RequestError,
     RequestTooLargeError,
@@ -33,6 +34,7 @@ from core.errors import (
     SettingsError,
 )
 from core.purge import purge_run
+from core.redact import public_reason
 from core.run_cancel import cancel_run
 from core.run_list import list_runs, parse_list_query
 from core.run_scope import run_scope
@@ -55,14 +57,22 @@ STATUS_OF_ERROR: tuple[tuple[type[FanoutError], int, str], ...] = (
     (RunConflictError, 409, ""),
     (RunFailedError, 502, ""),
     (SettingsError, 500, "the app is misconfigured: "),
+    (ContractError, 500, "what storage holds is out of shape: "),
 )
 
 Handler = Callable[[func.HttpRequest], Awaitable[func.HttpResponse]]
 
 
 def problem(status: int, detail: str, **extensions: Any) -> func.HttpResponse:
-    body = {"type": "about:blank", "title": HTTPStatus(status).phrase, "status": status, "detail": detail}
-    body.update({key: value for key, value in extensions.items() if value is not None})
+    """An RFC 9457 answer; its texts redacted and bounded, as everything that leaves the app."""
+    body = {
+        "type": "about:blank",
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "detail": public_reason(detail),
+    }
+    body.update({key: public_reason(value) if isinstance(value, str) else value
+                 for key, value in extensions.items() if value is not None})  # fmt: skip
     return func.HttpResponse(json.dumps(body), status_code=status, mimetype=PROBLEM_JSON)
 
 
@@ -150,14 +160,16 @@ async def cancel_ingestion(req: func.HttpRequest) -> func.HttpResponse:
 @answers_problems
 async def redrive_ingestion(req: func.HttpRequest) -> func.HttpResponse:
     """`POST /api/ingestions/{run_id}/redrive`: schedule the run's failed, stalled and never-started chunks
-    for the `redrive_chunk` trigger; answer 202 with their indexes and where to watch the run."""
+    for the `redrive_chunk` trigger, and its chunking if it was stopped, failed or left; answer 202 with
+    the chunks' indexes, whether chunking carries on, and where to watch the run."""
     ctx, run_id = await _known_run(req)
     scheduled = await schedule_redrives(ctx, run_id)
     status_path = _status_path(run_id)
     body = {
         "run_id": run_id,
         "status_url": _absolute(req.url, status_path),
-        "scheduled": [ref.index for ref in scheduled],
+        "scheduled": [ref.index for ref, _ in scheduled.chunks],
+        "chunking_resumed": scheduled.chunking is not None,
     }
     return json_response(body, status=202, headers=_in_progress(status_path))
 

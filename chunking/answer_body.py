@@ -1,18 +1,21 @@
-"""A source's answer body as it arrives: each read bounded in time, its nesting and its size checked."""
+"""A source's answer body as it arrives: each read bounded in time, its Content-Encoding undone piece by
+piece (`chunking/content_decoding.py`), its size, nesting and UTF-8 checked, its items found as the
+source wrote them (`core/json_items.py`). Memory is bounded by the largest item, not by the answer.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Any
+import codecs
+from collections.abc import AsyncIterator, Iterator
 
 import httpx
-import ijson
 
-from chunking.items_path import ijson_prefix
+from chunking.content_decoding import ContentDecoder, CutShortError
 from chunking.json_depth import NestingGuard
 from chunking.time_box import TimeBox
 from core.errors import SourceError
-from core.settings import CHUNK_MAX_BYTES, SOURCE_MAX_DEPTH, SOURCE_MAX_PAGE_BYTES, SOURCE_READ_DEADLINE, SourceLimits
+from core.json_items import JsonItems, JsonItemsError
+from core.settings import SOURCE_MAX_DEPTH, SOURCE_MAX_PAGE_BYTES, SOURCE_READ_DEADLINE, SourceLimits
 
 
 def read_deadline_passed(where: str, limits: SourceLimits) -> SourceError:
@@ -21,36 +24,65 @@ def read_deadline_passed(where: str, limits: SourceLimits) -> SourceError:
     )
 
 
+class BodyCutShortError(Exception):
+    """The answer ended before its content did: worth reading again."""
+
+
 class AnswerBody:
-    """`answer_by`: the `time.monotonic()` instant the whole answer must have arrived by (SOURCE_READ_DEADLINE)."""
+    """`answer_by`: the `time.monotonic()` instant the whole answer must have arrived by (SOURCE_READ_DEADLINE);
+    `max_bytes`: the most it may take decompressed (None: no bound but its items')."""
 
     def __init__(
-        self, response: httpx.Response, where: str, limits: SourceLimits, time_box: TimeBox, answer_by: float
-    ) -> None:
+        self, response: httpx.Response, where: str, limits: SourceLimits, time_box: TimeBox, answer_by: float,
+        max_bytes: int | None = None,
+    ) -> None:  # fmt: skip
         self._response = response
-        self._parts = response.aiter_bytes()
         self._where = where
         self._limits = limits
         self._time_box = time_box
         self._answer_by = answer_by
-        self._nesting = NestingGuard(
-            limits.max_depth, f"{where} nests arrays and objects deeper than {SOURCE_MAX_DEPTH.name}={limits.max_depth}"
-        )
+        self._max_bytes = max_bytes
+        self._raw = response.aiter_raw()
+        self._decoder = ContentDecoder(response.headers.get("Content-Encoding"), where)
+        self._pieces: Iterator[bytes] = iter(())
+        self._ended = False
+        self._size = 0
 
-    async def whole(self) -> bytes:
-        """A page: all of it, up to SOURCE_MAX_PAGE_BYTES decompressed."""
-        parts: list[bytes] = []
-        size = 0
-        while part := await self._next():
-            size += len(part)
-            if size > self._limits.max_page_bytes:
-                raise SourceError(
-                    f"{self._where} answered a page of more than {SOURCE_MAX_PAGE_BYTES.name}="
-                    f"{self._limits.max_page_bytes} bytes (decompressed); ask for smaller pages or raise it"
-                )
-            self._nesting.feed(part)
-            parts.append(part)
-        return b"".join(parts)
+    async def items(self, scanner: JsonItems) -> AsyncIterator[tuple[list[str], bool]]:
+        """The items each read completes, in order, as `scanner` finds them, and whether the answer has
+        ended: a read's items are held until a later read brings more, so that the last batch says so
+        (and `scanner` then holds its captures). BodyCutShortError when it ended before its JSON did."""
+        nesting = NestingGuard(
+            self._limits.max_depth,
+            f"{self._where} nests arrays and objects deeper than {SOURCE_MAX_DEPTH.name}={self._limits.max_depth}",
+        )
+        text = codecs.getincrementaldecoder("utf-8-sig")()
+        read = 0
+        held: list[str] = []
+        try:
+            while True:
+                part = await self._next()
+                nesting.feed(part)
+                try:
+                    found = scanner.feed(text.decode(part, final=not part))
+                except UnicodeDecodeError as exc:
+                    if not part:  # the answer ended inside a character
+                        raise BodyCutShortError(f"{self._where} answered a body cut short mid-character") from None
+                    raise SourceError(
+                        f"{self._where} answered bytes that are not UTF-8 at byte {read + exc.start:,}"
+                    ) from None
+                if not part:
+                    yield held + found + scanner.end(), True
+                    return
+                read += len(part)
+                if found:  # the items held are not the answer's last: give them
+                    if held:
+                        yield held, False
+                    held = found
+        except JsonItemsError as exc:
+            if exc.cut_short:
+                raise BodyCutShortError(f"{self._where} answered a body cut short: {exc}") from None
+            raise SourceError(f"{self._where}: {exc}") from None
 
     async def head(self) -> bytes:
         """An error answer's first SOURCE_MAX_ERROR_BYTES; the rest is never read."""
@@ -61,63 +93,31 @@ class AnswerBody:
             size += len(part)
         return b"".join(parts)[: self._limits.max_error_bytes]
 
-    async def json_part(self) -> bytes:
-        """The next bytes of a JSON answer, its nesting checked; b"" at the end."""
-        part = await self._next()
-        self._nesting.feed(part)
-        return part
-
     async def _next(self) -> bytes:
-        """The next bytes, decompressed; b"" at the end."""
+        """The next decoded bytes (at most a piece); b"" at the end."""
+        while (piece := next(self._pieces, None)) is None:
+            if self._ended:
+                return b""
+            raw = await self._read()
+            if raw:
+                self._pieces = self._decoder.feed(raw)
+                continue
+            self._ended = True
+            try:
+                self._pieces = self._decoder.finish()
+            except CutShortError as exc:
+                raise BodyCutShortError(f"{self._where} answered a body cut short: {exc}") from None
+        self._size += len(piece)
+        if self._max_bytes is not None and self._size > self._max_bytes:
+            raise SourceError(
+                f"{self._where} answered a page of more than {SOURCE_MAX_PAGE_BYTES.name}={self._max_bytes} "
+                "bytes (decompressed); ask for smaller pages or raise it"
+            )
+        return piece
+
+    async def _read(self) -> bytes:
+        """The next raw bytes of the body; b"" at its end."""
         try:
-            return await self._time_box.within(anext(self._parts, b""), self._answer_by)
+            return await self._time_box.within(anext(self._raw, b""), self._answer_by)
         except TimeoutError:
             raise read_deadline_passed(self._where, self._limits) from None
-        except httpx.DecodingError as exc:
-            encoding = self._response.headers.get("Content-Encoding", "none")
-            raise SourceError(
-                f"{self._where} answered a body that does not decode (Content-Encoding: {encoding}): {exc}"
-            ) from None
-
-
-class StreamedItems:
-    """One unpaged answer's items, parsed as its bytes arrive (pushed to ijson, so that a read cut short
-    by the time box unwinds as any await does). Refuses a body that does not start as the items path
-    says, and one that goes on past CHUNK_MAX_BYTES without completing an item."""
-
-    def __init__(self, body: AnswerBody, where: str, items_path: str, max_item_bytes: int) -> None:
-        self._body = body
-        self._where = where
-        self._items_path = items_path
-        self._max_item_bytes = max_item_bytes
-
-    async def batches(self) -> AsyncIterator[list[Any]]:
-        """The items each read completes, in order; ijson.JSONError for a body that is not JSON."""
-        found = ijson.sendable_list()
-        # use_float=False: integers of any size stay exact (with floats the C backend overflows past int64)
-        parser = ijson.items_coro(found, ijson_prefix(self._items_path), use_float=False)
-        unclaimed = 0  # bytes read since the last read that completed an item
-        expected = b"[" if not self._items_path else b"{"
-        started = False
-        while part := await self._body.json_part():
-            if not started and part.strip():
-                started = True
-                head = part.lstrip()
-                if not head.startswith(expected):
-                    shape = "a JSON array" if expected == b"[" else "a JSON object"
-                    raise SourceError(f"{self._where} must answer {shape}, got {head[:60]!r}")
-            parser.send(part)
-            if found:
-                yield found
-                del found[:]
-                unclaimed = 0
-                continue
-            unclaimed += len(part)
-            if unclaimed > self._max_item_bytes:
-                raise SourceError(
-                    f"{self._where} sent {unclaimed:,} bytes without a whole item: an item may take at most "
-                    f"{CHUNK_MAX_BYTES.name}={self._max_item_bytes}"
-                )
-        parser.close()
-        if found:
-            yield found

@@ -1,33 +1,37 @@
 """Chunking one run: claim the run id, stream the source into chunk blobs, record the outcome.
 
-An invocation reads under a time box (`chunking/time_box.py`): when its time is up, mid-page or
-mid-answer, it drops the chunk it was filling and leaves a continuation on the control queue that
-resumes at the last chunk boundary. A stopped run (cancelled, or failed past its tolerance) is checked
-at each new page and each chunk written: chunking then stops the same way but hands nothing on; a
-redrive carries it on from there. Chunk numbers and boundaries depend only on the source, so a
-continuation run twice writes the same chunk blobs (if-none-match keeps the first) and loses none.
+An invocation claims the run (chunking/chunking_claim.py) and keeps its progress saved while it reads:
+the run always says where chunking carries on, however the invocation ends. It reads under a time box
+(`chunking/time_box.py`): when its time is up, mid-page or mid-answer, it drops the chunk it was filling
+and leaves a continuation on the control queue that resumes at the last chunk boundary. A stopped run
+(cancelled, or failed past its tolerance) is checked at each new page and each chunk written: chunking
+then stops the same way but hands nothing on; a redrive carries it on from there. When the source fails
+the run, what was read is written and the run keeps where it stopped: a redrive carries on from there.
+Chunk numbers and boundaries depend only on the source, so a continuation run twice writes the same
+chunk blobs (if-none-match keeps the first) and loses none.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
 from contextlib import aclosing
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
+from chunking.chunking_claim import ChunkingClaim
 from chunking.request import IngestionRequest
 from chunking.source import SourcePosition, SourceReader
 from chunking.time_box import OutOfTimeError, TimeBox
 from chunking.writer import ChunkWriter
 from core.context import Context
-from core.contract import Continuation, ResumePosition
+from core.continuations import send_continuation
+from core.contract import ResumePosition
 from core.errors import ClaimLostError, RunConflictError, SourceError
+from core.redact import public_reason
 from core.run_events import settle_run
-from core.run_store import RunRecord, chunks_written, utc_now
+from core.run_store import RunRecord, utc_now
 from core.settings import CHUNKING_TIME_LIMIT, Settings, SourceConfig
-from core.storage import trigger_queue
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +41,9 @@ async def start_chunking(ctx: Context, request: IngestionRequest, budget: float 
 
     `budget`: the HTTP call's CHUNKING_TIME_BUDGET (it must answer within 230 s); None on the command line.
     """
+    now = utc_now()
     record = RunRecord(
-        request.run_id, request.source, request.chunk_size, created_at=utc_now(),
+        request.run_id, request.source, request.chunk_size, created_at=now, updated_at=now,
         max_concurrency=request.max_concurrency, max_failed_chunks=request.max_failed_chunks,
     )  # fmt: skip
     etag = await ctx.runs.create(record)
@@ -57,44 +62,75 @@ async def start_chunking(ctx: Context, request: IngestionRequest, budget: float 
     return await chunk_onward(ctx, record, etag, budget, http_call=budget is not None), True
 
 
+@dataclass(frozen=True)
+class _Read:
+    """How reading ended: where to resume (None: the source is exhausted), whether the run was stopped,
+    and the source's failure, if it failed (then `resume` is just after the last item written)."""
+
+    resume: SourcePosition | None
+    stopped: bool = False
+    error: SourceError | None = None
+
+
 async def chunk_onward(
     ctx: Context, record: RunRecord, etag: str, budget: float | None, *, http_call: bool = False
 ) -> RunRecord:
-    """Writes the run's chunks from where it stands (its `resume` position, else the start).
+    """Writes the run's chunks from where it stands (its `resume` position); returns the run as saved.
 
     `budget`: seconds before handing the rest on (None: no limit); `http_call`: an HTTP call, which hands
     on whatever it wrote, rather than a continuation, which must write a chunk before it may.
-    Saves the outcome over `etag` only: when another invocation moved the run on meanwhile, this one
-    neither saves nor continues (its chunks were the same blobs). Only the source failing fails the run;
-    anything else (cancelled, Ctrl-C, a storage error) is raised after keeping what was chunked. A stopped
-    run is saved where it stopped and handed on to no one.
+    ClaimLostError when another invocation is chunking the run, or the run moved on since `etag`; an
+    invocation that loses its claim while it reads stops and saves nothing. Only the source failing
+    fails the run; anything else (Ctrl-C, a storage error) is raised after the progress is saved.
     """
     settings = ctx.settings
+    claim = await ChunkingClaim.take(ctx.runs, record, etag, settings.lease_seconds)
     source = settings.source(record.source)
     writer = ChunkWriter(ctx.chunk_container, record.run_id, record.chunk_size, settings.upload_concurrency,
                          chunks=record.chunks or 0, messages=record.messages or 0,
                          max_bytes=settings.chunk_max_bytes)  # fmt: skip
-    time_box = _time_box(settings, source, budget, http_call)
     # The run as it stands after each of the last chunks filled here: the ones that may still be uploading.
     filled: deque[RunRecord] = deque(maxlen=settings.upload_concurrency + 1)
+
+    def progress() -> RunRecord:
+        """The run after the last chunk known written (else as last saved): safe to resume from."""
+        written = [paused for paused in filled if (paused.chunks or 0) <= writer.uploaded]
+        return written[-1] if written else claim.record
+
+    hand_on = budget is not None
+    start = SourcePosition(record.resume or ResumePosition(), record.pages, record.page_before, record.seen)
     try:
-        async with SourceReader(source, settings.source_timeout, settings.source_retry, settings.source_limits,
-                                time_box, settings.chunk_max_bytes) as reader:  # fmt: skip
-            start = SourcePosition(record.resume or ResumePosition(), record.pages, record.page_before)
-            resume, stopped = await _read_into(writer, reader, start, time_box, settings,
-                                               lambda at: filled.append(_paused(record, writer, at)),
-                                               lambda: _is_stopped(ctx, record.run_id))  # fmt: skip
-        await writer.close()
-    except SourceError as exc:
-        await writer.close()
-        record, stopped = record.failed(ctx.redact(str(exc)), writer.chunks, writer.messages), False
-    except BaseException:
-        await _keep_progress(ctx, record, etag, filled, hand_on=budget is not None)
+        async with claim.kept(progress):
+            time_box = _time_box(settings, source, budget, http_call)
+            async with SourceReader(source, settings.source_timeout, settings.source_retry, settings.source_limits,
+                                    time_box, settings.chunk_max_bytes) as reader:  # fmt: skip
+                read = await _read_into(writer, reader, start, time_box, settings,
+                                        lambda at: filled.append(_paused(record, writer, at)),
+                                        lambda: _is_stopped(ctx, record.run_id))  # fmt: skip
+            await writer.close()
+    except ClaimLostError:
+        log.warning("run %s: chunking stopped, its claim was lost (taken over, or the run purged)", record.run_id)
         raise
+    except SourceError as exc:  # the source's settings are wrong: it was never read
+        read = _Read(start, error=exc)
+    except BaseException:
+        await _keep_progress(ctx, claim, progress(), hand_on=hand_on)
+        raise
+    if read.error is not None:
+        at_failure = _paused(record, writer, read.resume) if read.resume else record
+        record = at_failure.failed(public_reason(str(read.error)), writer.chunks, writer.messages)
+    elif read.resume is None:
+        record = record.finished(writer.chunks, writer.messages)
     else:
-        record = record.finished(writer.chunks, writer.messages) if resume is None else _paused(record, writer, resume)
-    await _save(ctx, record, etag, hand_on=budget is not None and not stopped)
-    if record.state != "chunking" or stopped:
+        record = _paused(record, writer, read.resume)
+    try:
+        await claim.save(record, release=True)
+    except ClaimLostError:
+        log.info("run %s was moved on by another invocation; leaving it to that one", record.run_id)
+        return record
+    if record.state == "chunking" and hand_on and not read.stopped:
+        await send_continuation(ctx, record)
+    if record.state != "chunking" or read.stopped:
         await settle_run(ctx, record.run_id)
     return record
 
@@ -110,21 +146,26 @@ async def _is_stopped(ctx: Context, run_id: str) -> bool:
 async def _read_into(
     writer: ChunkWriter, reader: SourceReader, start: SourcePosition, time_box: TimeBox, settings: Settings,
     keep: Callable[[SourcePosition], None], stopped: Callable[[], Awaitable[bool]],
-) -> tuple[SourcePosition | None, bool]:  # fmt: skip
-    """Feeds the source to the writer (`keep` hears of each chunk boundary) until it is exhausted (None),
-    the time is up or the run is `stopped` (checked at each new page and each chunk written): then drops
-    the chunk not yet full and returns the last boundary, to resume at, and whether the run was stopped."""
+) -> _Read:  # fmt: skip
+    """Feeds the source to the writer (`keep` hears of each chunk boundary) until it is exhausted, the
+    time is up or the run is `stopped` (checked at each new page and each chunk written): then drops the
+    chunk not yet full and says to resume at the last boundary. When the source fails, the chunk not yet
+    full is kept, to be written, and reading resumes after its last item."""
     boundary: SourcePosition | None = start
     page = reader.pages
     if await stopped():
-        return start, True
+        return _Read(start, stopped=True)
     try:
         async with aclosing(reader.items(start, writer.messages)) as items:
             async for item in items:
-                if await writer.add(item):
+                try:
+                    closed = await writer.add(item)
+                except SourceError as exc:
+                    return _Read(reader.before_last, error=SourceError(f"{exc}: {reader.last_item}"))
+                if closed:
                     boundary = reader.after_last if writer.at_chunk_boundary else reader.before_last
                     time_box.chunk_written()
-                    if boundary is not None:
+                    if boundary is not None:  # None: the source has nothing more, the run is chunked
                         keep(boundary)
                         if await stopped():
                             raise _StoppedError
@@ -136,23 +177,27 @@ async def _read_into(
                         raise _StoppedError
     except _StoppedError:
         writer.drop_partial()
-        return boundary, True
+        return _Read(boundary, stopped=True)
     except OutOfTimeError:
         if not time_box.may_hand_on:
-            raise SourceError(
+            error = SourceError(
                 f"read no chunk of {writer.chunk_size} items within {CHUNKING_TIME_LIMIT.name}="
                 f"{settings.chunking_time_limit:g} s: the source is too slow for chunks this size; start the run "
                 f"with a smaller chunk_size, or raise {CHUNKING_TIME_LIMIT.name} (below the function timeout)"
-            ) from None
+            )
+            writer.drop_partial()
+            return _Read(boundary, error=error)
         writer.drop_partial()
-        return boundary, False
-    return None, False
+        return _Read(boundary)
+    except SourceError as exc:
+        return _Read(reader.after_last, error=exc)
+    return _Read(None)
 
 
 def _paused(record: RunRecord, writer: ChunkWriter, at: SourcePosition) -> RunRecord:
     """The run with what `writer` wrote, to resume `at`."""
-    paused = record.paused(writer.chunks, writer.messages, at.resume)
-    return replace(paused, pages=at.pages, page_before=at.page_before)
+    return replace(record, chunks=writer.chunks, messages=writer.messages, resume=at.resume, pages=at.pages,
+                   page_before=at.page_before, seen=at.seen)  # fmt: skip
 
 
 def _time_box(settings: Settings, source: SourceConfig, budget: float | None, http_call: bool) -> TimeBox:
@@ -164,33 +209,13 @@ def _time_box(settings: Settings, source: SourceConfig, budget: float | None, ht
     return TimeBox.continuation(budget, settings.chunking_time_limit, paged)
 
 
-async def _keep_progress(
-    ctx: Context, record: RunRecord, etag: str, filled: deque[RunRecord], *, hand_on: bool
-) -> None:
-    """Leaves the run `chunking`, resumable right after its last chunk known to be written (uploads in
-    flight may be lost; chunk numbers must stay those of the source's order), else where it was saved.
-
-    `hand_on`: in the app, the rest goes to the control queue (a retry of the interrupted continuation
-    finds it stale). Best effort: the interruption is what the caller hears about.
-    """
+async def _keep_progress(ctx: Context, claim: ChunkingClaim, progress: RunRecord, *, hand_on: bool) -> None:
+    """After an interruption: the run stays `chunking`, resumable right after its last chunk known written,
+    its claim let go; in the app (`hand_on`) the rest goes to the control queue. Best effort: the
+    interruption is what the caller hears about, and the sweeper resumes a run nobody moves."""
     try:
-        written = {ref.index for ref in await chunks_written(ctx.chunk_container, record.run_id)}
-        first_missing = next(index for index in itertools.count(record.chunks or 0) if index not in written)
-        kept = [paused for paused in filled if (paused.chunks or 0) <= first_missing]
-        if kept:
-            await _save(ctx, kept[-1], etag, hand_on=hand_on)
+        await claim.save(progress, release=True)
+        if hand_on:
+            await send_continuation(ctx, progress)
     except Exception as exc:
-        log.warning("run %s: chunking was interrupted and its progress not saved: %r", record.run_id, exc)
-
-
-async def _save(ctx: Context, record: RunRecord, etag: str, *, hand_on: bool) -> None:
-    """Saves the record over `etag` (else leaves the run to the invocation that moved it on); with
-    `hand_on` (a budget: the app), a paused run's rest goes to the control queue."""
-    try:
-        await ctx.runs.save(record, if_match=etag)
-    except ClaimLostError:
-        log.info("run %s was moved on by another invocation; leaving it to that one", record.run_id)
-        return
-    if hand_on and record.resume is not None:
-        control = await trigger_queue(ctx.clients.queues, ctx.settings.storage, ctx.settings.control_queue)
-        await control.send_message(Continuation(record.run_id, record.resume).encode())
+        log.warning("run %s: chunking was interrupted and its progress not saved: %r", progress.run_id, exc)

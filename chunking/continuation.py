@@ -9,7 +9,7 @@ import azure.functions as func
 from chunking.chunker import chunk_onward
 from core.context import Context, app_context
 from core.contract import Continuation
-from core.errors import ContractError
+from core.errors import ClaimLostError, ContractError
 from core.run_scope import run_scope
 from core.run_store import RunRecord
 
@@ -17,7 +17,8 @@ log = logging.getLogger(__name__)
 
 
 async def continue_chunking(ctx: Context, body: bytes) -> RunRecord | None:
-    """Carries a run's chunking on from a continuation; a stale, repeated or malformed one does nothing."""
+    """Carries a run's chunking on from a continuation; a stale, repeated or malformed one does nothing, nor
+    does one for a run another invocation is chunking."""
     try:
         continuation = Continuation.decode(body)
     except ContractError as exc:
@@ -29,7 +30,11 @@ async def continue_chunking(ctx: Context, body: bytes) -> RunRecord | None:
             log.info("continuation for %s is stale: the run has moved on", continuation.run_id)
             return None
         record, etag = versioned
-        return await chunk_onward(ctx, record, etag, ctx.settings.chunking_time_budget)
+        try:
+            return await chunk_onward(ctx, record, etag, ctx.settings.chunking_time_budget)
+        except ClaimLostError as exc:  # a live chunker has it; if that one dies, the sweeper resumes the run
+            log.info("continuation for %s dropped: %s", continuation.run_id, exc)
+            return None
 
 
 async def continue_chunking_message(msg: func.QueueMessage) -> None:

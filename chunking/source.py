@@ -1,13 +1,16 @@
 """Reads the items of a configured source API with httpx, page by page, from any position.
 
-Without pagination the one answer is parsed as it streams (ijson), so memory is bounded by a chunk,
-not by the source. A page is read whole, up to SOURCE_MAX_PAGE_BYTES. Every answer is checked as it
-arrives: its nesting (SOURCE_MAX_DEPTH), its time (SOURCE_READ_DEADLINE, and the invocation's time box,
-which stops a read mid-answer), and an error answer is read no further than SOURCE_MAX_ERROR_BYTES.
-Connect errors, timeouts, a body cut short, 408/429 and 5xx are retried (`core.retry`); a retried
-stream resumes after the items already read, so a source must answer the same items in the same order
-each time. A source that comes back to where it was, or goes past SOURCE_MAX_PAGES or SOURCE_MAX_ITEMS,
-fails the run.
+Every answer, paged or not, is read as it streams (`chunking/answer_body.py`): memory is bounded by an
+item, not by the answer, and each item comes as the exact JSON text the source wrote. Every answer is
+checked as it arrives: its nesting (SOURCE_MAX_DEPTH), its time (SOURCE_READ_DEADLINE, and the
+invocation's time box, which stops a read mid-answer), a page's size (SOURCE_MAX_PAGE_BYTES), and an
+error answer is read no further than SOURCE_MAX_ERROR_BYTES. Connect errors, timeouts, a body cut short
+(with or without a length), 408/429 and 5xx are retried (`core.retry`); an answer read again resumes
+after the items already given, so a source must answer the same items in the same order each time.
+Only the source's own end marker ends it: no next position (`cursor`, `next-link`), or an empty page
+(`page`); an empty page that names a next one is followed. A source that comes back to where it was,
+reads items again past SOURCE_MAX_READS_PER_ITEM, or goes past SOURCE_MAX_PAGES or SOURCE_MAX_ITEMS,
+fails the run (`chunking/repeats.py`).
 """
 
 from __future__ import annotations
@@ -20,16 +23,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-import ijson
 
-from chunking.answer_body import AnswerBody, StreamedItems, read_deadline_passed
-from chunking.items_path import items_at, value_at
+from chunking.answer_body import AnswerBody, BodyCutShortError, read_deadline_passed
 from chunking.repeats import RepeatGuard
 from chunking.time_box import TimeBox
 from core.contract import ResumePosition
 from core.errors import SourceError
+from core.json_items import JsonItems
 from core.retry import Attempts, RetryPolicy, retry_after_seconds
 from core.settings import (
+    CHUNK_MAX_BYTES,
     SOURCE_CURSOR_PARAM,
     SOURCE_CURSOR_PATH,
     SOURCE_MAX_ITEMS,
@@ -43,6 +46,8 @@ from core.settings import (
 
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 Page = str | int | None  # a page's URL, cursor or number; None: the first page
+_NEXT = "next"  # the name under which an answer's next cursor or link is captured
+_REASON_CHARS = 100  # of a status line's reason phrase
 
 
 class _TransientError(Exception):
@@ -53,16 +58,18 @@ class _TransientError(Exception):
 
 @dataclass(frozen=True)
 class SourcePosition:
-    """Where reading resumes, how many pages came before it (SOURCE_MAX_PAGES counts them all), and the
-    digest of the items of the page before it (a page that comes back is noticed across invocations)."""
+    """Where reading resumes; how many pages came before it (SOURCE_MAX_PAGES counts them all); the digest
+    of the page before it (a page that comes back is noticed across invocations); the sketch of the
+    distinct items read before it (`chunking/distinct_items.py`; None for an unpaged source)."""
 
     resume: ResumePosition = field(default_factory=ResumePosition)
     pages: int = 0
     page_before: str | None = None
+    seen: str | None = None
 
 
 class SourceReader:
-    """`time_box` stops a read mid-answer (OutOfTimeError); `max_item_bytes` bounds an unpaged answer's item."""
+    """`time_box` stops a read mid-answer (OutOfTimeError); `max_item_bytes` bounds an item."""
 
     def __init__(
         self, source: SourceConfig, timeout: float, retry: RetryPolicy, limits: SourceLimits, time_box: TimeBox,
@@ -77,16 +84,18 @@ class SourceReader:
             source.url, f"{source.setting_name(SOURCE_URL)} {source.url!r}", f"source {source.name!r}"
         )
         self._where = f"source {source.name!r} ({self._origin.host})"
-        self._client = httpx.AsyncClient(headers=dict(source.headers), timeout=timeout, follow_redirects=False)
-        # The last item given: its page, the pages before that page, the items taken from it (or from
-        # the one unpaged answer), its length and the page after it; and the items the run took in all.
+        self._client = httpx.AsyncClient(
+            headers={"Accept-Encoding": "gzip, deflate", **source.headers}, timeout=timeout, follow_redirects=False
+        )
+        # The last item given: its page, the pages before that page, the items given from it (or from the
+        # one unpaged answer), its answer's length and next page; and the items the run took in all.
         self._page: Page = None
         self._pages = 0
         self._index = 0
-        self._page_length = 0
-        self._next_page: Page = None
+        self._length: int | None = None  # the items of the last item's answer, once it has ended
+        self._next_page: Page = None  # and the page after it, then
         self._taken = 0
-        self._repeats = RepeatGuard(self._where, self._repeat_hint(), None, None)  # pages only: `items` sets it
+        self._repeats = self._guard(None, SourcePosition())
 
     async def __aenter__(self) -> SourceReader:
         return self
@@ -94,32 +103,34 @@ class SourceReader:
     async def __aexit__(self, *exc_info: object) -> None:
         await self._client.aclose()
 
-    async def items(self, start: SourcePosition, taken: int) -> AsyncGenerator[Any]:
-        """The items from `start` on; `taken`: how many the run took before it (SOURCE_MAX_ITEMS counts all)."""
+    @property
+    def paged(self) -> bool:
+        return self._source.pagination != "none"
+
+    async def items(self, start: SourcePosition, taken: int) -> AsyncGenerator[str]:
+        """The items' JSON texts from `start` on; `taken`: how many the run took before it (SOURCE_MAX_ITEMS
+        counts all)."""
         self._taken = taken
-        if self._source.pagination == "none":
-            async for item in self._streamed(start.resume.skip):
+        if not self.paged:
+            async for item in self._answer_items(self._source.url, {}, start.resume.skip):
                 yield item
             return
-        page, skip, self._pages = start.resume.page, start.resume.skip, start.pages
-        self._repeats = RepeatGuard(self._where, self._repeat_hint(), page or self._source.url, start.page_before)
+        self._page, self._pages, skip = start.resume.page, start.pages, start.resume.skip
+        self._repeats = self._guard(self._page or self._source.url, start)
         while True:
             if self._pages >= self._limits.max_pages:
                 raise SourceError(
                     f"{self._where} has more than {SOURCE_MAX_PAGES.name}={self._limits.max_pages} pages: raise it "
                     f"for a source that long, else check {self._repeat_hint()}"
                 )
-            items, next_page = await self._read_page(page)
-            self._repeats.check(items, next_page)
-            self._page, self._page_length, self._next_page = page, len(items), next_page
-            for index in range(skip, len(items)):
-                self._index = index + 1
-                self._take()
-                yield items[index]
-            if next_page is None or not items:
+            url, params = self._request_of(self._page)
+            async for item in self._answer_items(url, params, skip):
+                yield item
+            if self._next_page is None:
                 return
-            page, skip = next_page, 0
+            self._page, self._next_page, skip = self._next_page, None, 0  # on to the next page, at its start
             self._pages += 1
+            self._repeats.page_started()
 
     @property
     def pages(self) -> int:
@@ -128,17 +139,34 @@ class SourceReader:
 
     @property
     def after_last(self) -> SourcePosition | None:
-        """Just after the last item given; None when nothing follows it."""
-        if self._source.pagination == "none" or self._index < self._page_length:
-            return SourcePosition(ResumePosition(self._page, self._index), self._pages, self._repeats.page_before)
-        if self._next_page is None:
-            return None
-        return SourcePosition(ResumePosition(self._next_page), self._pages + 1, self._repeats.last_page)
+        """Just after the last item given; None when nothing follows it (known once its answer has ended)."""
+        if self._length is not None and self._index >= self._length:
+            if self._next_page is None:
+                return None
+            after = ResumePosition(self._next_page)
+            return SourcePosition(after, self._pages + 1, self._repeats.last_page, self._repeats.seen())
+        return self._position(self._index)
 
     @property
     def before_last(self) -> SourcePosition:
         """Just before the last item given."""
-        return SourcePosition(ResumePosition(self._page, self._index - 1), self._pages, self._repeats.page_before)
+        return self._position(self._index - 1)
+
+    @property
+    def last_item(self) -> str:
+        """Where the last item given stands, for a reason that names it."""
+        return f"item {self._index:,} of {self._page_name if self.paged else 'the answer'}"
+
+    @property
+    def _page_name(self) -> str:
+        return "the first page" if self._page is None else f"page {self._page!r}"
+
+    def _position(self, index: int) -> SourcePosition:
+        seen = self._repeats.seen() if self.paged else None
+        return SourcePosition(ResumePosition(self._page, index), self._pages, self._repeats.before_page, seen)
+
+    def _guard(self, first: Page, start: SourcePosition) -> RepeatGuard:
+        return RepeatGuard(self._where, self._repeat_hint(), self._limits, first, start.page_before, start.seen)
 
     def _take(self) -> None:
         self._taken += 1
@@ -154,44 +182,75 @@ class SourceReader:
         }.get(source.pagination, (SOURCE_NEXT_PATH, source.next_path))
         return f"{source.setting_name(setting)}={value!r}"
 
-    async def _read_page(self, page: Page) -> tuple[list[Any], Page]:
-        """A page's items and the next page (None after the last)."""
+    def _request_of(self, page: Page) -> tuple[str, dict[str, Any]]:
+        """The URL and query parameters that ask for `page`."""
         source = self._source
         if source.pagination == "page":
             number = source.first_page if page is None else int(page)
-            document, _ = await self._get(
-                source.url, {source.page_param: number, source.page_size_param: source.page_size}
-            )
-            items = items_at(document, source.items_path)
-            return items, (number + 1 if items else None)
+            return source.url, {source.page_param: number, source.page_size_param: source.page_size}
         if source.pagination == "cursor":
-            document, _ = await self._get(source.url, {source.cursor_param: page} if page else {})
-            return items_at(document, source.items_path), self._cursor(value_at(document, source.cursor_path))
-        document, response = await self._get(self._same_origin(str(page)) if page else source.url, {})  # next-link
-        link = value_at(document, source.next_path) if source.next_path else response.links.get("next", {}).get("url")
-        return items_at(document, source.items_path), self._next_link(response.url, link)
+            return source.url, {source.cursor_param: page} if page else {}
+        return (self._same_origin(str(page)) if page else source.url), {}
 
-    def _cursor(self, cursor: object) -> str | None:
-        if cursor is None or cursor == "":
+    def _captures(self) -> dict[str, str]:
+        """Where in a page its next cursor or link is (none: a next link in the Link header, or `page` mode)."""
+        source = self._source
+        path = {"cursor": source.cursor_path, "next-link": source.next_path}.get(source.pagination, "")
+        return {_NEXT: path} if path else {}
+
+    def _page_after(self, items: int, response: httpx.Response, captured: str | None) -> Page:
+        """The page after the one read (None: it was the last), which held `items` items, from its answer."""
+        source = self._source
+        if source.pagination == "page":
+            number = source.first_page if self._page is None else int(self._page)
+            return number + 1 if items else None
+        if source.pagination == "cursor":
+            return self._cursor(captured)
+        if source.next_path:
+            return self._next_link(response.url, captured, as_json=True)
+        return self._next_link(response.url, response.links.get("next", {}).get("url"), as_json=False)
+
+    def _cursor(self, text: str | None) -> str | None:
+        """A cursor as the page gave it: a string's value, a number's exact text; null, missing or "": the end."""
+        if text is None or text in ("null", '""'):
             return None
-        if isinstance(cursor, bool) or not isinstance(cursor, str | int | float):
-            setting = self._source.setting_name(SOURCE_CURSOR_PATH)
-            raise SourceError(
-                f"{self._where}: the cursor at {setting}={self._source.cursor_path!r} must be a string or a number, "
-                f"got {type(cursor).__name__}"
-            )
-        return str(cursor)
+        if text[0] == '"':
+            cursor = str(json.loads(text))
+            self._check_text(cursor, "the cursor")
+            return cursor
+        if text[0] in "-0123456789":
+            return text
+        setting = self._source.setting_name(SOURCE_CURSOR_PATH)
+        raise SourceError(
+            f"{self._where}: the cursor at {setting}={self._source.cursor_path!r} must be a string or a number, "
+            f"got {_kind(text)}"
+        )
 
-    def _next_link(self, base: httpx.URL, link: object) -> str | None:
+    def _next_link(self, base: httpx.URL, link: str | None, *, as_json: bool) -> str | None:
+        """The next link: from the body (`as_json`: its JSON text there) or from the Link header."""
+        if as_json and link is not None:
+            if link == "null":
+                return None
+            if not link.startswith('"'):
+                setting = self._source.setting_name(SOURCE_NEXT_PATH)
+                raise SourceError(
+                    f"{self._where}: the next link at {setting}={self._source.next_path!r} must be a string, "
+                    f"got {_kind(link)}"
+                )
+            link = str(json.loads(link))
         if link is None or link == "":
             return None
-        if not isinstance(link, str):
-            setting = self._source.setting_name(SOURCE_NEXT_PATH)
-            raise SourceError(
-                f"{self._where}: the next link at {setting}={self._source.next_path!r} must be a string, "
-                f"got {type(link).__name__}"
-            )
+        self._check_text(link, "the next link")
         return str(self._url(link, f"the next link {link[:200]!r}", self._where, base))
+
+    def _check_text(self, value: str, what: str) -> None:
+        """A cursor or link goes back to the source in a URL: it must be text UTF-8 can carry."""
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise SourceError(
+                f"{self._where}: {what} holds a lone surrogate, which no URL can carry: {value[:80]!r}"
+            ) from None
 
     @staticmethod
     def _url(link: str, what: str, where: str, base: httpx.URL | None = None) -> httpx.URL:
@@ -209,51 +268,55 @@ class SourceReader:
             )
         return link
 
-    def _json(self, data: bytes) -> Any:
-        try:
-            return json.loads(data)
-        except ValueError as exc:
-            raise SourceError(f"{self._where} answered invalid JSON: {exc}") from None
-
-    async def _get(self, url: str, params: dict[str, Any]) -> tuple[Any, httpx.Response]:
-        """A page's JSON, and its answer (for its URL and Link header)."""
+    async def _answer_items(self, url: str, params: dict[str, Any], skip: int) -> AsyncIterator[str]:
+        """The answer's items after the first `skip`, read again (from after the last one given) after a
+        failure worth another try. A paged answer's items, the skipped ones too, are told to the repeat
+        guard, and its end (the next page, the checks of a page) is known before its last items are given."""
+        self._index, self._length, self._next_page = skip, None, None
         attempts = Attempts(self._retry, give_up=SourceError)
         while True:
             try:
                 async with self._answer(url, params) as (response, body):
-                    data = await body.whole()
-                return self._json(data), response
-            except (httpx.TransportError, _TransientError) as exc:
-                await self._wait_to_retry(attempts, exc)
-
-    async def _streamed(self, skip: int) -> AsyncIterator[Any]:
-        """The one answer's items as it streams, after the first `skip`."""
-        self._index = skip
-        attempts = Attempts(self._retry, give_up=SourceError)
-        while True:
-            try:
-                async with self._answer(self._source.url, {}) as (_, body):
+                    self._repeats.page_started()
+                    scanner = JsonItems(self._source.items_path, self._captures(), self._max_item_bytes,
+                                        f"{CHUNK_MAX_BYTES.name}={self._max_item_bytes}")  # fmt: skip
                     position = 0
-                    stream = StreamedItems(body, self._where, self._source.items_path, self._max_item_bytes)
-                    async for batch in stream.batches():
-                        for item in batch[max(0, self._index - position) :]:
+                    async for batch, ended in body.items(scanner):
+                        new = batch[max(0, self._index - position) :]
+                        position += len(batch)
+                        if self.paged:
+                            for item in batch:
+                                self._repeats.item(item)
+                            self._repeats.check_reads(self._taken + len(new))
+                        if ended:
+                            following = None
+                            if self.paged:
+                                following = self._page_after(position, response, scanner.captured.get(_NEXT))
+                                self._repeats.page_ended(following)
+                            self._length, self._next_page = position, following
+                        for item in new:
                             self._index += 1
                             self._take()
                             yield item
-                        position += len(batch)
                 return
-            except (httpx.TransportError, _TransientError) as exc:
+            except (httpx.TransportError, _TransientError, BodyCutShortError) as exc:
                 await self._wait_to_retry(attempts, exc)
-            except ijson.JSONError as exc:
-                raise SourceError(f"{self._where} answered invalid JSON: {str(exc).splitlines()[0]}") from None
+            except SourceError as exc:
+                where = f", {self._page_name}" if self.paged else ""
+                raise SourceError(str(exc).replace(self._where, self._where + where, 1)) from None
 
-    async def _wait_to_retry(self, attempts: Attempts, exc: httpx.TransportError | _TransientError) -> None:
+    async def _wait_to_retry(
+        self, attempts: Attempts, exc: httpx.TransportError | _TransientError | BodyCutShortError
+    ) -> None:
         """After a call that may succeed if tried again: waits within the time box, or gives up (SourceError)."""
         failure = (
             exc
             if isinstance(exc, _TransientError)
-            else _TransientError(f"{self._where} failed: {type(exc).__name__}: {exc or 'no details'}")
-        )
+            else _TransientError(
+                str(exc) if isinstance(exc, BodyCutShortError)
+                else f"{self._where} failed: {type(exc).__name__}: {exc or 'no details'}"
+            )
+        )  # fmt: skip
         await self._time_box.within(attempts.wait(str(failure), retry_after=failure.retry_after))
 
     @asynccontextmanager
@@ -267,13 +330,21 @@ class SourceReader:
         except TimeoutError:
             raise read_deadline_passed(self._where, self._limits) from None
         try:
-            body = AnswerBody(response, self._where, self._limits, self._time_box, answer_by)
+            max_bytes = self._limits.max_page_bytes if self.paged else None
+            body = AnswerBody(response, self._where, self._limits, self._time_box, answer_by, max_bytes)
             if not response.is_success:
                 excerpt = (await body.head()).decode("utf-8", "replace")[:300]
-                reason = f"{self._where} answered {response.status_code} {response.reason_phrase}: {excerpt}"
+                phrase = response.reason_phrase[:_REASON_CHARS]
+                reason = f"{self._where} answered {response.status_code} {phrase}: {excerpt}"
                 if response.status_code in RETRYABLE_STATUS:
                     raise _TransientError(reason, retry_after_seconds(response.headers.get("Retry-After")))
                 raise SourceError(reason)
             yield response, body
         finally:
             await response.aclose()
+
+
+def _kind(text: str) -> str:
+    """What kind of JSON value `text` is, as a reason names it."""
+    kinds = {"{": "an object", "[": "an array", "t": "a boolean", "f": "a boolean", '"': "a string"}
+    return kinds.get(text[:1], "a number")

@@ -23,7 +23,6 @@ class Context:
     clients: StorageClients
     runs: RunStore
     chunk_container: ContainerClient
-    redact: Redactor  # for any text that leaves the app: a run's error, a chunk's, problem details
 
     def close(self) -> None:
         """Nothing of its own: its clients close with the loop's others (`close_storage_clients`)."""
@@ -46,12 +45,10 @@ async def app_context(settings: Settings | None = None) -> Context:
 def _context(settings: Settings) -> Context:
     pool = max(settings.ingest_concurrency, settings.upload_concurrency) + 4
     clients = storage_clients(settings.storage, pool_size=pool)
-    redact = Redactor(settings.secrets)
-    redact_logs(redact)
+    redact_logs(Redactor(settings.secrets))  # its secrets join the process's: core.redact.public_text knows them
     return Context(
         settings=settings,
         clients=clients,
         runs=RunStore(clients.blobs, settings.runs_container),
         chunk_container=clients.blobs.get_container_client(settings.chunk_container),
-        redact=redact,
     )

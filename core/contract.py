@@ -2,8 +2,9 @@
 
 - A run id: 1-63 letters, digits, `.`, `_`, `-`, starting with a letter or digit and not ending in `.`
   (Azure trims a trailing dot from blob names, so `x.` and `x` would collide).
-- A chunk is `{run_id}/{index:06d}.jsonl` in the chunk container: UTF-8, one JSON value a line.
-  A JSON string line becomes its string as the message; any other value is sent as its compact JSON.
+- A chunk is `{run_id}/{index:06d}.jsonl` in the chunk container: UTF-8, one JSON value a line, each
+  the exact text the source wrote for an item, without its insignificant whitespace (core/json_items.py).
+  A JSON string line becomes its string as the message; any other value is sent as its text.
   The blob's metadata carries the number of lines, so the reader can tell a chunk cut short.
 - In the runs container: `{run_id}/run.json` (the run record), `{run_id}/chunks/{index:06d}` (a
   chunk's status), `{run_id}/slots/{n:04d}` (a `max_concurrency` slot), `{run_id}/sweeps.json` (what
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.errors import ChunkError, ContractError
+from core.json_items import JsonItemsError, json_value_text
 
 COUNT_METADATA = "message_count"
 _RUN_ID = r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,61}[A-Za-z0-9_-])?"
@@ -218,6 +220,18 @@ def expected_count(metadata: Mapping[str, str] | None) -> int | None:
     return int(value)
 
 
+def _message(line: str) -> str:
+    """A chunk line's message: a string's value (which UTF-8 must be able to carry), else the value's text."""
+    if not line.startswith('"'):
+        return json_value_text(line)
+    value = json.loads(line)
+    if not isinstance(value, str):
+        raise ValueError("a string that is not one")
+    if "\\u" in line:
+        value.encode("utf-8")
+    return value
+
+
 def decode_chunk(data: bytes, expected_count: int | None) -> list[str]:
     """The message texts of a chunk, in order; raises ChunkError naming the first bad line."""
     try:
@@ -231,10 +245,13 @@ def decode_chunk(data: bytes, expected_count: int | None) -> list[str]:
     messages: list[str] = []
     for number, text_line in enumerate(lines, start=1):
         try:
-            value = json.loads(text_line)
-        except json.JSONDecodeError as exc:
-            raise ChunkError(f"line {number} is not valid JSON ({exc.msg}): {text_line[:200]!r}") from None
-        messages.append(value if isinstance(value, str) else text_line)
+            message = _message(text_line)
+        except UnicodeEncodeError:
+            raise ChunkError(f"line {number} holds a lone surrogate, which no message can carry") from None
+        except (ValueError, JsonItemsError) as exc:
+            reason = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
+            raise ChunkError(f"line {number} is not valid JSON ({reason}): {text_line[:200]!r}") from None
+        messages.append(message)
     if expected_count is not None and len(messages) != expected_count:
         raise ChunkError(f"chunk holds {len(messages)} lines but was written with {expected_count}")
     return messages

@@ -57,6 +57,13 @@ async def purge_run(ctx: Context, run_id: str) -> PurgeResult:
             run_id=run_id, state=status.state,
         )  # fmt: skip
     now = time.time()
+    chunking = await ctx.runs.get(run_id)
+    if chunking is not None and chunking.leased(now):  # cancelled, but its chunker has not yet seen it
+        raise RunConflictError(
+            f"run {run_id!r} is {status.state if status else 'being purged'} but its chunking has not yet stopped "
+            f"(claimed by {chunking.owner}); purge it once that ends, within {ctx.settings.lease_seconds:g} s",
+            run_id=run_id, state=status.state if status else "purging",
+        )  # fmt: skip
     busy = [chunk.index for chunk in await ctx.runs.chunk_statuses(run_id) if chunk.leased(now)]
     if busy:  # a failed run's chunks may still be sending
         raise RunConflictError(

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from core.context import Context
+from core.redact import public_text
 from core.run_store import utc_now
 from core.status import RunStatus, run_status
 from core.storage import trigger_queue
@@ -30,26 +31,42 @@ ERROR_CHARS = 300
 
 
 def run_event(status: RunStatus, finished_at: str) -> dict[str, Any]:
-    """The event: the run's id, final state, counts, timestamps and failed chunks, under EVENT_MAX_BYTES
-    (a run with very many failed chunks lists their indexes only, then the first of them)."""
-    failed = [{"index": chunk.index, "error": (chunk.error or "")[:ERROR_CHARS]} for chunk in status.failed_chunks]
+    """The event: the run's id, final state, counts, timestamps and failed chunks, always under
+    EVENT_MAX_BYTES: every text in it is cut to ERROR_CHARS, and failed chunks are listed, in order, while
+    they fit: with their errors, else their indexes only (`failed_chunks_truncated` says which)."""
     event: dict[str, Any] = {
         "run_id": status.run_id, "state": status.state, "chunks": asdict(status.chunks),
-        "messages": asdict(status.messages), "error": status.error, "max_failed_chunks": status.max_failed_chunks,
+        "messages": asdict(status.messages), "error": _cut(status.error), "max_failed_chunks": status.max_failed_chunks,
         "created_at": status.created_at, "chunked_at": status.chunked_at, "completed_at": status.completed_at,
-        "cancelled_at": status.cancelled_at, "finished_at": finished_at, "failed_chunks": failed,
+        "cancelled_at": status.cancelled_at, "finished_at": finished_at, "failed_chunks": [],
         "failed_chunks_truncated": False,
     }  # fmt: skip
-    if len(_encoded(event)) > EVENT_MAX_BYTES:
-        event["failed_chunks"] = [{"index": chunk["index"]} for chunk in failed]
+    room = EVENT_MAX_BYTES - len(_encoded(event))
+    with_errors = [{"index": chunk.index, "error": _cut(chunk.error) or ""} for chunk in status.failed_chunks]
+    listed = _fitting(with_errors, room)
+    if len(listed) < len(with_errors):
+        listed = _fitting([{"index": chunk.index} for chunk in status.failed_chunks], room)
         event["failed_chunks_truncated"] = True
-    while len(_encoded(event)) > EVENT_MAX_BYTES:
-        event["failed_chunks"] = event["failed_chunks"][: len(event["failed_chunks"]) // 2]
+    event["failed_chunks"] = listed
     return event
 
 
-def _encoded(event: dict[str, Any]) -> bytes:
-    return json.dumps(event).encode("utf-8")
+def _encoded(value: dict[str, Any]) -> bytes:
+    return json.dumps(value).encode("utf-8")
+
+
+def _cut(text: str | None) -> str | None:
+    return None if text is None else text[:ERROR_CHARS]
+
+
+def _fitting(entries: list[dict[str, Any]], room: int) -> list[dict[str, Any]]:
+    """The first entries whose JSON, as list elements, takes at most `room` bytes."""
+    used = 0
+    for count, entry in enumerate(entries):
+        used += len(_encoded(entry)) + 2  # and ", " between elements
+        if used > room:
+            return entries[:count]
+    return entries
 
 
 @dataclass(frozen=True)
@@ -124,4 +141,4 @@ async def _mark_sent(ctx: Context, run_id: str, etag: str) -> None:
                         "redrive or purge meanwhile; it may arrive twice", run_id)  # fmt: skip
     except Exception as exc:  # the event is out: the invocation has nothing left to retry
         log.warning("run %s: completion event sent, but not marked so (%s: %s); a sweep may send it again",
-                    run_id, type(exc).__name__, ctx.redact(str(exc))[:300])  # fmt: skip
+                    run_id, type(exc).__name__, public_text(str(exc), 300))  # fmt: skip

@@ -11,7 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import re
 import secrets
+import socket
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal, cast
@@ -33,13 +36,19 @@ from core.contract import (
     run_stop_blob,
     sweep_log_blob,
 )
-from core.errors import ClaimLostError, ContractError
+from core.errors import ChunkError, ClaimLostError, ContractError
 
 RunState = Literal["chunking", "chunked", "failed"]
 ChunkState = Literal["ingesting", "ingested", "failed", "stopped"]  # stopped: at a checkpoint, resumable
 StopReason = Literal["cancelled", "failed"]
 CHUNK_STATES = ("ingesting", "ingested", "failed", "stopped")
 EVENT_METADATA = "event"  # on the completion mark: `sending`, then `sent`
+_STATUS_NAME = re.compile(r"[0-9]{6,}")  # a chunk status's name after its run's prefix
+
+
+def new_owner() -> str:
+    """A name for one claim's holder (a chunk's, a slot's, chunking's): its host, process and a nonce."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
 def utc_now() -> str:
@@ -53,6 +62,12 @@ def unix_ms(timestamp: str) -> int:
 
 @dataclass(frozen=True)
 class RunRecord:
+    """A run as chunking keeps it. While it is `chunking`, `resume` always says where chunking carries on
+    (the start, until a chunk is known written), and it is kept when the source fails the run, so that a
+    redrive carries chunking on from there. `owner` and `lease_until` are the claim of the invocation
+    chunking it (chunking/chunking_claim.py), renewed while it works; `updated_at` is when the record was
+    last written (the sweeper resumes a run nobody has moved for SWEEP_STALE_SECONDS)."""
+
     run_id: str
     source: str
     chunk_size: int
@@ -62,22 +77,35 @@ class RunRecord:
     error: str | None = None
     created_at: str = ""
     chunked_at: str | None = None
-    resume: ResumePosition | None = None  # where chunking continues (state "chunking", after a time budget)
+    resume: ResumePosition | None = field(default_factory=ResumePosition)
     pages: int = 0  # source pages before `resume` (SOURCE_MAX_PAGES counts across continuations)
     page_before: str | None = None  # digest of the items of the page before `resume`'s (a repeat is noticed)
+    seen: str | None = None  # sketch of the distinct items read before `resume` (chunking/distinct_items.py)
     max_concurrency: int = 0  # chunk invocations ingesting the run at once (0: no cap): ingestion/slots.py
     max_failed_chunks: int = 0  # failed chunks the run tolerates and still completes
-
-    def paused(self, chunks: int, messages: int, resume: ResumePosition) -> RunRecord:
-        return replace(self, chunks=chunks, messages=messages, resume=resume)
+    owner: str | None = None
+    lease_until: float = 0.0
+    updated_at: str = ""
 
     def finished(self, chunks: int, messages: int) -> RunRecord:
         return replace(self, state="chunked", chunks=chunks, messages=messages, chunked_at=utc_now(), resume=None)
 
     def failed(self, error: str, chunks: int, messages: int) -> RunRecord:
-        return replace(
-            self, state="failed", error=error, chunks=chunks, messages=messages, chunked_at=utc_now(), resume=None
-        )
+        """The source failed the run; `resume` (where chunking stood) is kept for a redrive."""
+        return replace(self, state="failed", error=error, chunks=chunks, messages=messages, chunked_at=utc_now())
+
+    def reopened(self) -> RunRecord:
+        """Chunking carries on from `resume` (a redrive of a run the source failed)."""
+        return replace(self, state="chunking", error=None, chunked_at=None)
+
+    @property
+    def resumable(self) -> bool:
+        """Chunking can carry on: it was stopped, or the source failed it, before the source's end."""
+        return self.state in ("chunking", "failed") and self.resume is not None
+
+    def leased(self, now: float) -> bool:
+        """An invocation is chunking the run and has renewed its claim in time."""
+        return self.state == "chunking" and self.owner is not None and self.lease_until > now
 
 
 def index_entry(record: RunRecord) -> str:
@@ -270,8 +298,8 @@ class RunStore:
             result = await blob.upload_blob(
                 _to_json(record), overwrite=True, etag=if_match, match_condition=MatchConditions.IfNotModified
             )
-        except ResourceModifiedError:
-            raise ClaimLostError(f"run {record.run_id!r} was updated by another invocation") from None
+        except (ResourceModifiedError, ResourceNotFoundError):
+            raise ClaimLostError(f"run {record.run_id!r} was updated by another invocation, or purged") from None
         return str(result["etag"])
 
     async def chunk_status(self, ref: ChunkRef) -> ChunkStatus | None:
@@ -307,28 +335,36 @@ class RunStore:
 
     async def chunk_statuses(self, run_id: str, *, with_errors: bool = True) -> list[ChunkStatus]:
         """Every chunk status of the run, in order; `with_errors`: read failed chunks' errors too (a read each)."""
-        listing = self._container.list_blobs(name_starts_with=chunk_statuses_prefix(run_id), include=["metadata"])
-        statuses = [self._status_from(blob.name, blob.metadata, blob.etag, with_errors) async for blob in listing]
+        prefix = chunk_statuses_prefix(run_id)
+        listing = self._container.list_blobs(name_starts_with=prefix, include=["metadata"])
+        statuses = [
+            self._status_from(blob.name, blob.metadata, blob.etag, with_errors)
+            async for blob in listing
+            if _STATUS_NAME.fullmatch(blob.name.removeprefix(prefix))  # another name there is no chunk's status
+        ]
         return sorted(await asyncio.gather(*statuses), key=lambda status: status.index)
 
     async def _status_from(
         self, name: str, metadata: dict[str, str], etag: str, with_error: bool = True
     ) -> ChunkStatus:
-        state = metadata["state"]
-        if state not in CHUNK_STATES:
-            raise ContractError(f"chunk status {name} has the unknown state {state[:40]!r}")
+        state = metadata.get("state", "")
+        if state not in CHUNK_STATES or not all(metadata.get(key, "").isdigit() for key in ("index", "sent", "count")):
+            raise ContractError(f"chunk status {name} is out of shape (state {state[:40]!r}); delete it to redrive it")
         error = None
         if state == "failed" and with_error:
             data = await self._download(name)
-            error = None if data is None else data.decode("utf-8")
-        return ChunkStatus(
-            index=int(metadata["index"]), state=cast(ChunkState, state), sent=int(metadata["sent"]),
-            count=int(metadata["count"]),
-            updated_at=metadata["updated_at"], error=error, owner=metadata.get("owner") or None,
-            lease_until=float(metadata.get("lease_until") or 0), etag=etag,
-            by_queue=tuple(int(count) for count in (metadata.get("by_queue") or "").split(",") if count),
-            retries=int(metadata.get("retries") or 0),
-        )  # fmt: skip
+            error = None if data is None else data.decode("utf-8", "replace")
+        try:
+            return ChunkStatus(
+                index=int(metadata["index"]), state=cast(ChunkState, state), sent=int(metadata["sent"]),
+                count=int(metadata["count"]),
+                updated_at=metadata.get("updated_at", ""), error=error, owner=metadata.get("owner") or None,
+                lease_until=float(metadata.get("lease_until") or 0), etag=etag,
+                by_queue=tuple(int(count) for count in (metadata.get("by_queue") or "").split(",") if count),
+                retries=int(metadata.get("retries") or 0),
+            )  # fmt: skip
+        except ValueError:
+            raise ContractError(f"chunk status {name} is out of shape; delete it to redrive it") from None
 
     async def sweep_log(self, run_id: str) -> tuple[dict[str, Any], str | None]:
         """What the sweeper did for the run (empty if nothing yet), and the ETag to save it over."""
@@ -360,9 +396,19 @@ class RunStore:
 
 
 async def chunks_written(chunks: ContainerClient, run_id: str) -> list[ChunkRef]:
-    """The run's chunk blobs in the chunk container `chunks`, in order."""
-    names = [blob.name async for blob in chunks.list_blobs(name_starts_with=run_prefix(run_id))]
-    return sorted(ChunkRef.parse(name, chunks.container_name) for name in names)
+    """The run's chunk blobs in the chunk container `chunks`, in order (blobs of other names are not chunks)."""
+    refs = []
+    async for blob in chunks.list_blobs(name_starts_with=run_prefix(run_id)):
+        with contextlib.suppress(ChunkError):
+            refs.append(ChunkRef.parse(blob.name, chunks.container_name))
+    return sorted(refs)
+
+
+async def run_chunks(chunks: ContainerClient, record: RunRecord) -> list[ChunkRef]:
+    """The run's chunks, in order: every one its record counts as written (storage may have lost some
+    since) and every blob written past that count (chunking under way, or cut short)."""
+    counted = {ChunkRef(record.run_id, index) for index in range(record.chunks or 0)}
+    return sorted(counted | set(await chunks_written(chunks, record.run_id)))
 
 
 def _to_json(record: RunRecord) -> bytes:
@@ -372,7 +418,14 @@ def _to_json(record: RunRecord) -> bytes:
 
 
 def _from_json(data: bytes) -> RunRecord:
-    fields = json.loads(data)
-    resume = fields.pop("resume", None)
-    known = {name: value for name, value in fields.items() if name in RunRecord.__dataclass_fields__}  # rolling deploy
-    return RunRecord(**known, resume=ResumePosition.from_json(resume) if resume else None)
+    try:
+        fields = json.loads(data)
+        resume = fields.pop("resume", None)
+        known = {
+            name: value for name, value in fields.items() if name in RunRecord.__dataclass_fields__
+        }  # rolling deploy
+        if resume is None and known.get("state") == "chunking":
+            resume = ResumePosition().to_json()  # written before a chunking run always had a position: its start
+        return RunRecord(**known, resume=ResumePosition.from_json(resume) if resume else None)
+    except (ValueError, TypeError, AttributeError, RecursionError, ContractError):
+        raise ContractError(f"a run record is out of shape: {data[:100]!r}") from None

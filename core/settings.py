@@ -4,13 +4,14 @@ default, bounds and meaning, once. `Settings.from_env` reads it; the README's ta
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Generic, Literal, TypeVar, cast
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from core.contract import partition_queue_names
 from core.errors import SettingsError
@@ -111,6 +112,29 @@ class Choice(Setting[T]):
         return cast(T, raw)
 
 
+_STORAGE_NAME = re.compile(r"(?=[a-z0-9-]{3,63}\Z)[a-z0-9]+(?:-[a-z0-9]+)*")
+
+
+def _storage_name(value: str, where: str, kind: str) -> str:
+    """`value` if Azure allows it as a queue or container name: 3-63 of a-z, 0-9 and single inner hyphens."""
+    if not _STORAGE_NAME.fullmatch(value):
+        raise SettingsError(
+            f"{where} must be a {kind} name Azure allows: 3 to 63 lowercase letters, digits and hyphens, starting "
+            f"and ending with a letter or digit, no two hyphens in a row; got {value[:80]!r}"
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class StorageName(Setting[str]):
+    """A queue's or a blob container's name (`kind`), refused unless Azure allows it."""
+
+    kind: str = "queue"
+
+    def parse(self, raw: str, name: str) -> str:
+        return _storage_name(raw, name, self.kind)
+
+
 def _int(name: str, default: int, low: int, high: int, meaning: str, shown_default: str | None = None) -> Number[int]:
     return Number(name, default, meaning, shown_default, low=low, high=high)
 
@@ -165,8 +189,9 @@ SOURCE_FIRST_PAGE = _int(
 )
 SOURCE_TIMEOUT = _float("SOURCE_TIMEOUT", 60.0, 0.1, 3600.0, "seconds for connecting to and reading from the source")
 SOURCE_MAX_ATTEMPTS = _int(
-    "SOURCE_MAX_ATTEMPTS", 5, 1, 100,
-    "calls to the source before the run fails (connect errors, timeouts, bodies cut short, 408, 429, 5xx are retried)",
+    "SOURCE_MAX_ATTEMPTS", 8, 1, 100,
+    "calls to the source before the run fails (connect errors, timeouts, bodies cut short, 408, 429, 5xx are "
+    "retried; with the default backoff 8 calls span about 30-60 s); a failed run resumes with a redrive",
 )  # fmt: skip
 SOURCE_RETRY_BASE_DELAY = _float(
     "SOURCE_RETRY_BASE_DELAY", 0.5, 0.0, 60.0, "seconds of the first backoff step (exponential, with jitter)"
@@ -185,12 +210,22 @@ SOURCE_MAX_PAGES = _int(
     "position or a page it answered before",
 )  # fmt: skip
 SOURCE_MAX_ITEMS = _int("SOURCE_MAX_ITEMS", 100_000_000, 1, 10**12, "items a run may take; more fails the run")
+SOURCE_MAX_READS_PER_ITEM = _float(
+    "SOURCE_MAX_READS_PER_ITEM", 2.0, 1.0, 1000.0,
+    "items a paged run may read for each distinct item it found (estimated), plus 100: a source answering what it "
+    "answered before, in any order or period, fails the run",
+)  # fmt: skip
+SOURCE_MAX_EMPTY_PAGES = _int(
+    "SOURCE_MAX_EMPTY_PAGES", 1000, 1, 1_000_000,
+    "empty pages in a row a `cursor` or `next-link` run follows (an empty page that names a next one is not the end); "
+    "more fails the run",
+)  # fmt: skip
 SOURCE_MAX_DEPTH = _int(
     "SOURCE_MAX_DEPTH", 64, 2, 512, "how deeply an answer may nest arrays and objects; deeper fails the run"
 )
 SOURCE_MAX_PAGE_BYTES = _int(
     "SOURCE_MAX_PAGE_BYTES", 16 << 20, 1024, 1 << 30,
-    "bytes one page may take, decompressed (a page is parsed whole); a bigger page fails the run",
+    "bytes one page may take, decompressed (pages are read as they stream); a bigger page fails the run",
     shown_default="`16777216` (16 MiB)",
 )  # fmt: skip
 SOURCE_MAX_ERROR_BYTES = _int(
@@ -208,7 +243,7 @@ CHUNKING_TIME_LIMIT = _float(
     "until it has); a run that cannot write one in this time fails. Keep it below the function timeout "
     "(`host.json`: 10 min)",
 )  # fmt: skip
-CONTROL_QUEUE = Text(
+CONTROL_QUEUE = StorageName(
     "CONTROL_QUEUE", "chunking-continuations", "where continuations wait; `continue_chunking` reads it"
 )
 CHUNK_SIZE = _int("CHUNK_SIZE", 5000, 1, MAX_CHUNK_SIZE, f"messages per chunk blob (1..{MAX_CHUNK_SIZE})")
@@ -218,12 +253,14 @@ CHUNK_MAX_BYTES = _int(
     "the run",
     shown_default="`8388608` (8 MiB)",
 )  # fmt: skip
-CHUNK_CONTAINER = Text("CHUNK_CONTAINER", "chunks", "where chunk blobs go; the blob trigger watches it")
-RUNS_CONTAINER = Text("RUNS_CONTAINER", "ingestion-runs", "run records and chunk statuses")
+CHUNK_CONTAINER = StorageName(
+    "CHUNK_CONTAINER", "chunks", "where chunk blobs go; the blob trigger watches it", kind="container"
+)
+RUNS_CONTAINER = StorageName("RUNS_CONTAINER", "ingestion-runs", "run records and chunk statuses", kind="container")
 CHUNK_UPLOAD_CONCURRENCY = _int(
     "CHUNK_UPLOAD_CONCURRENCY", 8, 1, 64, "chunk uploads in flight while the source still streams"
 )
-QUEUE_NAME = Text("QUEUE_NAME", "ingest", "the target queue (created if missing)")
+QUEUE_NAME = StorageName("QUEUE_NAME", "ingest", "the target queue (created if missing)")
 QUEUE_PARTITIONS = _int(
     "QUEUE_PARTITIONS", 1, 1, 100, "spread messages over `QUEUE_NAME-0` … `-{N-1}` by a stable hash of the message"
 )
@@ -253,7 +290,9 @@ LARGE_MESSAGE_MODE = Choice[LargeMessageMode](
     '`{"claim_check": {"container", "blob", "bytes"}}`; `reject` fails the chunk',
     choices=("claim-check", "reject"),
 )  # fmt: skip
-LARGE_MESSAGE_CONTAINER = Text("LARGE_MESSAGE_CONTAINER", "large-messages", "where claim-checked payloads go")
+LARGE_MESSAGE_CONTAINER = StorageName(
+    "LARGE_MESSAGE_CONTAINER", "large-messages", "where claim-checked payloads go", kind="container"
+)
 STORAGE_MAX_RETRIES = _int(
     "STORAGE_MAX_RETRIES", 5, 0, 20,
     "retries after a storage call fails with 408/500/503 (\"server busy\"), a timeout or a broken connection, "
@@ -279,13 +318,14 @@ HTTP_MAX_BODY_BYTES = _int(
     "HTTP_MAX_BODY_BYTES", 65_536, 1_024, 100 * 1024 * 1024,
     "the largest `POST /api/ingestions` body accepted, in bytes; a larger one answers `413`",
 )  # fmt: skip
-REDRIVE_QUEUE = Text(
+REDRIVE_QUEUE = StorageName(
     "REDRIVE_QUEUE", "chunk-redrives", "where chunk redrives wait, one message a chunk; `redrive_chunk` reads it"
 )
-EVENT_GRID_DEADLETTER_CONTAINER = Text(
+EVENT_GRID_DEADLETTER_CONTAINER = StorageName(
     "EVENT_GRID_DEADLETTER_CONTAINER", "eventgrid-deadletter",
     "where Event Grid dead-letters the chunk events it could not deliver; the sweeper redrives their chunks and "
     "deletes what it has handled",
+    kind="container",
 )  # fmt: skip
 SWEEP_SCHEDULE = Text(
     "SWEEP_SCHEDULE", "0 */5 * * * *",
@@ -319,7 +359,7 @@ TOLERATED_FAILED_CHUNKS = _int(
     "at once (its other chunks stop at their next checkpoint); within it the run ends `completed`, the failed "
     "chunks listed",
 )  # fmt: skip
-RUN_EVENTS_QUEUE = Text(
+RUN_EVENTS_QUEUE = StorageName(
     "RUN_EVENTS_QUEUE", "ingestion-events",
     "where one event per run lands (base64 JSON) when it ends `completed`, `failed` or `cancelled`",
 )  # fmt: skip
@@ -369,6 +409,14 @@ class StorageConfig:
     def retry(self) -> RetryPolicy:
         return RetryPolicy(attempts=self.max_retries + 1, base_delay=self.retry_backoff, max_delay=self.retry_max_delay)
 
+    @property
+    def secrets(self) -> list[str]:
+        """The connection string's AccountKey and SharedAccessSignature, and the SAS's `sig` (decoded too)."""
+        pairs = _connection_pairs(self.connection_string or "") or {}
+        sas = pairs.get("SHAREDACCESSSIGNATURE", "")
+        sigs = [value for key, _, value in (part.partition("=") for part in sas.lstrip("?").split("&")) if key == "sig"]
+        return [value for value in (pairs.get("ACCOUNTKEY"), sas) if value] + _decoded_too(sigs)
+
 
 @dataclass(frozen=True)
 class QueueAccount:
@@ -385,6 +433,8 @@ class SourceLimits:
     read_deadline: float
     max_pages: int
     max_items: int
+    max_reads_per_item: float
+    max_empty_pages: int
     max_depth: int
     max_page_bytes: int
     max_error_bytes: int
@@ -409,8 +459,14 @@ class SourceConfig:
 
     @property
     def secrets(self) -> list[str]:
+        """Every header value (with its credentials, see `_header_secrets`), the URL's user:password and
+        password, and its query values but plain numbers (`count=10`: redacting those would blank ordinary counts)."""
         query = parse_qsl(self.url.partition("?")[2].partition("#")[0])  # no urlsplit: it raises on `http://[::1`
-        return [*self.headers.values(), *(value for _, value in query if not value.isdigit())]
+        return [
+            *(secret for value in self.headers.values() for secret in _header_secrets(value)),
+            *_userinfo_secrets(self.url),
+            *(value for _, value in query if not value.isdigit()),
+        ]
 
     def setting_name(self, setting: Setting[Any]) -> str:
         """What `setting` is called for this source: `SOURCE_CURSOR_PARAM`, or `SOURCE_CRM__CURSOR_PARAM`."""
@@ -459,7 +515,7 @@ class Settings:
         env = os.environ if env is None else env
         ttl = _ttl(env)
         storage = _storage_config(env)
-        return cls(
+        settings = cls(
             storage=storage,
             sources=_sources(env, in_azure=storage.in_azure),
             chunk_container=CHUNK_CONTAINER.read(env),
@@ -490,6 +546,8 @@ class Settings:
                 read_deadline=SOURCE_READ_DEADLINE.read(env),
                 max_pages=SOURCE_MAX_PAGES.read(env),
                 max_items=SOURCE_MAX_ITEMS.read(env),
+                max_reads_per_item=SOURCE_MAX_READS_PER_ITEM.read(env),
+                max_empty_pages=SOURCE_MAX_EMPTY_PAGES.read(env),
                 max_depth=SOURCE_MAX_DEPTH.read(env),
                 max_page_bytes=SOURCE_MAX_PAGE_BYTES.read(env),
                 max_error_bytes=SOURCE_MAX_ERROR_BYTES.read(env),
@@ -505,6 +563,8 @@ class Settings:
             run_events_queue=RUN_EVENTS_QUEUE.read(env),
             queue_accounts=_queue_accounts(env, storage),
         )
+        _check_storage_names(settings)
+        return settings
 
     @property
     def queue_names(self) -> list[str]:
@@ -517,9 +577,11 @@ class Settings:
 
     @property
     def secrets(self) -> list[str]:
-        """Values that must never reach a status, a problem answer or a log: every source's header values, and
-        its URL's query values but plain numbers (`count=10`: redacting those would blank ordinary counts)."""
-        return [value for source in self.sources.values() for value in source.secrets]
+        """Values that must never reach a status, a problem answer or a log: every source's (`SourceConfig.secrets`)
+        and every storage connection string's (`StorageConfig.secrets`), each once."""
+        storages = [self.storage, *(account.storage for account in self.queue_accounts)]
+        values = [value for source in self.sources.values() for value in source.secrets]
+        return list(dict.fromkeys(values + [value for storage in storages for value in storage.secrets]))
 
     def source(self, name: str | None) -> SourceConfig:
         return self.sources[(name or DEFAULT_SOURCE).lower()]
@@ -545,15 +607,94 @@ def _storage_config(env: Mapping[str, str]) -> StorageConfig:
             None, blob_service_uri=blob_uri, queue_service_uri=queue_uri, client_id=STORAGE_CLIENT_ID.read(env),
             **common,  # type: ignore[arg-type]
         )  # fmt: skip
+    connection = _connection_string(STORAGE.read(env), STORAGE.name, ("blob", "queue"))
     return StorageConfig(
-        STORAGE.read(env), blob_service_uri=None, queue_service_uri=None, client_id=None,
+        connection, blob_service_uri=None, queue_service_uri=None, client_id=None,
         **common,  # type: ignore[arg-type]
     )  # fmt: skip
 
 
+def _connection_string(value: str, where: str, services: tuple[str, ...]) -> str:
+    """`value` if the storage SDK can reach `services` with it and sign in; errors never show the value."""
+    problem = _connection_problem(value, services)
+    if problem:
+        raise SettingsError(f"{where} is not a storage connection string: {problem} (the value is not shown)")
+    return value
+
+
+def _connection_problem(value: str, services: tuple[str, ...]) -> str | None:
+    """Why `value` is no connection string for `services`, or None: it is `key=value` pairs separated by `;`,
+    and either UseDevelopmentStorage=true or an account (AccountName, or each service's endpoint) with a
+    credential (AccountKey in base64 with AccountName, SharedAccessSignature, or explicit endpoints)."""
+    pairs = _connection_pairs(value)
+    if pairs is None:
+        return "it must be key=value pairs separated by ';'"
+    if pairs.get("USEDEVELOPMENTSTORAGE") == "true":
+        return None
+    account, key = pairs.get("ACCOUNTNAME"), pairs.get("ACCOUNTKEY")
+    if key and not account:
+        return "AccountKey needs AccountName"
+    if key and not _base64(key):
+        return "AccountKey must be base64, as the portal shows the account's key"
+    endpoints = [f"{service.title()}Endpoint" for service in services]
+    for endpoint in endpoints:
+        secondary = endpoint.replace("Endpoint", "SecondaryEndpoint")
+        if secondary.upper() in pairs and endpoint.upper() not in pairs:
+            return f"{secondary} needs {endpoint}"
+    given = [bool(pairs.get(endpoint.upper())) for endpoint in endpoints]
+    if not account and not all(given):
+        return f"it must be UseDevelopmentStorage=true or name the account: AccountName, or {' and '.join(endpoints)}"
+    if not (key or pairs.get("SHAREDACCESSSIGNATURE") or any(given)):
+        return "AccountName needs AccountKey or SharedAccessSignature"
+    return None
+
+
+def _connection_pairs(connection: str) -> dict[str, str] | None:
+    """`key=value` pairs as the storage SDK reads them (keys upper-cased, the last wins); None if one is not."""
+    parts = [part.split("=", 1) for part in connection.rstrip(";").split(";")]
+    if any(len(part) != 2 for part in parts):
+        return None
+    return {key.upper(): value for key, value in parts}
+
+
+def _base64(text: str) -> bytes:
+    """`text` decoded as standard, padded base64; empty if it is not base64."""
+    try:
+        return base64.b64decode(text, validate=True)
+    except ValueError:  # binascii.Error, or a character outside ASCII
+        return b""
+
+
+def _check_storage_names(settings: Settings) -> None:
+    """QUEUE_NAME's partition queues fit the name rule; no two settings name one queue, or one container."""
+    where = f"{QUEUE_NAME.name}'s partition queue (with {QUEUE_PARTITIONS.name}={settings.queue_partitions})"
+    for queue in settings.queue_names:
+        _storage_name(queue, where, "queue")
+    _distinct("queue", {
+        QUEUE_NAME.name: settings.queue_names, CONTROL_QUEUE.name: [settings.control_queue],
+        REDRIVE_QUEUE.name: [settings.redrive_queue], RUN_EVENTS_QUEUE.name: [settings.run_events_queue],
+    })  # fmt: skip
+    _distinct("container", {
+        CHUNK_CONTAINER.name: [settings.chunk_container], RUNS_CONTAINER.name: [settings.runs_container],
+        LARGE_MESSAGE_CONTAINER.name: [settings.large_message_container],
+        EVENT_GRID_DEADLETTER_CONTAINER.name: [settings.deadletter_container],
+    })  # fmt: skip
+
+
+def _distinct(kind: str, names: Mapping[str, list[str]]) -> None:
+    """No name in `names` (setting: the names it makes) is made by two settings."""
+    owners: dict[str, str] = {}
+    for setting, values in names.items():
+        for value in values:
+            if value in owners:
+                raise SettingsError(
+                    f"{owners[value]} and {setting} both name the {kind} {value!r}: give each its own {kind}"
+                )
+            owners[value] = setting
+
+
 MAX_QUEUE_ACCOUNTS = 50
 _SETTING_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
-_CONNECTION_KEYS = ("queueendpoint", "accountname", "usedevelopmentstorage")
 
 
 def _queue_accounts(env: Mapping[str, str], storage: StorageConfig) -> tuple[QueueAccount, ...]:
@@ -593,9 +734,7 @@ def _queue_account(env: Mapping[str, str], entry: str, number: int, storage: Sto
         raise SettingsError(f"{where} is neither a queue service URI nor a setting name (letters, digits, _)")
     connection = (env.get(entry) or "").strip()
     if connection:
-        keys = {part.partition("=")[0].strip().lower() for part in connection.split(";")}
-        if not keys & set(_CONNECTION_KEYS):
-            raise SettingsError(f"{entry} (in {QUEUE_ACCOUNTS.name}) is not a storage connection string")
+        _connection_string(connection, f"{entry} (in {QUEUE_ACCOUNTS.name})", ("queue",))
         return QueueAccount(
             entry, replace(storage, connection_string=connection, blob_service_uri=None, queue_service_uri=None,
                            client_id=None),
@@ -649,7 +788,8 @@ def _source(env: Mapping[str, str], name: str, prefix: str, *, in_azure: bool) -
     )
 
 
-_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}")
+_TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]"  # a header name's or an auth scheme's characters
+_HEADER_NAME = re.compile(_TOKEN + "{1,256}")
 _HEADER_VALUE = re.compile(r"[\t\x20-\x7e]{0,8192}")
 
 
@@ -674,6 +814,40 @@ def _headers(raw: str | None, name: str) -> dict[str, str]:
                 "or non-ASCII character) or is over 8,192 characters; the value is not shown"
             )
     return value
+
+
+_AUTHORIZATION = re.compile(rf"(?P<scheme>{_TOKEN}+) +(?P<credentials>\S.*)")
+
+
+def _header_secrets(value: str) -> list[str]:
+    """A header value, its credentials after an auth scheme (`Bearer <token>`) and, for Basic, those decoded."""
+    match = _AUTHORIZATION.fullmatch(value.strip())
+    if not match:
+        return [value]
+    credentials = match["credentials"]
+    basic = _basic_secrets(credentials) if match["scheme"].lower() == "basic" else []
+    return [value, credentials, *basic]
+
+
+def _basic_secrets(credentials: str) -> list[str]:
+    """Basic credentials' `user:password` and password, if they are base64 of UTF-8 `user:password`."""
+    try:
+        decoded = _base64(credentials).decode()
+    except UnicodeDecodeError:
+        return []
+    return [decoded, decoded.partition(":")[2]] if ":" in decoded else []
+
+
+def _userinfo_secrets(url: str) -> list[str]:
+    """The URL's userinfo (`user:password`, or a lone token) and password, as written and percent-decoded."""
+    authority = re.split(r"[/?#]", url.partition("://")[2], maxsplit=1)[0]
+    userinfo = authority.rpartition("@")[0]
+    return _decoded_too([userinfo, userinfo.partition(":")[2]])
+
+
+def _decoded_too(values: list[str]) -> list[str]:
+    """Each non-empty value as written and, where it differs, percent-decoded."""
+    return list(dict.fromkeys(form for value in values if value for form in (value, unquote(value))))
 
 
 def _ttl(env: Mapping[str, str]) -> int | None:

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal, get_args
 
+from core.redact import public_reason
 from core.run_store import ChunkStatus, RunRecord, RunStop, RunStore, unix_ms
 
 RunState = Literal["chunking", "ingesting", "completed", "failed", "cancelled"]
@@ -142,8 +143,8 @@ def derive_status(
             fetched=record.messages, enqueued=enqueued, send_retries=sum(chunk.retries for chunk in chunks)
         ),
         messages_by_queue=count_by_queue(chunks, targets),
-        error=record.error,
-        failed_chunks=[FailedChunk(chunk.index, chunk.error) for chunk in failed],
+        error=_shown(record.error),
+        failed_chunks=[FailedChunk(chunk.index, _shown(chunk.error)) for chunk in failed],
         created_at=record.created_at,
         chunked_at=record.chunked_at,
         completed_at=completed_at,
@@ -154,6 +155,11 @@ def derive_status(
         finished_at=finished_at,
         settled=settled,
     )
+
+
+def _shown(reason: str | None) -> str | None:
+    """A reason as a status shows it (one kept before a secret was configured, or cut, is made safe here)."""
+    return None if reason is None else public_reason(reason)
 
 
 def _rate(enqueued: int, created_at: str, ended_at: str | None, now: float) -> float | None:

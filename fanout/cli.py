@@ -18,6 +18,7 @@ from core.context import Context, app_context
 from core.contract import RUN_ID_RULE, is_run_id
 from core.errors import FanoutError, RequestError, RunNotFoundError
 from core.purge import purge_run
+from core.redact import public_reason
 from core.run_cancel import cancel_run
 from core.run_list import DEFAULT_LIMIT, MAX_LIMIT, RunPage, list_runs, parse_list_query
 from core.settings import DEMO_API_PORT, MAX_CHUNK_SIZE, Settings
@@ -39,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.handler(args))
     except FanoutError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {public_reason(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

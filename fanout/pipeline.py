@@ -10,9 +10,10 @@ from __future__ import annotations
 import os
 
 from chunking.chunker import chunk_onward, start_chunking
+from chunking.chunking_claim import ChunkingClaim
 from chunking.request import IngestionRequest
 from core.context import Context
-from core.errors import RunNotFoundError
+from core.errors import ClaimLostError, RunConflictError, RunNotFoundError
 from core.run_events import settle_run
 from core.status import RunStatus, run_status
 from ingestion.redrive import Progress, ingest_pending_chunks
@@ -41,9 +42,13 @@ async def resume_run(ctx: Context, run_id: str, progress: Progress | None = None
     versioned = await ctx.runs.get_versioned(run_id)
     if versioned is None:
         raise RunNotFoundError(f"no run {run_id!r}")
-    record, etag = versioned
-    if record.state == "chunking":
-        await chunk_onward(ctx, record, etag, budget=None)
+    if versioned[0].state == "chunking":
+        try:
+            versioned = await ChunkingClaim.wait_for_free(ctx.runs, run_id, ctx.settings.lease_seconds)
+            if versioned is not None:
+                await chunk_onward(ctx, *versioned, budget=None)
+        except ClaimLostError as exc:
+            raise RunConflictError(f"{exc}: resume the run once that chunker has stopped", run_id=run_id) from None
     return await _ingest_and_report(ctx, run_id, progress, parallel)
 
 

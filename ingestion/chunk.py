@@ -7,18 +7,21 @@ resume. Every outcome, even "already ingested", settles the run (its one complet
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob.aio import ContainerClient
 
 from core.context import Context
 from core.contract import COUNT_METADATA, ChunkRef, decode_chunk, expected_count
-from core.errors import ChunkError
+from core.errors import ChunkError, RunNotFoundError
+from core.redact import public_reason
 from core.run_events import settle_run
-from core.run_store import ChunkStatus
-from ingestion.claim import claim_chunk, new_owner
+from core.run_store import ChunkStatus, new_owner
+from ingestion.claim import claim_chunk
 from ingestion.large_messages import fit_messages
 from ingestion.target import Spread, target_sender
 from ingestion.window import send_window
@@ -51,9 +54,18 @@ async def _ingest(ctx: Context, ref: ChunkRef, blob: ChunkBlob | None) -> ChunkS
     if isinstance(claim, ChunkStatus):
         return claim
     try:
-        if await ctx.runs.stop_of(ref.run_id) is not None:
+        record, stop = await asyncio.gather(ctx.runs.get(ref.run_id), ctx.runs.stop_of(ref.run_id))
+        if record is None:
+            raise RunNotFoundError(f"chunk {ref.blob_name} not ingested: its run was purged", run_id=ref.run_id)
+        if stop is not None:
             return await claim.stop(claim.sent)
         blob = await _with_count(ctx.chunk_container, ref, blob)
+        if blob is None:
+            return await claim.fail(
+                f"the chunk blob {ref.blob_name} is gone (a lifecycle rule or someone deleted it) before it was "
+                f"ingested: {claim.sent} of its messages were sent, the rest cannot be; write it again (the same "
+                "lines) and redrive the run, or accept the loss"
+            )
         try:
             messages = decode_chunk(blob.data, expected_count(blob.metadata))
             messages = await fit_messages(
@@ -61,7 +73,7 @@ async def _ingest(ctx: Context, ref: ChunkRef, blob: ChunkBlob | None) -> ChunkS
                 store=ctx.clients.blobs.get_container_client(settings.large_message_container),
             )  # fmt: skip
         except ChunkError as exc:
-            return await claim.fail(ctx.redact(str(exc)))
+            return await claim.fail(public_reason(str(exc)))
         spread = Spread(messages, len(settings.queue_targets))
 
         async def checkpoint(sent: int) -> bool:
@@ -86,12 +98,16 @@ async def _ingest(ctx: Context, ref: ChunkRef, blob: ChunkBlob | None) -> ChunkS
     return await claim.complete(len(messages), spread(len(messages)))
 
 
-async def _with_count(container: ContainerClient, ref: ChunkRef, blob: ChunkBlob | None) -> ChunkBlob:
-    """The chunk with the metadata that says its line count: as delivered, or read from storage."""
-    if blob is None:
-        download = await container.download_blob(ref.blob_name)
-        return ChunkBlob(await download.readall(), download.properties.metadata)
-    if blob.metadata is None or COUNT_METADATA not in blob.metadata:  # the host passed no metadata
-        properties = await container.get_blob_client(ref.blob_name).get_blob_properties()
-        return ChunkBlob(blob.data, properties.metadata)
+async def _with_count(container: ContainerClient, ref: ChunkRef, blob: ChunkBlob | None) -> ChunkBlob | None:
+    """The chunk with the metadata that says its line count: as delivered, or read from storage (None: the
+    blob is gone)."""
+    try:
+        if blob is None:
+            download = await container.download_blob(ref.blob_name)
+            return ChunkBlob(await download.readall(), download.properties.metadata)
+        if blob.metadata is None or COUNT_METADATA not in blob.metadata:  # the host passed no metadata
+            properties = await container.get_blob_client(ref.blob_name).get_blob_properties()
+            return ChunkBlob(blob.data, properties.metadata)
+    except ResourceNotFoundError:
+        return blob  # deleted since the host read it: its bytes are all there is
     return blob

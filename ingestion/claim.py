@@ -7,9 +7,6 @@ the owner's lease is live, then either finds the chunk ingested or takes over fr
 from __future__ import annotations
 
 import asyncio
-import os
-import secrets
-import socket
 import time
 from dataclasses import replace
 
@@ -17,10 +14,6 @@ from core.contract import ChunkRef
 from core.errors import ClaimLostError
 from core.run_scope import count_confirmed, retries_in_scope
 from core.run_store import ChunkStatus, RunStore, utc_now
-
-
-def new_owner() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
 class ChunkClaim:

@@ -21,11 +21,10 @@ from core.context import Context
 from core.contract import ChunkRef
 from core.errors import ClaimLostError
 from core.run_scope import confirmed_in_scope, retries_in_scope
-from core.run_store import ChunkStatus, utc_now
+from core.run_store import ChunkStatus, new_owner, utc_now
 from core.storage import trigger_queue
 from core.telemetry import record_chunk
 from ingestion.chunk import ChunkBlob, ingest_chunk
-from ingestion.claim import new_owner
 from ingestion.slots import hold, take_slot
 
 log = logging.getLogger(__name__)

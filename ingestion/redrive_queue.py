@@ -9,29 +9,29 @@ import logging
 import azure.functions as func
 
 from core.context import Context, app_context
-from core.contract import ChunkRef, Continuation, ResumePosition
+from core.continuations import send_continuation
+from core.contract import ChunkRef
 from core.errors import ContractError
 from core.run_scope import run_scope
 from core.run_store import ChunkStatus
 from core.storage import trigger_queue
 from ingestion.invocation import ingest_within_limit
-from ingestion.redrive import reopen_run
+from ingestion.redrive import Reopened, reopen_run
 
 log = logging.getLogger(__name__)
 
 
-async def schedule_redrives(ctx: Context, run_id: str) -> list[ChunkRef]:
-    """Queues every chunk of the run that needs a redrive (base64, as the queue trigger expects); returns them.
-    A run cancelled while chunking also gets a continuation on the control queue: chunking carries on."""
+async def schedule_redrives(ctx: Context, run_id: str) -> Reopened:
+    """Queues every chunk of the run that needs a redrive (base64, as the queue trigger expects). A run
+    whose chunking was stopped, failed by its source or left by a chunker that died also gets a
+    continuation on the control queue: chunking carries on. Returns what it scheduled."""
     reopened = await reopen_run(ctx, run_id)
     refs = [ref for ref, _ in reopened.chunks]
     queue = await trigger_queue(ctx.clients.queues, ctx.settings.storage, ctx.settings.redrive_queue)
     await asyncio.gather(*(queue.send_message(ref.redrive_message()) for ref in refs))
     if reopened.chunking is not None:
-        control = await trigger_queue(ctx.clients.queues, ctx.settings.storage, ctx.settings.control_queue)
-        resume = reopened.chunking.resume or ResumePosition()
-        await control.send_message(Continuation(run_id, resume).encode())
-    return refs
+        await send_continuation(ctx, reopened.chunking)
+    return reopened
 
 
 async def redrive_chunk(ctx: Context, body: bytes) -> ChunkStatus | None:

@@ -43,8 +43,10 @@ from azure.storage.blob.aio import ContainerClient
 from azure.storage.queue.aio import QueueClient
 
 from core.context import Context, app_context
+from core.continuations import send_continuation
 from core.contract import ChunkRef, is_run_id, run_prefix
 from core.errors import ChunkError, ClaimLostError
+from core.redact import public_text
 from core.run_events import send_lost_event
 from core.run_scope import run_scope
 from core.run_store import ChunkStatus, RunRecord, RunStop, utc_now
@@ -72,6 +74,7 @@ class SweepReport:
     dead_letters_unreadable: int
     left_for_next_sweep: int  # chunks that needed a redrive past SWEEP_MAX_REDRIVES
     events_sent: list[str]  # runs whose completion event this sweep sent (its sender had died)
+    chunking_resumed: list[str]  # runs whose chunker had died: a continuation carries their chunking on
 
     @property
     def chunks_redriven(self) -> int:
@@ -118,6 +121,7 @@ async def sweep(ctx: Context, now: float | None = None) -> SweepReport:
     cleared, unreadable = await _sweep_dead_letters(ctx, redrives)
     due_by_run: dict[str, list[Due]] = {}
     events_sent: list[str] = []
+    chunking_resumed: list[str] = []
     checked = unreadable_runs = left_runs = 0
     async for run_id in _run_ids(ctx):
         if time.monotonic() > deadline:
@@ -130,12 +134,14 @@ async def sweep(ctx: Context, now: float | None = None) -> SweepReport:
             unreadable_runs += 1
             with run_scope(run_id):
                 log.warning("sweep: run %s skipped, its records cannot be read: %s: %s", run_id,
-                            type(exc).__name__, ctx.redact(str(exc))[:300])  # fmt: skip
+                            type(exc).__name__, public_text(str(exc), 300))  # fmt: skip
             continue
         if seen.due:
             due_by_run[run_id] = seen.due
         elif seen.quiet and await _send_lost_event(ctx, run_id, now):
             events_sent.append(run_id)
+        if seen.stranded and await _resume_chunking(ctx, run_id):
+            chunking_resumed.append(run_id)
     taken = _round_robin(due_by_run, max(redrives.remaining, 0))
     redrives.left += sum(len(due) for due in due_by_run.values()) - sum(len(due) for due in taken.values())
     failed: dict[str, list[int]] = {}
@@ -151,7 +157,7 @@ async def sweep(ctx: Context, now: float | None = None) -> SweepReport:
         swept_at=swept_at, runs_checked=checked, runs_unreadable=unreadable_runs, runs_left=left_runs,
         redriven={run_id: sorted(indexes) for run_id, indexes in sorted(redrives.by_run.items())}, failed=failed,
         dead_letters_cleared=cleared, dead_letters_unreadable=unreadable, left_for_next_sweep=redrives.left,
-        events_sent=events_sent,
+        events_sent=events_sent, chunking_resumed=chunking_resumed,
     )  # fmt: skip
     for run_id, indexes in report.redriven.items():
         with run_scope(run_id):
@@ -165,8 +171,42 @@ async def _send_lost_event(ctx: Context, run_id: str, now: float) -> bool:
     except Exception as exc:  # the next sweep tries again; the other runs are swept meanwhile
         with run_scope(run_id):
             log.warning("sweep: run %s: its completion event could not be sent: %s: %s", run_id,
-                        type(exc).__name__, ctx.redact(str(exc))[:300])  # fmt: skip
+                        type(exc).__name__, public_text(str(exc), 300))  # fmt: skip
         return False
+
+
+async def _resume_chunking(ctx: Context, run_id: str) -> bool:
+    """Sends a continuation for a run whose chunking nobody carries on (its chunker died: a killed HTTP call,
+    a lost instance); a continuation that is only late finds the run claimed, or moved on, and does nothing.
+    A run resumed MAX_SWEEPER_REDRIVES times without taking another item fails instead, with the reason: a
+    redrive by hand carries it on once the cause is fixed. True when it was resumed."""
+    versioned = await ctx.runs.get_versioned(run_id)
+    if versioned is None or versioned[0].state != "chunking":
+        return False
+    record, etag = versioned
+    with run_scope(run_id):
+        try:
+            sweeps, sweeps_etag = await ctx.runs.sweep_log(run_id)
+            before = sweeps.get("chunking_resumes") or {}
+            resumes = int(before.get("resumes", 0)) + 1 if before.get("messages") == record.messages else 1
+            if resumes > MAX_SWEEPER_REDRIVES:
+                reason = (
+                    f"the sweeper resumed this run's chunking {MAX_SWEEPER_REDRIVES} times and it never got past "
+                    f"item {record.messages or 0}: look for the error in continue_chunking's log, fix it, then "
+                    "redrive the run"
+                )
+                await ctx.runs.save(record.failed(reason, record.chunks or 0, record.messages or 0), if_match=etag)
+                log.error("sweep: run %s failed: %s", run_id, reason)
+                return False
+            resumed = {"resumes": resumes, "messages": record.messages}
+            await ctx.runs.save_sweep_log(run_id, {**sweeps, "chunking_resumes": resumed}, etag=sweeps_etag)
+            await send_continuation(ctx, record)
+        except Exception as exc:  # moved meanwhile, or storage failed: the next sweep looks again
+            log.warning("sweep: run %s: its chunking could not be resumed: %s: %s", run_id, type(exc).__name__,
+                        public_text(str(exc), 300))  # fmt: skip
+            return False
+        log.warning("sweep: run %s was left chunking by an invocation that died; a continuation carries it on", run_id)
+    return True
 
 
 def _round_robin(due_by_run: dict[str, list[Due]], budget: int) -> dict[str, list[Due]]:
@@ -184,15 +224,18 @@ def _round_robin(due_by_run: dict[str, list[Due]], budget: int) -> dict[str, lis
 
 @dataclass(frozen=True)
 class RunSeen:
-    """What a sweep makes of a run: its chunks to redrive, and whether its completion event is due."""
+    """What a sweep makes of a run: its chunks to redrive, whether its chunking is stranded, and whether
+    its completion event is due."""
 
     due: list[Due]
+    stranded: bool = False  # `chunking`, not stopped, no live claim, unmoved for SWEEP_STALE_SECONDS
     quiet: bool = False  # settled, and nothing of it changed for SWEEP_STALE_SECONDS
 
 
 async def look_at_run(ctx: Context, run_id: str, now: float) -> RunSeen:
-    """Its chunks that never started or stalled, SWEEP_STALE_SECONDS or more ago, unless every one of its
-    `max_concurrency` slots is taken (they wait their turn)."""
+    """Its chunks that never started, stalled, or that its record counts but storage lost, SWEEP_STALE_SECONDS
+    or more ago (unless every one of its `max_concurrency` slots is taken: they wait their turn); and
+    whether its chunking was left by a chunker that died."""
     record = await ctx.runs.get(run_id)
     if record is None:
         return RunSeen([])  # purged
@@ -203,12 +246,16 @@ async def look_at_run(ctx: Context, run_id: str, now: float) -> RunSeen:
         return RunSeen([], quiet=now - _last_change(record, statuses.values(), stop) >= stale)
     if stop is not None:
         return RunSeen([])  # stopped (cancelled, failed past its tolerance): a redrive by hand resumes it
+    recorded_long_ago = now - _timestamp(record.updated_at or record.created_at) >= stale
+    stranded = record.state == "chunking" and not record.leased(now) and recorded_long_ago
     due = []
+    listed = set()
     async for blob in ctx.chunk_container.list_blobs(name_starts_with=run_prefix(run_id)):
         try:
             ref = ChunkRef.parse(blob.name, ctx.chunk_container.container_name)
         except ChunkError:
             continue
+        listed.add(ref.index)
         status = statuses.get(ref.index)
         if status is None:
             written = (blob.creation_time or blob.last_modified).timestamp()
@@ -216,15 +263,18 @@ async def look_at_run(ctx: Context, run_id: str, now: float) -> RunSeen:
                 due.append(Due(ref, None))
         elif _stalled(status, now, stale):
             due.append(Due(ref, status))
+    if recorded_long_ago:  # counted by the record, but neither there nor started: a redrive marks them failed
+        lost = set(range(record.chunks or 0)) - listed - set(statuses)
+        due += [Due(ChunkRef(run_id, index), None) for index in sorted(lost)]
     if due and record.max_concurrency:  # asked once a run, and only when it matters
         runs = ctx.clients.blobs.get_container_client(ctx.settings.runs_container)
         if await all_slots_busy(runs, run_id, record.max_concurrency, now):
-            return RunSeen([])
-    return RunSeen(due)
+            return RunSeen([], stranded)
+    return RunSeen(due, stranded)
 
 
 def _last_change(record: RunRecord, statuses: Iterable[ChunkStatus], stop: RunStop | None) -> float:
-    times = [record.created_at, record.chunked_at or "", stop.at if stop else ""]
+    times = [record.created_at, record.updated_at, record.chunked_at or "", stop.at if stop else ""]
     times += [status.updated_at for status in statuses]
     return max((_timestamp(at) for at in times), default=0.0)
 
@@ -346,8 +396,10 @@ async def sweep_stalled_chunks(timer: func.TimerRequest) -> None:
     report = await sweep(await app_context())
     log.info(
         "sweep: %d runs checked (%d unreadable, %d left for next time), %d chunks redriven, %d marked failed, "
-        "%d dead letters cleared, %d unreadable, %d chunks left for next time, %d lost completion events sent",
+        "%d dead letters cleared, %d unreadable, %d chunks left for next time, %d lost completion events sent, "
+        "%d stranded runs' chunking resumed",
         report.runs_checked, report.runs_unreadable, report.runs_left, report.chunks_redriven,
         sum(len(indexes) for indexes in report.failed.values()), report.dead_letters_cleared,
         report.dead_letters_unreadable, report.left_for_next_sweep, len(report.events_sent),
+        len(report.chunking_resumed),
     )  # fmt: skip

@@ -233,13 +233,13 @@ def test_a_continuation_that_cannot_write_a_chunk_in_chunking_time_limit_fails_t
             json.dumps({"data": ["a"], "links": {"next": 2}}).encode(),
             {},
             PAGED["next-link"],
-            "the next link at SOURCE_NEXT_PATH='links.next' must be a string, got int",
+            "the next link at SOURCE_NEXT_PATH='links.next' must be a string, got a number",
         ),
         (
             json.dumps({"data": ["a"], "links": {"next": {"href": "/ids?p=2"}}}).encode(),
             {},
             PAGED["next-link"],
-            "the next link at SOURCE_NEXT_PATH='links.next' must be a string, got dict",
+            "the next link at SOURCE_NEXT_PATH='links.next' must be a string, got an object",
         ),
         (
             json.dumps({"data": ["a"], "links": {"next": "http://[::1"}}).encode(),
@@ -251,7 +251,7 @@ def test_a_continuation_that_cannot_write_a_chunk_in_chunking_time_limit_fails_t
             json.dumps({"items": ["a"], "next_cursor": {"after": "a"}}).encode(),
             {},
             PAGED["cursor"],
-            "the cursor at SOURCE_CURSOR_PATH='next_cursor' must be a string or a number, got dict",
+            "the cursor at SOURCE_CURSOR_PATH='next_cursor' must be a string or a number, got an object",
         ),
     ],
     ids=["bad-gzip", "next-link-number", "next-link-object", "next-link-invalid-url", "cursor-object"],
@@ -309,7 +309,7 @@ def test_a_chunk_closes_before_the_item_that_would_pass_chunk_max_bytes(on_loop,
         *["d" * 60] * 30,
         "e" * 1000,
     ]
-    answer = fixed_answer(json.dumps(items).encode())
+    answer = fixed_answer(json.dumps(items, ensure_ascii=False).encode())
     try:
         configure(monkeypatch, **source, SOURCE_URL=answer.url, CHUNK_MAX_BYTES="1024")
         response, _ = start(on_loop, functions, "chunk-bytes")
@@ -353,4 +353,4 @@ def test_text_that_utf8_cannot_hold_fails_the_run_with_its_reason(on_loop, funct
         answer.stop()
 
     assert response.status_code == 502, response.get_body()
-    assert "an item holds text that UTF-8 cannot hold: '\\ud800'" in body_of(response)["detail"]
+    assert "the first page: item 2 ('\"\\\\ud800\"') holds the lone surrogate \\ud800" in body_of(response)["detail"]

@@ -149,25 +149,33 @@ async def cancelled(task: asyncio.Task) -> None:
         await task
 
 
-def test_a_continuation_interrupted_after_its_duplicate_finished_leaves_the_duplicates_record(
-    on_loop, fast_and_slow, probe
+def test_a_continuation_delivered_twice_is_dropped_while_the_first_holds_the_run_and_every_id_lands_once(
+    on_loop, fast_and_slow, probe, azurite
 ):
-    """One continuation delivered twice: the fast invocation chunks to the end; the slow one, cancelled
-    later, must not overwrite the record over the ETag both read (nor fail the run)."""
-    _, slow, _ = fast_and_slow
+    """One continuation delivered twice: while the slow invocation holds the run's claim, the duplicate finds
+    it claimed and does nothing; the first, interrupted, lets the claim go and hands the rest on."""
+    _, slow, paged = fast_and_slow
 
-    async def race() -> RunRecord:
+    async def race() -> tuple[Context, RunRecord | None]:
         fast_ctx, slow_ctx, continuation = await paused_after_one_chunk(fast_and_slow, "raced")
         interrupted = asyncio.create_task(continue_chunking(slow_ctx, continuation))
-        await until(lambda: slow.requests >= 1)  # it holds the record's ETag and waits for its first page
-        finished = await continue_chunking(fast_ctx, continuation)
-        assert (finished.state, finished.chunks) == ("chunked", 30)
-        await until(lambda: slow.requests >= 3)  # two pages in: it has (re)written chunks of its own
+        await until(lambda: slow.requests >= 1)  # it holds the run's claim and waits for its first page
+        duplicate = await continue_chunking(fast_ctx, continuation)
+        await until(lambda: slow.requests >= 3)
         await cancelled(interrupted)
-        return await fast_ctx.runs.get("raced")
+        return fast_ctx, duplicate
 
-    record = on_loop(race())
-    assert (record.state, record.chunks, record.messages) == ("chunked", len(probe.chunk_names("raced")), 6_000)
+    ctx, duplicate = on_loop(race())
+    assert duplicate is None
+    record = on_loop(ctx.runs.get("raced"))
+    assert (record.state, record.owner) == ("chunking", None)
+
+    control = control_queue(azurite, paged["CONTROL_QUEUE"])
+    while messages := list(control.receive_messages(max_messages=1)):
+        on_loop(continue_chunking(ctx, messages[0].content.encode()))
+        control.delete_message(messages[0])
+    assert [json.loads(line) for line in chunk_lines(probe, "raced")] == demo_ids(6_000)
+    assert on_loop(ctx.runs.get("raced")).state == "chunked"
 
 
 def test_an_interrupted_continuation_keeps_its_chunks_and_hands_the_rest_on(on_loop, fast_and_slow, probe, azurite):

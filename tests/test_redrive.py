@@ -29,6 +29,7 @@ def test_redrive_answers_202_with_what_it_scheduled_and_the_trigger_ingests_each
     assert answer.headers["Location"] == "/api/ingestions/redriven"
     assert body_of(answer) == {
         "run_id": "redriven", "status_url": "http://localhost:7071/api/ingestions/redriven", "scheduled": [1, 2],
+        "chunking_resumed": False,
     }  # fmt: skip
     assert probe.queue_length() == 1000  # the request itself sent nothing
 

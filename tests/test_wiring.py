@@ -86,6 +86,23 @@ def test_in_azure_a_missing_source_url_stops_the_app_at_startup():
     assert "SOURCE_URL is not set: in Azure the app needs the source API's URL" in failure.value.stderr
 
 
+@pytest.mark.parametrize(
+    ("env", "error"),
+    [
+        (
+            {"AzureWebJobsStorage": "AccountName=acct;AccountKey=s3cr3t%%%"},
+            "AzureWebJobsStorage is not a storage connection string: AccountKey must be base64",
+        ),
+        ({"REDRIVE_QUEUE": "ingest"}, "QUEUE_NAME and REDRIVE_QUEUE both name the queue 'ingest'"),
+    ],
+)
+def test_storage_settings_azure_cannot_work_with_stop_the_app_at_startup_without_showing_a_key(env, error):
+    with pytest.raises(subprocess.CalledProcessError) as failure:
+        indexed_functions(**env)
+    assert error in failure.value.stderr
+    assert "s3cr3t" not in failure.value.stderr
+
+
 def test_unknown_trigger_source_is_refused_with_the_allowed_values():
     with pytest.raises(subprocess.CalledProcessError) as failure:
         indexed_functions(BLOB_TRIGGER_SOURCE="Polling")

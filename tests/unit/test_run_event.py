@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import base64
 import json
+from dataclasses import replace
 
-from core.run_events import run_event
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from core.run_events import ERROR_CHARS, run_event
 from core.run_store import ChunkStatus, RunRecord
 from core.status import derive_status
 
@@ -34,3 +38,28 @@ def test_an_event_of_a_run_with_twenty_thousand_failed_chunks_fits_in_a_queue_me
     assert event["failed_chunks_truncated"] is True
     assert event["failed_chunks"][:2] == [{"index": 0}, {"index": 1}]  # the first of them, indexes only
     assert event["chunks"]["failed"] == 20_000
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    error=st.none() | st.text(max_size=70_000),
+    chunk_errors=st.lists(st.none() | st.text(max_size=3_000), max_size=60),
+    run_id=st.from_regex(r"[a-z0-9]{1,63}", fullmatch=True),
+)
+def test_whatever_the_texts_the_event_is_made_at_once_and_fits_in_a_queue_message(error, chunk_errors, run_id):
+    """A run's error of any length (a source answering a 60,000-character reason phrase) once made this loop
+    for ever; every text is now cut, and the failed chunks listed while they fit."""
+    record = RunRecord(run_id, "default", 10, created_at="2026-11-23T19:00:00.000Z").failed(error or "", 0, 0)
+    record = replace(record, error=error, chunks=len(chunk_errors))
+    chunks = [
+        ChunkStatus(i, "failed", 0, 10, "2026-11-23T19:00:01.000Z", error=text) for i, text in enumerate(chunk_errors)
+    ]
+    event = run_event(derive_status(record, chunks), "2026-11-23T19:00:03.000Z")
+
+    assert len(base64.b64encode(json.dumps(event).encode())) <= 64 * 1024
+    assert len(event["error"] or "") <= ERROR_CHARS
+    listed = [chunk["index"] for chunk in event["failed_chunks"]]
+    assert listed == list(range(len(listed)))  # the first ones, in order
+    assert event["failed_chunks_truncated"] == (
+        len(listed) < len(chunks) or any("error" not in c for c in event["failed_chunks"])
+    )

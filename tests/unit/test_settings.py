@@ -1,10 +1,20 @@
-"""Settings that cannot work are refused at start with the setting's name and what it must be."""
+"""Settings that cannot work are refused at start with the setting's name and what it must be; which values
+are secrets."""
 
 from __future__ import annotations
 
+import base64
+import json
+import re
+
 import pytest
+from azure.storage.blob import BlobServiceClient
+from azure.storage.queue import QueueServiceClient
+from hypothesis import given
+from hypothesis import strategies as st
 
 from core.errors import SettingsError
+from core.redact import Redactor
 from core.settings import Settings
 
 
@@ -34,3 +44,231 @@ def test_a_setting_out_of_range_is_refused_with_its_name(env, error):
 def test_visibility_timeout_and_ttl_defaults_and_values(env, visibility, ttl):
     settings = Settings.from_env(env)
     assert (settings.message_visibility_timeout, settings.message_ttl) == (visibility, ttl)
+
+
+# --- queue and container names -----------------------------------------------------------------------
+
+QUEUES = ["QUEUE_NAME", "CONTROL_QUEUE", "REDRIVE_QUEUE", "RUN_EVENTS_QUEUE"]
+CONTAINERS = ["CHUNK_CONTAINER", "RUNS_CONTAINER", "LARGE_MESSAGE_CONTAINER", "EVENT_GRID_DEADLETTER_CONTAINER"]
+# Azure's rule for queue and container names, written out: 3-63 lowercase letters, digits and hyphens,
+# a letter or digit first and last, no two hyphens in a row.
+AZURE_NAME = re.compile(r"(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]")
+BAD_NAMES = ["Ingest_Queue", "Chunks", "ab", "a" * 64, "-ingest", "ingest-", "in--gest", "in.gest", "ingést"]
+GOOD_NAMES = ["abc", "a" * 63, "a-1-b", "123", "0-a"]
+
+
+@pytest.mark.parametrize("setting", QUEUES + CONTAINERS)
+@pytest.mark.parametrize("name", BAD_NAMES)
+def test_a_queue_or_container_name_azure_refuses_is_refused_with_the_setting_and_the_rule(setting, name):
+    kind = "queue" if setting in QUEUES else "container"
+    with pytest.raises(SettingsError, match=f"^{setting} must be a {kind} name Azure allows: 3 to 63 lowercase"):
+        Settings.from_env({setting: name})
+
+
+@pytest.mark.parametrize("setting", QUEUES + CONTAINERS)
+@pytest.mark.parametrize("name", GOOD_NAMES)
+def test_a_queue_or_container_name_azure_allows_is_taken(setting, name):
+    settings = Settings.from_env({setting: name})
+    attribute = {"EVENT_GRID_DEADLETTER_CONTAINER": "deadletter_container"}.get(setting, setting.lower())
+    assert getattr(settings, attribute) == name
+
+
+@given(
+    st.sampled_from(QUEUES + CONTAINERS),
+    st.text(alphabet="ab09-_A.", min_size=1, max_size=70) | st.sampled_from(BAD_NAMES + GOOD_NAMES),
+)
+def test_names_are_refused_exactly_when_azures_rule_refuses_them(setting, name):
+    try:
+        Settings.from_env({setting: name})
+    except SettingsError as refused:
+        assert not AZURE_NAME.fullmatch(name)
+        assert str(refused).startswith(setting)
+    else:
+        assert AZURE_NAME.fullmatch(name)
+
+
+def test_every_partition_queue_must_fit_the_rule_so_a_long_queue_name_leaves_room_for_its_suffix():
+    name = "q" * 61
+    assert Settings.from_env({"QUEUE_NAME": name, "QUEUE_PARTITIONS": "10"}).queue_names[-1] == f"{name}-9"
+    with pytest.raises(SettingsError, match=r"^QUEUE_NAME's partition queue \(with QUEUE_PARTITIONS=11\) must be"):
+        Settings.from_env({"QUEUE_NAME": name, "QUEUE_PARTITIONS": "11"})  # `-10` makes 64 characters
+
+
+@pytest.mark.parametrize(
+    ("env", "error"),
+    [
+        ({"REDRIVE_QUEUE": "ingest"}, "QUEUE_NAME and REDRIVE_QUEUE both name the queue 'ingest'"),
+        ({"RUN_EVENTS_QUEUE": "chunking-continuations"}, "CONTROL_QUEUE and RUN_EVENTS_QUEUE both name the queue"),
+        ({"REDRIVE_QUEUE": "events", "RUN_EVENTS_QUEUE": "events"}, "REDRIVE_QUEUE and RUN_EVENTS_QUEUE both name"),
+        (
+            {"QUEUE_PARTITIONS": "3", "CONTROL_QUEUE": "ingest-2"},
+            "QUEUE_NAME and CONTROL_QUEUE both name the queue 'ingest-2': give each its own queue",
+        ),
+        ({"RUNS_CONTAINER": "chunks"}, "CHUNK_CONTAINER and RUNS_CONTAINER both name the container 'chunks'"),
+        (
+            {"EVENT_GRID_DEADLETTER_CONTAINER": "large-messages"},
+            "LARGE_MESSAGE_CONTAINER and EVENT_GRID_DEADLETTER_CONTAINER both name the container 'large-messages'",
+        ),
+    ],
+)
+def test_two_settings_naming_the_same_queue_or_container_are_refused_naming_both(env, error):
+    with pytest.raises(SettingsError, match=f"^{re.escape(error)}"):
+        Settings.from_env(env)
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"QUEUE_PARTITIONS": "2", "CONTROL_QUEUE": "ingest"},  # the queues are ingest-0 and ingest-1
+        {"CHUNK_CONTAINER": "ingest"},  # queues and containers do not meet
+        {"QUEUE_NAME": "work", "REDRIVE_QUEUE": "ingest"},
+    ],
+)
+def test_queues_and_containers_apart_are_taken(env):
+    Settings.from_env(env)
+
+
+# --- storage connection strings ----------------------------------------------------------------------
+
+KEY = base64.b64encode(b"s3cr3t account key, 64 bytes as Azure makes them ......").decode()
+SAS = "sv=2024-11-04&ss=bq&srt=sco&sp=rwdlacup&se=2030-01-01T00:00:00Z&sig=s3cr3t%2Bsig%3D"
+BLOB = "https://acct.blob.core.windows.net"
+QUEUE = "https://acct.queue.core.windows.net"
+
+
+@pytest.mark.parametrize(
+    "connection",
+    [
+        "UseDevelopmentStorage=true",
+        "UseDevelopmentStorage=true;DevelopmentStorageProxyUri=http://127.0.0.1",
+        f"DefaultEndpointsProtocol=https;AccountName=acct;AccountKey={KEY};EndpointSuffix=core.windows.net",
+        f"accountname=acct;accountkey={KEY};",  # keys in any case, a trailing `;`
+        f"DefaultEndpointsProtocol=http;AccountName=acct;AccountKey={KEY};BlobEndpoint={BLOB};QueueEndpoint={QUEUE};"
+        f"QueueSecondaryEndpoint=https://acct-secondary.queue.core.windows.net;TableEndpoint=https://t",
+        f"AccountName=acct;SharedAccessSignature={SAS}",
+        f"BlobEndpoint={BLOB};QueueEndpoint={QUEUE};SharedAccessSignature={SAS}",
+        f"BlobEndpoint={BLOB}/?{SAS};QueueEndpoint={QUEUE}/?{SAS}",  # explicit endpoints, each with its SAS
+    ],
+)
+def test_a_connection_string_the_storage_sdk_works_with_is_taken(connection):
+    assert Settings.from_env({"AzureWebJobsStorage": connection}).storage.connection_string == connection
+    BlobServiceClient.from_connection_string(connection)  # and the SDK agrees
+    QueueServiceClient.from_connection_string(connection)
+
+
+@pytest.mark.parametrize(
+    ("connection", "error"),
+    [
+        ("nonsense", "it must be key=value pairs separated by ';'"),
+        (f"AccountName=acct;;AccountKey={KEY}", "it must be key=value pairs separated by ';'"),
+        ("AccountName=x", "AccountName needs AccountKey or SharedAccessSignature"),
+        ("DefaultEndpointsProtocol=https;AccountName=a;AccountKey=%%%", "AccountKey must be base64"),
+        (f"AccountName=acct;AccountKey={KEY[:-1]}", "AccountKey must be base64"),  # its padding cut
+        (f"AccountName=acct;AccountKey=s3cr3t-{KEY}", "AccountKey must be base64"),
+        (f"AccountKey={KEY};BlobEndpoint={BLOB};QueueEndpoint={QUEUE}", "AccountKey needs AccountName"),
+        ("UseDevelopmentStorage=True", "it must be UseDevelopmentStorage=true or name the account"),
+        (f"QueueEndpoint={QUEUE};SharedAccessSignature={SAS}", "AccountName, or BlobEndpoint and QueueEndpoint"),
+        (f"AccountName=acct;AccountKey={KEY};BlobSecondaryEndpoint={BLOB}", "BlobSecondaryEndpoint needs BlobEndpoint"),
+    ],
+)
+def test_a_connection_string_that_cannot_work_is_refused_without_showing_it(connection, error):
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_env({"AzureWebJobsStorage": connection})
+    message = str(refused.value)
+    assert message.startswith("AzureWebJobsStorage is not a storage connection string: ")
+    assert error in message
+    assert connection not in message and "s3cr3t" not in message and KEY not in message and "%%%" not in message
+
+
+@pytest.mark.parametrize(
+    ("connection", "error"),
+    [
+        ("AccountName=second", "AccountName needs AccountKey or SharedAccessSignature"),
+        (f"BlobEndpoint={BLOB};SharedAccessSignature={SAS}", "name the account: AccountName, or QueueEndpoint"),
+        (f"AccountName=second;AccountKey=s3cr3t_{KEY}", "AccountKey must be base64"),
+    ],
+)
+def test_a_queue_accounts_connection_string_is_held_to_the_same_rule(connection, error):
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_env({"QUEUE_ACCOUNTS": "SECOND", "SECOND": connection})
+    message = str(refused.value)
+    assert message.startswith("SECOND (in QUEUE_ACCOUNTS) is not a storage connection string: ") and error in message
+    assert "s3cr3t" not in message and KEY not in message
+
+
+def test_a_queue_account_needs_only_the_queue_service():
+    connection = f"QueueEndpoint={QUEUE};SharedAccessSignature={SAS}"
+    (account,) = Settings.from_env({"QUEUE_ACCOUNTS": "SECOND", "SECOND": connection}).queue_accounts
+    assert account.storage.connection_string == connection
+
+
+# --- secrets -----------------------------------------------------------------------------------------
+
+
+def basic(credentials: bytes) -> str:
+    return "Basic " + base64.b64encode(credentials).decode()
+
+
+def secrets_of(**env: str) -> list[str]:
+    return Settings.from_env(env).secrets
+
+
+def test_by_default_nothing_is_secret():
+    assert secrets_of() == []
+
+
+def test_a_source_urls_userinfo_is_secret_as_written_and_decoded():
+    assert secrets_of(SOURCE_URL="https://alice:pa%24%24word@api.example.com/ids") == [
+        "alice:pa%24%24word", "alice:pa$$word", "pa%24%24word", "pa$$word",
+    ]  # fmt: skip
+    assert secrets_of(SOURCE_URL="https://ghp_t0ken@api.example.com/ids?page=2") == ["ghp_t0ken"]  # a lone token
+    assert secrets_of(SOURCE_URL="https://api.example.com/ids?mail=a@b.example") == ["a@b.example"]  # no userinfo
+
+
+def test_a_basic_headers_base64_and_decoded_user_password_and_password_are_secret():
+    header = basic(b"alice:s3cr3t-pw")
+    assert secrets_of(SOURCE_HEADERS=json.dumps({"Authorization": header})) == [
+        header, header.removeprefix("Basic "), "alice:s3cr3t-pw", "s3cr3t-pw",
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("credentials", [b"no-colon-token", b"\xff\xfe:not-utf8"])
+def test_basic_credentials_that_are_not_a_utf8_user_password_are_secret_as_they_are(credentials):
+    header = basic(credentials)
+    assert secrets_of(SOURCE_HEADERS=json.dumps({"Authorization": header})) == [header, header.removeprefix("Basic ")]
+
+
+@pytest.mark.parametrize(
+    ("value", "secrets"),
+    [
+        ("Bearer eyJ0b2tlbg", ["Bearer eyJ0b2tlbg", "eyJ0b2tlbg"]),
+        ("Token  abc-123 ", ["Token  abc-123 ", "abc-123"]),  # any scheme; spaces around
+        ("Basic %%%not-base64", ["Basic %%%not-base64", "%%%not-base64"]),
+        ("k3y-value", ["k3y-value"]),  # no scheme
+        ("application/json, text/plain", ["application/json, text/plain"]),  # not a scheme and credentials
+    ],
+)
+def test_a_header_values_credentials_after_its_scheme_are_secret_too(value, secrets):
+    assert secrets_of(SOURCE_HEADERS=json.dumps({"x-auth": value})) == secrets
+
+
+def test_storage_account_keys_and_shared_access_signatures_are_secret():
+    second = base64.b64encode(b"the second account's key").decode()
+    env = {
+        "AzureWebJobsStorage": f"DefaultEndpointsProtocol=https;AccountName=acct;AccountKey={KEY}",
+        "QUEUE_ACCOUNTS": "AzureWebJobsStorage,SECOND,THIRD",
+        "SECOND": f"AccountName=second;AccountKey={second}",
+        "THIRD": f"QueueEndpoint={QUEUE};SharedAccessSignature=?{SAS}",
+    }
+    assert secrets_of(**env) == [KEY, second, f"?{SAS}", "s3cr3t%2Bsig%3D", "s3cr3t+sig="]  # each once
+
+
+def test_the_application_insights_instrumentation_key_is_not_secret():
+    connection = "InstrumentationKey=00000000-0000-0000-0000-000000000000;IngestionEndpoint=https://in.example/"
+    assert secrets_of(APPLICATIONINSIGHTS_CONNECTION_STRING=connection) == []
+
+
+def test_very_short_values_stay_unredacted_while_the_longer_forms_they_are_part_of_go():
+    settings = Settings.from_env({"SOURCE_URL": "https://bob:pw@api.example.com/ids"})
+    assert settings.secrets == ["bob:pw", "pw"]
+    assert Redactor(settings.secrets)("pw: bob:pw") == "pw: [redacted]"
