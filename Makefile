@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 COUNT ?= 100000
+MINUTES ?= 60
 
-.PHONY: setup demo test unit lint typecheck format bench clean
+.PHONY: setup demo test unit soak lint typecheck format bench clean
 
 setup: $(VENV)/.installed node_modules/.installed
 
@@ -31,6 +32,10 @@ test: setup .venv-checkov/.installed lint typecheck
 
 unit: setup
 	$(PY) -m pytest tests/unit -n 0
+
+# The generated invariant tests for MINUTES minutes, examples drawn afresh; Hypothesis's database is kept.
+soak: setup
+	$(PY) -m testkit.soak --minutes $(MINUTES)
 
 typecheck: setup
 	$(VENV)/bin/mypy

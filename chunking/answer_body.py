@@ -65,6 +65,10 @@ class AnswerBody:
                 nesting.feed(part)
                 try:
                     found = scanner.feed(text.decode(part, final=not part))
+                except JsonItemsError:
+                    if held:  # what came before the fault is given, then the fault
+                        yield held, False
+                    raise
                 except UnicodeDecodeError as exc:
                     if not part:  # the answer ended inside a character
                         raise BodyCutShortError(f"{self._where} answered a body cut short mid-character") from None
@@ -72,7 +76,13 @@ class AnswerBody:
                         f"{self._where} answered bytes that are not UTF-8 at byte {read + exc.start:,}"
                     ) from None
                 if not part:
-                    yield held + found + scanner.end(), True
+                    found += scanner.end()
+                if scanner.error is not None:  # `found` holds the items before the fault: given, then the fault
+                    if held or found:
+                        yield held + found, False
+                    raise scanner.error
+                if not part:
+                    yield held + found, True
                     return
                 read += len(part)
                 if found:  # the items held are not the answer's last: give them

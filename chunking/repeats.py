@@ -61,9 +61,11 @@ class RepeatGuard:
         """`taken`: the items the run has taken in all."""
         allowed = self._limits.max_reads_per_item * self._distinct.estimate() + REREAD_SLACK
         if taken > allowed:
-            self._fail(
-                f"answered {taken:,} items of which about {self._distinct.estimate():,.0f} differ, more than "
-                f"{SOURCE_MAX_READS_PER_ITEM.name}={self._limits.max_reads_per_item:g} reads an item"
+            raise SourceError(
+                f"{self._where} answered {taken:,} items of which about {self._distinct.estimate():,.0f} differ, "
+                f"more than {SOURCE_MAX_READS_PER_ITEM.name}={self._limits.max_reads_per_item:g} reads an item: it "
+                f"answers what it answered before (check {self._hint}), or holds that many duplicates (raise "
+                f"{SOURCE_MAX_READS_PER_ITEM.name})"
             )
 
     def page_ended(self, next_page: str | int | None) -> None:

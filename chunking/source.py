@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import time
+import zlib
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -94,6 +95,8 @@ class SourceReader:
         self._index = 0
         self._length: int | None = None  # the items of the last item's answer, once it has ended
         self._next_page: Page = None  # and the page after it, then
+        # The CRC-32 of the answer's items given, before the last one and with it (None: not known yet)
+        self._crcs: tuple[int | None, int | None] = (None, 0)
         self._taken = 0
         self._repeats = self._guard(None, SourcePosition())
 
@@ -112,10 +115,10 @@ class SourceReader:
         counts all)."""
         self._taken = taken
         if not self.paged:
-            async for item in self._answer_items(self._source.url, {}, start.resume.skip):
+            async for item in self._answer_items(self._source.url, {}, start.resume):
                 yield item
             return
-        self._page, self._pages, skip = start.resume.page, start.pages, start.resume.skip
+        self._page, self._pages, resume = start.resume.page, start.pages, start.resume
         self._repeats = self._guard(self._page or self._source.url, start)
         while True:
             if self._pages >= self._limits.max_pages:
@@ -124,11 +127,11 @@ class SourceReader:
                     f"for a source that long, else check {self._repeat_hint()}"
                 )
             url, params = self._request_of(self._page)
-            async for item in self._answer_items(url, params, skip):
+            async for item in self._answer_items(url, params, resume):
                 yield item
             if self._next_page is None:
                 return
-            self._page, self._next_page, skip = self._next_page, None, 0  # on to the next page, at its start
+            self._page, self._next_page, resume = self._next_page, None, ResumePosition(self._next_page)
             self._pages += 1
             self._repeats.page_started()
 
@@ -162,8 +165,10 @@ class SourceReader:
         return "the first page" if self._page is None else f"page {self._page!r}"
 
     def _position(self, index: int) -> SourcePosition:
+        """Within the last item's answer: before its `index`-th item (the last one's, or the one before)."""
         seen = self._repeats.seen() if self.paged else None
-        return SourcePosition(ResumePosition(self._page, index), self._pages, self._repeats.before_page, seen)
+        crc = self._crcs[1] if index == self._index else self._crcs[0]
+        return SourcePosition(ResumePosition(self._page, index, crc), self._pages, self._repeats.before_page, seen)
 
     def _guard(self, first: Page, start: SourcePosition) -> RepeatGuard:
         return RepeatGuard(self._where, self._repeat_hint(), self._limits, first, start.page_before, start.seen)
@@ -268,11 +273,14 @@ class SourceReader:
             )
         return link
 
-    async def _answer_items(self, url: str, params: dict[str, Any], skip: int) -> AsyncIterator[str]:
-        """The answer's items after the first `skip`, read again (from after the last one given) after a
-        failure worth another try. A paged answer's items, the skipped ones too, are told to the repeat
-        guard, and its end (the next page, the checks of a page) is known before its last items are given."""
-        self._index, self._length, self._next_page = skip, None, None
+    async def _answer_items(self, url: str, params: dict[str, Any], resume: ResumePosition) -> AsyncIterator[str]:
+        """The answer's items after the first `resume.skip`, read again (from after the last one given)
+        after a failure worth another try; an answer whose items before that point are not the ones read
+        before (their CRC) fails the run. A paged answer's items, the skipped ones too, are told to the
+        repeat guard, and its end (the next page, the checks of a page) is known before its last items."""
+        self._index, self._length, self._next_page = resume.skip, None, None
+        expected = resume.skipped_crc if resume.skip else 0
+        self._crcs = (None, expected)
         attempts = Attempts(self._retry, give_up=SourceError)
         while True:
             try:
@@ -280,10 +288,21 @@ class SourceReader:
                     self._repeats.page_started()
                     scanner = JsonItems(self._source.items_path, self._captures(), self._max_item_bytes,
                                         f"{CHUNK_MAX_BYTES.name}={self._max_item_bytes}")  # fmt: skip
-                    position = 0
+                    position = crc = 0
                     async for batch, ended in body.items(scanner):
-                        new = batch[max(0, self._index - position) :]
+                        skipped = batch[: max(0, self._index - position)]
+                        for item in skipped:
+                            crc = _crc(item, crc)
                         position += len(batch)
+                        if skipped and position >= self._index:
+                            self._check_skipped(crc, expected)
+                            self._crcs = (None, crc)
+                        if ended and position < self._index:
+                            raise SourceError(
+                                f"{self._where} answered {position:,} items where {self._index:,} were read before: "
+                                "going on would lose items (a source must answer a page the same way each time)"
+                            )
+                        new = batch[len(skipped) :]
                         if self.paged:
                             for item in batch:
                                 self._repeats.item(item)
@@ -297,13 +316,23 @@ class SourceReader:
                         for item in new:
                             self._index += 1
                             self._take()
+                            before = self._crcs[1]
+                            self._crcs = (before, None if before is None else _crc(item, before))
                             yield item
                 return
             except (httpx.TransportError, _TransientError, BodyCutShortError) as exc:
                 await self._wait_to_retry(attempts, exc)
+                expected = self._crcs[1]  # read again, the items given must come first, as they were
             except SourceError as exc:
                 where = f", {self._page_name}" if self.paged else ""
                 raise SourceError(str(exc).replace(self._where, self._where + where, 1)) from None
+
+    def _check_skipped(self, crc: int, expected: int | None) -> None:
+        if expected is not None and crc != expected:
+            raise SourceError(
+                f"{self._where} answered its first {self._index:,} items otherwise than when they were read before: "
+                "going on after them would lose or repeat items (a source must answer a page the same way each time)"
+            )
 
     async def _wait_to_retry(
         self, attempts: Attempts, exc: httpx.TransportError | _TransientError | BodyCutShortError
@@ -342,6 +371,11 @@ class SourceReader:
             yield response, body
         finally:
             await response.aclose()
+
+
+def _crc(item: str, crc: int) -> int:
+    """`crc` with one more item's text (and a line break: `1`, `23` is not `12`, `3`)."""
+    return zlib.crc32(item.encode("utf-8") + b"\n", crc)
 
 
 def _kind(text: str) -> str:

@@ -89,12 +89,19 @@ class ChunkWriter:
         self._uploads.add(task)
 
     async def _upload(self, ref: ChunkRef, data: bytes, count: int) -> None:
+        """Writes the chunk once; one written before (by an earlier attempt at the run) must hold the same
+        lines, else the source answered otherwise when read again and going on would lose or repeat items."""
         try:
             await self._container.upload_blob(
                 ref.blob_name, data, overwrite=False, metadata={COUNT_METADATA: str(count)}
             )
         except ResourceExistsError:
-            pass  # written by an earlier attempt at this run; the trigger already has it
+            written = await (await self._container.download_blob(ref.blob_name)).readall()
+            if written != data:
+                raise SourceError(
+                    f"chunk {ref.blob_name} was written before with other items: the source answered otherwise when "
+                    "it was read again (a source must answer a page the same way each time)"
+                ) from None
         finally:
             self._slots.release()
         self._done.add(ref.index)

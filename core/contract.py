@@ -15,7 +15,7 @@
   so that a listing, which is in name order, is newest first; `_keys/continuation`, the key that signs
   the list's continuation tokens (made once, by whoever lists first). `_` starts no run id.
   In the large-message container: `{run_id}/{index:06d}/{line:06d}.json`.
-- On the control queue: a `Continuation`, JSON `{"run_id", "resume": {"page", "skip"}}`. On the redrive
+- On the control queue: a `Continuation`, JSON `{"run_id", "resume": {"page", "skip", "skipped_crc"}}`. On the redrive
   queue: a chunk to redrive, JSON `{"run_id", "index"}` (`ChunkRef.redrive_message`).
 """
 
@@ -153,14 +153,16 @@ def partition_queue_names(queue: str, partitions: int) -> list[str]:
 
 @dataclass(frozen=True)
 class ResumePosition:
-    """Where reading the source resumes: a page (its URL, cursor or number; None: the first) and the
-    items to skip in it."""
+    """Where reading the source resumes: a page (its URL, cursor or number; None: the first), the items to
+    skip in it, and the CRC-32 of those items' texts as they were read (`skipped_crc`, chunking/source.py):
+    a page that answers them otherwise is not resumed within, since that would lose or repeat items."""
 
     page: str | int | None = None
     skip: int = 0
+    skipped_crc: int | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"page": self.page, "skip": self.skip}
+        return {"page": self.page, "skip": self.skip, "skipped_crc": self.skipped_crc}
 
     @classmethod
     def from_json(cls, value: object) -> ResumePosition:
@@ -168,12 +170,16 @@ class ResumePosition:
             not isinstance(value, dict)
             or not isinstance(value.get("page"), str | int | None)
             or isinstance(value.get("page"), bool)
-            or not isinstance(value.get("skip"), int)
-            or isinstance(value.get("skip"), bool)
-            or value["skip"] < 0
+            or not _whole(value.get("skip"))
+            or not (value.get("skipped_crc") is None or _whole(value["skipped_crc"]))
         ):
             raise ContractError(f"not a resume position: {str(value)[:200]}")
-        return cls(value["page"], value["skip"])
+        return cls(value["page"], value["skip"], value.get("skipped_crc"))
+
+
+def _whole(value: object) -> bool:
+    """A whole number, not negative, not a bool."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 @dataclass(frozen=True)

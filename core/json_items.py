@@ -24,7 +24,6 @@ document was whole.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 from collections.abc import Generator, Mapping
@@ -134,6 +133,7 @@ class JsonItems:
         self._wanted = 0  # characters past `_pos` the walk waits for before it goes on
         self._ended = False
         self._found: list[str] = []
+        self.error: JsonItemsError | None = None  # once found: raised when no item before it is left to give
         self.items = 0  # found so far, in this answer
         self.captured: dict[str, str] = {}  # the JSON text of the value at each capture path found
         routes = [_Route(route_of(items_path), None)]
@@ -142,27 +142,38 @@ class JsonItems:
         self._step()
 
     def feed(self, text: str) -> list[str]:
-        """The items this text completes, in order (each as its chunk line's text)."""
+        """The items this text completes, in order (each as its chunk line's text). JsonItemsError once the
+        answer is found wrong, after the items before the wrong part have been given."""
         self._pending.append(text)
         self._pending_chars += len(text)
         if len(self._text) - self._pos + self._pending_chars >= self._wanted:
             self._step()
-        found, self._found = self._found, []
-        return found
+        return self._given()
 
     def end(self) -> list[str]:
         """The items the end of the answer completes; JsonItemsError if its document is not whole."""
         self._ended = True
         self._step()
+        return self._given()
+
+    def _given(self) -> list[str]:
         found, self._found = self._found, []
+        if self.error is not None and not found:
+            raise self.error
         return found
 
     def _step(self) -> None:
+        if self.error is not None:
+            return
         if self._pending:
             self._text = self._text[self._pos :] + "".join(self._pending)
             self._pos, self._pending, self._pending_chars = 0, [], 0
-        with contextlib.suppress(StopIteration):  # the walk is over: only what follows the document is left
+        try:
             next(self._walk)
+        except StopIteration:  # the walk is over: only what follows the document is left
+            pass
+        except JsonItemsError as exc:  # said once the items before it are given
+            self.error = exc
 
     def _more(self, beyond: int = 1) -> Generator[None]:
         """Waits until at least `beyond` characters stand past `_pos` (or the answer ended: then the

@@ -31,6 +31,10 @@ def post_cancel(run_id: str) -> func.HttpRequest:
     return func.HttpRequest("POST", f"{BASE}/ingestions/{run_id}/cancel", route_params={"run_id": run_id}, body=b"")
 
 
+def delete_request(run_id: str) -> func.HttpRequest:
+    return func.HttpRequest("DELETE", f"{BASE}/ingestions/{run_id}", route_params={"run_id": run_id}, body=b"")
+
+
 def get_list(**params: str) -> func.HttpRequest:
     """`GET /api/ingestions?…`, with the function key in the query as the host passes it on."""
     return func.HttpRequest("GET", f"{BASE}/ingestions", params={"code": "key", **params}, body=b"")

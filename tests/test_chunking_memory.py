@@ -7,12 +7,16 @@ import json
 import os
 import subprocess
 import sys
+import zlib
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from fanout.azurite import PROJECT_ROOT
 from fanout.demo_api import DemoApi, Faults
+from testkit.loopback_api import LoopbackApi
 
 PEAK_RSS_MB = 300  # generous: chunking starts at ~65 MB
 MB = 1 << 20
@@ -70,3 +74,66 @@ def test_chunking_peak_memory_stays_bounded_and_each_cap_names_its_setting(app_e
     else:
         assert result["state"] == "failed" and outcome in result["error"], result
     assert result["peak_rss_mb"] < PEAK_RSS_MB, result
+
+
+# --- I6: any answer the settings allow, chunked in bounded memory -----------------------------------
+
+
+def _stacked_gzip_bomb(inflated: int) -> bytes:
+    """gzip of gzip of `inflated` zero bytes, made a piece at a time (a few KB; never held whole)."""
+    inner = zlib.compressobj(9, zlib.DEFLATED, 31)
+    outer = zlib.compressobj(9, zlib.DEFLATED, 31)
+    zeros, body = bytes(1 << 20), []
+    for _ in range(inflated >> 20):
+        body.append(outer.compress(inner.compress(zeros)))
+    body.append(outer.compress(inner.flush()))
+    body.append(outer.flush())
+    return b"".join(body)
+
+
+def _answer_of(shape: str, mode: str) -> tuple[bytes, dict[str, str]]:
+    """An answer near a limit of the default settings, as the source sends it, and its headers."""
+    just_under_item = 8 * MB - 64  # CHUNK_MAX_BYTES
+    items: bytes = {
+        "a 16 MiB page of empty objects": b",".join([b"{}"] * ((16 * MB - 64) // 3)),
+        "an 8 MiB item of empty arrays": b"[" + b",".join([b"[]"] * (just_under_item // 3)) + b"]",
+        "an 8 MiB item of objects": b'{"a":[' + b",".join([b"{}"] * (just_under_item // 3)) + b"]}",
+        "three 8 MiB strings": b",".join([b'"' + b"x" * just_under_item + b'"'] * 3),
+        "16 MiB of long numbers": b",".join([b"1" * 4000 + b"e400"] * (16 * MB // 4006)),
+        "nesting just under the limit": b",".join([b"[" * 60 + b"1" + b"]" * 60] * 50_000),
+    }.get(shape, b"")
+    body = b"[" + items + b"]" if mode == "none" else b'{"items": [' + items + b'], "next_cursor": null}'
+    if shape == "gzip, gzip inflating to 1 GiB":
+        return _stacked_gzip_bomb(1 << 30), {"Content-Encoding": "gzip, gzip"}
+    return body, {}
+
+
+ANSWER_SHAPES = [
+    "a 16 MiB page of empty objects", "an 8 MiB item of empty arrays", "an 8 MiB item of objects",
+    "three 8 MiB strings", "16 MiB of long numbers", "nesting just under the limit", "gzip, gzip inflating to 1 GiB",
+]  # fmt: skip
+
+
+@settings(
+    max_examples=int(os.environ.get("MEMORY_EXAMPLES", "1")),
+    deadline=None,
+    derandomize=os.environ.get("SOAK") != "1",
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(shape=st.sampled_from(ANSWER_SHAPES), mode=st.sampled_from(["none", "cursor"]))
+@example(shape="gzip, gzip inflating to 1 GiB", mode="cursor")  # the three the hostile review reported
+@example(shape="a 16 MiB page of empty objects", mode="none")
+@example(shape="three 8 MiB strings", mode="none")
+def test_chunking_any_answer_the_settings_allow_peaks_under_300_mb(app_env, azurite, shape, mode):
+    body, headers = _answer_of(shape, mode)
+    source = LoopbackApi(lambda path, request_headers: (200, {"Content-Type": "application/json", **headers}, body))
+    try:
+        settings = CURSOR if mode == "cursor" else {}
+        result = chunk_in_child({**app_env, "AzureWebJobsStorage": azurite.connection_string, **settings,
+                                 "SOURCE_URL": source.url}, 32_000)  # fmt: skip
+    finally:
+        source.stop()
+
+    print(f"{shape} ({mode}): {result['state']}, peak RSS {result['peak_rss_mb']:.0f} MB")
+    assert result["peak_rss_mb"] < PEAK_RSS_MB, result
+    assert result["state"] == "chunked" or "Traceback" not in (result["error"] or "Traceback"), result

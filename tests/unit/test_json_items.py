@@ -39,6 +39,8 @@ def walk(text: str, path: str = "", captures: dict[str, str] | None = None, cuts
         start = cut
     found += scanner.feed(text[start:])
     found += scanner.end()
+    if scanner.error is not None:  # the items before it were given: the fault is said now
+        raise scanner.error
     scanner.found = found
     return scanner
 
@@ -144,6 +146,13 @@ def test_whatever_the_text_the_scanner_accepts_only_json_and_raises_nothing_else
 def test_a_lone_surrogate_is_refused_by_name(text, lone):
     with pytest.raises(JsonItemsError, match=rf"item 1 .* holds the lone surrogate \\u{lone}"):
         walk(text, cuts=[7, 100, 4097])
+
+
+def test_the_items_before_a_refused_one_are_given_before_the_refusal():
+    scanner = JsonItems("", {}, MAX_ITEM)
+    assert scanner.feed('["a", 1, "x\\udc00", "b"]') == ['"a"', "1"]
+    with pytest.raises(JsonItemsError, match="item 3"):
+        scanner.end()
 
 
 def test_surrogate_pairs_and_escaped_backslashes_are_ids_like_any_other():

@@ -1,0 +1,190 @@
+"""The product's promises, checked against sources, failures and operators nobody here chose.
+
+Hypothesis generates a hostile source (any pagination; empty pages that name a next one; a circle back to
+any earlier page; an API that ignores the position asked for or shuffles its pages; any JSON item,
+numbers and escapes kept as written, a lone surrogate; error statuses with reason phrases of any length,
+bodies that echo the request's secrets, bodies cut short with and without a length, stacked content
+encodings, trickling bytes) and a hostile schedule (invocations killed at any moment, deliveries doubled,
+cancel, redrive, purge, resume or a deleted chunk blob at any step). Each run goes through the app's own
+functions against Azurite (testkit/run_world.py) until the sweeper finds nothing more to do; a run that
+ended failed or cancelled is then redriven once against the source made healthy (the one documented
+action). Then, from the queue's side:
+
+- I1 nothing lost: every item is in the queue, or the run is visibly failed naming why (its error, its
+  failed chunks); an item missing from a completed run is in a chunk listed failed with its reason;
+- I2 nothing stranded: the run ends completed, failed or cancelled, and the sweeper moves it there;
+- I3 duplicates within the bound: the queue holds at most what the run took, plus
+  INGEST_CHECKPOINT_EVERY + INGEST_CONCURRENCY for each interruption;
+- I4 nothing endless: every invocation returns within INVOCATION_LIMIT, the run settles within MAX_STEPS,
+  and a run takes at most SOURCE_MAX_READS_PER_ITEM times its distinct items, plus a page and 100;
+- I5 nothing leaked: no configured secret, nor any 12 characters of one, in any HTTP answer, status,
+  event or log record.
+
+`make test` runs a bounded number of examples; `make soak MINUTES=N` runs them for as long as asked,
+keeping Hypothesis's database (a failure is replayed first, then shrunk and printed as a reproduction).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from collections import Counter
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+
+from testkit.hostile_source import SETTINGS, Fault, HostileSource, SourceSpec
+from testkit.run_world import ACTIONS, CHECKPOINT, WINDOW, Schedule, World, world_env
+
+PIECE = 12  # no run of this many characters of a secret may leave the app
+SOAK = os.environ.get("SOAK") == "1"  # `make soak`: examples drawn afresh, failures shrunk
+EXAMPLES = int(os.environ.get("INVARIANT_EXAMPLES", "12"))
+MAX_EMPTY_PAGES = 4
+READS_PER_ITEM = 2.0
+BEARER = "tok_" + "8f3a9c1e5b7d2f4a6c8e0b1d3f5a7c9e"  # a secret the source is sent, and may echo in part
+API_KEY = "key-51c0ffee4ab1e2d3"
+PASSWORD = "pw-9ab8cd7ef6"
+SECRETS = (BEARER, API_KEY, PASSWORD)
+
+strings = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=12)
+item_texts = st.one_of(
+    strings.map(lambda text: json.dumps(text, ensure_ascii=False)),
+    strings.map(json.dumps),  # escaped: "caf\u00e9"
+    st.integers(-(2**80), 2**80).map(str),
+    st.sampled_from(["0.1", "0.10000000000000000001", "1e400", "-0", "1E+2", "true", "null", "[]", "{}"]),
+    st.tuples(strings, st.integers(0, 999)).map(
+        lambda pair: json.dumps({"id": pair[0], "n": pair[1]}, separators=(",", ":"))
+    ),
+)
+faults = st.builds(
+    Fault,
+    at=st.integers(0, 14),
+    kind=st.sampled_from(["status", "echo", "cut", "cut-no-length", "trickle", "empty"]),
+    status=st.sampled_from([401, 404, 429, 500, 502, 503, 504]),
+    reason_chars=st.sampled_from([0, 10, 60_000]),
+    retry_after=st.sampled_from([None, "0", "nonsense"]),
+)
+
+
+@st.composite
+def hostile_sources(draw: st.DrawFn) -> SourceSpec:
+    mode = draw(st.sampled_from(["none", "cursor", "next-link", "page"]))
+    items = draw(st.lists(item_texts, unique=True, max_size=60))
+    if draw(st.integers(0, 19)) == 0 and items:  # now and then an item no queue message can carry
+        items.insert(draw(st.integers(0, len(items))), '"x\\udc00"')
+    pages: list[int] = []
+    if mode != "none":
+        smallest = 1 if mode == "page" else 0  # an empty page ends `page` mode; elsewhere it may name a next one
+        left = len(items)
+        while left or not pages:
+            size = min(left, draw(st.integers(smallest, 12)))
+            pages.append(size)
+            left -= size
+    endless = mode != "none" and draw(st.integers(0, 5)) == 0
+    return SourceSpec(
+        mode=mode,
+        items=tuple(items),
+        pages=tuple(pages),
+        circle_to=draw(st.integers(0, len(pages) - 1)) if endless and pages else None,
+        ignores_position=mode != "none" and draw(st.integers(0, 9)) == 0,
+        shuffles=draw(st.integers(0, 9)) == 0,
+        codings=draw(st.sampled_from([(), ("gzip",), ("gzip", "gzip"), ("deflate",), ("gzip", "deflate")])),
+        faults=tuple(draw(st.lists(faults, max_size=4))),
+        seed=draw(st.integers(0, 1000)),
+    )
+
+
+schedules = st.builds(
+    Schedule,
+    actions=st.lists(st.tuples(st.integers(0, 30), st.sampled_from(ACTIONS)), max_size=3).map(tuple),
+    kills=st.lists(st.tuples(st.integers(0, 25), st.floats(0.0, 0.25)), max_size=2).map(tuple),
+    doubled=st.frozensets(st.integers(0, 25), max_size=2),
+)
+
+
+def app_settings(azurite: Any, source: HostileSource, spec: SourceSpec, budget: str) -> dict[str, str]:
+    """The world's settings, the source reached with secrets in its URL and headers (which it may echo)."""
+    url = source.url.replace("http://", f"http://reader:{PASSWORD}@") + f"?api_key={API_KEY}"
+    return world_env(
+        azurite.connection_string, url, SETTINGS[spec.mode], CHUNKING_TIME_BUDGET=budget,
+        SOURCE_HEADERS=json.dumps({"Authorization": f"Bearer {BEARER}"}), SOURCE_MAX_EMPTY_PAGES=str(MAX_EMPTY_PAGES),
+        SOURCE_MAX_READS_PER_ITEM=str(READS_PER_ITEM),
+    )  # fmt: skip
+
+
+def message_of(item: str) -> str:
+    """What the queue holds for an item: a string's value, any other value's text."""
+    return json.loads(item) if item.startswith('"') else item
+
+
+def content_fault(spec: SourceSpec) -> bool:
+    """A source that healing its faults does not mend: what it answers is itself the trouble."""
+    goes_round = spec.circle_to is not None or (spec.ignores_position and len(spec.pages) > 1)
+    return goes_round or spec.shuffles or any("\\udc00" in item for item in spec.items)
+
+
+@pytest.mark.own_azurite
+@settings(
+    max_examples=EXAMPLES, deadline=None, derandomize=not SOAK,
+    phases=list(Phase) if SOAK else [Phase.explicit, Phase.reuse, Phase.generate],  # `make test` does not shrink
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.data_too_large],
+)  # fmt: skip
+@given(
+    spec=hostile_sources(),
+    schedule=schedules,
+    chunk_size=st.integers(1, 25),
+    budget=st.sampled_from(["0", "60"]),
+    max_failed=st.integers(0, 2),
+)
+def test_every_run_ends_with_nothing_lost_stranded_endless_or_leaked(
+    functions, azurite, spec, schedule, chunk_size, budget, max_failed
+):
+    source = HostileSource(spec)
+    run_id = f"inv-{secrets.token_hex(4)}"
+    try:
+        env = app_settings(azurite, source, spec, budget)
+        world = World(functions, env, run_id, schedule, heal=lambda: setattr(source, "spec", spec.healthy()))
+        seen = world.run(chunk_size, max_failed)
+    finally:
+        source.stop()
+
+    status = seen.status
+    delivered = Counter(seen.messages)
+    expected = {message_of(item) for item in spec.items if "\\udc00" not in item}
+    failed_chunks = status.get("failed_chunks", [])
+    story = f"status={json.dumps(status)[:2000]} seen={seen.failures[:3]} kills={seen.kills}"
+
+    if not status and seen.purged_with is None:  # the POST was killed before it made the run: nothing promised
+        assert seen.kills and not seen.started and not seen.messages, story
+        return
+    # I2 nothing stranded: ended, or purged by the operator
+    assert seen.purged_with is not None or status.get("state") in ("completed", "failed", "cancelled"), story
+    # I1 nothing lost
+    assert set(delivered) <= expected | {message_of(item) for item in spec.items}, "a message no source item made"
+    if seen.purged_with is not None:
+        assert len(seen.messages) == seen.purged_with, "messages were sent for a run after it was purged"
+    elif status["state"] == "completed":
+        missing = expected - set(delivered)
+        assert not missing or failed_chunks, f"completed, {len(missing)} items missing, no chunk failed: {story}"
+        assert len(missing) <= chunk_size * len(failed_chunks), story
+        assert all(chunk["error"] for chunk in failed_chunks), story
+    else:
+        assert status.get("error") or failed_chunks, f"failed without a reason: {story}"
+        if seen.healed and not content_fault(spec):  # the redrive delivers all but chunks that are gone
+            assert failed_chunks and all("is gone" in chunk["error"] for chunk in failed_chunks), story
+    # I3 duplicates within the bound
+    interruptions = seen.kills + len(schedule.actions) + len(schedule.doubled) + 1
+    fetched = (status.get("messages") or {}).get("fetched") or 0
+    assert len(seen.messages) <= fetched + interruptions * (CHECKPOINT + WINDOW), story
+    # I4 nothing endless: what a run takes is bounded by what it found new
+    distinct = len(set(spec.items))
+    largest_page = max(spec.pages, default=len(spec.items))
+    assert fetched <= READS_PER_ITEM * distinct + 100 + largest_page, story
+    # I5 nothing leaked
+    for text in seen.texts:
+        for secret in SECRETS:
+            pieces = {secret[start : start + PIECE] for start in range(len(secret) - PIECE + 1)}
+            assert not any(piece in text for piece in pieces), f"a piece of a secret left the app: {text[:300]}"
