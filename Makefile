@@ -53,6 +53,7 @@ bench: setup
 	$(PY) -m benchmarks.enqueue --chart docs/enqueue-throughput.png
 	$(PY) -m benchmarks.pipeline
 	$(PY) -m benchmarks.chunking
+	$(PY) -m benchmarks.json_items
 	$(PY) -m benchmarks.reliability
 	$(PY) -m benchmarks.azure_model --chart docs/azure-model.png
 	$(PY) -m benchmarks.cpu_profile

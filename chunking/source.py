@@ -30,7 +30,7 @@ from chunking.repeats import RepeatGuard
 from chunking.time_box import TimeBox
 from core.contract import ResumePosition
 from core.errors import SourceError
-from core.json_items import JsonItems
+from core.json_items import JsonItems, kind_of
 from core.retry import Attempts, RetryPolicy, retry_after_seconds
 from core.settings import (
     CHUNK_MAX_BYTES,
@@ -228,7 +228,7 @@ class SourceReader:
         setting = self._source.setting_name(SOURCE_CURSOR_PATH)
         raise SourceError(
             f"{self._where}: the cursor at {setting}={self._source.cursor_path!r} must be a string or a number, "
-            f"got {_kind(text)}"
+            f"got {kind_of(text)}"
         )
 
     def _next_link(self, base: httpx.URL, link: str | None, *, as_json: bool) -> str | None:
@@ -240,7 +240,7 @@ class SourceReader:
                 setting = self._source.setting_name(SOURCE_NEXT_PATH)
                 raise SourceError(
                     f"{self._where}: the next link at {setting}={self._source.next_path!r} must be a string, "
-                    f"got {_kind(link)}"
+                    f"got {kind_of(link)}"
                 )
             link = str(json.loads(link))
         if link is None or link == "":
@@ -376,9 +376,3 @@ class SourceReader:
 def _crc(item: str, crc: int) -> int:
     """`crc` with one more item's text (and a line break: `1`, `23` is not `12`, `3`)."""
     return zlib.crc32(item.encode("utf-8") + b"\n", crc)
-
-
-def _kind(text: str) -> str:
-    """What kind of JSON value `text` is, as a reason names it."""
-    kinds = {"{": "an object", "[": "an array", "t": "a boolean", "f": "a boolean", '"': "a string"}
-    return kinds.get(text[:1], "a number")

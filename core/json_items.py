@@ -432,7 +432,7 @@ class JsonItems:
         """The items route cannot go on into a value of this kind: the answer is of another shape."""
         for route in routes:
             if route.name is None:
-                kind = _KINDS.get(char or "", "a number or literal")
+                kind = kind_of(char or "")
                 if route.steps[0] == EACH:
                     where = f"at SOURCE_ITEMS_PATH={self._items_path!r}" if self._items_path else "at the top level"
                     raise JsonItemsError(f"the response must hold a JSON array {where}, got {kind}")
@@ -446,7 +446,10 @@ class JsonItems:
         return repr(self._text[start : start + 60].encode("utf-8", "backslashreplace"))
 
 
-_KINDS = {"{": "an object", "[": "an array", '"': "a string"}
+def kind_of(text: str) -> str:
+    """What kind of JSON value `text` (or its first character) is, as a reason names it."""
+    kinds = {"{": "an object", "[": "an array", '"': "a string", "t": "a boolean", "f": "a boolean", "n": "null"}
+    return kinds.get(text[:1], "a number")
 
 
 def _compact(text: str) -> str:

@@ -162,7 +162,7 @@ def _lengths_by(pieces: frozenset[str], edge: Callable[[str], str]) -> dict[str,
 def _parts(secret: str) -> set[str]:
     """The secret as given and stripped, and what in it is a secret on its own: the credentials after an
     authorization scheme (`Bearer tok_…`), a Basic credential's `user:password` and password, a URL's."""
-    parts = {secret, secret.strip()}
+    parts = {secret, secret.strip(), unquote(secret)}  # a percent-encoded value (a SAS) is echoed decoded too
     scheme, _, credentials = secret.strip().partition(" ")
     if credentials.strip():
         parts.add(credentials.strip())

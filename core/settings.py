@@ -11,10 +11,11 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Generic, Literal, TypeVar, cast
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from core.contract import partition_queue_names
 from core.errors import SettingsError
+from core.redact import userinfo_secrets
 from core.retry import RetryPolicy
 
 T = TypeVar("T")
@@ -411,11 +412,12 @@ class StorageConfig:
 
     @property
     def secrets(self) -> list[str]:
-        """The connection string's AccountKey and SharedAccessSignature, and the SAS's `sig` (decoded too)."""
+        """The connection string's AccountKey and SharedAccessSignature, and the SAS's `sig` alone (the
+        redactor, core/redact.py, finds every form of each)."""
         pairs = _connection_pairs(self.connection_string or "") or {}
         sas = pairs.get("SHAREDACCESSSIGNATURE", "")
         sigs = [value for key, _, value in (part.partition("=") for part in sas.lstrip("?").split("&")) if key == "sig"]
-        return [value for value in (pairs.get("ACCOUNTKEY"), sas) if value] + _decoded_too(sigs)
+        return [value for value in (pairs.get("ACCOUNTKEY"), sas, *sigs) if value]
 
 
 @dataclass(frozen=True)
@@ -459,12 +461,13 @@ class SourceConfig:
 
     @property
     def secrets(self) -> list[str]:
-        """Every header value (with its credentials, see `_header_secrets`), the URL's user:password and
-        password, and its query values but plain numbers (`count=10`: redacting those would blank ordinary counts)."""
+        """Every header value, the URL's user:password and password, and its query values but plain numbers
+        (`count=10`: redacting those would blank ordinary counts). The redactor (core/redact.py) finds what
+        in each is a secret on its own (a `Bearer` token, a `Basic` password) and every form of it."""
         query = parse_qsl(self.url.partition("?")[2].partition("#")[0])  # no urlsplit: it raises on `http://[::1`
         return [
-            *(secret for value in self.headers.values() for secret in _header_secrets(value)),
-            *_userinfo_secrets(self.url),
+            *self.headers.values(),
+            *userinfo_secrets(self.url),
             *(value for _, value in query if not value.isdigit()),
         ]
 
@@ -814,40 +817,6 @@ def _headers(raw: str | None, name: str) -> dict[str, str]:
                 "or non-ASCII character) or is over 8,192 characters; the value is not shown"
             )
     return value
-
-
-_AUTHORIZATION = re.compile(rf"(?P<scheme>{_TOKEN}+) +(?P<credentials>\S.*)")
-
-
-def _header_secrets(value: str) -> list[str]:
-    """A header value, its credentials after an auth scheme (`Bearer <token>`) and, for Basic, those decoded."""
-    match = _AUTHORIZATION.fullmatch(value.strip())
-    if not match:
-        return [value]
-    credentials = match["credentials"]
-    basic = _basic_secrets(credentials) if match["scheme"].lower() == "basic" else []
-    return [value, credentials, *basic]
-
-
-def _basic_secrets(credentials: str) -> list[str]:
-    """Basic credentials' `user:password` and password, if they are base64 of UTF-8 `user:password`."""
-    try:
-        decoded = _base64(credentials).decode()
-    except UnicodeDecodeError:
-        return []
-    return [decoded, decoded.partition(":")[2]] if ":" in decoded else []
-
-
-def _userinfo_secrets(url: str) -> list[str]:
-    """The URL's userinfo (`user:password`, or a lone token) and password, as written and percent-decoded."""
-    authority = re.split(r"[/?#]", url.partition("://")[2], maxsplit=1)[0]
-    userinfo = authority.rpartition("@")[0]
-    return _decoded_too([userinfo, userinfo.partition(":")[2]])
-
-
-def _decoded_too(values: list[str]) -> list[str]:
-    """Each non-empty value as written and, where it differs, percent-decoded."""
-    return list(dict.fromkeys(form for value in values if value for form in (value, unquote(value))))
 
 
 def _ttl(env: Mapping[str, str]) -> int | None:

@@ -2,7 +2,8 @@
 
 A stopped run (cancelled, or failed past its tolerance: core/run_events.py) is checked once the chunk
 is claimed and at each checkpoint; the chunk then stops, `stopped` with what it sent, for a redrive to
-resume. Every outcome, even "already ingested", settles the run (its one completion event).
+resume. A chunk whose blob is gone is marked failed, saying so; one whose run was purged is not sent.
+Every outcome, even "already ingested", settles the run (its one completion event).
 """
 
 from __future__ import annotations

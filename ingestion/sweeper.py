@@ -8,7 +8,12 @@ from its checkpoint) for:
 - each chunk blob that has no status SWEEP_STALE_SECONDS after it was written (its event was dropped, or
   the host gave up on it before it started: a poison blob);
 - each chunk whose claim's lease ran out and that has not moved for SWEEP_STALE_SECONDS (its invocation
-  died, or the host's retries were spent).
+  died, or the host's retries were spent);
+- each chunk its run's record counts as written that has neither a blob nor a status SWEEP_STALE_SECONDS
+  after the record last moved (storage lost it: the redrive marks it failed, saying so).
+A run left `chunking` with no live claim and unmoved for SWEEP_STALE_SECONDS (its chunker died) gets a
+continuation on the control queue; one resumed MAX_SWEEPER_REDRIVES times without taking an item fails,
+with the reason, for a redrive by hand.
 Neither of the last two is redriven while every one of its run's `max_concurrency` slots is taken: it
 waits its turn (a chunk handed back to wait for a slot touches its status, so it does not look stalled).
 A run with nothing to redrive that has settled but whose completion event was never sent (its sender
@@ -181,8 +186,8 @@ async def _resume_chunking(ctx: Context, run_id: str) -> bool:
     A run resumed MAX_SWEEPER_REDRIVES times without taking another item fails instead, with the reason: a
     redrive by hand carries it on once the cause is fixed. True when it was resumed."""
     versioned = await ctx.runs.get_versioned(run_id)
-    if versioned is None or versioned[0].state != "chunking":
-        return False
+    if versioned is None or versioned[0].state != "chunking" or versioned[0].leased(time.time()):
+        return False  # moved on, or claimed after all (a sweep's clock may run ahead; claims keep real time)
     record, etag = versioned
     with run_scope(run_id):
         try:

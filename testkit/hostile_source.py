@@ -19,9 +19,11 @@ import time
 import zlib
 from collections import Counter
 from dataclasses import dataclass, field, replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Literal
 from urllib.parse import parse_qs, urlsplit
+
+from testkit.loopback_api import LoopbackApi
 
 Mode = Literal["none", "cursor", "next-link", "page"]
 FaultKind = Literal["status", "echo", "cut", "cut-no-length", "trickle", "empty"]
@@ -81,25 +83,11 @@ class HostileSource:
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
-        source = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_GET(self) -> None:
-                source._answer(self)
-
-            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-                pass
-
-        self._server = _QuietServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/ids"
+        self._server = LoopbackApi(respond=self._answer)
+        self.url = self._server.url
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._server.stop()
 
     def _answer(self, handler: BaseHTTPRequestHandler) -> None:
         with self._lock:
@@ -149,13 +137,6 @@ class HostileSource:
         if spec.mode != "page" and following is not None and following >= len(pages):
             following = None
         return items, None if following is None else str(following)
-
-
-class _QuietServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request: object, client_address: object) -> None:
-        """A client that hangs up mid-answer (a read cut short, a killed invocation) is no news here."""
 
 
 def _document(spec: SourceSpec, items: list[str], following: str | None) -> bytes:

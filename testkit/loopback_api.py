@@ -1,5 +1,6 @@
 """A loopback HTTP API for tests that need a source answering what no real one would: every GET gets
-what `answer(path, headers)` returns."""
+what `answer(path, headers)` returns, or whatever `respond(handler)` writes itself (a body cut short, a
+reason phrase of any length, bytes that trickle)."""
 
 from __future__ import annotations
 
@@ -11,24 +12,37 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 Answer = tuple[int, dict[str, str], bytes]  # status, headers, body
 
 
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        """A client that hangs up mid-answer (a read cut short, a killed invocation) is no news here."""
+
+
 class LoopbackApi:
-    def __init__(self, answer: Callable[[str, Message], Answer]) -> None:
+    def __init__(
+        self, answer: Callable[[str, Message], Answer] | None = None,
+        respond: Callable[[BaseHTTPRequestHandler], None] | None = None,
+    ) -> None:  # fmt: skip
+        def send(handler: BaseHTTPRequestHandler) -> None:
+            assert answer is not None
+            status, headers, body = answer(handler.path, handler.headers)
+            handler.send_response(status)
+            for name, value in {**headers, "Content-Length": str(len(body))}.items():
+                handler.send_header(name, value)
+            handler.end_headers()
+            handler.wfile.write(body)
+
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
             def do_GET(self) -> None:
-                status, headers, body = answer(self.path, self.headers)
-                self.send_response(status)
-                for name, value in {**headers, "Content-Length": str(len(body))}.items():
-                    self.send_header(name, value)
-                self.end_headers()
-                self.wfile.write(body)
+                (respond or send)(self)
 
             def log_message(self, format: str, *args: object) -> None:  # noqa: A002
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
+        self._server = _QuietServer(("127.0.0.1", 0), Handler)
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}/ids"
 

@@ -305,12 +305,16 @@ class World:
     def _bury_killed(self) -> None:
         """Ends what killed invocations left frozen, as a process exit would: no line of theirs runs on."""
         for loop in self._killed_loops:
-            frozen = asyncio.all_tasks(loop)
-            for task in frozen:
-                task.cancel()
             with _refused_quietly():
-                loop.run_until_complete(asyncio.gather(*frozen, return_exceptions=True))
+                for _ in range(10):  # what a cancelled task starts on its way out is cancelled in turn
+                    frozen = asyncio.all_tasks(loop)
+                    if not frozen:
+                        break
+                    for task in frozen:
+                        task.cancel()
+                    loop.run_until_complete(asyncio.gather(*frozen, return_exceptions=True))
                 loop.run_until_complete(close_storage_clients())
+                loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
 
     def _chunk_names(self) -> list[str]:

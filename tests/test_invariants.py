@@ -122,7 +122,8 @@ def message_of(item: str) -> str:
 
 def content_fault(spec: SourceSpec) -> bool:
     """A source that healing its faults does not mend: what it answers is itself the trouble."""
-    goes_round = spec.circle_to is not None or (spec.ignores_position and len(spec.pages) > 1)
+    ignored = spec.ignores_position and (len(spec.pages) > 1 or spec.mode == "page")  # page mode never ends then
+    goes_round = spec.circle_to is not None or ignored
     return goes_round or spec.shuffles or any("\\udc00" in item for item in spec.items)
 
 
