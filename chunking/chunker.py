@@ -23,7 +23,7 @@ from chunking.chunking_claim import ChunkingClaim
 from chunking.request import IngestionRequest
 from chunking.source import SourcePosition, SourceReader
 from chunking.time_box import OutOfTimeError, TimeBox
-from chunking.writer import ChunkWriter
+from chunking.writer import ChunkConflictError, ChunkWriter
 from core.context import Context
 from core.continuations import send_continuation
 from core.contract import ResumePosition
@@ -45,6 +45,7 @@ async def start_chunking(ctx: Context, request: IngestionRequest, budget: float 
     record = RunRecord(
         request.run_id, request.source, request.chunk_size, created_at=now, updated_at=now,
         max_concurrency=request.max_concurrency, max_failed_chunks=request.max_failed_chunks,
+        chunk_max_bytes=ctx.settings.chunk_max_bytes,
     )  # fmt: skip
     etag = await ctx.runs.create(record)
     if etag is None:
@@ -70,6 +71,7 @@ class _Read:
     resume: SourcePosition | None
     stopped: bool = False
     error: SourceError | None = None
+    at: RunRecord | None = None  # the run to fail as it stood before a chunk found written otherwise
 
 
 async def chunk_onward(
@@ -86,9 +88,9 @@ async def chunk_onward(
     settings = ctx.settings
     claim = await ChunkingClaim.take(ctx.runs, record, etag, settings.lease_seconds)
     source = settings.source(record.source)
+    max_bytes = record.chunk_max_bytes or settings.chunk_max_bytes  # a run's chunks are cut one way to its end
     writer = ChunkWriter(ctx.chunk_container, record.run_id, record.chunk_size, settings.upload_concurrency,
-                         chunks=record.chunks or 0, messages=record.messages or 0,
-                         max_bytes=settings.chunk_max_bytes)  # fmt: skip
+                         chunks=record.chunks or 0, messages=record.messages or 0, max_bytes=max_bytes)  # fmt: skip
     # The run as it stands after each of the last chunks filled here: the ones that may still be uploading.
     filled: deque[RunRecord] = deque(maxlen=settings.upload_concurrency + 1)
 
@@ -103,7 +105,7 @@ async def chunk_onward(
         async with claim.kept(progress):
             time_box = _time_box(settings, source, budget, http_call)
             async with SourceReader(source, settings.source_timeout, settings.source_retry, settings.source_limits,
-                                    time_box, settings.chunk_max_bytes) as reader:  # fmt: skip
+                                    time_box, max_bytes) as reader:  # fmt: skip
                 read = await _read_into(writer, reader, start, time_box, settings,
                                         lambda at: filled.append(_paused(record, writer, at)),
                                         lambda: _is_stopped(ctx, record.run_id))  # fmt: skip
@@ -111,12 +113,18 @@ async def chunk_onward(
     except ClaimLostError:
         log.warning("run %s: chunking stopped, its claim was lost (taken over, or the run purged)", record.run_id)
         raise
+    except ChunkConflictError as exc:  # the run stops as it stood before that chunk, its items counted so
+        at = max((paused for paused in (record, claim.record, *filled) if (paused.chunks or 0) <= exc.index),
+                 key=lambda paused: paused.chunks or 0)  # fmt: skip
+        read = _Read(None, error=exc, at=at)
     except SourceError as exc:  # the source's settings are wrong: it was never read
         read = _Read(start, error=exc)
     except BaseException:
         await _keep_progress(ctx, claim, progress(), hand_on=hand_on)
         raise
-    if read.error is not None:
+    if read.at is not None:
+        record = read.at.failed(public_reason(str(read.error)), read.at.chunks or 0, read.at.messages or 0)
+    elif read.error is not None:
         at_failure = _paused(record, writer, read.resume) if read.resume else record
         record = at_failure.failed(public_reason(str(read.error)), writer.chunks, writer.messages)
     elif read.resume is None:
@@ -160,6 +168,8 @@ async def _read_into(
             async for item in items:
                 try:
                     closed = await writer.add(item)
+                except ChunkConflictError:
+                    raise
                 except SourceError as exc:
                     return _Read(reader.before_last, error=SourceError(f"{exc}: {reader.last_item}"))
                 if closed:
@@ -189,6 +199,8 @@ async def _read_into(
             return _Read(boundary, error=error)
         writer.drop_partial()
         return _Read(boundary)
+    except ChunkConflictError:
+        raise
     except SourceError as exc:
         return _Read(reader.after_last, error=exc)
     return _Read(None)

@@ -28,9 +28,10 @@ import httpx
 from chunking.answer_body import AnswerBody, BodyCutShortError, read_deadline_passed
 from chunking.repeats import RepeatGuard
 from chunking.time_box import TimeBox
-from core.contract import ResumePosition
+from core.contract import MAX_PAGE_CHARS, ResumePosition
 from core.errors import SourceError
 from core.json_items import JsonItems, kind_of
+from core.redact import public_text
 from core.retry import Attempts, RetryPolicy, retry_after_seconds
 from core.settings import (
     CHUNK_MAX_BYTES,
@@ -49,6 +50,7 @@ RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 Page = str | int | None  # a page's URL, cursor or number; None: the first page
 _NEXT = "next"  # the name under which an answer's next cursor or link is captured
 _REASON_CHARS = 100  # of a status line's reason phrase
+_EXCERPT_CHARS = 300  # of an error answer's body
 
 
 class _TransientError(Exception):
@@ -224,6 +226,7 @@ class SourceReader:
             self._check_text(cursor, "the cursor")
             return cursor
         if text[0] in "-0123456789":
+            self._check_text(text, "the cursor")
             return text
         setting = self._source.setting_name(SOURCE_CURSOR_PATH)
         raise SourceError(
@@ -246,16 +249,24 @@ class SourceReader:
         if link is None or link == "":
             return None
         self._check_text(link, "the next link")
-        return str(self._url(link, f"the next link {link[:200]!r}", self._where, base))
+        url = str(self._url(link, f"the next link {link[:200]!r}", self._where, base))
+        self._check_text(url, "the next link")
+        return url
 
     def _check_text(self, value: str, what: str) -> None:
-        """A cursor or link goes back to the source in a URL: it must be text UTF-8 can carry."""
+        """A cursor or link goes back to the source in a URL, and to a continuation in a queue message: it must
+        be text UTF-8 can carry, and short enough for the message."""
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
             raise SourceError(
                 f"{self._where}: {what} holds a lone surrogate, which no URL can carry: {value[:80]!r}"
             ) from None
+        if (size := len(json.dumps(value))) > MAX_PAGE_CHARS:
+            raise SourceError(
+                f"{self._where}: {what} takes {size:,} characters as JSON, more than the {MAX_PAGE_CHARS:,} a "
+                "continuation can carry to the next invocation"
+            )
 
     @staticmethod
     def _url(link: str, what: str, where: str, base: httpx.URL | None = None) -> httpx.URL:
@@ -362,8 +373,9 @@ class SourceReader:
             max_bytes = self._limits.max_page_bytes if self.paged else None
             body = AnswerBody(response, self._where, self._limits, self._time_box, answer_by, max_bytes)
             if not response.is_success:
-                excerpt = (await body.head()).decode("utf-8", "replace")[:300]
-                phrase = response.reason_phrase[:_REASON_CHARS]
+                # redacted before they are cut: a secret the cut goes through would no longer be known whole
+                excerpt = public_text((await body.head()).decode("utf-8", "replace"), _EXCERPT_CHARS)
+                phrase = public_text(response.reason_phrase, _REASON_CHARS)
                 reason = f"{self._where} answered {response.status_code} {phrase}: {excerpt}"
                 if response.status_code in RETRYABLE_STATUS:
                     raise _TransientError(reason, retry_after_seconds(response.headers.get("Retry-After")))

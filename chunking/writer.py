@@ -12,6 +12,15 @@ from core.errors import SourceError
 from core.settings import CHUNK_MAX_BYTES
 
 
+class ChunkConflictError(SourceError):
+    """A chunk written before (by an earlier attempt at the run) holds other lines than this read made:
+    the source answered otherwise when read again, or the run's chunks were cut another way."""
+
+    def __init__(self, message: str, index: int) -> None:
+        super().__init__(message)
+        self.index = index
+
+
 class ChunkWriter:
     """Buffers one chunk of item texts (each a chunk line); full chunks upload in the background, at most
     `concurrency` at once.
@@ -98,9 +107,11 @@ class ChunkWriter:
         except ResourceExistsError:
             written = await (await self._container.download_blob(ref.blob_name)).readall()
             if written != data:
-                raise SourceError(
+                raise ChunkConflictError(
                     f"chunk {ref.blob_name} was written before with other items: the source answered otherwise when "
-                    "it was read again (a source must answer a page the same way each time)"
+                    "it was read again (a source must answer a page the same way each time); the run stops before "
+                    "that chunk",
+                    ref.index,
                 ) from None
         finally:
             self._slots.release()

@@ -151,6 +151,10 @@ def partition_queue_names(queue: str, partitions: int) -> list[str]:
     return [queue] if partitions == 1 else [f"{queue}-{partition}" for partition in range(partitions)]
 
 
+MAX_PAGE_CHARS = 16_384  # a resume position's page (a cursor, a next link) as JSON, at most: a continuation
+# carries it in a queue message, which holds 64 KiB after base64 (48 KiB of JSON)
+
+
 @dataclass(frozen=True)
 class ResumePosition:
     """Where reading the source resumes: a page (its URL, cursor or number; None: the first), the items to

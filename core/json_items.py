@@ -248,23 +248,22 @@ class JsonItems:
     def _object(self, routes: list[_Route]) -> Generator[None]:
         self._mismatch([route for route in routes if route.steps[0] == EACH], "{")
         self._pos += 1
-        seen: set[str] = set()
+        missing = {route.steps[0][1] for route in routes if route.name is None and route.steps[0][0] == "key"}
         if (yield from self._peek()) == "}":
             self._pos += 1
         else:
             while True:
                 yield from self._peek()
                 key = yield from self._key()
-                seen.add(key)
+                missing.discard(key)  # only the keys the items path wants are kept: an object may have millions
                 inner = [route for route in (r.after(("key", key)) for r in routes) if route is not None]
                 yield from self._value(inner)
                 if (yield from self._expect(",}", "in an object")) == "}":
                     break
-        for route in routes:
-            if route.name is None and route.steps[0][0] == "key" and route.steps[0][1] not in seen:
-                raise JsonItemsError(
-                    f"the response has no {route.steps[0][1]!r} where SOURCE_ITEMS_PATH={self._items_path!r} expects it"
-                )
+        if missing:
+            raise JsonItemsError(
+                f"the response has no {min(missing)!r} where SOURCE_ITEMS_PATH={self._items_path!r} expects it"
+            )
 
     def _key(self) -> Generator[None, None, str]:
         while (match := _KEY.match(self._text, self._pos)) is None:
@@ -354,7 +353,7 @@ class JsonItems:
                 yield from self._more(len(window) + 1)
                 continue
             if window[end - 1] not in ']}"':  # a number or literal: it may go on past the window or the read
-                if end == _SMALL:
+                if len(window) == _SMALL and end > _SMALL - 32:  # `1…1` cut before its `e5` or `.5`
                     return (yield from self._big_value_end())
                 if _CUT_SCALAR.match(self._text, self._pos) and self._pos + end < len(self._text):
                     yield from self._more(len(window) + 1)  # raises if the answer ended: `1.` is cut short

@@ -83,6 +83,7 @@ class RunRecord:
     seen: str | None = None  # sketch of the distinct items read before `resume` (chunking/distinct_items.py)
     max_concurrency: int = 0  # chunk invocations ingesting the run at once (0: no cap): ingestion/slots.py
     max_failed_chunks: int = 0  # failed chunks the run tolerates and still completes
+    chunk_max_bytes: int = 0  # CHUNK_MAX_BYTES as the run started (0: a record from before it was kept)
     owner: str | None = None
     lease_until: float = 0.0
     updated_at: str = ""

@@ -22,6 +22,7 @@ T = TypeVar("T")
 DEFAULT_SOURCE = "default"
 DEMO_API_PORT = 7072
 MAX_CHUNK_SIZE = 32_000
+SHORT_NUMBER_DIGITS = 8  # a source URL's query value of fewer digits is no secret (a count, a page size)
 _NAMED_SOURCE_URL = re.compile(r"SOURCE_([A-Z0-9][A-Z0-9_]*?)__URL")
 
 MessageEncoding = Literal["base64", "none"]
@@ -251,7 +252,7 @@ CHUNK_SIZE = _int("CHUNK_SIZE", 5000, 1, MAX_CHUNK_SIZE, f"messages per chunk bl
 CHUNK_MAX_BYTES = _int(
     "CHUNK_MAX_BYTES", 8 << 20, 1024, 256 << 20,
     "bytes a chunk blob may hold: a chunk closes early before the item that would pass this; a bigger item fails "
-    "the run",
+    "the run. A run keeps the value it started with, so that its chunks are cut one way to its end",
     shown_default="`8388608` (8 MiB)",
 )  # fmt: skip
 CHUNK_CONTAINER = StorageName(
@@ -461,15 +462,13 @@ class SourceConfig:
 
     @property
     def secrets(self) -> list[str]:
-        """Every header value, the URL's user:password and password, and its query values but plain numbers
-        (`count=10`: redacting those would blank ordinary counts). The redactor (core/redact.py) finds what
-        in each is a secret on its own (a `Bearer` token, a `Basic` password) and every form of it."""
+        """Every header value, the URL's user:password and password, and its query values but numbers of under
+        SHORT_NUMBER_DIGITS digits (`count=10`: redacting those would blank ordinary counts; a numeric key is
+        longer). The redactor (core/redact.py) finds what in each is a secret on its own (a `Bearer` token, a
+        `Basic` password) and every form of it."""
         query = parse_qsl(self.url.partition("?")[2].partition("#")[0])  # no urlsplit: it raises on `http://[::1`
-        return [
-            *self.headers.values(),
-            *userinfo_secrets(self.url),
-            *(value for _, value in query if not value.isdigit()),
-        ]
+        values = [value for _, value in query if not (value.isdigit() and len(value) < SHORT_NUMBER_DIGITS)]
+        return [*self.headers.values(), *userinfo_secrets(self.url), *values]
 
     def setting_name(self, setting: Setting[Any]) -> str:
         """What `setting` is called for this source: `SOURCE_CURSOR_PARAM`, or `SOURCE_CRM__CURSOR_PARAM`."""

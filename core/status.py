@@ -107,7 +107,9 @@ def derive_status(
     failed = [chunk for chunk in chunks if chunk.state == "failed"]
     stopped = sum(chunk.state == "stopped" for chunk in chunks)
     sending = any(chunk.leased(now) for chunk in chunks)
-    total = record.chunks
+    # Chunks past the record's count: written by a chunker that stopped before it could count them (killed,
+    # or its run failed first). Their blobs are there and are ingested: the run is done once they are too.
+    total = None if record.chunks is None else record.chunks + sum(chunk.index >= record.chunks for chunk in chunks)
     done = record.state != "chunking" and len(ingested) + len(failed) == total
     state: RunState
     if stop is not None and stop.reason == "cancelled":
@@ -126,7 +128,7 @@ def derive_status(
     last_update = max((chunk.updated_at for chunk in chunks), default=record.chunked_at)
     completed_at = max((c.updated_at for c in ingested), default=record.chunked_at) if state == "completed" else None
     rate = _rate(enqueued, record.created_at, last_update if state in FINAL_STATES else None, now)
-    left = (record.messages or 0) - enqueued
+    left = max(0, (record.messages or 0) - enqueued)
     return RunStatus(
         run_id=record.run_id,
         state=state,

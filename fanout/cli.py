@@ -12,6 +12,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, replace
 from typing import Any, TypeVar
 
+from azure.core.exceptions import AzureError
+
 from chunking.chunker import chunk_onward
 from chunking.request import parse_ingestion_request
 from core.context import Context, app_context
@@ -41,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.handler(args))
     except FanoutError as exc:
         print(f"error: {public_reason(str(exc))}", file=sys.stderr)
+        return 2
+    except AzureError as exc:  # storage unreachable, or refusing: its reason, not a traceback
+        print(f"error: storage failed: {type(exc).__name__}: {public_reason(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -24,8 +24,9 @@ redrives a sweep, shared round-robin across the runs that need them; the rest wa
 chunk the sweeper redrove MAX_SWEEPER_REDRIVES times without it moving on (a 403, a deleted queue: a
 failure no retry heals) is marked `failed` with the reason instead, visible in its run's status and
 redrivable by hand. A run whose records cannot be read is logged, counted (`runs_unreadable`) and
-skipped; the others are swept. A sweep stops looking at more runs after SWEEP_TIME_BUDGET_SECONDS (well
-under host.json's functionTimeout); those wait for the next sweep. What a sweep did is in the log and,
+skipped; the others are swept. A sweep looks at the runs in a random order and stops looking at more
+after SWEEP_TIME_BUDGET_SECONDS (well under host.json's functionTimeout): the next sweep looks at others
+first, so no run waits for ever however many the runs container keeps. What a sweep did is in the log and,
 per run, in the run's status (`sweeps`). A redrive that is already queued may be queued again: the
 chunk's claim makes the second one send nothing.
 """
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable
@@ -128,7 +130,9 @@ async def sweep(ctx: Context, now: float | None = None) -> SweepReport:
     events_sent: list[str] = []
     chunking_resumed: list[str] = []
     checked = unreadable_runs = left_runs = 0
-    async for run_id in _run_ids(ctx):
+    run_ids = [run_id async for run_id in _run_ids(ctx)]
+    random.shuffle(run_ids)  # when a sweep's time runs out, the next looks at others first: none is left for ever
+    for run_id in run_ids:
         if time.monotonic() > deadline:
             left_runs += 1
             continue
@@ -203,9 +207,9 @@ async def _resume_chunking(ctx: Context, run_id: str) -> bool:
                 await ctx.runs.save(record.failed(reason, record.chunks or 0, record.messages or 0), if_match=etag)
                 log.error("sweep: run %s failed: %s", run_id, reason)
                 return False
+            await send_continuation(ctx, record)  # counted once sent: a send that fails is not a try
             resumed = {"resumes": resumes, "messages": record.messages}
             await ctx.runs.save_sweep_log(run_id, {**sweeps, "chunking_resumes": resumed}, etag=sweeps_etag)
-            await send_continuation(ctx, record)
         except Exception as exc:  # moved meanwhile, or storage failed: the next sweep looks again
             log.warning("sweep: run %s: its chunking could not be resumed: %s: %s", run_id, type(exc).__name__,
                         public_text(str(exc), 300))  # fmt: skip

@@ -3,7 +3,8 @@ are data (`SourceSpec`), so that Hypothesis can generate them and shrink a failu
 
 It pages in any of the app's modes, over the items it is given; an empty page may name a next one. It
 can go round in a circle (the page after the last is an earlier one), ignore the position asked for
-(answer page 0 every time), answer each page in a new order, and fail request number N in one of many
+(answer page 0 every time), answer each page in a new order, change its answers from request N on, and
+fail request number N in one of many
 ways: an error status with a reason phrase of any length, a body that echoes the request's headers and
 URL (secrets included), a body cut short with or without Content-Length, stacked content encodings,
 bytes that trickle. `served` counts the items of every whole answer it gave.
@@ -54,6 +55,7 @@ class SourceSpec:
     circle_to: int | None = None  # after the last page, the next is this one (for ever)
     ignores_position: bool = False  # every request gets page 0
     shuffles: bool = False  # every answer gives its page's items in a new order
+    changes_after: int | None = None  # from this request on, every page gives its items the other way round
     codings: tuple[str, ...] = ()  # Content-Encoding applied to every whole answer, in order
     faults: tuple[Fault, ...] = ()
     seed: int = 0
@@ -131,6 +133,8 @@ class HostileSource:
         items = list(pages[index]) if index < len(pages) else []
         if spec.shuffles:
             random.Random(spec.seed * 1_000_003 + number).shuffle(items)
+        if spec.changes_after is not None and number >= spec.changes_after:
+            items.reverse()
         following: int | None = index + 1
         if index + 1 >= len(pages):
             following = spec.circle_to if spec.mode != "page" else index + 1

@@ -128,9 +128,10 @@ def environment(env: dict[str, str]) -> Iterator[None]:
 class World:
     def __init__(
         self, functions: dict[str, Callable[..., Awaitable[Any]]], env: dict[str, str], run_id: str,
-        schedule: Schedule, heal: Callable[[], None] | None,
+        schedule: Schedule, heal: Callable[[], None] | None, observe_with: str | None = None,
     ) -> None:  # fmt: skip
-        """`heal`: makes the source healthy, before the run, failed or cancelled, is redriven (None: left so)."""
+        """`heal`: makes the source healthy, before the run, failed or cancelled, is redriven (None: left so);
+        `observe_with`: the connection string the world itself reads and delivers with (default: the app's)."""
         self._functions = functions
         self._env = env
         self._run_id = run_id
@@ -139,7 +140,7 @@ class World:
         self._kills = dict(schedule.kills)
         self._actions = dict(schedule.actions)
         self.seen = Seen()
-        connection = env["AzureWebJobsStorage"]
+        connection = observe_with or env["AzureWebJobsStorage"]
         self._probe = StorageProbe(connection, env["QUEUE_NAME"], env.get("CHUNK_CONTAINER", "chunks"))
         self._control = _trigger_queue(connection, env["CONTROL_QUEUE"])
         self._redrives = _trigger_queue(connection, env["REDRIVE_QUEUE"])
@@ -172,7 +173,7 @@ class World:
             if self._heal and status.get("state") in ("failed", "cancelled") and self.seen.purged_with is None:
                 self._heal()  # the operator fixed the source: the documented action is a redrive
                 self.seen.healed = True
-                await self._http("redrive_ingestion", post_redrive(self._run_id))
+                await self._http("redrive_ingestion", post_redrive(self._run_id), killable=False)
                 await self._until_still(with_schedule=False)
             self.seen.status = await self._status()
         finally:
@@ -196,7 +197,7 @@ class World:
                 quiet_sweeps = 0
                 continue
             quiet_sweeps += 1
-            if quiet_sweeps >= 2:
+            if quiet_sweeps >= 2 and not await self._claimed():
                 return
             await asyncio.sleep(0.3)  # a lease a killed invocation held runs out in real time
         raise AssertionError(f"the run still moved after {MAX_STEPS} steps: something goes round for ever (I4)")
@@ -233,6 +234,15 @@ class World:
         resumed = getattr(report, "chunking_resumed", [])  # (a sweep that predates it: tests of old code)
         return bool(report.chunks_redriven or resumed or report.events_sent or report.failed)
 
+    async def _claimed(self) -> bool:
+        """Whether a live claim (chunking's, or a chunk's) still holds the run: then it is not over yet."""
+        ctx = await app_context()
+        record = await ctx.runs.get(self._run_id)
+        now = time.time()
+        if record is not None and record.leased(now):
+            return True
+        return any(status.leased(now) for status in await ctx.runs.chunk_statuses(self._run_id))
+
     async def _act(self, action: str) -> None:
         run = self._run_id
         if action == "cancel":
@@ -253,21 +263,24 @@ class World:
         elif action == "sweep":
             await self._sweep()
 
-    async def _http(self, function: str, request: func.HttpRequest) -> func.HttpResponse | None:
-        answer = await self._invoke(function, request)
+    async def _http(
+        self, function: str, request: func.HttpRequest, *, killable: bool = True
+    ) -> func.HttpResponse | None:
+        answer = await self._invoke(function, request, killable=killable)
         return answer if isinstance(answer, func.HttpResponse) else None
 
     async def _status(self) -> dict[str, Any]:
-        answer = await self._http("get_ingestion_status", get_status(self._run_id))
+        """The run's status as the app answers it (the world looking: never killed)."""
+        answer = await self._http("get_ingestion_status", get_status(self._run_id), killable=False)
         return json.loads(answer.get_body()) if answer is not None and answer.status_code < 300 else {}
 
-    async def _invoke(self, name: str, argument: Any) -> Any:
+    async def _invoke(self, name: str, argument: Any, *, killable: bool = True) -> Any:
         """Runs one function as the host would; a falsy answer when it was killed or raised (to deliver again)."""
         number = self.seen.invocations
         self.seen.invocations += 1
         started = time.monotonic()
         try:
-            if number in self._kills:
+            if killable and number in self._kills:
                 return await self._killed(name, argument, self._kills[number])
             answer = await asyncio.wait_for(self._functions[name](argument), INVOCATION_LIMIT)
             if number in self._schedule.doubled:

@@ -103,6 +103,9 @@ def _answer_of(shape: str, mode: str) -> tuple[bytes, dict[str, str]]:
         "nesting just under the limit": b",".join([b"[" * 60 + b"1" + b"]" * 60] * 50_000),
     }.get(shape, b"")
     body = b"[" + items + b"]" if mode == "none" else b'{"items": [' + items + b'], "next_cursor": null}'
+    if shape == "an object of 3 million keys around its items":
+        keys = b",".join(b'"k%d":0' % index for index in range(3_000_000))
+        return b'{"items": ["a", "b"], ' + keys + b', "next_cursor": null}', {}
     if shape == "gzip, gzip inflating to 1 GiB":
         return _stacked_gzip_bomb(1 << 30), {"Content-Encoding": "gzip, gzip"}
     return body, {}
@@ -111,6 +114,7 @@ def _answer_of(shape: str, mode: str) -> tuple[bytes, dict[str, str]]:
 ANSWER_SHAPES = [
     "a 16 MiB page of empty objects", "an 8 MiB item of empty arrays", "an 8 MiB item of objects",
     "three 8 MiB strings", "16 MiB of long numbers", "nesting just under the limit", "gzip, gzip inflating to 1 GiB",
+    "an object of 3 million keys around its items",
 ]  # fmt: skip
 
 
@@ -124,11 +128,12 @@ ANSWER_SHAPES = [
 @example(shape="gzip, gzip inflating to 1 GiB", mode="cursor")  # the three the hostile review reported
 @example(shape="a 16 MiB page of empty objects", mode="none")
 @example(shape="three 8 MiB strings", mode="none")
+@example(shape="an object of 3 million keys around its items", mode="none")  # found by a later review
 def test_chunking_any_answer_the_settings_allow_peaks_under_300_mb(app_env, azurite, shape, mode):
     body, headers = _answer_of(shape, mode)
     source = LoopbackApi(lambda path, request_headers: (200, {"Content-Type": "application/json", **headers}, body))
     try:
-        settings = CURSOR if mode == "cursor" else {}
+        settings = CURSOR if mode == "cursor" else {"SOURCE_ITEMS_PATH": "items"} if "keys" in shape else {}
         result = chunk_in_child({**app_env, "AzureWebJobsStorage": azurite.connection_string, **settings,
                                  "SOURCE_URL": source.url}, 32_000)  # fmt: skip
     finally:

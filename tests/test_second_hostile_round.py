@@ -20,7 +20,8 @@ from fanout.demo_api import DemoApi, Faults, demo_ids
 from ingestion.sweeper import sweep
 from testkit.cli_runner import cli
 from testkit.hostile_source import SETTINGS, Fault, HostileSource, SourceSpec
-from testkit.http_requests import body_of, delete_request, get_status, run_queued
+from testkit.http_requests import body_of, delete_request, get_status, post_ingestion, run_queued
+from testkit.loopback_api import LoopbackApi
 from testkit.run_world import Schedule, World, environment, world_env
 from testkit.storage_probe import StorageProbe
 
@@ -321,3 +322,97 @@ def test_a_run_with_a_chunk_gone_can_be_purged_once_it_has_ended(functions, azur
         purged = on_loop(functions["delete_ingestion"](delete_request(seen.status["run_id"])))
 
     assert purged.status_code == 200, purged.get_body()
+
+
+# --- found by a hostile review of the fixes above ---------------------------------------------------------
+
+
+def test_a_page_answered_otherwise_after_a_chunker_died_fails_the_run_where_it_diverged_losing_nothing_silently(
+    functions, azurite
+):
+    """A chunker killed after writing chunks but before saving its progress; the source then answers its
+    pages the other way round. The chunks written before are found to hold other lines: the run stops
+    before the first of them, visibly, its counts those of the chunks before it (nothing skipped)."""
+    spec = SourceSpec("cursor", tuple(IDS[:100]), pages=(10,) * 10, changes_after=4)
+    schedule = Schedule(kills=((0, 0.6),))  # the POST, once it has written a few chunks
+
+    seen, _, _ = world(functions, azurite, spec, chunk_size=10, schedule=schedule, heals=False,
+                       SOURCE_MAX_ATTEMPTS="1")  # fmt: skip
+
+    status = seen.status
+    assert status["state"] in ("failed", "completed"), status
+    if status["state"] == "failed":
+        assert "was written before with other items" in status["error"] or "otherwise" in status["error"]
+    assert set(seen.messages) <= set(texts_of(IDS[:100]))
+    assert len(seen.messages) == len(set(seen.messages))  # and nothing twice
+
+
+def test_chunk_max_bytes_changed_mid_run_does_not_change_how_the_run_is_cut(functions, azurite, on_loop):
+    spec = SourceSpec("cursor", tuple(f'"{"x" * 90}-{index:03d}"' for index in range(100)), pages=(10,) * 10)
+    source = HostileSource(spec)
+    try:
+        env = world_env(azurite.connection_string, source.url, SETTINGS["cursor"], CHUNK_MAX_BYTES="1024",
+                        CHUNKING_TIME_BUDGET="0")  # fmt: skip
+        run = f"cut-{os.urandom(3).hex()}"
+        with environment(env):
+            on_loop(functions["start_ingestion"](post_ingestion({"run_id": run, "chunk_size": 50})))
+        env["CHUNK_MAX_BYTES"] = "8388608"  # the operator raises it while the run goes on
+        seen = World(functions, env, run, NOTHING_GOES_WRONG, heal=None).run(50, 0)
+    finally:
+        source.stop()
+    assert seen.status["state"] == "completed", seen.status
+    assert sorted(seen.messages) == sorted(texts_of(list(spec.items)))
+
+
+def test_a_cursor_too_long_for_a_continuation_fails_the_run_naming_the_bound(functions, azurite):
+    spec = SourceSpec("cursor", tuple(IDS[:20]), pages=(10, 10))
+    source = HostileSource(spec)
+    long_cursor = "é" * 9000  # 54,000 characters as JSON: no queue message carries it
+    try:
+        answer = json.dumps({"items": json.loads("[" + ",".join(IDS[:10]) + "]"), "next": long_cursor})
+        api = LoopbackApi(lambda path, headers: (200, {"Content-Type": "application/json"}, answer.encode()))
+        env = world_env(azurite.connection_string, api.url, SETTINGS["cursor"], CHUNKING_TIME_BUDGET="0")
+        seen = World(functions, env, "long-cursor", NOTHING_GOES_WRONG, heal=None).run(5, 0)
+        api.stop()
+    finally:
+        source.stop()
+    assert seen.status["state"] == "failed" and not seen.failures
+    assert "more than the 16,384 a continuation can carry" in seen.status["error"]
+
+
+def test_an_error_answer_is_redacted_before_it_is_cut(functions, azurite):
+    key = "k3y-abcdefg"  # 11 characters: under the 12 the piece rule covers, so only whole-redaction saves it
+    body = json.dumps({"error": "invalid key", "pad": "p" * 243, "echo": key}).encode()
+    api = LoopbackApi(lambda path, headers: (401, {"Content-Type": "application/json"}, body))
+    try:
+        env = world_env(
+            azurite.connection_string, api.url, SETTINGS["none"], SOURCE_HEADERS=json.dumps({"x-api-key": key})
+        )
+        seen = World(functions, env, "cut-after", NOTHING_GOES_WRONG, heal=None).run(5, 0)
+    finally:
+        api.stop()
+    assert seen.status["state"] == "failed"
+    assert not any(key[: PIECE - 4] in text for text in seen.texts)  # not even most of it, cut
+
+
+def test_a_numeric_api_key_in_the_source_url_is_redacted(functions, azurite):
+    spec = SourceSpec("none", tuple(IDS[:5]), faults=tuple(Fault(at, "echo", status=401) for at in range(5)))
+    source = HostileSource(spec)
+    try:
+        env = world_env(azurite.connection_string, f"{source.url}?api_key=83741920573619&pin=7305", SETTINGS["none"])
+        seen = World(functions, env, "numeric-key", NOTHING_GOES_WRONG, heal=None).run(5, 0)
+    finally:
+        source.stop()
+    assert seen.status["state"] == "failed"
+    assert not any("83741920573619" in text for text in seen.texts)
+
+
+def test_the_cli_says_storage_is_unreachable_without_a_traceback(app_env, azurite):
+    closed = azurite.connection_string.replace(f":{azurite.blob_port}/", ":9/").replace(
+        f":{azurite.queue_port}/", ":9/"
+    )
+    result = cli("status", "any-run", env={**app_env, "AzureWebJobsStorage": closed, "STORAGE_MAX_RETRIES": "0",
+                                           "STORAGE_TIMEOUT": "2"})  # fmt: skip
+
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: storage failed") and "AccountKey" not in result.stderr

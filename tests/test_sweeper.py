@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import time
 
@@ -17,7 +18,9 @@ from azure.storage.blob import BlobServiceClient
 
 from core.context import app_context
 from core.contract import ChunkRef
+from core.run_store import RunRecord
 from fanout.demo_api import demo_ids
+from ingestion import sweeper
 from ingestion.claim import claim_chunk
 from ingestion.slots import take_slot
 from testkit.http_requests import body_of, chunk_blob, get_status, post_ingestion, post_redrive, run_queued
@@ -280,8 +283,8 @@ def test_a_completion_event_whose_sender_died_is_sent_by_one_sweep_and_only_once
     old = on_loop(sweep_once(time.time() + stale + 1))
     again = on_loop(sweep_once(time.time() + stale + 1))
 
-    assert (young.events_sent, old.events_sent, again.events_sent) == ([], ["marked", "unsettled"], [])
-    events = events_of(probe, app_env)
+    assert (young.events_sent, sorted(old.events_sent), again.events_sent) == ([], ["marked", "unsettled"], [])
+    events = sorted(events_of(probe, app_env), key=lambda event: event["run_id"])  # runs are swept in any order
     assert [(event["run_id"], event["state"]) for event in events] == [
         ("marked", "completed"),
         ("unsettled", "completed"),
@@ -289,3 +292,22 @@ def test_a_completion_event_whose_sender_died_is_sent_by_one_sweep_and_only_once
     assert events[0]["finished_at"] == "2026-11-23T00:00:00.000Z"  # the event as its sender marked it
     assert events[0]["messages"]["enqueued"] == 100
     assert on_loop(ctx.runs.finished_mark("marked")).sending is False
+
+
+def test_a_stalled_run_among_many_is_found_although_no_sweep_has_time_for_them_all(
+    on_loop, functions, probe, monkeypatch, app_env
+):
+    """Runs are looked at in a random order: a sweep that runs out of time leaves other runs for the next,
+    not the same ones (in name order, the newest run, last, was never reached)."""
+    monkeypatch.setenv("SWEEP_STALE_SECONDS", "1")
+    start_run(on_loop, functions, monkeypatch, "zz-newest-stalled", 100)  # its blob event was dropped
+    ctx = on_loop(app_context())
+    for index in range(60):
+        on_loop(ctx.runs.create(RunRecord(f"aa-old-{index:03d}", "default", 10, state="chunked", chunks=0, messages=0)))
+    time.sleep(1.1)
+    monkeypatch.setattr(sweeper, "SWEEP_TIME_BUDGET_SECONDS", 0.05)  # a few of the 61 runs a sweep
+    random.seed(3)
+
+    found = [on_loop(sweeper.sweep(ctx)).redriven for _ in range(60)]
+
+    assert any("zz-newest-stalled" in redriven for redriven in found)

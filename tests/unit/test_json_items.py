@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from core.json_items import JsonItems, JsonItemsError
+from core.json_items import JsonItems, JsonItemsError, json_value_text
 
 MAX_ITEM = 1 << 23
 
@@ -237,3 +237,19 @@ def test_short_texts_never_raise_anything_but_the_scanners_error(text):
     assume(text)
     with contextlib.suppress(JsonItemsError):
         walk(text, "data", {"cursor": "next"})
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    digits=st.integers(4000, 4200),
+    tail=st.sampled_from(["", ".5", "e5", "E-7", ".25e+3"]),
+    lead=st.integers(0, 120),
+    cuts=st.lists(st.integers(0, 4400), max_size=4),
+)
+def test_a_number_cut_by_the_scanners_window_is_kept_whole(digits, tail, lead, cuts):
+    """A number reaching past the C scanner's window is measured token by token, not cut short there."""
+    number = "1" * digits + tail
+    scanner = walk(f'["{"p" * lead}", {number}, "after"]', cuts=cuts)
+
+    assert scanner.found[1] == number
+    assert json_value_text(number) == number  # and the chunk line is taken back whole

@@ -270,3 +270,9 @@ def test_the_application_insights_instrumentation_key_is_not_secret():
 
 def test_very_short_values_stay_unredacted_while_the_longer_forms_they_are_part_of_go():
     assert redacted("pw: bob:pw", SOURCE_URL="https://bob:pw@api.example.com/ids") == "pw: [redacted]"
+
+
+def test_a_numeric_query_value_of_eight_digits_or_more_is_a_secret_a_shorter_one_is_not():
+    url = "https://api.example.com/ids?api_key=83741920573619&count=1000&pin=7305"
+    text = redacted("/ids?api_key=83741920573619&count=1000&pin=7305", SOURCE_URL=url)
+    assert "83741920573619" not in text and "count=1000" in text and "pin=7305" in text
