@@ -1,10 +1,10 @@
 """Refuses JSON nested deeper than a limit, while its bytes arrive, ahead of the parser.
 
-ijson keeps the path of every open array and object, so `[[[…]]]` costs memory with the square of its
-depth (40 KB of brackets took 1 GB, 200 KB took 24 GB), and `json.loads` recurses. Counting the brackets
-outside strings bounds both. The common case costs a `translate` and a `replace` per network read: strings
-without brackets in them vanish as `""` pairs; only a chunk whose strings hold brackets is stripped of its
-strings by a regular expression. Both run in C.
+A streaming parser keeps the path of every open array and object (ijson's `[[[…]]]` cost memory with
+the square of its depth: 40 KB of brackets took 1 GB), and the C scanner that checks each item
+(core/json_items.py) recurses. Counting the brackets outside strings bounds both. The common case costs
+a `translate` and a `replace` per network read: strings without brackets in them vanish as `""` pairs;
+only a chunk whose strings hold brackets is stripped of its strings by a regular expression. Both run in C.
 """
 
 from __future__ import annotations

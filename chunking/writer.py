@@ -93,7 +93,10 @@ class ChunkWriter:
         await self._slots.acquire()
         for task in [task for task in self._uploads if task.done()]:
             self._uploads.discard(task)
-            task.result()
+            if task.exception() is not None:  # the first upload that failed ends the others
+                for other in self._uploads:
+                    other.cancel()
+                task.result()
         task = asyncio.create_task(self._upload(ref, data, len(items)))
         self._uploads.add(task)
 
