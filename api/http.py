@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from typing import Any
@@ -33,6 +34,7 @@ from core.errors import (
     RunNotFoundError,
     SettingsError,
 )
+from core.logs import did
 from core.purge import purge_run
 from core.redact import public_reason
 from core.run_cancel import cancel_run
@@ -106,10 +108,13 @@ def _unexpected(req: func.HttpRequest, exc: BaseException) -> func.HttpResponse:
 @answers_problems
 async def start_ingestion(req: func.HttpRequest) -> func.HttpResponse:
     """`POST /api/ingestions`: validate, chunk the source, answer 202 with where to watch the run."""
+    started = time.monotonic()
     ctx = await app_context()
     request = parse_ingestion_request(req.get_body(), ctx.settings)
     with run_scope(request.run_id):  # every log line of the run carries its id
-        record, _ = await start_chunking(ctx, request, ctx.settings.chunking_time_budget)
+        record, created = await start_chunking(ctx, request, ctx.settings.chunking_time_budget)
+        did(log, "run %s %s: %s, %d chunks, %d items", record.run_id, "started" if created else "asked for again",
+            record.state, record.chunks or 0, record.messages or 0, seconds=time.monotonic() - started)  # fmt: skip
     status_path = _status_path(record.run_id)
     body = {
         "run_id": record.run_id,
@@ -150,8 +155,11 @@ async def list_ingestions(req: func.HttpRequest) -> func.HttpResponse:
 async def cancel_ingestion(req: func.HttpRequest) -> func.HttpResponse:
     """`POST /api/ingestions/{run_id}/cancel`: chunking stops at its next page, each chunk at its next
     checkpoint; answers 202 with where to watch the run (`409` once it completed or failed)."""
+    started = time.monotonic()
     ctx, run_id = await _known_run(req)
-    status = await cancel_run(ctx, run_id)
+    with run_scope(run_id):
+        status = await cancel_run(ctx, run_id)
+        did(log, "run %s cancelled: %s", run_id, status.state, seconds=time.monotonic() - started)
     status_path = _status_path(run_id)
     body = {"run_id": run_id, "status_url": _absolute(req.url, status_path), **_summary(status)}
     return json_response(body, status=202, headers=_in_progress(status_path, status))
@@ -162,8 +170,12 @@ async def redrive_ingestion(req: func.HttpRequest) -> func.HttpResponse:
     """`POST /api/ingestions/{run_id}/redrive`: schedule the run's failed, stalled and never-started chunks
     for the `redrive_chunk` trigger, and its chunking if it was stopped, failed or left; answer 202 with
     the chunks' indexes, whether chunking carries on, and where to watch the run."""
+    started = time.monotonic()
     ctx, run_id = await _known_run(req)
-    scheduled = await schedule_redrives(ctx, run_id)
+    with run_scope(run_id):
+        scheduled = await schedule_redrives(ctx, run_id)
+        did(log, "run %s redriven: %d chunks scheduled, chunking %s", run_id, len(scheduled.chunks),
+            "resumed" if scheduled.chunking else "not resumed", seconds=time.monotonic() - started)  # fmt: skip
     status_path = _status_path(run_id)
     body = {
         "run_id": run_id,
@@ -213,8 +225,9 @@ async def delete_ingestion(req: func.HttpRequest) -> func.HttpResponse:
     run_id = req.route_params.get("run_id", "")
     if not is_run_id(run_id):
         raise _not_found(run_id)
+    started = time.monotonic()
     ctx = await app_context()
     with run_scope(run_id):
         result = await purge_run(ctx, run_id)
-        log.info("purged run %s: %s", run_id, result.to_json())
+        did(log, "run %s purged: %s", run_id, result.to_json(), seconds=time.monotonic() - started)
     return json_response(result.to_json())

@@ -14,6 +14,7 @@ chunk blobs (if-none-match keeps the first) and loses none.
 from __future__ import annotations
 
 import logging
+import secrets
 from collections import deque
 from collections.abc import Awaitable, Callable
 from contextlib import aclosing
@@ -45,7 +46,8 @@ async def start_chunking(ctx: Context, request: IngestionRequest, budget: float 
     record = RunRecord(
         request.run_id, request.source, request.chunk_size, created_at=now, updated_at=now,
         max_concurrency=request.max_concurrency, max_failed_chunks=request.max_failed_chunks,
-        chunk_max_bytes=ctx.settings.chunk_max_bytes,
+        chunk_max_bytes=ctx.settings.chunk_max_bytes, page_size=ctx.settings.source(request.source).page_size,
+        generation=secrets.token_hex(8),
     )  # fmt: skip
     etag = await ctx.runs.create(record)
     if etag is None:
@@ -87,10 +89,14 @@ async def chunk_onward(
     """
     settings = ctx.settings
     claim = await ChunkingClaim.take(ctx.runs, record, etag, settings.lease_seconds)
+    # What decides where a chunk or a page ends is the run's own, from its start: an operator changing it does
+    # not move positions saved before (records from before these were kept take the settings).
     source = settings.source(record.source)
-    max_bytes = record.chunk_max_bytes or settings.chunk_max_bytes  # a run's chunks are cut one way to its end
-    writer = ChunkWriter(ctx.chunk_container, record.run_id, record.chunk_size, settings.upload_concurrency,
-                         chunks=record.chunks or 0, messages=record.messages or 0, max_bytes=max_bytes)  # fmt: skip
+    source = replace(source, page_size=record.page_size or source.page_size)
+    max_bytes = record.chunk_max_bytes or settings.chunk_max_bytes
+    writer = ChunkWriter(ctx.chunk_container, record.run_id, record.generation, record.chunk_size,
+                         settings.upload_concurrency, chunks=record.chunks or 0, messages=record.messages or 0,
+                         max_bytes=max_bytes)  # fmt: skip
     # The run as it stands after each of the last chunks filled here: the ones that may still be uploading.
     filled: deque[RunRecord] = deque(maxlen=settings.upload_concurrency + 1)
 
@@ -124,8 +130,8 @@ async def chunk_onward(
         raise
     if read.at is not None:
         record = read.at.failed(public_reason(str(read.error)), read.at.chunks or 0, read.at.messages or 0)
-    elif read.error is not None:
-        at_failure = _paused(record, writer, read.resume) if read.resume else record
+    elif read.error is not None:  # with what the writer wrote, and where reading stopped (nowhere: at the end)
+        at_failure = _paused(record, writer, read.resume) if read.resume else replace(record, resume=None)
         record = at_failure.failed(public_reason(str(read.error)), writer.chunks, writer.messages)
     elif read.resume is None:
         record = record.finished(writer.chunks, writer.messages)

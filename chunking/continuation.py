@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 import azure.functions as func
 
@@ -10,6 +11,7 @@ from chunking.chunker import chunk_onward
 from core.context import Context, app_context
 from core.contract import Continuation
 from core.errors import ClaimLostError, ContractError
+from core.logs import did
 from core.run_scope import run_scope
 from core.run_store import RunRecord
 
@@ -24,17 +26,24 @@ async def continue_chunking(ctx: Context, body: bytes) -> RunRecord | None:
     except ContractError as exc:
         log.error("ignoring a control-queue message that is not a continuation: %s", exc)
         return None
+    started = time.monotonic()
     with run_scope(continuation.run_id):  # every log line of the run carries its id
         versioned = await ctx.runs.get_versioned(continuation.run_id)
         if versioned is None or (versioned[0].state, versioned[0].resume) != ("chunking", continuation.resume):
-            log.info("continuation for %s is stale: the run has moved on", continuation.run_id)
+            did(log, "continuation for %s is stale (the run has moved on): nothing done", continuation.run_id,
+                seconds=time.monotonic() - started)  # fmt: skip
             return None
         record, etag = versioned
         try:
-            return await chunk_onward(ctx, record, etag, ctx.settings.chunking_time_budget)
+            record = await chunk_onward(ctx, record, etag, ctx.settings.chunking_time_budget)
         except ClaimLostError as exc:  # a live chunker has it; if that one dies, the sweeper resumes the run
-            log.info("continuation for %s dropped: %s", continuation.run_id, exc)
+            did(log, "continuation for %s dropped: %s", continuation.run_id, exc, seconds=time.monotonic() - started)
             return None
+        wrote = (record.chunks or 0) - (versioned[0].chunks or 0)
+        then = "handed on" if record.state == "chunking" else record.state
+        did(log, "run %s: %d chunks written, %d items in all, %s", record.run_id, wrote, record.messages or 0, then,
+            seconds=time.monotonic() - started)  # fmt: skip
+        return record
 
 
 async def continue_chunking_message(msg: func.QueueMessage) -> None:

@@ -97,6 +97,7 @@ class SourceReader:
         self._index = 0
         self._length: int | None = None  # the items of the last item's answer, once it has ended
         self._next_page: Page = None  # and the page after it, then
+        self._no_next: SourceError | None = None  # or why the page after it cannot be asked for
         # The CRC-32 of the answer's items given, before the last one and with it (None: not known yet)
         self._crcs: tuple[int | None, int | None] = (None, 0)
         self._taken = 0
@@ -133,7 +134,9 @@ class SourceReader:
                 yield item
             if self._next_page is None:
                 return
+            # On to the next page, at its start: where reading resumes if anything fails before its first item
             self._page, self._next_page, resume = self._next_page, None, ResumePosition(self._next_page)
+            self._index, self._length, self._crcs = 0, None, (None, 0)
             self._pages += 1
             self._repeats.page_started()
 
@@ -145,7 +148,7 @@ class SourceReader:
     @property
     def after_last(self) -> SourcePosition | None:
         """Just after the last item given; None when nothing follows it (known once its answer has ended)."""
-        if self._length is not None and self._index >= self._length:
+        if self._length is not None and self._index >= self._length and self._no_next is None:
             if self._next_page is None:
                 return None
             after = ResumePosition(self._next_page)
@@ -251,7 +254,7 @@ class SourceReader:
         self._check_text(link, "the next link")
         url = str(self._url(link, f"the next link {link[:200]!r}", self._where, base))
         self._check_text(url, "the next link")
-        return url
+        return self._same_origin(url)  # refused on the page that gave it, after its items: a redrive reads it again
 
     def _check_text(self, value: str, what: str) -> None:
         """A cursor or link goes back to the source in a URL, and to a continuation in a queue message: it must
@@ -289,7 +292,7 @@ class SourceReader:
         after a failure worth another try; an answer whose items before that point are not the ones read
         before (their CRC) fails the run. A paged answer's items, the skipped ones too, are told to the
         repeat guard, and its end (the next page, the checks of a page) is known before its last items."""
-        self._index, self._length, self._next_page = resume.skip, None, None
+        self._index, self._length, self._next_page, self._no_next = resume.skip, None, None, None
         expected = resume.skipped_crc if resume.skip else 0
         self._crcs = (None, expected)
         attempts = Attempts(self._retry, give_up=SourceError)
@@ -321,8 +324,12 @@ class SourceReader:
                         if ended:
                             following = None
                             if self.paged:
-                                following = self._page_after(position, response, scanner.captured.get(_NEXT))
-                                self._repeats.page_ended(following)
+                                try:
+                                    following = self._page_after(position, response, scanner.captured.get(_NEXT))
+                                except SourceError as exc:  # the page's items are given first: the run keeps them
+                                    self._no_next = exc
+                                else:
+                                    self._repeats.page_ended(following)
                             self._length, self._next_page = position, following
                         for item in new:
                             self._index += 1
@@ -330,6 +337,8 @@ class SourceReader:
                             before = self._crcs[1]
                             self._crcs = (before, None if before is None else _crc(item, before))
                             yield item
+                if self._no_next is not None:  # resumable within this page, after its last item: read again
+                    raise self._no_next
                 return
             except (httpx.TransportError, _TransientError, BodyCutShortError) as exc:
                 await self._wait_to_retry(attempts, exc)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
+from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.blob.aio import ContainerClient
 
-from core.contract import COUNT_METADATA, ChunkRef
+from core.contract import COUNT_METADATA, GENERATION_METADATA, ChunkRef
 from core.errors import SourceError
 from core.settings import CHUNK_MAX_BYTES
 
@@ -31,17 +32,19 @@ class ChunkWriter:
     """
 
     def __init__(
-        self, container: ContainerClient, run_id: str, chunk_size: int, concurrency: int, *, chunks: int = 0,
-        messages: int = 0, max_bytes: int,
+        self, container: ContainerClient, run_id: str, generation: str, chunk_size: int, concurrency: int, *,
+        chunks: int = 0, messages: int = 0, max_bytes: int,
     ) -> None:  # fmt: skip
         self._container = container
         self._run_id = run_id
+        self._generation = generation
+        self._metadata = {GENERATION_METADATA: generation} if generation else {}
         self.chunk_size = chunk_size
         self._max_bytes = max_bytes
         self._slots = asyncio.Semaphore(concurrency)
         self._uploads: set[asyncio.Task[None]] = set()
-        self._buffer: list[str] = []
-        self._bytes = 0  # the buffer's lines' bytes
+        self._buffer: list[bytes] = []  # the items' lines, UTF-8: a string of one astral character takes 4 bytes
+        self._bytes = 0  # the buffer's lines' bytes           # a character in Python, 1-4 in UTF-8
         self.chunks = chunks  # written (or being written) so far: the next chunk's index
         self.messages = messages
         self._done: set[int] = set()  # chunks uploaded past `uploaded`
@@ -49,7 +52,8 @@ class ChunkWriter:
 
     async def add(self, item: str) -> bool:
         """True when a chunk closed: before this item (it did not fit) or with it (`at_chunk_boundary`)."""
-        size = (len(item) if item.isascii() else len(item.encode("utf-8"))) + 1
+        line = item.encode("utf-8")
+        size = len(line) + 1
         if size > self._max_bytes:
             raise SourceError(
                 f"an item of {size - 1:,} bytes does not fit in a chunk of {CHUNK_MAX_BYTES.name}={self._max_bytes}"
@@ -57,7 +61,7 @@ class ChunkWriter:
         closed = self._bytes + size > self._max_bytes
         if closed:
             await self._flush()
-        self._buffer.append(item)
+        self._buffer.append(line)
         self._bytes += size
         if len(self._buffer) >= self.chunk_size:
             await self._flush()
@@ -86,7 +90,7 @@ class ChunkWriter:
     async def _flush(self) -> None:
         items = self._buffer
         self.drop_partial()
-        data = ("\n".join(items) + "\n").encode("utf-8")
+        data = b"\n".join(items) + b"\n"
         ref = ChunkRef(self._run_id, self.chunks)
         self.chunks += 1
         self.messages += len(items)
@@ -102,14 +106,21 @@ class ChunkWriter:
 
     async def _upload(self, ref: ChunkRef, data: bytes, count: int) -> None:
         """Writes the chunk once; one written before (by an earlier attempt at the run) must hold the same
-        lines, else the source answered otherwise when read again and going on would lose or repeat items."""
+        lines, else the source answered otherwise when read again and going on would lose or repeat items.
+        One an earlier run with this run_id left (a purge cut short) is replaced, as it was read."""
+        metadata = {**self._metadata, COUNT_METADATA: str(count)}
         try:
-            await self._container.upload_blob(
-                ref.blob_name, data, overwrite=False, metadata={COUNT_METADATA: str(count)}
-            )
+            await self._container.upload_blob(ref.blob_name, data, overwrite=False, metadata=metadata)
         except ResourceExistsError:
-            written = await (await self._container.download_blob(ref.blob_name)).readall()
-            if written != data:
+            download = await self._container.download_blob(ref.blob_name)
+            written = await download.readall()
+            generation = (download.properties.metadata or {}).get(GENERATION_METADATA)
+            if self._generation and generation != self._generation:
+                await self._container.upload_blob(
+                    ref.blob_name, data, overwrite=True, metadata=metadata, etag=download.properties.etag,
+                    match_condition=MatchConditions.IfNotModified,
+                )  # fmt: skip
+            elif written != data:
                 raise ChunkConflictError(
                     f"chunk {ref.blob_name} was written before with other items: the source answered otherwise when "
                     "it was read again (a source must answer a page the same way each time); the run stops before "

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 from azure.storage.blob.aio import ContainerClient
 
-from core.redact import Redactor, redact_logs
+from core.logs import configure_logs
+from core.redact import Redactor
 from core.run_store import RunStore
 from core.settings import Settings
 from core.storage import StorageClients, create_once, once_per_loop, storage_clients
@@ -45,7 +46,7 @@ async def app_context(settings: Settings | None = None) -> Context:
 def _context(settings: Settings) -> Context:
     pool = max(settings.ingest_concurrency, settings.upload_concurrency) + 4
     clients = storage_clients(settings.storage, pool_size=pool)
-    redact_logs(Redactor(settings.secrets))  # its secrets join the process's: core.redact.public_text knows them
+    configure_logs(Redactor(settings.secrets), settings.sdk_log_level)  # its secrets join the process's
     return Context(
         settings=settings,
         clients=clients,

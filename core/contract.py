@@ -5,7 +5,9 @@
 - A chunk is `{run_id}/{index:06d}.jsonl` in the chunk container: UTF-8, one JSON value a line, each
   the exact text the source wrote for an item, without its insignificant whitespace (core/json_items.py).
   A JSON string line becomes its string as the message; any other value is sent as its text.
-  The blob's metadata carries the number of lines, so the reader can tell a chunk cut short.
+  The blob's metadata carries the number of lines, so the reader can tell a chunk cut short, and the run's
+  generation (a run_id used again after a purge is another generation: what the earlier one left in
+  flight, a trigger's delivery or a redrive message, is told apart and dropped).
 - In the runs container: `{run_id}/run.json` (the run record), `{run_id}/chunks/{index:06d}` (a
   chunk's status), `{run_id}/slots/{n:04d}` (a `max_concurrency` slot), `{run_id}/sweeps.json` (what
   the sweeper did); `{run_id}/stop.json` once the run is cancelled or has failed past its tolerance
@@ -14,9 +16,10 @@
   `_index/{13 digits}-{run_id}`, the digits 10**13 - 1 minus the run's creation in Unix milliseconds,
   so that a listing, which is in name order, is newest first; `_keys/continuation`, the key that signs
   the list's continuation tokens (made once, by whoever lists first). `_` starts no run id.
-  In the large-message container: `{run_id}/{index:06d}/{line:06d}.json`.
+  In the large-message container: `{run_id}/{generation}/{index:06d}/{line:06d}.json`, its metadata the
+  time-to-live its message was sent with (a purge keeps it while that message may be read).
 - On the control queue: a `Continuation`, JSON `{"run_id", "resume": {"page", "skip", "skipped_crc"}}`. On the redrive
-  queue: a chunk to redrive, JSON `{"run_id", "index"}` (`ChunkRef.redrive_message`).
+  queue: a chunk to redrive, JSON `{"run_id", "index", "generation"}` (`ChunkRef.redrive_message`).
 """
 
 from __future__ import annotations
@@ -24,21 +27,26 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from core.errors import ChunkError, ContractError
 from core.json_items import JsonItemsError, json_value_text
 
 COUNT_METADATA = "message_count"
+GENERATION_METADATA = "run_generation"
+TTL_METADATA = "message_ttl"  # a claim-check blob's: the time-to-live, in seconds, of the message that names it
+SERVICE_DEFAULT_TTL = 7 * 24 * 3600  # a message's time-to-live when Put Message names none
+_GENERATION = re.compile(r"[0-9a-f]{1,32}")
 _RUN_ID = r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,61}[A-Za-z0-9_-])?"
 RUN_ID_RULE = (
     "run_id must be 1-63 characters of letters, digits, '.', '_' or '-', starting with a letter or digit "
     "and not ending in '.'"
 )
-_INDEX_DIGITS = 6
+_INDEX_DIGITS = 6  # a chunk's number is written with at least this many digits
+MAX_CHUNK_INDEX = 10**12 - 1  # and is at most this (a name, a redrive message and a status all agree)
 _RUN_ID_PATTERN = re.compile(_RUN_ID)
-_CHUNK_NAME = re.compile(rf"(?P<run_id>{_RUN_ID})/(?P<index>[0-9]{{6,}})\.jsonl")
+_CHUNK_NAME = re.compile(rf"(?P<run_id>{_RUN_ID})/(?P<index>[0-9]{{6,12}})\.jsonl")
 
 
 def is_run_id(value: object) -> bool:
@@ -51,8 +59,12 @@ _encode_value = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).enco
 
 @dataclass(frozen=True, order=True)
 class ChunkRef:
+    """A chunk of a run; `generation` (not part of its identity) is the run's, where it is known ("": a
+    run, blob or message from before generations were kept)."""
+
     run_id: str
     index: int
+    generation: str = field(default="", compare=False)
 
     @property
     def padded_index(self) -> str:
@@ -79,19 +91,24 @@ class ChunkRef:
 
     def claim_check_blob(self, line: int) -> str:
         """Where an oversized message of this chunk (0-based line) is kept, in the large-message container."""
-        return f"{self.run_id}/{self.padded_index}/{line:06d}.json"
+        generation = f"{self.generation}/" if self.generation else ""
+        return f"{self.run_id}/{generation}{self.padded_index}/{line:06d}.json"
 
     def redrive_message(self) -> str:
-        """The redrive queue's message: ingest this chunk again, from its checkpoint."""
-        return json.dumps({"run_id": self.run_id, "index": self.index})
+        """The redrive queue's message: ingest this chunk (of this generation of its run) again, from its
+        checkpoint."""
+        return json.dumps({"run_id": self.run_id, "index": self.index, "generation": self.generation})
 
     @classmethod
     def from_redrive_message(cls, body: bytes) -> ChunkRef:
         value = _run_message(body, "a chunk redrive")
         index = value.get("index")
-        if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < 10**_INDEX_DIGITS:
+        if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index <= MAX_CHUNK_INDEX:
             raise ContractError(f"a chunk redrive names a chunk index, got {body[:100]!r}")
-        return cls(value["run_id"], index)
+        generation = value.get("generation", "")
+        if not isinstance(generation, str) or (generation and not _GENERATION.fullmatch(generation)):
+            raise ContractError(f"a chunk redrive's generation is 1-32 hex digits, got {body[:100]!r}")
+        return cls(value["run_id"], index, generation)
 
 
 def run_prefix(run_id: str) -> str:

@@ -26,13 +26,12 @@ from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob.aio import ContainerClient
 
 from core.context import Context
-from core.contract import run_prefix, run_record_blob
+from core.contract import SERVICE_DEFAULT_TTL, TTL_METADATA, run_prefix, run_record_blob
 from core.errors import RunConflictError, RunNotFoundError
 from core.run_events import settle_run
 from core.run_store import index_entry
 from core.status import run_status
 
-SERVICE_DEFAULT_TTL = 7 * 24 * 3600
 RUNNING = ("chunking", "ingesting")
 _DELETES_IN_FLIGHT = 32
 
@@ -101,14 +100,16 @@ async def _anything_left(run_id: str, *containers: ContainerClient) -> bool:
 
 
 async def _purge_claim_checks(container: ContainerClient, run_id: str, ttl: int | None) -> tuple[int, int]:
-    """Deletes the run's claim-check blobs older than the TTL (none with `-1`, never expires)."""
-    lifetime = SERVICE_DEFAULT_TTL if ttl is None else ttl
-    cutoff = time.time() - lifetime
+    """Deletes the run's claim-check blobs whose message has expired: last written (a redrive writes one
+    again, then sends its message) longer ago than the time-to-live that message was sent with (its
+    metadata; `ttl`, the setting now, for a blob from before it was kept). `-1`: never expires."""
+    now = time.time()
     old, young = [], 0
     with contextlib.suppress(ResourceNotFoundError):
-        async for blob in container.list_blobs(name_starts_with=run_prefix(run_id)):
-            written = (blob.creation_time or blob.last_modified).timestamp()
-            if lifetime != -1 and written < cutoff:
+        async for blob in container.list_blobs(name_starts_with=run_prefix(run_id), include=["metadata"]):
+            kept = (blob.metadata or {}).get(TTL_METADATA, "")
+            lifetime = int(kept) if kept.lstrip("-").isdigit() else SERVICE_DEFAULT_TTL if ttl is None else ttl
+            if lifetime != -1 and blob.last_modified.timestamp() < now - lifetime:
                 old.append(blob.name)
             else:
                 young += 1

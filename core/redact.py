@@ -424,17 +424,14 @@ def public_text(text: str, limit: int) -> str:
 
 
 _SCOPED_RECORDS = scoped_record  # records carry their run's id, then are redacted (core/run_scope.py)
-_CHATTY_LOGGERS = ("httpx", "httpcore")  # a line per request at INFO, the URL with its query string
 
 
 def redact_logs(redactor: Redactor) -> None:
     """Installs `redactor` (its secrets join those installed before); from now on every log record's text
     and traceback pass through the process's redactor before any handler sees them (the Functions host's,
-    Application Insights', a test's); httpx's per-request lines are silenced."""
+    Application Insights', a test's)."""
     install(redactor)
     logging.setLogRecordFactory(_redacted_record)
-    for name in _CHATTY_LOGGERS:
-        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def _redacted_record(*args: Any, **kwargs: Any) -> logging.LogRecord:

@@ -42,8 +42,9 @@ RunState = Literal["chunking", "chunked", "failed"]
 ChunkState = Literal["ingesting", "ingested", "failed", "stopped"]  # stopped: at a checkpoint, resumable
 StopReason = Literal["cancelled", "failed"]
 CHUNK_STATES = ("ingesting", "ingested", "failed", "stopped")
+FINAL_CHUNK_STATES = ("ingested", "failed")  # no delivery moves them; only a run's redrive reopens a failed one
 EVENT_METADATA = "event"  # on the completion mark: `sending`, then `sent`
-_STATUS_NAME = re.compile(r"[0-9]{6,}")  # a chunk status's name after its run's prefix
+_STATUS_NAME = re.compile(r"[0-9]{6,12}")  # a chunk status's name after its run's prefix
 
 
 def new_owner() -> str:
@@ -53,6 +54,14 @@ def new_owner() -> str:
 
 def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def timestamp(at: str) -> float:
+    """Seconds since the epoch of a `utc_now()` timestamp; 0 (long ago) for none, or one unreadable."""
+    try:
+        return datetime.fromisoformat(at).timestamp()
+    except ValueError:
+        return 0.0
 
 
 def unix_ms(timestamp: str) -> int:
@@ -84,6 +93,8 @@ class RunRecord:
     max_concurrency: int = 0  # chunk invocations ingesting the run at once (0: no cap): ingestion/slots.py
     max_failed_chunks: int = 0  # failed chunks the run tolerates and still completes
     chunk_max_bytes: int = 0  # CHUNK_MAX_BYTES as the run started (0: a record from before it was kept)
+    page_size: int = 0  # its source's SOURCE_PAGE_SIZE as the run started: `page` mode's positions depend on it
+    generation: str = ""  # new for each run made under its run_id (core/contract.py); "": a record from before
     owner: str | None = None
     lease_until: float = 0.0
     updated_at: str = ""
@@ -131,7 +142,21 @@ class ChunkStatus:
     retries: int = 0  # Put Message retries (throttled, timed out, connection broken), over every invocation
 
     def leased(self, now: float) -> bool:
+        """A sender holds the chunk and has renewed its claim in time."""
         return self.state == "ingesting" and self.lease_until > now
+
+    def pending(self, now: float) -> bool:
+        """It needs sending again: failed, stopped at a checkpoint, or left `ingesting` with its lease run out."""
+        return self.state in ("failed", "stopped") or (self.state == "ingesting" and not self.leased(now))
+
+    def stalled(self, now: float, stale: float) -> bool:
+        """Left by its sender and unmoved for `stale` seconds: `ingesting` with its lease run out, or `stopped`
+        (which a stopped run keeps so: whoever asks knows the run is not stopped)."""
+        return (
+            self.state in ("ingesting", "stopped")
+            and not self.leased(now)
+            and now - timestamp(self.updated_at) >= stale
+        )
 
 
 @dataclass(frozen=True)
@@ -210,6 +235,19 @@ class RunStore:
         except ResourceExistsError:
             return await self.stop_of(run_id) or stop
         return stop
+
+    async def lift_failed_stop(self, run_id: str) -> bool:
+        """Lifts the run's stop if it is a `failed` one, only as it was read (a cancel written since stays)."""
+        try:
+            stream = await self._container.download_blob(run_stop_blob(run_id))
+            if json.loads(await stream.readall()).get("reason") != "failed":
+                return False
+            await self._container.delete_blob(
+                run_stop_blob(run_id), etag=stream.properties.etag, match_condition=MatchConditions.IfNotModified
+            )
+        except (ResourceModifiedError, ResourceNotFoundError):
+            return False
+        return True
 
     async def finished(self, run_id: str) -> dict[str, object] | None:
         """The completion event the run sent, if it has."""
@@ -407,9 +445,11 @@ async def chunks_written(chunks: ContainerClient, run_id: str) -> list[ChunkRef]
 
 async def run_chunks(chunks: ContainerClient, record: RunRecord) -> list[ChunkRef]:
     """The run's chunks, in order: every one its record counts as written (storage may have lost some
-    since) and every blob written past that count (chunking under way, or cut short)."""
+    since) and every blob written past that count (chunking under way, or cut short); each of the run's
+    generation."""
     counted = {ChunkRef(record.run_id, index) for index in range(record.chunks or 0)}
-    return sorted(counted | set(await chunks_written(chunks, record.run_id)))
+    refs = sorted(counted | set(await chunks_written(chunks, record.run_id)))
+    return [replace(ref, generation=record.generation) for ref in refs]
 
 
 def _to_json(record: RunRecord) -> bytes:

@@ -1,5 +1,5 @@
 """Configuration from environment variables: one table (`TABLE`) says each setting's name, type,
-default, bounds and meaning, once. `Settings.from_env` reads it; the README's table is rendered from it
+default, bounds and meaning, once. `Settings.from_env` reads it; docs/settings.md's table is rendered from it
 (`python -m fanout settings-table`) and a test keeps the two equal."""
 
 from __future__ import annotations
@@ -169,7 +169,7 @@ SOURCE_HEADERS = OptionalText(
     "SOURCE_HEADERS", None, 'JSON object of request headers for the source, e.g. `{"x-api-key": "…"}`'
 )
 SOURCE_PAGINATION = Choice[Pagination](
-    "SOURCE_PAGINATION", "none", "`none`, `next-link`, `cursor` or `page`: see [Sources](#sources)",
+    "SOURCE_PAGINATION", "none", "`none`, `next-link`, `cursor` or `page`: see [Sources](sources.md)",
     choices=("none", "next-link", "cursor", "page"),
 )  # fmt: skip
 SOURCE_ITEMS_PATH = Text(
@@ -355,6 +355,12 @@ APPLICATIONINSIGHTS_CONNECTION_STRING = OptionalText(
     "APPLICATIONINSIGHTS_CONNECTION_STRING", None,
     "Application Insights: OpenTelemetry logs and per-chunk metrics go there; unset (locally) telemetry stays off",
 )  # fmt: skip
+AZURE_SDK_LOG_LEVEL = Choice[str](
+    "AZURE_SDK_LOG_LEVEL", "WARNING",
+    "the level of the Azure SDK's and httpx's loggers: `INFO` logs every storage and source request (8-10 lines "
+    "an invocation, each an Application Insights trace); `WARNING` only what went wrong",
+    choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+)  # fmt: skip
 TOLERATED_FAILED_CHUNKS = _int(
     "TOLERATED_FAILED_CHUNKS", 0, 0, 10**6,
     "failed chunks a run tolerates when its request sets no `max_failed_chunks`: one more makes the run `failed` "
@@ -511,6 +517,7 @@ class Settings:
     tolerated_failed_chunks: int
     run_events_queue: str
     queue_accounts: tuple[QueueAccount, ...]
+    sdk_log_level: str
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -564,6 +571,7 @@ class Settings:
             tolerated_failed_chunks=TOLERATED_FAILED_CHUNKS.read(env),
             run_events_queue=RUN_EVENTS_QUEUE.read(env),
             queue_accounts=_queue_accounts(env, storage),
+            sdk_log_level=AZURE_SDK_LOG_LEVEL.read(env),
         )
         _check_storage_names(settings)
         return settings

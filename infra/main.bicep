@@ -249,6 +249,7 @@ module functionApp 'modules/function-app.bicep' = {
       REDRIVE_QUEUE: 'chunk-redrives'
       TOLERATED_FAILED_CHUNKS: '0'
       RUN_EVENTS_QUEUE: 'ingestion-events'
+      AZURE_SDK_LOG_LEVEL: 'WARNING'
       // The main account and each extra one by its queue endpoint (reached with the app's identity).
       QUEUE_ACCOUNTS: join(concat(['AzureWebJobsStorage'], queueAccountEndpoints), ',')
       EVENT_GRID_DEADLETTER_CONTAINER: deadLetterContainerName

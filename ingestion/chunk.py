@@ -17,7 +17,7 @@ from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob.aio import ContainerClient
 
 from core.context import Context
-from core.contract import COUNT_METADATA, ChunkRef, decode_chunk, expected_count
+from core.contract import COUNT_METADATA, GENERATION_METADATA, ChunkRef, decode_chunk, expected_count
 from core.errors import ChunkError, RunNotFoundError
 from core.redact import public_reason
 from core.run_events import settle_run
@@ -34,6 +34,11 @@ class ChunkBlob:
 
     data: bytes
     metadata: Mapping[str, str] | None
+
+
+def delivered_generation(blob: ChunkBlob | None) -> str:
+    """The run generation a delivered chunk was written for ("": not told)."""
+    return (blob.metadata or {}).get(GENERATION_METADATA, "") if blob is not None else ""
 
 
 async def ingest_chunk(ctx: Context, ref: ChunkRef, blob: ChunkBlob | None = None) -> ChunkStatus:
@@ -67,11 +72,18 @@ async def _ingest(ctx: Context, ref: ChunkRef, blob: ChunkBlob | None) -> ChunkS
                 f"ingested: {claim.sent} of its messages were sent, the rest cannot be; write it again (the same "
                 "lines) and redrive the run, or accept the loss"
             )
+        if (written_for := delivered_generation(blob)) and ref.generation and written_for != ref.generation:
+            return await claim.fail(
+                f"the chunk blob {ref.blob_name} is of an earlier run with this run_id (generation {written_for}; a "
+                "purge cut short left it) and this run has not written its own yet: redrive the run once its "
+                "chunking has"
+            )
         try:
             messages = decode_chunk(blob.data, expected_count(blob.metadata))
             messages = await fit_messages(
                 messages, ref, encoding=settings.message_encoding, mode=settings.large_message_mode,
                 store=ctx.clients.blobs.get_container_client(settings.large_message_container),
+                ttl=settings.message_ttl,
             )  # fmt: skip
         except ChunkError as exc:
             return await claim.fail(public_reason(str(exc)))
@@ -100,15 +112,12 @@ async def _ingest(ctx: Context, ref: ChunkRef, blob: ChunkBlob | None) -> ChunkS
 
 
 async def _with_count(container: ContainerClient, ref: ChunkRef, blob: ChunkBlob | None) -> ChunkBlob | None:
-    """The chunk with the metadata that says its line count: as delivered, or read from storage (None: the
-    blob is gone)."""
-    try:
-        if blob is None:
-            download = await container.download_blob(ref.blob_name)
-            return ChunkBlob(await download.readall(), download.properties.metadata)
-        if blob.metadata is None or COUNT_METADATA not in blob.metadata:  # the host passed no metadata
-            properties = await container.get_blob_client(ref.blob_name).get_blob_properties()
-            return ChunkBlob(blob.data, properties.metadata)
+    """The chunk with the metadata that says its line count and generation: as delivered, or read from
+    storage, bytes and metadata in one read (None: the blob is gone)."""
+    if blob is not None and blob.metadata is not None and COUNT_METADATA in blob.metadata:
+        return blob
+    try:  # not delivered, or the host passed no metadata (its bytes could be of an earlier blob of the name)
+        download = await container.download_blob(ref.blob_name)
+        return ChunkBlob(await download.readall(), download.properties.metadata)
     except ResourceNotFoundError:
         return blob  # deleted since the host read it: its bytes are all there is
-    return blob

@@ -13,7 +13,7 @@ from dataclasses import replace
 from core.contract import ChunkRef
 from core.errors import ClaimLostError
 from core.run_scope import count_confirmed, retries_in_scope
-from core.run_store import ChunkStatus, RunStore, utc_now
+from core.run_store import FINAL_CHUNK_STATES, ChunkStatus, RunStore, utc_now
 
 
 class ChunkClaim:
@@ -60,11 +60,13 @@ class ChunkClaim:
 
 
 async def claim_chunk(runs: RunStore, ref: ChunkRef, owner: str, lease_seconds: float) -> ChunkClaim | ChunkStatus:
-    """A claim to send the chunk, or its final status when it needs no sending (already ingested)."""
+    """A claim to send the chunk, or its final status when this invocation has nothing to do: `ingested`, or
+    `failed` (final until a redrive of its run reopens it as `stopped`: a late or doubled delivery never
+    writes over a failure)."""
     poll = min(2.0, lease_seconds / 4)
     while True:
         current = await runs.chunk_status(ref)
-        if current is not None and current.state == "ingested":
+        if current is not None and current.state in FINAL_CHUNK_STATES:
             return current
         if current is not None and current.leased(time.time()):
             await asyncio.sleep(poll)

@@ -20,11 +20,12 @@ from dataclasses import replace
 from core.context import Context
 from core.contract import ChunkRef
 from core.errors import ClaimLostError
+from core.logs import did
 from core.run_scope import confirmed_in_scope, retries_in_scope
-from core.run_store import ChunkStatus, new_owner, utc_now
+from core.run_store import FINAL_CHUNK_STATES, ChunkStatus, new_owner, utc_now
 from core.storage import trigger_queue
 from core.telemetry import record_chunk
-from ingestion.chunk import ChunkBlob, ingest_chunk
+from ingestion.chunk import ChunkBlob, delivered_generation, ingest_chunk
 from ingestion.slots import hold, take_slot
 
 log = logging.getLogger(__name__)
@@ -32,16 +33,29 @@ log = logging.getLogger(__name__)
 
 async def ingest_within_limit(ctx: Context, ref: ChunkRef, blob: ChunkBlob | None = None) -> ChunkStatus | None:
     """The chunk's status after this invocation, or None when it was not ingested now: handed back to
-    wait for a slot, or its run is gone."""
+    wait for a slot, or its run is gone. Logs the invocation's one line."""
     started = time.monotonic()
     before = await ctx.runs.chunk_status(ref)
-    if before is not None and before.state == "ingested":
+    if before is not None and before.state in FINAL_CHUNK_STATES:  # a doubled or late delivery: nothing to do
+        did(
+            log,
+            "chunk %s was %s already: nothing sent",
+            ref.blob_name,
+            before.state,
+            seconds=time.monotonic() - started,
+        )
         return before
     record = await ctx.runs.get(ref.run_id)
     if record is None:
         log.warning("chunk %s not ingested: its run has no record (purged, or being purged); nothing sent",
                     ref.blob_name)  # fmt: skip
         return None
+    delivered = ref.generation or delivered_generation(blob)
+    if delivered and delivered != record.generation:
+        log.warning("chunk %s not ingested: it is of an earlier run with this run_id (generation %s, purged "
+                    "since; the run now is %s); nothing sent", ref.blob_name, delivered, record.generation)  # fmt: skip
+        return None
+    ref = replace(ref, generation=record.generation)
     limit = record.max_concurrency
     if not limit:
         status = await ingest_chunk(ctx, ref, blob)
@@ -53,11 +67,25 @@ async def ingest_within_limit(ctx: Context, ref: ChunkRef, blob: ChunkBlob | Non
             return None
         async with hold(slot, ctx.settings.lease_seconds):
             status = await ingest_chunk(ctx, ref, blob)
-    record_chunk(
-        run_id=ref.run_id, state=status.state, enqueued=confirmed_in_scope(), retries=retries_in_scope(),
-        seconds=time.monotonic() - started,
-    )  # fmt: skip
+    seconds = time.monotonic() - started
+    record_chunk(run_id=ref.run_id, state=status.state, enqueued=confirmed_in_scope(), retries=retries_in_scope(),
+                 seconds=seconds)  # fmt: skip
+    _log_outcome(ref, status, seconds)
     return status
+
+
+def _log_outcome(ref: ChunkRef, status: ChunkStatus, seconds: float) -> None:
+    """What this invocation sent (a duplicate event sends nothing), the chunk's state and its counts in
+    all; an ERROR for a chunk that failed."""
+    sent_now = confirmed_in_scope()
+    if status.state == "failed":
+        log.error("chunk %s failed and will not be retried: %s (%d messages sent now, in %.2f s)", ref.blob_name,
+                  status.error, sent_now, seconds)  # fmt: skip
+    elif status.state == "ingested" and not sent_now:  # by another invocation, while this one waited
+        did(log, "chunk %s was ingested already: nothing sent", ref.blob_name, seconds=seconds)
+    else:
+        did(log, "chunk %s %s: %d messages sent now, %d of %d in all", ref.blob_name, status.state, sent_now,
+            status.sent, status.count, seconds=seconds)  # fmt: skip
 
 
 async def _hand_back(ctx: Context, ref: ChunkRef, limit: int) -> None:

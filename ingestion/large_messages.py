@@ -9,7 +9,7 @@ from xml.sax.saxutils import escape
 
 from azure.storage.blob.aio import ContainerClient
 
-from core.contract import ChunkRef
+from core.contract import SERVICE_DEFAULT_TTL, TTL_METADATA, ChunkRef
 from core.errors import ChunkError
 from core.settings import LargeMessageMode, MessageEncoding
 
@@ -46,9 +46,16 @@ def check_xml_safe(messages: Sequence[str]) -> None:
 
 
 async def fit_messages(
-    messages: list[str], ref: ChunkRef, *, encoding: MessageEncoding, mode: LargeMessageMode, store: ContainerClient
+    messages: list[str],
+    ref: ChunkRef,
+    *,
+    encoding: MessageEncoding,
+    mode: LargeMessageMode,
+    store: ContainerClient,
+    ttl: int | None,
 ) -> list[str]:
-    """The messages to send: an oversized one becomes a reference to a blob in `store` holding its payload."""
+    """The messages to send: an oversized one becomes a reference to a blob in `store` holding its payload,
+    which keeps `ttl` (the messages' time-to-live; None: the service's default) for a purge to go by."""
     if encoding == "none":
         check_xml_safe(messages)
     positions = oversized(messages, encoding)
@@ -62,10 +69,11 @@ async def fit_messages(
             f"{MAX_MESSAGE_BYTES}-byte limit (LARGE_MESSAGE_MODE=reject; set claim-check to store it as a blob)"
         )
     container = store.container_name
+    lifetime = SERVICE_DEFAULT_TTL if ttl is None else ttl
     fitted = list(messages)
     for position in positions:
         name = ref.claim_check_blob(position)
         payload = messages[position].encode("utf-8")
-        await store.upload_blob(name, payload, overwrite=True)
+        await store.upload_blob(name, payload, overwrite=True, metadata={TTL_METADATA: str(lifetime)})
         fitted[position] = json.dumps({"claim_check": {"container": container, "blob": name, "bytes": len(payload)}})
     return fitted

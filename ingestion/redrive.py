@@ -46,15 +46,6 @@ async def ingest_pending_chunks(
     await run_together(ingest_next() for _ in range(parallel))
 
 
-def needs_redrive(status: ChunkStatus | None, now: float) -> bool:
-    """Failed, stopped (its run was cancelled or failed), stalled (its owner's lease ran out), or never started."""
-    return (
-        status is None
-        or status.state in ("failed", "stopped")
-        or (status.state == "ingesting" and not status.leased(now))
-    )
-
-
 @dataclass(frozen=True)
 class Reopened:
     """What a redrive resumes: the chunks to ingest again, and the run when its chunking is to carry on."""
@@ -123,7 +114,8 @@ async def chunks_to_redrive(ctx: Context, record: RunRecord) -> list[tuple[Chunk
     statuses = {status.index: status for status in await ctx.runs.chunk_statuses(record.run_id)}
     now = time.time()
     refs = await run_chunks(ctx.chunk_container, record)
-    return [(ref, statuses.get(ref.index)) for ref in refs if needs_redrive(statuses.get(ref.index), now)]
+    due = [(ref, statuses.get(ref.index)) for ref in refs]
+    return [(ref, status) for ref, status in due if status is None or status.pending(now)]  # or never started
 
 
 async def redrive_run(ctx: Context, run_id: str) -> RedriveResult:

@@ -44,12 +44,7 @@ async def redrive_chunk(ctx: Context, body: bytes) -> ChunkStatus | None:
         log.error("ignoring a redrive-queue message that is not a chunk redrive: %s", exc)
         return None
     with run_scope(ref.run_id, ref.index):
-        status = await ingest_within_limit(ctx, ref)
-        if status is None:
-            return None  # handed back to wait for a slot of its run (max_concurrency), or its run is gone
-        log.info("redrive of chunk %s: %s, %d of %d messages sent", ref.blob_name, status.state, status.sent,
-                 status.count)  # fmt: skip
-        return status
+        return await ingest_within_limit(ctx, ref)
 
 
 async def redrive_chunk_message(msg: func.QueueMessage) -> None:

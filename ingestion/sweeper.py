@@ -40,7 +40,6 @@ import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import asdict, dataclass, replace
-from datetime import datetime
 from typing import Any
 
 import azure.functions as func
@@ -53,10 +52,11 @@ from core.context import Context, app_context
 from core.continuations import send_continuation
 from core.contract import ChunkRef, is_run_id, run_prefix
 from core.errors import ChunkError, ClaimLostError
+from core.logs import did
 from core.redact import public_text
 from core.run_events import send_lost_event
 from core.run_scope import run_scope
-from core.run_store import ChunkStatus, RunRecord, RunStop, utc_now
+from core.run_store import ChunkStatus, RunRecord, RunStop, timestamp, utc_now
 from core.status import derive_status
 from core.storage import trigger_queue
 from ingestion.deadletters import chunks_in_dead_letter, events_of_chunks
@@ -251,13 +251,23 @@ async def look_at_run(ctx: Context, run_id: str, now: float) -> RunSeen:
     stop = await ctx.runs.stop_of(run_id)
     statuses = {status.index: status for status in await ctx.runs.chunk_statuses(run_id)}
     stale = ctx.settings.sweep_stale_seconds
-    if derive_status(record, list(statuses.values()), stop, now=now).settled:
+    status = derive_status(record, list(statuses.values()), stop, now=now)
+    if status.settled:
         return RunSeen([], quiet=now - _last_change(record, statuses.values(), stop) >= stale)
+    stale_stop = stop is not None and stop.reason == "failed" and not status.tolerance_exceeded
+    if stale_stop and await ctx.runs.lift_failed_stop(run_id):
+        # A chunk's settle wrote it from a status that a redrive has changed since: the run goes on.
+        log.warning("sweep: run %s: a stop for failed chunks that a redrive had reopened is lifted", run_id)
+        stop = None
     if stop is not None:
         return RunSeen([])  # stopped (cancelled, failed past its tolerance): a redrive by hand resumes it
-    recorded_long_ago = now - _timestamp(record.updated_at or record.created_at) >= stale
+    recorded_long_ago = now - timestamp(record.updated_at or record.created_at) >= stale
     stranded = record.state == "chunking" and not record.leased(now) and recorded_long_ago
-    due = []
+    # Stalled, and `stopped` ones too (stopped after a redrive lifted the run's stop), listed or not: the
+    # redrive of one whose blob is gone marks it failed, saying so. Each redrive names the run's generation.
+    generation = record.generation
+    stalled = [(index, chunk) for index, chunk in sorted(statuses.items()) if chunk.stalled(now, stale)]
+    due = [Due(ChunkRef(run_id, index, generation), chunk) for index, chunk in stalled]
     listed = set()
     async for blob in ctx.chunk_container.list_blobs(name_starts_with=run_prefix(run_id)):
         try:
@@ -265,16 +275,12 @@ async def look_at_run(ctx: Context, run_id: str, now: float) -> RunSeen:
         except ChunkError:
             continue
         listed.add(ref.index)
-        status = statuses.get(ref.index)
-        if status is None:
-            written = (blob.creation_time or blob.last_modified).timestamp()
-            if now - written >= stale:
-                due.append(Due(ref, None))
-        elif _stalled(status, now, stale):
-            due.append(Due(ref, status))
+        written = (blob.creation_time or blob.last_modified).timestamp()
+        if ref.index not in statuses and now - written >= stale:  # written, never started
+            due.append(Due(replace(ref, generation=generation), None))
     if recorded_long_ago:  # counted by the record, but neither there nor started: a redrive marks them failed
         lost = set(range(record.chunks or 0)) - listed - set(statuses)
-        due += [Due(ChunkRef(run_id, index), None) for index in sorted(lost)]
+        due += [Due(ChunkRef(run_id, index, generation), None) for index in sorted(lost)]
     if due and record.max_concurrency:  # asked once a run, and only when it matters
         runs = ctx.clients.blobs.get_container_client(ctx.settings.runs_container)
         if await all_slots_busy(runs, run_id, record.max_concurrency, now):
@@ -285,19 +291,7 @@ async def look_at_run(ctx: Context, run_id: str, now: float) -> RunSeen:
 def _last_change(record: RunRecord, statuses: Iterable[ChunkStatus], stop: RunStop | None) -> float:
     times = [record.created_at, record.updated_at, record.chunked_at or "", stop.at if stop else ""]
     times += [status.updated_at for status in statuses]
-    return max((_timestamp(at) for at in times), default=0.0)
-
-
-def _timestamp(at: str) -> float:
-    try:
-        return datetime.fromisoformat(at).timestamp()
-    except ValueError:
-        return 0.0  # none, or unreadable: long ago
-
-
-def _stalled(status: ChunkStatus, now: float, stale: float) -> bool:
-    """Its lease ran out and it has not moved since (no readable time: the lease is what matters)."""
-    return status.state == "ingesting" and not status.leased(now) and now - _timestamp(status.updated_at) >= stale
+    return max((timestamp(at) for at in times), default=0.0)
 
 
 async def _count_redrives(ctx: Context, run_id: str, swept_at: str, chunks: list[Due]) -> tuple[list[Due], list[Due]]:
@@ -400,15 +394,14 @@ async def _keep_only(container: ContainerClient, name: str, events: list[dict[st
 
 
 async def sweep_stalled_chunks(timer: func.TimerRequest) -> None:
-    if timer.past_due:
-        log.info("sweep: running late (the timer was past due)")
+    started = time.monotonic()
     report = await sweep(await app_context())
-    log.info(
-        "sweep: %d runs checked (%d unreadable, %d left for next time), %d chunks redriven, %d marked failed, "
+    did(
+        log, "sweep%s: %d runs checked (%d unreadable, %d left for next time), %d chunks redriven, %d marked failed, "
         "%d dead letters cleared, %d unreadable, %d chunks left for next time, %d lost completion events sent, "
-        "%d stranded runs' chunking resumed",
+        "%d stranded runs' chunking resumed", " (late: the timer was past due)" if timer.past_due else "",
         report.runs_checked, report.runs_unreadable, report.runs_left, report.chunks_redriven,
         sum(len(indexes) for indexes in report.failed.values()), report.dead_letters_cleared,
         report.dead_letters_unreadable, report.left_for_next_sweep, len(report.events_sent),
-        len(report.chunking_resumed),
+        len(report.chunking_resumed), seconds=time.monotonic() - started,
     )  # fmt: skip

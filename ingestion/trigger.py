@@ -24,10 +24,4 @@ async def ingest_chunk_blob(chunk: func.InputStream) -> None:
         log.warning("ignoring blob that is not a chunk: %s", exc)
         return
     with run_scope(ref.run_id, ref.index):
-        status = await ingest_within_limit(ctx, ref, ChunkBlob(chunk.read(), getattr(chunk, "metadata", None)))
-        if status is None:
-            return  # handed back to wait for a slot of its run (max_concurrency), or its run is gone
-        if status.state == "failed":
-            log.error("chunk %s failed and will not be retried: %s", ref.blob_name, status.error)
-        else:
-            log.info("chunk %s: %d messages enqueued", ref.blob_name, status.sent)
+        await ingest_within_limit(ctx, ref, ChunkBlob(chunk.read(), getattr(chunk, "metadata", None)))

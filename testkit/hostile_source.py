@@ -7,7 +7,8 @@ can go round in a circle (the page after the last is an earlier one), ignore the
 fail request number N in one of many
 ways: an error status with a reason phrase of any length, a body that echoes the request's headers and
 URL (secrets included), a body cut short with or without Content-Length, stacked content encodings,
-bytes that trickle. `served` counts the items of every whole answer it gave.
+bytes that trickle, a next position the app must refuse (a cursor that is an object, a link to another
+host). `served` counts the items of every whole answer it gave.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from urllib.parse import parse_qs, urlsplit
 from testkit.loopback_api import LoopbackApi
 
 Mode = Literal["none", "cursor", "next-link", "page"]
-FaultKind = Literal["status", "echo", "cut", "cut-no-length", "trickle", "empty"]
+FaultKind = Literal["status", "echo", "cut", "cut-no-length", "trickle", "empty", "bad-next"]
 SETTINGS: dict[Mode, dict[str, str]] = {
     "none": {"SOURCE_PAGINATION": "none"},
     "cursor": {"SOURCE_PAGINATION": "cursor", "SOURCE_ITEMS_PATH": "items", "SOURCE_CURSOR_PATH": "next"},
@@ -106,7 +107,7 @@ class HostileSource:
             _send(handler, fault.status, reason, body, headers)
             return
         items, following = self._page(spec, query, number)
-        body = _document(spec, items, following)
+        body = _document(spec, items, following, bad_next=fault is not None and fault.kind == "bad-next")
         encoded = _encoded(body, spec.codings)
         headers = {"Content-Type": "application/json"}
         if spec.codings:
@@ -143,15 +144,19 @@ class HostileSource:
         return items, None if following is None else str(following)
 
 
-def _document(spec: SourceSpec, items: list[str], following: str | None) -> bytes:
+def _document(spec: SourceSpec, items: list[str], following: str | None, *, bad_next: bool = False) -> bytes:
+    """The page's JSON; `bad_next`: a next position the app must refuse (a cursor that is an object, a link
+    to another host), where one follows."""
     listed = "[" + ",".join(items) + "]"
     if spec.mode == "none":
         return listed.encode()
     if spec.mode == "cursor":
         cursor = json.dumps(None if following is None else f"c{following}")
+        cursor = '{"c": 1}' if bad_next and following is not None else cursor
         return f'{{"items": {listed}, "next": {cursor}}}'.encode()
     if spec.mode == "next-link":
-        link = json.dumps(None if following is None else f"/ids?p={following}")
+        host = "http://127.0.0.2:9" if bad_next else ""
+        link = json.dumps(None if following is None else f"{host}/ids?p={following}")
         return f'{{"data": {listed}, "links": {{"next": {link}}}}}'.encode()
     return f'{{"data": {listed}}}'.encode()
 

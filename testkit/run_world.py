@@ -35,6 +35,7 @@ from core.context import app_context
 from core.storage import close_storage_clients
 from fanout.pipeline import resume_run
 from ingestion.sweeper import sweep
+from testkit.hostile_source import SETTINGS, HostileSource, SourceSpec
 from testkit.http_requests import chunk_blob, delete_request, get_status, post_cancel, post_ingestion, post_redrive
 from testkit.storage_probe import StorageProbe
 
@@ -356,3 +357,23 @@ def _received(queue: QueueClient, hidden_for: int, most: int = 32) -> list[Any]:
         return list(queue.receive_messages(max_messages=most, visibility_timeout=hidden_for))
     except ResourceNotFoundError:
         return []
+
+
+NOTHING_GOES_WRONG = Schedule()
+
+
+def hostile_world(
+    functions: dict[str, Callable[..., Awaitable[Any]]], connection: str, spec: SourceSpec, chunk_size: int = 10,
+    schedule: Schedule = NOTHING_GOES_WRONG, heals: bool = True, **settings: str,
+) -> tuple[Seen, HostileSource, dict[str, str]]:  # fmt: skip
+    """One run of a `HostileSource` through the app's functions until nothing moves (max_failed_chunks 0):
+    what was seen, the source, and the settings the app ran with. `heals`: a run failed or cancelled is
+    redriven against the source without its faults."""
+    source = HostileSource(spec)
+    try:
+        env = world_env(connection, source.url, SETTINGS[spec.mode], **settings)
+        heal = (lambda: setattr(source, "spec", spec.healthy())) if heals else None
+        seen = World(functions, env, f"w-{os.urandom(3).hex()}", schedule, heal).run(chunk_size, 0)
+    finally:
+        source.stop()
+    return seen, source, env

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import pytest
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob import BlobServiceClient
-from azure.storage.queue import QueueClient, TextBase64DecodePolicy
+from azure.storage.queue import QueueClient, QueueServiceClient, TextBase64DecodePolicy
 
 
 class StorageProbe:
@@ -46,6 +47,16 @@ class StorageProbe:
             return sorted(blob.name for blob in self.chunks.list_blobs(name_starts_with=f"{run_id}/"))
         except ResourceNotFoundError:
             return []  # the container is not created yet: nothing was written
+
+
+def delete_queues(connection_string: str, prefixes: list[str]) -> None:
+    """Deletes every queue of the account whose name starts with one of `prefixes` (a target queue's
+    partitions too); one already gone is fine."""
+    service = QueueServiceClient.from_connection_string(connection_string)
+    for prefix in prefixes:
+        for queue in service.list_queues(name_starts_with=prefix):
+            with contextlib.suppress(ResourceNotFoundError):
+                service.delete_queue(queue.name)
 
 
 def set_app_env(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> dict[str, str]:

@@ -15,7 +15,7 @@ import pytest
 from core.storage import close_storage_clients
 from fanout.azurite import Azurite, start_azurite
 from fanout.demo_api import DemoApi
-from testkit.storage_probe import StorageProbe, set_app_env
+from testkit.storage_probe import StorageProbe, delete_queues, set_app_env
 
 Run = Callable[[Coroutine[Any, Any, Any]], Any]
 
@@ -60,9 +60,10 @@ def on_loop(event_loop_runner: Run) -> Run:
 
 
 @pytest.fixture
-def app_env(azurite: Azurite, demo_api: DemoApi, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    """The app's settings for one test: the session's Azurite, and a queue no other test uses."""
-    return set_app_env(
+def app_env(azurite: Azurite, demo_api: DemoApi, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    """The app's settings for one test: the module's Azurite, and queues no other test uses, deleted after it
+    (Azurite reads a queue in time that grows with the messages of every queue it holds)."""
+    env = set_app_env(
         monkeypatch,
         {
             "AzureWebJobsStorage": azurite.connection_string,
@@ -73,6 +74,8 @@ def app_env(azurite: Azurite, demo_api: DemoApi, monkeypatch: pytest.MonkeyPatch
             "SOURCE_RETRY_BASE_DELAY": "0.01",
         },
     )
+    yield env
+    delete_queues(azurite.connection_string, [env["QUEUE_NAME"], env["REDRIVE_QUEUE"], env["RUN_EVENTS_QUEUE"]])
 
 
 @pytest.fixture

@@ -4,11 +4,11 @@ Hypothesis generates a hostile source (any pagination; empty pages that name a n
 any earlier page; an API that ignores the position asked for or shuffles its pages; any JSON item,
 numbers and escapes kept as written, a lone surrogate; error statuses with reason phrases of any length,
 bodies that echo the request's secrets, bodies cut short with and without a length, stacked content
-encodings, trickling bytes) and a hostile schedule (invocations killed at any moment, deliveries doubled,
-cancel, redrive, purge, resume or a deleted chunk blob at any step). Each run goes through the app's own
-functions against Azurite (testkit/run_world.py) until the sweeper finds nothing more to do; a run that
-ended failed or cancelled is then redriven once against the source made healthy (the one documented
-action). Then, from the queue's side:
+encodings, trickling bytes, a next position to refuse) and a hostile schedule (invocations killed at any
+moment, deliveries doubled, cancel, redrive, purge, resume or a deleted chunk blob at any step). Each run
+goes through the app's own functions against Azurite (testkit/run_world.py) until the sweeper finds
+nothing more to do; a run that ended failed or cancelled is then redriven once against the source made
+healthy (the one documented action). Then, from the queue's side:
 
 - I1 nothing lost: every item is in the queue, or the run is visibly failed naming why (its error, its
   failed chunks); an item missing from a completed run is in a chunk listed failed with its reason;
@@ -33,7 +33,7 @@ from collections import Counter
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
 from testkit.azure_model import AzureModel, ModelConfig
@@ -63,7 +63,7 @@ item_texts = st.one_of(
 faults = st.builds(
     Fault,
     at=st.integers(0, 14),
-    kind=st.sampled_from(["status", "echo", "cut", "cut-no-length", "trickle", "empty"]),
+    kind=st.sampled_from(["status", "echo", "cut", "cut-no-length", "trickle", "empty", "bad-next"]),
     status=st.sampled_from([401, 404, 429, 500, 502, 503, 504]),
     reason_chars=st.sampled_from([0, 10, 60_000]),
     retry_after=st.sampled_from([None, "0", "nonsense"]),
@@ -140,6 +140,12 @@ def content_fault(spec: SourceSpec) -> bool:
     max_examples=EXAMPLES, deadline=None, derandomize=not SOAK,
     phases=list(Phase) if SOAK else [Phase.explicit, Phase.reuse, Phase.generate],  # `make test` does not shrink
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.data_too_large],
+)  # fmt: skip
+@example(  # found by the soak: a deleted chunk failed a run that tolerates none, then the redrive stopped it
+    spec=SourceSpec(mode="none", items=('"\u00bf\u00c0\U000147c3"',), pages=(), circle_to=None, ignores_position=False,
+                    shuffles=True, changes_after=None, codings=(), faults=(), seed=0),
+    schedule=Schedule(actions=((0, "delete-chunk"),), kills=(), doubled=frozenset([0, 1])),
+    chunk_size=24, budget="0", max_failed=0, storage=None,
 )  # fmt: skip
 @given(
     spec=hostile_sources(),

@@ -218,10 +218,10 @@ def test_a_next_link_to_another_host_fails_the_run_with_that_reason(on_loop, fun
 @pytest.mark.parametrize("mode", ["next-link", "cursor", "page"])
 def test_a_paged_run_through_the_cli_lands_exactly_the_source_ids(app_env, probe, mode):
     api_options, settings = MODES[mode]
-    api = DemoApi(count=1_000_000, page_size=1000, objects=True, **api_options).start()
+    api = DemoApi(count=1_000_000, page_size=300, objects=True, **api_options).start()
     try:
         items_path = settings["SOURCE_ITEMS_PATH"] + "[].id"  # object items: take each one's id
-        source_url = f"{api.url}?count=10000"  # the URL's own query survives the pagination parameters
+        source_url = f"{api.url}?count=3000"  # the URL's own query survives the pagination parameters
         env = {
             **app_env,
             **settings,
@@ -234,5 +234,5 @@ def test_a_paged_run_through_the_cli_lands_exactly_the_source_ids(app_env, probe
         api.stop()
 
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout.splitlines()[-1])["messages_enqueued"] == 10_000
-    assert sorted(probe.drain()) == sorted(demo_ids(10_000))
+    assert json.loads(result.stdout.splitlines()[-1])["messages_enqueued"] == 3000
+    assert sorted(probe.drain()) == sorted(demo_ids(3000))

@@ -13,28 +13,31 @@ from testkit.cli_runner import cli
 from testkit.http_requests import body_of, chunk_blob, get_status, ingest_every_chunk, post_ingestion
 
 
+# Azurite reads a queue back in O(messages held) a call, so tests that read every message back keep to a few
+# thousand; tests/test_pagination.py and benchmarks/ take a million through chunking.
 @pytest.mark.own_azurite
-def test_every_source_id_reaches_the_queue_once(on_loop, functions, probe):
-    response = on_loop(functions["start_ingestion"](post_ingestion({"run_id": "spine-10k"})))
+def test_every_source_id_reaches_the_queue_once(on_loop, functions, probe, monkeypatch):
+    monkeypatch.setenv("SOURCE_URL", os.environ["SOURCE_URL"].replace("10000", "3000"))
+    response = on_loop(functions["start_ingestion"](post_ingestion({"run_id": "spine-10k", "chunk_size": 1500})))
 
     assert response.status_code == 202, response.get_body()
     assert response.headers["Location"] == "/api/ingestions/spine-10k"
     body = body_of(response)
     assert body["run_id"] == "spine-10k"
     assert body["status_url"] == "http://localhost:7071/api/ingestions/spine-10k"
-    assert (body["chunks"], body["messages"]) == (math.ceil(10_000 / 5000), 10_000)
+    assert (body["chunks"], body["messages"]) == (math.ceil(3000 / 1500), 3000)
 
     names = ingest_every_chunk(on_loop, functions, probe, "spine-10k")
     assert names == ["spine-10k/000000.jsonl", "spine-10k/000001.jsonl"]
     bodies = probe.drain()
-    assert len(bodies) == 10_000
-    assert set(bodies) == set(demo_ids(10_000))
+    assert len(bodies) == 3000
+    assert set(bodies) == set(demo_ids(3000))
 
     status = body_of(on_loop(functions["get_ingestion_status"](get_status("spine-10k"))))
     assert status["state"] == "completed"
     assert status["chunks"] == {"total": 2, "ingested": 2, "failed": 0, "ingesting": 0, "stopped": 0}
-    assert status["messages"] == {"fetched": 10_000, "enqueued": 10_000, "send_retries": 0}
-    assert status["messages_by_queue"] == {f"AzureWebJobsStorage/{os.environ['QUEUE_NAME']}": 10_000}
+    assert status["messages"] == {"fetched": 3000, "enqueued": 3000, "send_retries": 0}
+    assert status["messages_by_queue"] == {f"AzureWebJobsStorage/{os.environ['QUEUE_NAME']}": 3000}
     assert status["completed_at"] >= status["chunked_at"] >= status["created_at"]
 
 
@@ -80,24 +83,27 @@ def test_object_items_become_compact_json_messages(on_loop, functions, probe):
 
 @pytest.mark.own_azurite
 def test_cli_run_lands_every_source_id(app_env, probe):
-    result = cli("run", "--json", "--run-id", "cli-10k", env=app_env)
+    source = app_env["SOURCE_URL"].replace("10000", "3000")
+    result = cli("run", "--json", "--run-id", "cli-10k", "--chunk-size", "1500", env={**app_env, "SOURCE_URL": source})
 
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
     assert lines[0] == "run_id: cli-10k"
     summary = json.loads(lines[-1])
     assert summary["state"] == "completed"
-    assert (summary["chunks"], summary["messages_enqueued"]) == (2, 10_000)
-    assert set(probe.drain()) == set(demo_ids(10_000))
+    assert (summary["chunks"], summary["messages_enqueued"]) == (2, 3000)
+    assert set(probe.drain()) == set(demo_ids(3000))
 
     status = cli("status", "cli-10k", "--json", env=app_env)
     assert json.loads(status.stdout)["state"] == "completed"
 
 
 @pytest.mark.own_azurite
-def test_sixty_thousand_ids_end_as_sixty_thousand_messages(app_env, demo_api, probe):
-    result = cli("run", "--json", env={**app_env, "SOURCE_URL": f"{demo_api.url}?count=60000"})
+def test_twenty_thousand_ids_in_ten_chunks_end_as_twenty_thousand_messages(app_env, demo_api, probe):
+    env = {**app_env, "SOURCE_URL": f"{demo_api.url}?count=20000"}
+    result = cli("run", "--json", "--chunk-size", "2000", env=env)
 
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout.splitlines()[-1])["messages_enqueued"] == 60_000
-    assert probe.queue_length() == 60_000
+    summary = json.loads(result.stdout.splitlines()[-1])
+    assert (summary["chunks"], summary["messages_enqueued"]) == (10, 20_000)
+    assert probe.queue_length() == 20_000

@@ -15,6 +15,10 @@ import pytest
 from azure.storage.blob import BlobServiceClient
 
 from core.context import app_context
+from core.errors import RunConflictError
+from core.purge import purge_run
+from core.run_cancel import cancel_run
+from core.settings import Settings
 from fanout.azurite import PROJECT_ROOT
 from fanout.demo_api import DemoApi, Faults, demo_ids
 from ingestion.sweeper import sweep
@@ -22,7 +26,7 @@ from testkit.cli_runner import cli
 from testkit.hostile_source import SETTINGS, Fault, HostileSource, SourceSpec
 from testkit.http_requests import body_of, delete_request, get_status, post_ingestion, run_queued
 from testkit.loopback_api import LoopbackApi
-from testkit.run_world import Schedule, World, environment, world_env
+from testkit.run_world import NOTHING_GOES_WRONG, Schedule, World, environment, hostile_world, world_env
 from testkit.storage_probe import StorageProbe
 
 PIECE = 12  # no run of this many characters of a secret may leave the app
@@ -31,22 +35,9 @@ IDS = [json.dumps(f"id-{index:04d}") for index in range(300)]
 HOUR = 3600.0
 
 
-NOTHING_GOES_WRONG = Schedule()
-
-
 def world(functions, azurite, spec: SourceSpec, chunk_size: int = 10, schedule: Schedule = NOTHING_GOES_WRONG,
           heals: bool = True, **settings):  # fmt: skip
-    """The run through the app's functions until nothing moves (testkit/run_world.py): what was seen, the
-    source, and the settings the app ran with. `heals`: a run failed or cancelled is redriven against the
-    source without its faults."""
-    source = HostileSource(spec)
-    try:
-        env = world_env(azurite.connection_string, source.url, SETTINGS[spec.mode], **settings)
-        heal = (lambda: setattr(source, "spec", spec.healthy())) if heals else None
-        seen = World(functions, env, f"r2-{os.urandom(3).hex()}", schedule, heal).run(chunk_size, 0)
-    finally:
-        source.stop()
-    return seen, source, env
+    return hostile_world(functions, azurite.connection_string, spec, chunk_size, schedule, heals, **settings)
 
 
 def texts_of(ids: list[str]) -> list[str]:
@@ -222,10 +213,10 @@ def test_a_cursor_cycle_spanning_continuations_fails_within_a_bounded_number_of_
 # --- 8. cancel and purge while chunking ------------------------------------------------------------------
 
 
-def test_purge_waits_for_chunking_to_stop_and_nothing_is_sent_or_left_after_it(app_env, azurite):
+def test_purge_waits_for_chunking_to_stop_and_nothing_is_sent_or_left_after_it(app_env, azurite, on_loop):
     api = DemoApi(count=2000, pagination="cursor", page_size=100, faults=Faults(delay=3.0)).start()
     env = {**app_env, "SOURCE_URL": api.url, **SETTINGS["cursor"], "SOURCE_CURSOR_PATH": "next_cursor",
-           "CHUNK_SIZE": "100", "INGEST_LEASE_SECONDS": "2"}  # fmt: skip
+           "CHUNK_SIZE": "100", "INGEST_LEASE_SECONDS": "10"}  # fmt: skip
     probe = StorageProbe(azurite.connection_string, env["QUEUE_NAME"])
     run = subprocess.Popen(
         [sys.executable, "-m", "fanout", "run", "--run-id", "purged-mid-way"], cwd=PROJECT_ROOT,
@@ -234,9 +225,10 @@ def test_purge_waits_for_chunking_to_stop_and_nothing_is_sent_or_left_after_it(a
     try:
         while len(probe.chunk_names("purged-mid-way")) < 3:
             time.sleep(0.05)
-        assert cli("cancel", "purged-mid-way", env=env).returncode == 0
-        refused = cli("purge", "purged-mid-way", env=env)
-        assert refused.returncode == 2 and "chunking has not yet stopped" in refused.stderr
+        ctx = on_loop(app_context(Settings.from_env({**os.environ, **env})))
+        on_loop(cancel_run(ctx, "purged-mid-way"))  # the purge follows at once, mid-page: the chunker is still on
+        with pytest.raises(RunConflictError, match="chunking has not yet stopped"):
+            on_loop(purge_run(ctx, "purged-mid-way"))
         deadline = time.monotonic() + 30
         while (purged := cli("purge", "purged-mid-way", env=env)).returncode != 0:
             assert time.monotonic() < deadline, purged.stderr

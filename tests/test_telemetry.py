@@ -44,7 +44,7 @@ def test_log_lines_of_a_chunk_carry_its_run_and_index_and_metrics_come_once_per_
         download = probe.chunks.download_blob(name)
         on_loop(functions["ingest_chunk"](chunk_blob("chunks", name, download.readall(), download.properties.metadata)))
 
-    chunk_lines = [r for r in caplog.records if r.name == "ingestion.trigger"]
+    chunk_lines = [r for r in caplog.records if r.name == "ingestion.invocation"]
     assert [(r.run_id, r.chunk_index) for r in chunk_lines] == [("observed", 0), ("observed", 1), ("observed", 2)]
     (enqueued,) = points("chunk.messages_enqueued", "observed")
     (seconds,) = points("chunk.seconds", "observed")

@@ -105,7 +105,7 @@ resource lifecycle 'Microsoft.Storage/storageAccounts/managementPolicies@2023-05
             actions: {
               baseBlob: {
                 delete: {
-                  daysAfterCreationGreaterThan: max(claimCheckRetentionDays, 1)
+                  daysAfterModificationGreaterThan: max(claimCheckRetentionDays, 1)
                 }
               }
             }

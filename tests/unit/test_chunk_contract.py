@@ -8,8 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from core.contract import ChunkRef, decode_chunk, encode_chunk
+from core.contract import MAX_CHUNK_INDEX, ChunkRef, chunk_statuses_prefix, decode_chunk, encode_chunk
 from core.errors import ChunkError, ContractError
+from core.run_store import _STATUS_NAME
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
@@ -39,6 +40,40 @@ def test_a_blob_that_is_not_a_chunk_is_refused(name):
 def test_a_chunk_redrive_message_names_its_chunk():
     ref = ChunkRef("run-1", 123_456)
     assert ChunkRef.from_redrive_message(ref.redrive_message().encode()) == ref
+
+
+run_ids = st.from_regex(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,61}[A-Za-z0-9_-])?", fullmatch=True)
+generations = st.from_regex(r"[0-9a-f]{1,32}", fullmatch=True) | st.just("")
+
+
+@given(run_ids, st.integers(0, MAX_CHUNK_INDEX), generations)
+def test_every_chunk_index_and_generation_round_trips_through_every_name(run_id, index, generation):
+    ref = ChunkRef(run_id, index, generation)
+    assert ChunkRef.parse(f"chunks/{ref.blob_name}", "chunks") == ref
+    again = ChunkRef.from_redrive_message(ref.redrive_message().encode())
+    assert (again, again.generation) == (ref, generation)
+    status = ref.status_blob.removeprefix(chunk_statuses_prefix(run_id))
+    assert _STATUS_NAME.fullmatch(status) and int(status) == index
+    assert ref.claim_check_blob(3).startswith(f"{run_id}/{generation}/" if generation else f"{run_id}/")
+
+
+@given(
+    st.text(max_size=40).filter(
+        lambda text: not text or any(c not in "0123456789abcdef" for c in text) or len(text) > 32
+    )
+)
+def test_a_redrive_message_with_another_generation_shape_is_refused(generation):
+    body = json.dumps({"run_id": "run-1", "index": 1, "generation": generation}).encode()
+    if generation == "":
+        assert ChunkRef.from_redrive_message(body).generation == ""
+    else:
+        with pytest.raises(ContractError, match="generation"):
+            ChunkRef.from_redrive_message(body)
+
+
+def test_a_redrive_message_past_the_largest_chunk_index_is_refused():
+    with pytest.raises(ContractError):
+        ChunkRef.from_redrive_message(json.dumps({"run_id": "r", "index": MAX_CHUNK_INDEX + 1}).encode())
 
 
 @pytest.mark.parametrize(

@@ -30,6 +30,8 @@ def test_lifecycle_rules_delete_runs_after_retention_days_and_claim_checks_after
     assert checks["enabled"] == {
         "operator": {"type": "greater_than", "operands": {"operand_1": "claimCheckRetentionDays", "operand_2": 0}}
     }  # 0: no claim-check rule
+    # after the last write: a redrive writes a claim-check blob again, then sends a message that lives its TTL
+    assert list(checks["definition"]["actions"]["baseBlob"]["delete"]) == ["daysAfterModificationGreaterThan"]
     main = parse("main.bicep")
     assert main["parameters"]["retentionDays"]["default"] == 7
     storage = main["modules"]["storage"]["config"]["params"]

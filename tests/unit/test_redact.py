@@ -357,8 +357,10 @@ HOSTILE = {
 
 
 @pytest.mark.parametrize("text", HOSTILE.values(), ids=HOSTILE.keys())
-def test_a_hostile_megabyte_is_redacted_in_well_under_a_second(text):
+def test_a_hostile_megabyte_is_redacted_in_linear_time(text):
+    """Linear: well under a second a megabyte on an idle machine; a quadratic scan of one takes minutes. The
+    bound leaves room for a loaded machine, not for another complexity."""
     for redactor in (Redactor([]), Redactor([f"Bearer {TOKEN}", *(f"{TOKEN}-{n}" for n in range(19))])):
         started = time.perf_counter()
         redactor(text)
-        assert time.perf_counter() - started < 1.0
+        assert time.perf_counter() - started < 10.0
