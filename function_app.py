@@ -19,9 +19,9 @@ from api.http import (
 from chunking.continuation import continue_chunking_message
 from core.settings import BLOB_TRIGGER_SOURCE, CHUNK_CONTAINER, CONTROL_QUEUE, REDRIVE_QUEUE, SWEEP_SCHEDULE, Settings
 from core.telemetry import configure_telemetry
-from ingestion.redrive_queue import redrive_chunk_message
-from ingestion.sweeper import sweep_stalled_chunks
 from ingestion.trigger import ingest_chunk_blob
+from runs.redrive import redrive_chunk_message
+from runs.sweep import sweep_stalled_chunks
 
 Settings.from_env()  # bad or missing settings (SOURCE_URL in Azure) stop the app at startup, with their names
 configure_telemetry()  # OpenTelemetry to Application Insights, only when APPLICATIONINSIGHTS_CONNECTION_STRING is set

@@ -12,7 +12,6 @@ import json
 import logging
 import math
 import secrets
-import time
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from typing import Any
@@ -20,10 +19,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import azure.functions as func
 
-from chunking.chunker import start_chunking
 from chunking.request import parse_ingestion_request
-from core.context import Context, app_context
-from core.contract import is_run_id
+from core.context import app_context
 from core.errors import (
     ContractError,
     FanoutError,
@@ -34,21 +31,21 @@ from core.errors import (
     RunNotFoundError,
     SettingsError,
 )
-from core.logs import did
-from core.purge import purge_run
 from core.redact import public_reason
-from core.run_cancel import cancel_run
-from core.run_list import list_runs, parse_list_query
-from core.run_scope import run_scope
-from core.status import FINAL_STATES, RunStatus, run_status
-from ingestion.redrive_queue import schedule_redrives
+from core.settings import Settings
+from core.status import FINAL_STATES, RunStatus
+from runs.cancel import cancel_run
+from runs.listing import list_runs, parse_list_query
+from runs.purge import purge_run
+from runs.redrive import redrive_run
+from runs.start import start_run
+from runs.status import get_status
 
 PROBLEM_JSON = "application/problem+json"
 INGESTIONS_ROUTE = "ingestions"
 RUN_ROUTE = "ingestions/{run_id}"
 REDRIVE_ROUTE = RUN_ROUTE + "/redrive"
 CANCEL_ROUTE = RUN_ROUTE + "/cancel"
-RETRY_AFTER_SECONDS = 5  # how soon to ask again about a run in progress whose end is not yet in sight
 log = logging.getLogger(__name__)
 
 # (exception, status, what the detail starts with); the first match wins.
@@ -108,13 +105,9 @@ def _unexpected(req: func.HttpRequest, exc: BaseException) -> func.HttpResponse:
 @answers_problems
 async def start_ingestion(req: func.HttpRequest) -> func.HttpResponse:
     """`POST /api/ingestions`: validate, chunk the source, answer 202 with where to watch the run."""
-    started = time.monotonic()
     ctx = await app_context()
     request = parse_ingestion_request(req.get_body(), ctx.settings)
-    with run_scope(request.run_id):  # every log line of the run carries its id
-        record, created = await start_chunking(ctx, request, ctx.settings.chunking_time_budget)
-        did(log, "run %s %s: %s, %d chunks, %d items", record.run_id, "started" if created else "asked for again",
-            record.state, record.chunks or 0, record.messages or 0, seconds=time.monotonic() - started)  # fmt: skip
+    record, _ = await start_run(ctx, request, budget=ctx.settings.chunking_time_budget)
     status_path = _status_path(record.run_id)
     body = {
         "run_id": record.run_id,
@@ -125,29 +118,27 @@ async def start_ingestion(req: func.HttpRequest) -> func.HttpResponse:
     }
     if record.state == "failed":
         raise RunFailedError(record.error or "the source failed", **body)
-    return json_response(body, status=202, headers=_in_progress(status_path))
+    return json_response(body, status=202, headers=_in_progress(ctx.settings, status_path))
 
 
 @answers_problems
 async def get_ingestion_status(req: func.HttpRequest) -> func.HttpResponse:
     """`GET /api/ingestions/{run_id}`: the run's status; `202` with `Retry-After` while it runs, as Durable
     Functions' status endpoint answers, `200` once it is completed, failed or cancelled."""
-    ctx, run_id = await _known_run(req)
-    status = await run_status(ctx.runs, run_id, ctx.settings.queue_targets)
-    if status is None:
-        raise _not_found(run_id)
+    run_id = req.route_params.get("run_id", "")
+    ctx = await app_context()
+    status = await get_status(ctx, run_id)
     if status.state in FINAL_STATES:
         return json_response(status.to_json())
-    return json_response(status.to_json(), status=202, headers=_in_progress(_status_path(run_id), status))
+    return json_response(status.to_json(), status=202, headers=_in_progress(ctx.settings, _status_path(run_id), status))
 
 
 @answers_problems
 async def list_ingestions(req: func.HttpRequest) -> func.HttpResponse:
     """`GET /api/ingestions?state=&created_after=&limit=&continuation=`: runs, newest first, a page at a time."""
     query = parse_list_query(req.params)
-    ctx = await app_context()
-    page = await list_runs(ctx.runs, query)
-    runs = [{**_summary(status), "status_url": _absolute(req.url, _status_path(status.run_id))} for status in page.runs]
+    page = await list_runs(await app_context(), query)
+    runs = [{**status.summary(), "status_url": _absolute(req.url, _status_path(status.run_id))} for status in page.runs]
     return json_response({"runs": runs, "continuation": page.continuation})
 
 
@@ -155,14 +146,12 @@ async def list_ingestions(req: func.HttpRequest) -> func.HttpResponse:
 async def cancel_ingestion(req: func.HttpRequest) -> func.HttpResponse:
     """`POST /api/ingestions/{run_id}/cancel`: chunking stops at its next page, each chunk at its next
     checkpoint; answers 202 with where to watch the run (`409` once it completed or failed)."""
-    started = time.monotonic()
-    ctx, run_id = await _known_run(req)
-    with run_scope(run_id):
-        status = await cancel_run(ctx, run_id)
-        did(log, "run %s cancelled: %s", run_id, status.state, seconds=time.monotonic() - started)
+    run_id = req.route_params.get("run_id", "")
+    ctx = await app_context()
+    status = await cancel_run(ctx, run_id)
     status_path = _status_path(run_id)
-    body = {"run_id": run_id, "status_url": _absolute(req.url, status_path), **_summary(status)}
-    return json_response(body, status=202, headers=_in_progress(status_path, status))
+    body = {"run_id": run_id, "status_url": _absolute(req.url, status_path), **status.summary()}
+    return json_response(body, status=202, headers=_in_progress(ctx.settings, status_path, status))
 
 
 @answers_problems
@@ -170,44 +159,31 @@ async def redrive_ingestion(req: func.HttpRequest) -> func.HttpResponse:
     """`POST /api/ingestions/{run_id}/redrive`: schedule the run's failed, stalled and never-started chunks
     for the `redrive_chunk` trigger, and its chunking if it was stopped, failed or left; answer 202 with
     the chunks' indexes, whether chunking carries on, and where to watch the run."""
-    started = time.monotonic()
-    ctx, run_id = await _known_run(req)
-    with run_scope(run_id):
-        scheduled = await schedule_redrives(ctx, run_id)
-        did(log, "run %s redriven: %d chunks scheduled, chunking %s", run_id, len(scheduled.chunks),
-            "resumed" if scheduled.chunking else "not resumed", seconds=time.monotonic() - started)  # fmt: skip
+    run_id = req.route_params.get("run_id", "")
+    ctx = await app_context()
+    redriven = await redrive_run(ctx, run_id)
     status_path = _status_path(run_id)
     body = {
         "run_id": run_id,
         "status_url": _absolute(req.url, status_path),
-        "scheduled": [ref.index for ref, _ in scheduled.chunks],
-        "chunking_resumed": scheduled.chunking is not None,
+        "scheduled": redriven.scheduled,
+        "chunking_resumed": redriven.chunking_resumed,
     }
-    return json_response(body, status=202, headers=_in_progress(status_path))
+    return json_response(body, status=202, headers=_in_progress(ctx.settings, status_path))
 
 
-def _summary(status: RunStatus) -> dict[str, Any]:
-    """A run as a list shows it: its status without the failed chunks' errors."""
-    return {key: value for key, value in status.to_json().items() if key != "failed_chunks"}
+@answers_problems
+async def delete_ingestion(req: func.HttpRequest) -> func.HttpResponse:
+    """`DELETE /api/ingestions/{run_id}`: purge a finished run (runs/purge.py); 409 while it runs."""
+    result = await purge_run(await app_context(), req.route_params.get("run_id", ""))
+    return json_response(result.to_json())
 
 
-def _in_progress(status_path: str, status: RunStatus | None = None) -> dict[str, str]:
-    """Where to watch a run, and when to look again: a tenth of its ETA, 2-30 s, else RETRY_AFTER_SECONDS."""
+def _in_progress(settings: Settings, status_path: str, status: RunStatus | None = None) -> dict[str, str]:
+    """Where to watch a run, and when to look again: a tenth of its ETA, 2-30 s, else HTTP_RETRY_AFTER."""
     eta = status.eta_seconds if status is not None else None
-    wait = RETRY_AFTER_SECONDS if eta is None else min(30, max(2, math.ceil(eta / 10)))
+    wait = settings.http_retry_after if eta is None else min(30, max(2, math.ceil(eta / 10)))
     return {"Location": status_path, "Retry-After": str(wait)}
-
-
-async def _known_run(req: func.HttpRequest) -> tuple[Context, str]:
-    run_id = req.route_params.get("run_id", "")
-    ctx = await app_context()
-    if not is_run_id(run_id) or await ctx.runs.get(run_id) is None:
-        raise _not_found(run_id)
-    return ctx, run_id
-
-
-def _not_found(run_id: str) -> RunNotFoundError:
-    return RunNotFoundError(f"no run {run_id!r}; start one with POST /api/ingestions", run_id=run_id)
 
 
 def _status_path(run_id: str) -> str:
@@ -217,17 +193,3 @@ def _status_path(run_id: str) -> str:
 def _absolute(request_url: str, path: str) -> str:
     parts = urlsplit(request_url)
     return urlunsplit((parts.scheme, parts.netloc, path, "", "")) if parts.netloc else path
-
-
-@answers_problems
-async def delete_ingestion(req: func.HttpRequest) -> func.HttpResponse:
-    """`DELETE /api/ingestions/{run_id}`: purge a finished run (core/purge.py); 409 while it runs."""
-    run_id = req.route_params.get("run_id", "")
-    if not is_run_id(run_id):
-        raise _not_found(run_id)
-    started = time.monotonic()
-    ctx = await app_context()
-    with run_scope(run_id):
-        result = await purge_run(ctx, run_id)
-        did(log, "run %s purged: %s", run_id, result.to_json(), seconds=time.monotonic() - started)
-    return json_response(result.to_json())

@@ -18,7 +18,7 @@ from chunking.chunker import start_chunking
 from chunking.request import IngestionRequest, new_run_id
 from core.context import app_context
 from core.storage import close_storage_clients
-from fanout.pipeline import run_pipeline
+from runs.local import run_here
 from testkit.process_memory import rss_mb
 
 
@@ -34,7 +34,7 @@ async def chunk_only() -> dict[str, Any]:
 
 async def whole_pipeline() -> dict[str, Any]:
     started = time.perf_counter()
-    status = await run_pipeline(await app_context(), IngestionRequest("default", 5000, new_run_id()))
+    status = await run_here(await app_context(), IngestionRequest("default", 5000, new_run_id()))
     return {"state": status.state, "enqueued": status.messages.enqueued, "seconds": time.perf_counter() - started}
 
 

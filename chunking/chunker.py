@@ -28,7 +28,7 @@ from chunking.writer import ChunkConflictError, ChunkWriter
 from core.context import Context
 from core.continuations import send_continuation
 from core.contract import ResumePosition
-from core.errors import ClaimLostError, RunConflictError, SourceError
+from core.errors import RunConflictError, SourceError, UpdateConflictError
 from core.redact import public_reason
 from core.run_events import settle_run
 from core.run_store import RunRecord, utc_now
@@ -83,7 +83,7 @@ async def chunk_onward(
 
     `budget`: seconds before handing the rest on (None: no limit); `http_call`: an HTTP call, which hands
     on whatever it wrote, rather than a continuation, which must write a chunk before it may.
-    ClaimLostError when another invocation is chunking the run, or the run moved on since `etag`; an
+    UpdateConflictError when another invocation is chunking the run, or the run moved on since `etag`; an
     invocation that loses its claim while it reads stops and saves nothing. Only the source failing
     fails the run; anything else (Ctrl-C, a storage error) is raised after the progress is saved.
     """
@@ -116,7 +116,7 @@ async def chunk_onward(
                                         lambda at: filled.append(_paused(record, writer, at)),
                                         lambda: _is_stopped(ctx, record.run_id))  # fmt: skip
             await writer.close()
-    except ClaimLostError:
+    except UpdateConflictError:
         log.warning("run %s: chunking stopped, its claim was lost (taken over, or the run purged)", record.run_id)
         raise
     except ChunkConflictError as exc:  # the run stops as it stood before that chunk, its items counted so
@@ -134,12 +134,12 @@ async def chunk_onward(
         at_failure = _paused(record, writer, read.resume) if read.resume else replace(record, resume=None)
         record = at_failure.failed(public_reason(str(read.error)), writer.chunks, writer.messages)
     elif read.resume is None:
-        record = record.finished(writer.chunks, writer.messages)
+        record = record.chunked(writer.chunks, writer.messages)
     else:
         record = _paused(record, writer, read.resume)
     try:
         await claim.save(record, release=True)
-    except ClaimLostError:
+    except UpdateConflictError:
         log.info("run %s was moved on by another invocation; leaving it to that one", record.run_id)
         return record
     if record.state == "chunking" and hand_on and not read.stopped:

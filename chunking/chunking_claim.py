@@ -5,7 +5,7 @@ record is. While chunking runs, `kept` renews the lease every `renew_every` seco
 the progress the chunker says is safe (chunks known written and where to resume after them): a run
 keeps a resumable position however it ends, and `updated_at` says when it last moved. If the claim is
 lost (another invocation took over a lease that ran out, a purge deleted the record), chunking is
-cancelled and `kept` raises ClaimLostError: the chunker stops without saving anything.
+cancelled and `kept` raises UpdateConflictError: the chunker stops without saving anything.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 
-from core.errors import ClaimLostError
+from core.errors import ClaimLostError, UpdateConflictError
 from core.run_store import RunRecord, RunStore, new_owner, utc_now
 
 MAX_RENEW_EVERY = 5.0  # seconds between saves of a chunker's progress, at most
@@ -67,7 +67,7 @@ class ChunkingClaim:
             claimed = replace(record, owner=owner, lease_until=until, updated_at=utc_now())
             try:
                 self._etag = await self._runs.save(claimed, if_match=self._etag)
-            except ClaimLostError:
+            except UpdateConflictError:
                 if not await self._ours_after_all():
                     raise
                 self._etag = await self._runs.save(claimed, if_match=self._etag)
@@ -85,17 +85,17 @@ class ChunkingClaim:
     @contextlib.asynccontextmanager
     async def kept(self, progress: Callable[[], RunRecord]) -> AsyncIterator[None]:
         """Renews the claim, saving `progress()`, while the body runs; a lost claim cancels the body and
-        is raised as ClaimLostError."""
+        is raised as UpdateConflictError."""
         holder = asyncio.current_task()
         assert holder is not None
-        lost: list[ClaimLostError] = []
+        lost: list[UpdateConflictError] = []
 
         async def renew() -> None:
             while True:
                 await asyncio.sleep(self.renew_every)
                 try:
                     await self.save(progress())
-                except ClaimLostError as exc:
+                except UpdateConflictError as exc:
                     lost.append(exc)
                     holder.cancel()
                     return

@@ -10,7 +10,7 @@ import azure.functions as func
 from chunking.chunker import chunk_onward
 from core.context import Context, app_context
 from core.contract import Continuation
-from core.errors import ClaimLostError, ContractError
+from core.errors import ContractError, UpdateConflictError
 from core.logs import did
 from core.run_scope import run_scope
 from core.run_store import RunRecord
@@ -36,7 +36,7 @@ async def continue_chunking(ctx: Context, body: bytes) -> RunRecord | None:
         record, etag = versioned
         try:
             record = await chunk_onward(ctx, record, etag, ctx.settings.chunking_time_budget)
-        except ClaimLostError as exc:  # a live chunker has it; if that one dies, the sweeper resumes the run
+        except UpdateConflictError as exc:  # a live chunker has it; if that one dies, the sweeper resumes the run
             did(log, "continuation for %s dropped: %s", continuation.run_id, exc, seconds=time.monotonic() - started)
             return None
         wrote = (record.chunks or 0) - (versioned[0].chunks or 0)

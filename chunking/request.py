@@ -10,10 +10,9 @@ from typing import Any, cast
 
 from core.contract import RUN_ID_RULE, is_run_id
 from core.errors import RequestError, RequestTooLargeError
-from core.settings import HTTP_MAX_BODY_BYTES, MAX_CHUNK_SIZE, TOLERATED_FAILED_CHUNKS, Settings
+from core.settings import HTTP_MAX_BODY_BYTES, MAX_CHUNK_SIZE, RUN_MAX_CONCURRENCY, TOLERATED_FAILED_CHUNKS, Settings
 
 _FIELDS = ("source", "chunk_size", "run_id", "max_concurrency", "max_failed_chunks")
-MAX_CONCURRENCY = 1000
 _MAX_INT_DIGITS = 20
 
 
@@ -46,7 +45,7 @@ def parse_ingestion_request(body: bytes, settings: Settings) -> IngestionRequest
         chunk_size=_chunk_size(fields.get("chunk_size"), settings.chunk_size),
         run_id=_run_id(fields.get("run_id")),
         max_concurrency=_count_field(
-            fields, "max_concurrency", settings.run_max_concurrency, MAX_CONCURRENCY, " (no cap)"
+            fields, "max_concurrency", settings.run_max_concurrency, int(RUN_MAX_CONCURRENCY.high), " (no cap)"
         ),
         max_failed_chunks=_count_field(
             fields, "max_failed_chunks", settings.tolerated_failed_chunks, int(TOLERATED_FAILED_CHUNKS.high)

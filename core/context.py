@@ -44,8 +44,7 @@ async def app_context(settings: Settings | None = None) -> Context:
 
 
 def _context(settings: Settings) -> Context:
-    pool = max(settings.ingest_concurrency, settings.upload_concurrency) + 4
-    clients = storage_clients(settings.storage, pool_size=pool)
+    clients = storage_clients(settings.storage, pool_size=settings.sdk_pool_size)
     configure_logs(Redactor(settings.secrets), settings.sdk_log_level)  # its secrets join the process's
     return Context(
         settings=settings,

@@ -142,7 +142,7 @@ def run_stop_blob(run_id: str) -> str:
     return f"{run_id}/stop.json"
 
 
-def run_finished_blob(run_id: str) -> str:
+def run_event_mark_blob(run_id: str) -> str:
     return f"{run_id}/finished.json"
 
 

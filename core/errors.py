@@ -60,8 +60,14 @@ class ChunkError(FanoutError):
     """A chunk blob cannot be ingested as written; retrying will not help."""
 
 
-class ClaimLostError(FanoutError):
-    """Another invocation claimed or updated this chunk first; this one must not send it."""
+class UpdateConflictError(FanoutError):
+    """Another invocation wrote the blob (a run record, a chunk status, a completion mark, a sweep log) since
+    this one read it: this one's write did not happen, and it must not act on what it read."""
+
+
+class ClaimLostError(UpdateConflictError):
+    """Another invocation holds the claim on this chunk or on this run's chunking: this one must not send
+    the chunk, nor chunk the run."""
 
 
 class QueueSendError(FanoutError):

@@ -21,8 +21,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
-from core.run_scope import count_retry
-
 
 @dataclass(frozen=True)
 class RetryPolicy:
@@ -60,14 +58,21 @@ def retry_after_seconds(header: str | None) -> float | None:
 
 
 class Attempts:
-    """The attempts at one call under a policy; `deadline` is a `time.monotonic()` instant, or None."""
+    """The attempts at one call under a policy; `deadline` is a `time.monotonic()` instant, or None;
+    `on_retry` is told of each retry before its wait (a chunk's metrics count them)."""
 
     def __init__(
-        self, policy: RetryPolicy, *, give_up: Callable[[str], Exception], deadline: float | None = None
+        self,
+        policy: RetryPolicy,
+        *,
+        give_up: Callable[[str], Exception],
+        deadline: float | None = None,
+        on_retry: Callable[[], None] = lambda: None,
     ) -> None:
         self._policy = policy
         self._give_up = give_up
         self._deadline = deadline
+        self._on_retry = on_retry
         self.number = 1  # the attempt under way
 
     @property
@@ -82,6 +87,6 @@ class Attempts:
         delay = backoff_delay(self._policy, self.number, retry_after)
         if self._deadline is not None and time.monotonic() + delay >= self._deadline:
             raise self._give_up(f"{failure} (gave up after {self.number} attempts: out of time)")
-        count_retry()
+        self._on_retry()
         await asyncio.sleep(delay)
         self.number += 1

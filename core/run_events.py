@@ -70,41 +70,39 @@ def _fitting(entries: list[dict[str, Any]], room: int) -> list[dict[str, Any]]:
 
 
 @dataclass(frozen=True)
-class Settled:
-    status: RunStatus | None  # None: no such run
+class Settlement:
+    """What `settle_run` found and did."""
+
+    status: RunStatus | None  # as seen; None: no such run
     sent_event: bool = False  # this call sent the run's completion event
 
 
-async def settle_run(ctx: Context, run_id: str) -> RunStatus | None:
+async def settle_run(ctx: Context, run_id: str) -> Settlement:
     """Stops a run past its failure tolerance, and sends its completion event if it has settled and no one
-    has sent it; returns its status as seen (None: no such run)."""
-    return (await settle(ctx, run_id)).status
-
-
-async def settle(ctx: Context, run_id: str) -> Settled:
+    has sent it."""
     status = await run_status(ctx.runs, run_id, with_errors=False)
     if status is None:
-        return Settled(None)
+        return Settlement(None)
     if status.state == "failed" and status.tolerance_exceeded:  # a cancelled run is `cancelled`, never this
         await ctx.runs.stop(run_id, "failed")
     if not status.settled or status.finished_at is not None:
-        return Settled(status)
+        return Settlement(status)
     status = await run_status(ctx.runs, run_id)  # with the failed chunks' errors, for the event
     if status is None or not status.settled:
-        return Settled(status)
+        return Settlement(status)
     event = run_event(status, utc_now())
-    etag = await ctx.runs.mark_finished(run_id, _encoded(event))
+    etag = await ctx.runs.mark_event(run_id, _encoded(event))
     if etag is None:
-        return Settled(status)  # another invocation sent it
+        return Settlement(status)  # another invocation sent it
     try:
         await _enqueue(ctx, _encoded(event))
     except BaseException:
         with contextlib.suppress(Exception):
-            await ctx.runs.unmark_finished(run_id, etag)
+            await ctx.runs.unmark_event(run_id, etag)
         raise
     await _mark_sent(ctx, run_id, etag)
     log.info("run %s %s: %d messages enqueued; event sent", run_id, status.state, status.messages.enqueued)
-    return Settled(replace(status, finished_at=event["finished_at"]), sent_event=True)
+    return Settlement(replace(status, finished_at=event["finished_at"]), sent_event=True)
 
 
 async def send_lost_event(ctx: Context, run_id: str, now: float) -> bool:
@@ -112,9 +110,9 @@ async def send_lost_event(ctx: Context, run_id: str, now: float) -> bool:
     sends its completion event if its mark is still `sending` that long after it was written (its sender
     died before it could send, or before it could say so), or marks and sends it if nobody did (every
     finisher died before settling the run). True when it sent one."""
-    mark = await ctx.runs.finished_mark(run_id)
+    mark = await ctx.runs.event_mark(run_id)
     if mark is None:
-        return (await settle(ctx, run_id)).sent_event
+        return (await settle_run(ctx, run_id)).sent_event
     if not mark.sending or now - mark.marked_at < ctx.settings.sweep_stale_seconds:
         return False
     taken = await ctx.runs.take_over_event(run_id, mark.etag)

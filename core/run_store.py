@@ -29,16 +29,16 @@ from core.contract import (
     ChunkRef,
     ResumePosition,
     chunk_statuses_prefix,
-    run_finished_blob,
+    run_event_mark_blob,
     run_index_blob,
     run_prefix,
     run_record_blob,
     run_stop_blob,
     sweep_log_blob,
 )
-from core.errors import ChunkError, ClaimLostError, ContractError
+from core.errors import ChunkError, ClaimLostError, ContractError, UpdateConflictError
 
-RunState = Literal["chunking", "chunked", "failed"]
+RecordState = Literal["chunking", "chunked", "failed"]
 ChunkState = Literal["ingesting", "ingested", "failed", "stopped"]  # stopped: at a checkpoint, resumable
 StopReason = Literal["cancelled", "failed"]
 CHUNK_STATES = ("ingesting", "ingested", "failed", "stopped")
@@ -80,7 +80,7 @@ class RunRecord:
     run_id: str
     source: str
     chunk_size: int
-    state: RunState = "chunking"
+    state: RecordState = "chunking"
     chunks: int | None = None
     messages: int | None = None
     error: str | None = None
@@ -99,7 +99,8 @@ class RunRecord:
     lease_until: float = 0.0
     updated_at: str = ""
 
-    def finished(self, chunks: int, messages: int) -> RunRecord:
+    def chunked(self, chunks: int, messages: int) -> RunRecord:
+        """Chunking reached the source's end: `chunks` chunks of `messages` items in all."""
         return replace(self, state="chunked", chunks=chunks, messages=messages, chunked_at=utc_now(), resume=None)
 
     def failed(self, error: str, chunks: int, messages: int) -> RunRecord:
@@ -160,7 +161,7 @@ class ChunkStatus:
 
 
 @dataclass(frozen=True)
-class FinishedMark:
+class EventMark:
     """A run's completion mark: `sending` until its sender confirms the event sent."""
 
     etag: str
@@ -249,28 +250,28 @@ class RunStore:
             return False
         return True
 
-    async def finished(self, run_id: str) -> dict[str, object] | None:
+    async def event_record(self, run_id: str) -> dict[str, object] | None:
         """The completion event the run sent, if it has."""
-        data = await self._download(run_finished_blob(run_id))
+        data = await self._download(run_event_mark_blob(run_id))
         return None if data is None else cast(dict[str, object], json.loads(data))
 
-    async def mark_finished(self, run_id: str, event: bytes) -> str | None:
+    async def mark_event(self, run_id: str, event: bytes) -> str | None:
         """Records the run's completion event, `sending`, if no one has: its ETag (this caller sends it), else None."""
-        blob = self._container.get_blob_client(run_finished_blob(run_id))
+        blob = self._container.get_blob_client(run_event_mark_blob(run_id))
         try:
             result = await blob.upload_blob(event, overwrite=False, metadata={EVENT_METADATA: "sending"})
         except ResourceExistsError:
             return None
         return str(result["etag"])
 
-    async def finished_mark(self, run_id: str) -> FinishedMark | None:
+    async def event_mark(self, run_id: str) -> EventMark | None:
         """The run's completion mark as it stands, without its event (None: nobody has marked it)."""
         try:
-            props = await self._container.get_blob_client(run_finished_blob(run_id)).get_blob_properties()
+            props = await self._container.get_blob_client(run_event_mark_blob(run_id)).get_blob_properties()
         except ResourceNotFoundError:
             return None
         sending = (props.metadata or {}).get(EVENT_METADATA) == "sending"  # a mark without it predates the field
-        return FinishedMark(str(props.etag), sending, props.last_modified.timestamp())
+        return EventMark(str(props.etag), sending, props.last_modified.timestamp())
 
     async def mark_sent(self, run_id: str, etag: str) -> bool:
         """Marks the completion event sent, only over the mark `etag` names: False when someone took it over."""
@@ -284,14 +285,14 @@ class RunStore:
             return None
         try:
             stream = await self._container.download_blob(
-                run_finished_blob(run_id), etag=new_etag, match_condition=MatchConditions.IfNotModified
+                run_event_mark_blob(run_id), etag=new_etag, match_condition=MatchConditions.IfNotModified
             )
         except (ResourceModifiedError, ResourceNotFoundError):
             return None
         return await stream.readall(), new_etag
 
     async def _set_event_metadata(self, run_id: str, etag: str, state: str) -> str | None:
-        blob = self._container.get_blob_client(run_finished_blob(run_id))
+        blob = self._container.get_blob_client(run_event_mark_blob(run_id))
         try:
             result = await blob.set_blob_metadata(
                 {EVENT_METADATA: state}, etag=etag, match_condition=MatchConditions.IfNotModified
@@ -300,21 +301,21 @@ class RunStore:
             return None
         return str(result["etag"])
 
-    async def unmark_finished(self, run_id: str, etag: str) -> None:
+    async def unmark_event(self, run_id: str, etag: str) -> None:
         """Takes back a completion mark whose event could not be sent (only the mark `etag` names), so that
         a retry sends it."""
-        blob = self._container.get_blob_client(run_finished_blob(run_id))
+        blob = self._container.get_blob_client(run_event_mark_blob(run_id))
         try:
             await blob.delete_blob(etag=etag, match_condition=MatchConditions.IfNotModified)
         except ResourceNotFoundError:
             return
         except ResourceModifiedError:
-            raise ClaimLostError(f"the completion mark of run {run_id!r} was changed by another invocation") from None
+            raise UpdateConflictError(f"the completion mark of run {run_id!r} was changed meanwhile") from None
 
-    async def resume(self, run_id: str) -> None:
+    async def lift_stop(self, run_id: str) -> None:
         """Lifts the run's stop and its completion mark (a redrive): it may run, and end, again. Whatever
         they hold: the mark changes as its event is sent."""
-        for name in (run_stop_blob(run_id), run_finished_blob(run_id)):
+        for name in (run_stop_blob(run_id), run_event_mark_blob(run_id)):
             with contextlib.suppress(ResourceNotFoundError):
                 await self._container.delete_blob(name)
 
@@ -331,14 +332,14 @@ class RunStore:
         return _from_json(await stream.readall()), str(stream.properties.etag)
 
     async def save(self, record: RunRecord, *, if_match: str) -> str:
-        """Writes the record only over the version `if_match` names (else ClaimLostError); returns its new ETag."""
+        """Writes the record only over the version `if_match` names (else UpdateConflictError); returns its new ETag."""
         blob = self._container.get_blob_client(run_record_blob(record.run_id))
         try:
             result = await blob.upload_blob(
                 _to_json(record), overwrite=True, etag=if_match, match_condition=MatchConditions.IfNotModified
             )
         except (ResourceModifiedError, ResourceNotFoundError):
-            raise ClaimLostError(f"run {record.run_id!r} was updated by another invocation, or purged") from None
+            raise UpdateConflictError(f"run {record.run_id!r} was updated by another invocation, or purged") from None
         return str(result["etag"])
 
     async def chunk_status(self, ref: ChunkRef) -> ChunkStatus | None:
@@ -351,7 +352,7 @@ class RunStore:
     async def put_chunk_status(
         self, ref: ChunkRef, status: ChunkStatus, *, expected: ChunkStatus | None
     ) -> ChunkStatus:
-        """Writes only over `expected` (its ETag), or only if there is no status yet; else ClaimLostError."""
+        """Writes only over `expected` (its ETag), or only if there is no status yet; else UpdateConflictError."""
         metadata = {
             "index": str(status.index), "state": status.state, "sent": str(status.sent), "count": str(status.count),
             "updated_at": status.updated_at, "owner": status.owner or "", "lease_until": f"{status.lease_until:.3f}",
@@ -414,7 +415,7 @@ class RunStore:
         return json.loads(await stream.readall()), str(stream.properties.etag)
 
     async def save_sweep_log(self, run_id: str, log: dict[str, Any], *, etag: str | None) -> None:
-        """Writes over the version `etag` names, or only if there is none yet; else ClaimLostError."""
+        """Writes over the version `etag` names, or only if there is none yet; else UpdateConflictError."""
         blob = self._container.get_blob_client(sweep_log_blob(run_id))
         try:
             if etag is None:
@@ -424,7 +425,7 @@ class RunStore:
                     json.dumps(log).encode(), overwrite=True, etag=etag, match_condition=MatchConditions.IfNotModified
                 )
         except (ResourceExistsError, ResourceModifiedError):
-            raise ClaimLostError(f"the sweep log of run {run_id!r} was updated by another sweep") from None
+            raise UpdateConflictError(f"the sweep log of run {run_id!r} was updated by another sweep") from None
 
     async def _download(self, name: str) -> bytes | None:
         try:

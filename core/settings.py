@@ -145,7 +145,7 @@ def _float(name: str, default: float, low: float, high: float, meaning: str) -> 
     return Number(name, default, meaning, low=low, high=high, whole=False)
 
 
-# --- the table, in the README's order ----------------------------------------------------------------
+# --- the settings, grouped below (GROUPS) -------------------------------------------------------------
 
 STORAGE = Text("AzureWebJobsStorage", "UseDevelopmentStorage=true", "storage connection string (Azurite locally)")
 STORAGE_BLOB_URI = OptionalText(
@@ -306,6 +306,11 @@ STORAGE_RETRY_MAX_DELAY = _float(
     "the longest wait between two Put Message attempts, in seconds (the SDK's own policy doubles without a cap)",
 )  # fmt: skip
 STORAGE_TIMEOUT = _float("STORAGE_TIMEOUT", 30.0, 1.0, 600.0, "seconds a storage request may take")
+STORAGE_SPARE_CONNECTIONS = _int(
+    "STORAGE_SPARE_CONNECTIONS", 4, 0, 64,
+    "connections a storage pool keeps beyond the sends (`INGEST_CONCURRENCY`) or uploads in flight, for the claim, "
+    "status and checkpoint writes made beside them",
+)  # fmt: skip
 BLOB_TRIGGER_SOURCE = Choice[TriggerSource](
     "BLOB_TRIGGER_SOURCE", "LogsAndContainerScan",
     "`LogsAndContainerScan` (polling; works on Azurite) or `EventGrid` (required on Flex Consumption)",
@@ -319,6 +324,11 @@ STORAGE_USE_PROXY_ENV = Flag(
 HTTP_MAX_BODY_BYTES = _int(
     "HTTP_MAX_BODY_BYTES", 65_536, 1_024, 100 * 1024 * 1024,
     "the largest `POST /api/ingestions` body accepted, in bytes; a larger one answers `413`",
+)  # fmt: skip
+HTTP_RETRY_AFTER = _int(
+    "HTTP_RETRY_AFTER", 5, 1, 3600,
+    "the `Retry-After` (seconds) of an answer about a run in progress whose end is not yet in sight; once it has "
+    "an ETA, a tenth of it, 2-30 s",
 )  # fmt: skip
 REDRIVE_QUEUE = StorageName(
     "REDRIVE_QUEUE", "chunk-redrives", "where chunk redrives wait, one message a chunk; `redrive_chunk` reads it"
@@ -336,6 +346,16 @@ SWEEP_SCHEDULE = Text(
 SWEEP_MAX_REDRIVES = _int(
     "SWEEP_MAX_REDRIVES", 100, 1, 10_000,
     "chunks one sweep redrives at most (dead-lettered events included); the rest wait for the next sweep",
+)  # fmt: skip
+SWEEP_TIME_BUDGET = _float(
+    "SWEEP_TIME_BUDGET", 120.0, 1.0, 540.0,
+    "seconds a sweep looks at runs (in a random order) before it stops; the next sweep looks at others first. "
+    "Keep it well under the function timeout (`host.json`: 10 min)",
+)  # fmt: skip
+SWEEP_GIVE_UP_AFTER = _int(
+    "SWEEP_GIVE_UP_AFTER", 5, 1, 1000,
+    "redrives by the sweeper of one chunk, or continuations of one run's chunking, that move nothing before the "
+    "sweeper marks it failed with the reason (a redrive by hand resumes it)",
 )  # fmt: skip
 SWEEP_STALE_SECONDS = _float(
     "SWEEP_STALE_SECONDS", 600.0, 1.0, 7 * 86_400.0,
@@ -380,9 +400,40 @@ QUEUE_ACCOUNTS = Text(
     shown_default="empty (`AzureWebJobsStorage`)",
 )  # fmt: skip
 
-TABLE: tuple[Setting[Any], ...] = tuple(
-    value for value in list(globals().values()) if isinstance(value, Setting)
-)  # every setting above, in order
+# The table, by group, in the order docs/settings.md shows it: every setting is named here, once (a test
+# fails for a module-level Setting that is not).
+GROUPS: tuple[tuple[str, tuple[Setting[Any], ...]], ...] = (
+    ("storage", (
+        STORAGE, STORAGE_BLOB_URI, STORAGE_QUEUE_URI, STORAGE_CLIENT_ID, STORAGE_MAX_RETRIES, STORAGE_RETRY_BACKOFF,
+        STORAGE_RETRY_MAX_DELAY, STORAGE_TIMEOUT, STORAGE_SPARE_CONNECTIONS, STORAGE_USE_PROXY_ENV,
+    )),
+    ("source", (
+        SOURCE_URL, SOURCE_HEADERS, SOURCE_PAGINATION, SOURCE_ITEMS_PATH, SOURCE_NEXT_PATH, SOURCE_CURSOR_PATH,
+        SOURCE_CURSOR_PARAM, SOURCE_PAGE_PARAM, SOURCE_PAGE_SIZE_PARAM, SOURCE_PAGE_SIZE, SOURCE_FIRST_PAGE,
+        SOURCE_TIMEOUT, SOURCE_MAX_ATTEMPTS, SOURCE_RETRY_BASE_DELAY, SOURCE_RETRY_MAX_DELAY, SOURCE_READ_DEADLINE,
+        SOURCE_MAX_PAGES, SOURCE_MAX_ITEMS, SOURCE_MAX_READS_PER_ITEM, SOURCE_MAX_EMPTY_PAGES, SOURCE_MAX_DEPTH,
+        SOURCE_MAX_PAGE_BYTES, SOURCE_MAX_ERROR_BYTES,
+    )),
+    ("chunking", (
+        CHUNK_SIZE, CHUNK_MAX_BYTES, CHUNK_CONTAINER, CHUNK_UPLOAD_CONCURRENCY, CHUNKING_TIME_BUDGET,
+        CHUNKING_TIME_LIMIT, CONTROL_QUEUE,
+    )),
+    ("ingestion", (
+        INGEST_CONCURRENCY, INGEST_CHECKPOINT_EVERY, INGEST_LEASE_SECONDS, BLOB_TRIGGER_SOURCE, LARGE_MESSAGE_MODE,
+        LARGE_MESSAGE_CONTAINER,
+    )),
+    ("queues", (
+        QUEUE_NAME, QUEUE_PARTITIONS, QUEUE_ACCOUNTS, QUEUE_MESSAGE_ENCODING, QUEUE_MESSAGE_TTL,
+        QUEUE_MESSAGE_VISIBILITY_TIMEOUT,
+    )),
+    ("runs", (
+        RUNS_CONTAINER, RUN_MAX_CONCURRENCY, THROTTLE_RETRY_SECONDS, TOLERATED_FAILED_CHUNKS, RUN_EVENTS_QUEUE,
+        REDRIVE_QUEUE, EVENT_GRID_DEADLETTER_CONTAINER, SWEEP_SCHEDULE, SWEEP_MAX_REDRIVES, SWEEP_STALE_SECONDS,
+        SWEEP_TIME_BUDGET, SWEEP_GIVE_UP_AFTER, HTTP_MAX_BODY_BYTES, HTTP_RETRY_AFTER,
+    )),
+    ("telemetry", (APPLICATIONINSIGHTS_CONNECTION_STRING, AZURE_SDK_LOG_LEVEL)),
+)  # fmt: skip
+TABLE: tuple[Setting[Any], ...] = tuple(setting for _, settings in GROUPS for setting in settings)
 # A named source repeats the source settings under its own prefix: SOURCE_<NAME>__<KEY>.
 SOURCE_SETTINGS: tuple[Setting[Any], ...] = (
     SOURCE_URL, SOURCE_HEADERS, SOURCE_PAGINATION, SOURCE_ITEMS_PATH, SOURCE_NEXT_PATH, SOURCE_CURSOR_PATH,
@@ -511,6 +562,10 @@ class Settings:
     redrive_queue: str
     deadletter_container: str
     sweep_max_redrives: int
+    sweep_time_budget: float
+    sweep_give_up_after: int
+    http_retry_after: int
+    spare_connections: int
     sweep_stale_seconds: float
     run_max_concurrency: int
     throttle_retry_seconds: int
@@ -565,6 +620,10 @@ class Settings:
             redrive_queue=REDRIVE_QUEUE.read(env),
             deadletter_container=EVENT_GRID_DEADLETTER_CONTAINER.read(env),
             sweep_max_redrives=SWEEP_MAX_REDRIVES.read(env),
+            sweep_time_budget=SWEEP_TIME_BUDGET.read(env),
+            sweep_give_up_after=SWEEP_GIVE_UP_AFTER.read(env),
+            http_retry_after=HTTP_RETRY_AFTER.read(env),
+            spare_connections=STORAGE_SPARE_CONNECTIONS.read(env),
             sweep_stale_seconds=SWEEP_STALE_SECONDS.read(env),
             run_max_concurrency=RUN_MAX_CONCURRENCY.read(env),
             throttle_retry_seconds=THROTTLE_RETRY_SECONDS.read(env),
@@ -575,6 +634,16 @@ class Settings:
         )
         _check_storage_names(settings)
         return settings
+
+    @property
+    def put_pool_size(self) -> int:
+        """Connections of one account's Put Message pool, and so the most sends a queue's pace allows."""
+        return self.ingest_concurrency + self.spare_connections
+
+    @property
+    def sdk_pool_size(self) -> int:
+        """Connections of the storage SDK's pool: the uploads or sends in flight, and the writes beside them."""
+        return max(self.ingest_concurrency, self.upload_concurrency) + self.spare_connections
 
     @property
     def queue_names(self) -> list[str]:

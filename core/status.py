@@ -58,7 +58,7 @@ class RunStatus:
     created_at: str = ""
     chunked_at: str | None = None
     completed_at: str | None = None
-    sweeps: dict[str, Any] = field(default_factory=dict)  # what the sweeper redrove (ingestion/sweeper.py)
+    sweeps: dict[str, Any] = field(default_factory=dict)  # what the sweeper redrove (runs/sweep.py)
     max_failed_chunks: int = 0
     messages_per_second: float | None = None  # enqueued since the run was created
     eta_seconds: float | None = None  # while ingesting: the messages left at that pace
@@ -73,6 +73,10 @@ class RunStatus:
         if not body["messages_by_queue"]:  # counted only when asked for (run_status's `targets`)
             del body["messages_by_queue"]
         return body
+
+    def summary(self) -> dict[str, Any]:
+        """The run as a list shows it: its status without the failed chunks' errors."""
+        return {key: value for key, value in self.to_json().items() if key != "failed_chunks"}
 
     @property
     def tolerance_exceeded(self) -> bool:
@@ -179,7 +183,7 @@ async def run_status(
     `targets` (Settings.queue_targets): its messages counted by target queue too."""
     record, chunks, stop, finished, (sweeps, _) = await asyncio.gather(
         runs.get(run_id), runs.chunk_statuses(run_id, with_errors=with_errors), runs.stop_of(run_id),
-        runs.finished(run_id), runs.sweep_log(run_id),
+        runs.event_record(run_id), runs.sweep_log(run_id),
     )  # fmt: skip
     if record is None:
         return None

@@ -14,24 +14,24 @@ from typing import Any, TypeVar
 
 from azure.core.exceptions import AzureError
 
-from chunking.chunker import chunk_onward
 from chunking.request import parse_ingestion_request
 from core.context import Context, app_context
 from core.contract import RUN_ID_RULE, is_run_id
-from core.errors import FanoutError, RequestError, RunNotFoundError
-from core.purge import purge_run
+from core.errors import FanoutError, RequestError
 from core.redact import public_reason
-from core.run_cancel import cancel_run
-from core.run_list import DEFAULT_LIMIT, MAX_LIMIT, RunPage, list_runs, parse_list_query
 from core.settings import DEMO_API_PORT, MAX_CHUNK_SIZE, Settings
-from core.status import STATES, RunStatus, run_status
+from core.status import STATES, RunStatus
 from core.storage import close_storage_clients
 from fanout.demo import run_demo
 from fanout.demo_api import PAGINATIONS, DemoApi, Faults
-from fanout.pipeline import MAX_PARALLEL, default_parallel, resume_run, run_pipeline
 from fanout.settings_table import settings_table
 from fanout.watch import watch_run
-from ingestion.redrive import Progress, RedriveResult, redrive_run, reopen_run
+from runs.cancel import cancel_run
+from runs.listing import DEFAULT_LIMIT, MAX_LIMIT, list_runs, parse_list_query
+from runs.local import MAX_PARALLEL, Progress, default_parallel, resume_here, run_here
+from runs.purge import purge_run
+from runs.redrive import redrive_run
+from runs.status import get_status
 
 FUNCTION_KEY_ENV = "FANOUT_FUNCTION_KEY"
 T = TypeVar("T")
@@ -189,13 +189,13 @@ def _run(args: argparse.Namespace) -> int:
         raise FanoutError(exc.detail) from None
     print(f"run_id: {request.run_id}", flush=True)
     started = time.monotonic()
-    status = _on_storage(lambda ctx: run_pipeline(ctx, request, _progress_printer(), parallel=args.parallel), settings)
+    status = _on_storage(lambda ctx: run_here(ctx, request, _progress_printer(), parallel=args.parallel), settings)
     return _finished(RunSummary.of(status, time.monotonic() - started), as_json=args.json)
 
 
 def _resume(args: argparse.Namespace) -> int:
     started = time.monotonic()
-    status = _on_storage(lambda ctx: resume_run(ctx, args.run_id, _progress_printer(), parallel=args.parallel))
+    status = _on_storage(lambda ctx: resume_here(ctx, args.run_id, _progress_printer(), parallel=args.parallel))
     return _finished(RunSummary.of(status, time.monotonic() - started), as_json=args.json)
 
 
@@ -217,16 +217,7 @@ def _finished(summary: RunSummary, *, as_json: bool) -> int:
 
 
 def _redrive(args: argparse.Namespace) -> int:
-    async def redrive(ctx: Context) -> RedriveResult:
-        if await ctx.runs.get(args.run_id) is None:
-            raise RunNotFoundError(f"no run {args.run_id!r}")
-        if (await reopen_run(ctx, args.run_id)).chunking is not None:  # cancelled while chunking: carry on
-            versioned = await ctx.runs.get_versioned(args.run_id)
-            if versioned is not None:
-                await chunk_onward(ctx, *versioned, budget=None)
-        return await redrive_run(ctx, args.run_id)
-
-    result = _on_storage(redrive)
+    result = _on_storage(lambda ctx: redrive_run(ctx, args.run_id, here=True))
     if args.json:
         print(json.dumps(result.to_json()))
     else:
@@ -237,9 +228,7 @@ def _redrive(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    status = _on_storage(lambda ctx: run_status(ctx.runs, args.run_id, ctx.settings.queue_targets))
-    if status is None:
-        raise RunNotFoundError(f"no run {args.run_id!r}")
+    status = _on_storage(lambda ctx: get_status(ctx, args.run_id))
     if args.json:
         print(json.dumps(status.to_json()))
     else:
@@ -272,20 +261,9 @@ def _list(args: argparse.Namespace) -> int:
         raise FanoutError(f"--limit must be from 1 to {MAX_LIMIT}, got {args.limit}")
     params = {"state": args.state or "", "created_after": args.created_after or "", "limit": str(args.limit)}
     query = parse_list_query(params)
-
-    async def load(ctx: Context) -> RunPage:
-        page = await list_runs(ctx.runs, query)
-        found = page.runs
-        while page.continuation and len(found) < args.limit:  # a state filter may leave pages short
-            page = await list_runs(
-                ctx.runs, replace(query, limit=args.limit - len(found), continuation=page.continuation)
-            )
-            found += page.runs
-        return RunPage(found, page.continuation)
-
-    page = _on_storage(load)
+    page = _on_storage(lambda ctx: list_runs(ctx, query, fill=True))
     if args.json:
-        runs = [{k: v for k, v in status.to_json().items() if k != "failed_chunks"} for status in page.runs]
+        runs = [status.summary() for status in page.runs]
         print(json.dumps({"runs": runs, "continuation": page.continuation}))
         return 0
     print(f"{'RUN ID':<36} {'STATE':<10} {'CREATED':<24} {'ENQUEUED':>22} {'CHUNKS':>13}")
@@ -302,7 +280,7 @@ def _list(args: argparse.Namespace) -> int:
 def _cancel(args: argparse.Namespace) -> int:
     status = _on_storage(lambda ctx: cancel_run(ctx, args.run_id))
     if args.json:
-        print(json.dumps({k: v for k, v in status.to_json().items() if k != "failed_chunks"}))
+        print(json.dumps(status.summary()))
     else:
         print(f"{status.run_id}: {status.state}, {status.messages.enqueued:,} messages enqueued so far")
         if not status.settled:

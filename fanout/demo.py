@@ -24,10 +24,9 @@ from core.storage import close_storage_clients, once_per_loop
 from fanout.azurite import start_azurite
 from fanout.consumer import BATCH, QueueDrain, Tally
 from fanout.demo_api import DemoApi
-from fanout.pipeline import run_pipeline
-from ingestion.redrive import Progress
 from ingestion.target import ensure_queues, queue_length, target_queues
 from putmessage.connection_pool import ConnectionPool
+from runs.local import Progress, run_here
 
 RECEIVERS = 4  # receive loops per queue, each with up to BATCH deletes in flight
 # Puts in flight per chunk: well below the consumers' deletes in flight, so that Azurite (which answers
@@ -100,7 +99,7 @@ async def _run_and_drain(
 
         async def run_then_finish() -> RunStatus:
             try:
-                return await run_pipeline(ctx, request, progress, parallel=parallel)
+                return await run_here(ctx, request, progress, parallel=parallel)
             finally:
                 finishing.set()
 

@@ -69,7 +69,7 @@ export AZURE_FUNCTION_APP_NAME AZURE_EVENT_GRID_TOPIC_NAME CHUNK_CONTAINER EVENT
 
 echo "3/4 code → ${AZURE_FUNCTION_APP_NAME} (remote build installs requirements.txt)" >&2
 package="$workdir/app.zip"
-python3 -m zipfile -c "$package" function_app.py host.json requirements.txt core putmessage chunking ingestion api
+python3 -m zipfile -c "$package" function_app.py host.json requirements.txt core putmessage chunking ingestion runs api
 az functionapp deployment source config-zip \
   --resource-group "$AZURE_RESOURCE_GROUP" --name "$AZURE_FUNCTION_APP_NAME" \
   --src "$package" --build-remote true --output none

@@ -244,8 +244,10 @@ module functionApp 'modules/function-app.bicep' = {
       STORAGE_RETRY_BACKOFF: '1'
       STORAGE_RETRY_MAX_DELAY: '30'
       STORAGE_TIMEOUT: '30'
+      STORAGE_SPARE_CONNECTIONS: '4'
       STORAGE_USE_PROXY_ENV: 'false'
       HTTP_MAX_BODY_BYTES: '65536'
+      HTTP_RETRY_AFTER: '5'
       REDRIVE_QUEUE: 'chunk-redrives'
       TOLERATED_FAILED_CHUNKS: '0'
       RUN_EVENTS_QUEUE: 'ingestion-events'
@@ -256,6 +258,8 @@ module functionApp 'modules/function-app.bicep' = {
       SWEEP_SCHEDULE: sweepSchedule
       SWEEP_MAX_REDRIVES: '100'
       SWEEP_STALE_SECONDS: '600'
+      SWEEP_TIME_BUDGET: '120'
+      SWEEP_GIVE_UP_AFTER: '5'
       RUN_MAX_CONCURRENCY: string(runMaxConcurrency)
       THROTTLE_RETRY_SECONDS: '15'
     }

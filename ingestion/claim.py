@@ -11,7 +11,7 @@ import time
 from dataclasses import replace
 
 from core.contract import ChunkRef
-from core.errors import ClaimLostError
+from core.errors import UpdateConflictError
 from core.run_scope import count_confirmed, retries_in_scope
 from core.run_store import FINAL_CHUNK_STATES, ChunkStatus, RunStore, utc_now
 
@@ -77,6 +77,6 @@ async def claim_chunk(runs: RunStore, ref: ChunkRef, owner: str, lease_seconds: 
         )  # fmt: skip
         try:
             status = await runs.put_chunk_status(ref, claimed, expected=current)
-        except ClaimLostError:
+        except UpdateConflictError:
             continue
         return ChunkClaim(runs, ref, status, lease_seconds)

@@ -7,7 +7,7 @@ goes back on the redrive queue, hidden for THROTTLE_RETRY_SECONDS, and the `redr
 again then. A chunk that had stalled has its status touched at each hand-back, so the sweeper sees it is
 waiting, not stalled, and queues no second copy. If even that send fails the error propagates and the
 host retries the invocation; a chunk that still ends up never started is redriven by the sweeper
-(ingestion/sweeper.py). A chunk whose run has no record (purged, or being purged) is not ingested.
+(runs/sweep.py). A chunk whose run has no record (purged, or being purged) is not ingested.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from dataclasses import replace
 
 from core.context import Context
 from core.contract import ChunkRef
-from core.errors import ClaimLostError
+from core.errors import UpdateConflictError
 from core.logs import did
 from core.run_scope import confirmed_in_scope, retries_in_scope
 from core.run_store import FINAL_CHUNK_STATES, ChunkStatus, new_owner, utc_now
@@ -102,5 +102,5 @@ async def _touch_if_stalled(ctx: Context, ref: ChunkRef) -> None:
     status = await ctx.runs.chunk_status(ref)
     if status is None or status.state != "ingesting" or status.leased(time.time()):
         return  # never started (the sweeper checks the slots itself), or someone else's
-    with contextlib.suppress(ClaimLostError):  # it moved on meanwhile: nothing to show
+    with contextlib.suppress(UpdateConflictError):  # it moved on meanwhile: nothing to show
         await ctx.runs.put_chunk_status(ref, replace(status, updated_at=utc_now()), expected=status)

@@ -14,7 +14,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from azure.storage.queue.aio import QueueClient, QueueServiceClient
 
 from core.context import Context
-from core.settings import QueueAccount, Settings
+from core.run_scope import count_retry
+from core.settings import QueueAccount
 from core.storage import create_once, once_per_loop, queue_clients
 from putmessage.connection_pool import ConnectionPool
 from putmessage.pace import SendPace
@@ -48,19 +49,10 @@ class Spread:
         return tuple(self._counts)
 
 
-def spread(messages: Sequence[str], targets: int, sent: int) -> tuple[int, ...]:
-    return Spread(messages, targets)(sent)
-
-
-def put_pool_size(settings: Settings) -> int:
-    """Connections of one account's Put Message pool, and so the most sends a queue's pace allows."""
-    return settings.ingest_concurrency + 4
-
-
 def _account_queues(ctx: Context, account: QueueAccount) -> QueueServiceClient:
     if account.storage == ctx.settings.storage:
         return ctx.clients.queues
-    return queue_clients(account.storage, put_pool_size(ctx.settings)).queues
+    return queue_clients(account.storage, ctx.settings.put_pool_size).queues
 
 
 def target_queues(ctx: Context) -> list[tuple[QueueAccount, QueueClient]]:
@@ -84,14 +76,14 @@ def _pool(ctx: Context, account: QueueAccount, queue: QueueClient) -> Connection
     settings = ctx.settings
     return once_per_loop(  # the pool takes only the scheme, host and port of the URL
         ("put-message", account.storage),
-        lambda: ConnectionPool(queue.url, put_pool_size(settings), ctx.clients.tls, settings.storage.timeout),
+        lambda: ConnectionPool(queue.url, settings.put_pool_size, ctx.clients.tls, settings.storage.timeout),
     )
 
 
 def _pace(ctx: Context, account: QueueAccount, queue: QueueClient) -> SendPace:
     """One per queue and process, shared by every chunk sending to it: a 503 slows them all. It allows at
     most what the account's connection pool holds (shared by the account's queues)."""
-    most = put_pool_size(ctx.settings)
+    most = ctx.settings.put_pool_size
     return once_per_loop(("put-message-pace", account.storage, queue.queue_name), lambda: SendPace(most))
 
 
@@ -108,6 +100,7 @@ async def target_sender(ctx: Context) -> Send:
             visibility_timeout=settings.message_visibility_timeout,
             retry=settings.storage.retry,
             pace=_pace(ctx, account, queue),
+            on_retry=count_retry,  # into the chunk's run scope, for its metrics
         ).send
         for account, queue in target_queues(ctx)
     ]

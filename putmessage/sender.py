@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from email.utils import formatdate
 from typing import Any
@@ -23,7 +24,6 @@ from azure.storage.queue.aio import QueueClient
 
 from core.errors import QueueSendError
 from core.retry import Attempts, RetryPolicy
-from core.run_scope import count_retry
 from putmessage.connection_pool import ConnectionPool
 from putmessage.http_response import ProtocolError
 from putmessage.message_body import MessageEncoding, message_body
@@ -56,8 +56,11 @@ class PutMessageSender:
         visibility_timeout: int = 0,
         retry: RetryPolicy,
         pace: SendPace,
+        on_retry: Callable[[], None],
     ) -> None:
+        """`on_retry` is told of every retry of a send (a paced one, or one after a failure)."""
         self._pool = pool
+        self._on_retry = on_retry
         self._pace = pace
         self._paced_retries = PACED_RETRIES if retry.attempts > 1 else 0  # STORAGE_MAX_RETRIES=0: none at all
         self._queue = queue
@@ -106,9 +109,9 @@ class PutMessageSender:
                 pace.done(epoch, stored=stored, throttled=throttled)
             if throttled and paced < self._paced_retries and pace.sends_at_once > 1:
                 paced += 1  # the pace just slowed every send to this queue: this one goes again in its turn
-                count_retry()
+                self._on_retry()
                 continue
-            attempts = attempts or Attempts(self._retry, give_up=QueueSendError)
+            attempts = attempts or Attempts(self._retry, give_up=QueueSendError, on_retry=self._on_retry)
             await attempts.wait(failure)
 
     async def _refresh_auth(self) -> None:

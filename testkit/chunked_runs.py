@@ -25,7 +25,7 @@ def write_chunked_run(on_loop: Run, probe: StorageProbe, run_id: str, items: lis
     etag = on_loop(ctx.runs.create(record))
     name = f"{run_id}/000000.jsonl"
     probe.chunks.upload_blob(name, encode_chunk(items), metadata={COUNT_METADATA: str(len(items))})
-    on_loop(ctx.runs.save(record.finished(chunks=1, messages=len(items)), if_match=etag))
+    on_loop(ctx.runs.save(record.chunked(chunks=1, messages=len(items)), if_match=etag))
     return name
 
 

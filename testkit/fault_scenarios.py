@@ -31,7 +31,7 @@ from core.storage import close_storage_clients
 from fanout.azurite import PROJECT_ROOT, Azurite, start_azurite
 from fanout.demo_api import DemoApi, Faults, demo_ids
 from ingestion.chunk import ingest_chunk
-from ingestion.redrive import ingest_pending_chunks
+from runs.local import ingest_pending_chunks
 from testkit.storage_probe import StorageProbe
 
 WINDOW = 32

@@ -33,8 +33,8 @@ from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64E
 
 from core.context import app_context
 from core.storage import close_storage_clients
-from fanout.pipeline import resume_run
-from ingestion.sweeper import sweep
+from runs.local import resume_here
+from runs.sweep import sweep
 from testkit.hostile_source import SETTINGS, HostileSource, SourceSpec
 from testkit.http_requests import chunk_blob, delete_request, get_status, post_cancel, post_ingestion, post_redrive
 from testkit.storage_probe import StorageProbe
@@ -256,7 +256,7 @@ class World:
                 self.seen.purged_with = self._probe.queue_length()
         elif action == "resume":
             with _refused_quietly():
-                await asyncio.wait_for(resume_run(await app_context(), run), INVOCATION_LIMIT)
+                await asyncio.wait_for(resume_here(await app_context(), run), INVOCATION_LIMIT)
         elif action == "delete-chunk":
             names = self._chunk_names()
             if names:

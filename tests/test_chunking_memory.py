@@ -11,7 +11,7 @@ import zlib
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
 from fanout.azurite import PROJECT_ROOT
@@ -119,7 +119,9 @@ ANSWER_SHAPES = [
 
 
 @settings(
-    max_examples=int(os.environ.get("MEMORY_EXAMPLES", "1")),
+    max_examples=max(1, int(os.environ.get("MEMORY_EXAMPLES", "0"))),
+    # `make test` runs the examples below; MEMORY_EXAMPLES (`make soak`) draws that many more
+    phases=[Phase.explicit] if not int(os.environ.get("MEMORY_EXAMPLES", "0")) else list(Phase),
     deadline=None,
     derandomize=os.environ.get("SOAK") != "1",
     suppress_health_check=[HealthCheck.function_scoped_fixture],

@@ -14,7 +14,7 @@ from azure.functions.timer import TimerRequest
 
 from testkit.http_requests import chunk_blob, post_ingestion
 
-APP = ("api.", "chunking.", "core.", "ingestion.")
+APP = ("api.", "chunking.", "core.", "ingestion.", "runs.")
 
 
 def app_lines(records: list[logging.LogRecord]) -> list[str]:

@@ -12,10 +12,10 @@ from azure.storage.blob import BlobServiceClient
 
 from api.http import PROBLEM_JSON
 from core.context import app_context
-from core.contract import ChunkRef, run_finished_blob
+from core.contract import ChunkRef, run_event_mark_blob
 from ingestion.claim import claim_chunk
-from ingestion.redrive_queue import redrive_chunk
 from ingestion.slots import take_slot
+from runs.redrive import redrive_chunk
 from testkit.chunked_runs import BIG, delivered, write_chunked_run
 from testkit.cli_runner import cli
 from testkit.http_requests import BASE, body_of, get_status, post_ingestion
@@ -153,7 +153,7 @@ def test_a_settled_run_whose_event_was_never_sent_gets_it_before_it_is_purged(on
     on_loop(functions["ingest_chunk"](delivered(probe, name)))
     assert [event["run_id"] for event in events_of(probe, os.environ)] == ["unsent"]
     runs = BlobServiceClient.from_connection_string(azurite.connection_string).get_container_client("ingestion-runs")
-    runs.delete_blob(run_finished_blob("unsent"))  # as if every finisher died before settling the run
+    runs.delete_blob(run_event_mark_blob("unsent"))  # as if every finisher died before settling the run
 
     answer = on_loop(functions["delete_ingestion"](delete_run("unsent")))
 

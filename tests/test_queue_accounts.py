@@ -8,14 +8,14 @@ from collections import Counter
 
 import pytest
 
-import ingestion.redrive
+import runs.local
 from chunking.request import IngestionRequest
 from core.context import app_context
 from core.settings import Settings
 from fanout.azurite import start_azurite
 from fanout.demo_api import demo_ids
-from fanout.pipeline import run_pipeline
 from ingestion.target import partition_of
+from runs.local import run_here
 from testkit.cli_runner import cli
 from testkit.storage_probe import StorageProbe
 
@@ -38,7 +38,7 @@ def test_every_id_lands_once_in_its_hashed_queue_of_its_account_and_status_count
     settings = Settings.from_env()
     request = IngestionRequest(source="default", chunk_size=300, run_id="two-accounts")
 
-    status = on_loop(run_pipeline(on_loop(app_context(settings)), request, parallel=3))
+    status = on_loop(run_here(on_loop(app_context(settings)), request, parallel=3))
 
     queue = app_env["QUEUE_NAME"]
     targets = [(account, f"{queue}-{n}") for account in (azurite, second_account) for n in range(2)]
@@ -56,7 +56,7 @@ def test_every_id_lands_once_in_its_hashed_queue_of_its_account_and_status_count
 
 def test_run_parallel_ingests_several_chunks_at_once_and_sends_each_id_once(on_loop, app_env, probe, monkeypatch):
     monkeypatch.setenv("SOURCE_URL", app_env["SOURCE_URL"].replace("10000", "1200"))
-    real_ingest = ingestion.redrive.ingest_chunk
+    real_ingest = runs.local.ingest_chunk
     in_flight = Counter[str]()
 
     async def counting_ingest(ctx, ref, blob=None):  # the real ingestion, with a count of chunks in flight
@@ -68,11 +68,11 @@ def test_run_parallel_ingests_several_chunks_at_once_and_sends_each_id_once(on_l
         finally:
             in_flight["now"] -= 1
 
-    monkeypatch.setattr(ingestion.redrive, "ingest_chunk", counting_ingest)
+    monkeypatch.setattr(runs.local, "ingest_chunk", counting_ingest)
     settings = Settings.from_env()
     request = IngestionRequest(source="default", chunk_size=100, run_id="parallel-run")
 
-    status = on_loop(run_pipeline(on_loop(app_context(settings)), request, parallel=4))
+    status = on_loop(run_here(on_loop(app_context(settings)), request, parallel=4))
 
     assert status.state == "completed" and status.chunks.total == 12
     assert in_flight["most"] == 4

@@ -10,7 +10,7 @@ import pytest
 from azure.storage.blob import BlobServiceClient
 
 from core.context import app_context
-from core.contract import run_finished_blob
+from core.contract import run_event_mark_blob
 from core.run_events import settle_run
 from fanout.demo_api import demo_ids
 from testkit.chunked_runs import delivered
@@ -48,7 +48,7 @@ def test_settling_a_run_many_times_at_once_sends_one_event(on_loop, functions, p
     on_loop(functions["ingest_chunk"](delivered(probe, name)))
     assert len(events_of(probe, ids_300)) == 1
     runs = BlobServiceClient.from_connection_string(azurite.connection_string).get_container_client("ingestion-runs")
-    runs.delete_blob(run_finished_blob("settled-often"))  # as if the event were never sent
+    runs.delete_blob(run_event_mark_blob("settled-often"))  # as if the event were never sent
 
     async def twelve_at_once() -> None:
         ctx = await app_context()

@@ -16,12 +16,12 @@ from azure.storage.blob import BlobServiceClient
 
 from core.context import app_context
 from core.errors import RunConflictError
-from core.purge import purge_run
-from core.run_cancel import cancel_run
 from core.settings import Settings
 from fanout.azurite import PROJECT_ROOT
 from fanout.demo_api import DemoApi, Faults, demo_ids
-from ingestion.sweeper import sweep
+from runs.cancel import cancel_run
+from runs.purge import purge_run
+from runs.sweep import sweep
 from testkit.cli_runner import cli
 from testkit.hostile_source import SETTINGS, Fault, HostileSource, SourceSpec
 from testkit.http_requests import body_of, delete_request, get_status, post_ingestion, run_queued

@@ -5,22 +5,25 @@ Each test has an Azurite of its own: a sweep looks at every run in the account."
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import random
 import re
 import time
+from dataclasses import replace
+from types import SimpleNamespace
 
 import azure.functions as func
 import pytest
 from azure.functions.timer import TimerRequest
 from azure.storage.blob import BlobServiceClient
 
+import runs.sweep as sweeper
 from core.context import app_context
 from core.contract import ChunkRef
 from core.run_store import RunRecord
 from fanout.demo_api import demo_ids
-from ingestion import sweeper
 from ingestion.claim import claim_chunk
 from ingestion.slots import take_slot
 from testkit.http_requests import body_of, chunk_blob, get_status, post_ingestion, post_redrive, run_queued
@@ -138,7 +141,7 @@ def test_a_run_with_an_unreadable_status_is_skipped_and_every_other_run_is_still
 
 
 async def sweep_once(now: float | None = None):
-    from ingestion.sweeper import sweep as sweep_now
+    from runs.sweep import sweep as sweep_now
 
     return await sweep_now(await app_context(), now)
 
@@ -180,7 +183,7 @@ def test_a_hand_back_touches_a_stalled_chunk_so_the_sweeper_leaves_it_to_the_wai
     slots = ctx.clients.blobs.get_container_client(ctx.settings.runs_container)
     on_loop(claim_chunk(ctx.runs, ChunkRef("touched", 0), "a-dead-host", lease_seconds=0.2))
     time.sleep(1.2)
-    from ingestion.sweeper import look_at_run
+    from runs.sweep import look_at_run
 
     assert [due.ref.index for due in on_loop(look_at_run(ctx, "touched", time.time() + 0.5)).due] == [0]  # stalled
     held = on_loop(take_slot(slots, "touched", 1, "a-long-invocation", 600))
@@ -223,7 +226,7 @@ def test_a_chunk_redriven_again_and_again_without_progress_is_marked_failed_and_
     on_loop, functions, probe, monkeypatch, app_env
 ):
     """Redrives that never arrive (as with a 403 on every send) stand in for a persistent failure."""
-    from ingestion.sweeper import MAX_SWEEPER_REDRIVES
+    from core.settings import SWEEP_GIVE_UP_AFTER
 
     monkeypatch.setenv("SWEEP_STALE_SECONDS", "1")
     monkeypatch.setenv("SWEEP_MAX_REDRIVES", "2")
@@ -236,7 +239,7 @@ def test_a_chunk_redriven_again_and_again_without_progress_is_marked_failed_and_
     assert first.redriven == {"aaa-many": [0], "zzz-one": [0]}  # round-robin: the old run starves no other
     for message in redrives.receive_messages(max_messages=32):
         redrives.delete_message(message)  # lost: never ingested
-    for _ in range(MAX_SWEEPER_REDRIVES * 3):
+    for _ in range(SWEEP_GIVE_UP_AFTER.default * 3):
         report = on_loop(sweep_once())
         for message in redrives.receive_messages(max_messages=32):
             redrives.delete_message(message)
@@ -259,7 +262,7 @@ def test_a_completion_event_whose_sender_died_is_sent_by_one_sweep_and_only_once
     """Run "marked" died after marking its event `sending` and before sending it; every invocation of run
     "unsettled" died before settling it (no mark at all); run "sent" got its event as usual; run "legacy"
     has a mark from before marks said `sending` or `sent`: it was sent."""
-    from core.contract import run_finished_blob
+    from core.contract import run_event_mark_blob
     from core.run_events import run_event
     from core.status import run_status
     from testkit.run_events import events_of
@@ -273,11 +276,11 @@ def test_a_completion_event_whose_sender_died_is_sent_by_one_sweep_and_only_once
     assert [event["run_id"] for event in events_of(probe, app_env)] == ["marked", "unsettled", "sent", "legacy"]
     runs = BlobServiceClient.from_connection_string(azurite.connection_string).get_container_client("ingestion-runs")
     for run_id in ("unsettled", "marked"):
-        runs.delete_blob(run_finished_blob(run_id))
-    runs.upload_blob(run_finished_blob("legacy"), b"{}", overwrite=True)  # no metadata
+        runs.delete_blob(run_event_mark_blob(run_id))
+    runs.upload_blob(run_event_mark_blob("legacy"), b"{}", overwrite=True)  # no metadata
     ctx = on_loop(app_context())
     status = on_loop(run_status(ctx.runs, "marked"))
-    assert on_loop(ctx.runs.mark_finished("marked", json.dumps(run_event(status, "2026-11-23T00:00:00.000Z")).encode()))
+    assert on_loop(ctx.runs.mark_event("marked", json.dumps(run_event(status, "2026-11-23T00:00:00.000Z")).encode()))
 
     young = on_loop(sweep_once(time.time()))  # quiet for less than SWEEP_STALE_SECONDS: its senders may live
     old = on_loop(sweep_once(time.time() + stale + 1))
@@ -291,7 +294,7 @@ def test_a_completion_event_whose_sender_died_is_sent_by_one_sweep_and_only_once
     ]
     assert events[0]["finished_at"] == "2026-11-23T00:00:00.000Z"  # the event as its sender marked it
     assert events[0]["messages"]["enqueued"] == 100
-    assert on_loop(ctx.runs.finished_mark("marked")).sending is False
+    assert on_loop(ctx.runs.event_mark("marked")).sending is False
 
 
 def test_a_stalled_run_among_many_is_found_although_no_sweep_has_time_for_them_all(
@@ -305,7 +308,9 @@ def test_a_stalled_run_among_many_is_found_although_no_sweep_has_time_for_them_a
     for index in range(60):
         on_loop(ctx.runs.create(RunRecord(f"aa-old-{index:03d}", "default", 10, state="chunked", chunks=0, messages=0)))
     time.sleep(1.1)
-    monkeypatch.setattr(sweeper, "SWEEP_TIME_BUDGET_SECONDS", 0.05)  # a few of the 61 runs a sweep
+    ctx = replace(ctx, settings=replace(ctx.settings, sweep_time_budget=0.05))
+    clock = itertools.count()  # each look at the clock takes 0.01 s: a few of the 61 runs a sweep, on any machine
+    monkeypatch.setattr(sweeper, "time", SimpleNamespace(time=time.time, monotonic=lambda: next(clock) / 100))
     random.seed(3)
 
     found = [on_loop(sweeper.sweep(ctx)).redriven for _ in range(60)]

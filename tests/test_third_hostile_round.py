@@ -20,7 +20,7 @@ from core.context import app_context
 from core.contract import ChunkRef
 from core.run_store import RunStore
 from fanout.demo_api import DemoApi, demo_ids
-from ingestion.sweeper import sweep
+from runs.sweep import sweep
 from testkit.hostile_source import SETTINGS, Fault, HostileSource, SourceSpec
 from testkit.http_requests import (
     body_of,

@@ -10,7 +10,7 @@ import pytest
 
 from core.contract import ChunkRef
 from fanout.azurite import PROJECT_ROOT
-from ingestion.deadletters import chunks_in_dead_letter
+from runs.deadletters import chunks_in_dead_letter
 from testkit.bicep import config, parse
 
 HOST = json.loads((PROJECT_ROOT / "host.json").read_text())

@@ -12,7 +12,7 @@ from core.settings import Settings
 from core.status import derive_status
 from fanout.consumer import Tally
 from fanout.demo_api import demo_id
-from ingestion.target import Spread, partition_of, spread
+from ingestion.target import Spread, partition_of
 
 ACCOUNT_KEY = "S2V5"  # base64 of "Key": never echoed
 CONNECTION = f"DefaultEndpointsProtocol=https;AccountName=second;AccountKey={ACCOUNT_KEY};EndpointSuffix=core.net"
@@ -72,24 +72,24 @@ def test_a_queue_account_that_cannot_work_is_refused_without_echoing_secrets(acc
 
 def test_routing_is_stable_and_with_one_account_the_same_as_partitions_alone():
     ids = [f"id-{n}" for n in range(3000)]
-    counts = spread(ids, 6, len(ids))  # 2 accounts x 3 partitions
+    counts = Spread(ids, 6)(len(ids))  # 2 accounts x 3 partitions
     assert sum(counts) == 3000 and min(counts) > 400  # every target takes its share
     for text in ids[:200]:
         target = partition_of(text, 6)
         assert target % 3 == partition_of(text, 3)  # the queue in the account is the one-account queue
-    assert spread(ids, 1, 10) == ()  # one target: `sent` says it all
-    assert sum(spread(ids, 6, 1000)) == 1000  # a checkpoint counts only what was sent
+    assert Spread(ids, 1)(10) == ()  # one target: `sent` says it all
+    assert sum(Spread(ids, 6)(1000)) == 1000  # a checkpoint counts only what was sent
 
 
 def test_a_chunks_counts_asked_checkpoint_after_checkpoint_are_the_counts_counted_afresh():
     ids = [f"id-{n}" for n in range(3000)]
     counted_on = Spread(ids, 6)
     for sent in [0, 1, 1000, 1000, 2999, 3000, 1500]:  # growing, then fewer (counted afresh)
-        assert counted_on(sent) == spread(ids, 6, sent)
+        assert counted_on(sent) == Spread(ids, 6)(sent)
 
 
 def test_status_counts_messages_per_target_queue():
-    record = RunRecord("r", "default", 10, created_at="2026-11-23T19:00:00.000Z").finished(3, 30)
+    record = RunRecord("r", "default", 10, created_at="2026-11-23T19:00:00.000Z").chunked(3, 30)
     chunks = [
         ChunkStatus(0, "ingested", sent=10, count=10, updated_at="t0", by_queue=(4, 6)),
         ChunkStatus(1, "ingesting", sent=5, count=10, updated_at="t1", by_queue=(2, 3)),

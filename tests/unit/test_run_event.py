@@ -15,7 +15,7 @@ from core.status import derive_status
 
 
 def failed_run(failed: int) -> RunRecord:
-    return RunRecord("r", "default", 10, created_at="2026-11-23T19:00:00.000Z").finished(failed, failed * 10)
+    return RunRecord("r", "default", 10, created_at="2026-11-23T19:00:00.000Z").chunked(failed, failed * 10)
 
 
 def test_the_event_names_the_run_its_state_counts_times_and_failed_chunks():

@@ -6,10 +6,11 @@ import re
 
 import pytest
 
+import core.settings as settings_module
 from core.errors import SettingsError
-from core.settings import TABLE, Choice, Number, Settings
+from core.settings import GROUPS, TABLE, Choice, Number, Setting, Settings
 from fanout.azurite import PROJECT_ROOT
-from fanout.settings_table import settings_table
+from fanout.settings_table import BEGIN, END, settings_table
 
 IN_AZURE = {
     "AzureWebJobsStorage__blobServiceUri": "https://acct.blob.core.windows.net",
@@ -19,9 +20,24 @@ IN_AZURE = {
 
 def test_the_docs_settings_table_is_the_one_the_code_reads():
     docs = (PROJECT_ROOT / "docs" / "settings.md").read_text()
-    start = docs.index("| setting | default | meaning |")
-    table = docs[start : docs.index("\n\n", start)] + "\n"
-    assert table == settings_table(), "docs/settings.md's table drifted: paste `python -m fanout settings-table`"
+    start, end = docs.index(BEGIN), docs.index(END) + len(END)
+    assert docs[start:end] + "\n" == settings_table(), (
+        "docs/settings.md drifted: paste `python -m fanout settings-table`"
+    )
+
+
+def test_every_module_level_setting_is_in_the_table_once():
+    declared = [value for value in vars(settings_module).values() if isinstance(value, Setting)]
+    assert sorted(s.name for s in declared) == sorted(s.name for s in TABLE)
+    assert [group for group, _ in GROUPS] == [
+        "storage",
+        "source",
+        "chunking",
+        "ingestion",
+        "queues",
+        "runs",
+        "telemetry",
+    ]
 
 
 def test_every_setting_is_named_once_and_its_default_is_valid():

@@ -24,7 +24,7 @@ def chunk(index: int, state: str, sent: int = 0, lease_until: float = 0.0) -> Ch
 
 def chunked(chunks: int = 3, tolerated: int = 0) -> RunRecord:
     record = RunRecord("r", "default", 10, created_at=CREATED, max_failed_chunks=tolerated)
-    return record.finished(chunks, chunks * 10)
+    return record.chunked(chunks, chunks * 10)
 
 
 SENDING = NOW + 30  # a live lease

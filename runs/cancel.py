@@ -2,17 +2,33 @@
 
 from __future__ import annotations
 
+import logging
+import time
+
 from core.context import Context
-from core.errors import RunConflictError, RunNotFoundError
+from core.errors import RunConflictError
+from core.logs import did
 from core.run_events import settle_run
+from core.run_scope import run_scope
 from core.status import RunStatus, run_status
+from runs.status import checked_run_id, no_run
+
+log = logging.getLogger(__name__)
 
 
 async def cancel_run(ctx: Context, run_id: str) -> RunStatus:
     """Cancels the run (a run cancelled already stays so); a run that completed or failed answers RunConflictError."""
+    started = time.monotonic()
+    with run_scope(checked_run_id(run_id)):
+        status = await _cancel(ctx, run_id)
+        did(log, "run %s cancelled: %s", run_id, status.state, seconds=time.monotonic() - started)
+    return status
+
+
+async def _cancel(ctx: Context, run_id: str) -> RunStatus:
     status = await run_status(ctx.runs, run_id, with_errors=False)
     if status is None:
-        raise RunNotFoundError(f"no run {run_id!r}; start one with POST /api/ingestions", run_id=run_id)
+        raise no_run(run_id)
     if status.state in ("completed", "failed"):
         raise RunConflictError(
             f"run {run_id!r} has {status.state} and cannot be cancelled; a redrive re-ingests its failed chunks",
@@ -21,5 +37,4 @@ async def cancel_run(ctx: Context, run_id: str) -> RunStatus:
     stop = await ctx.runs.stop(run_id, "cancelled")
     if stop.reason != "cancelled":
         raise RunConflictError(f"run {run_id!r} has failed and cannot be cancelled", run_id=run_id, state="failed")
-    settled = await settle_run(ctx, run_id)
-    return settled or status
+    return (await settle_run(ctx, run_id)).status or status

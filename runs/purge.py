@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
@@ -27,11 +28,15 @@ from azure.storage.blob.aio import ContainerClient
 
 from core.context import Context
 from core.contract import SERVICE_DEFAULT_TTL, TTL_METADATA, run_prefix, run_record_blob
-from core.errors import RunConflictError, RunNotFoundError
+from core.errors import RunConflictError
+from core.logs import did
 from core.run_events import settle_run
+from core.run_scope import run_scope
 from core.run_store import index_entry
 from core.status import run_status
+from runs.status import checked_run_id, no_run
 
+log = logging.getLogger(__name__)
 RUNNING = ("chunking", "ingesting")
 _DELETES_IN_FLIGHT = 32
 
@@ -49,6 +54,15 @@ class PurgeResult:
 
 
 async def purge_run(ctx: Context, run_id: str) -> PurgeResult:
+    """Purges the run (the module's docstring says what goes and what stays); RunConflictError while it runs."""
+    started = time.monotonic()
+    with run_scope(checked_run_id(run_id)):
+        result = await _purge(ctx, run_id)
+        did(log, "run %s purged: %s", run_id, result.to_json(), seconds=time.monotonic() - started)
+    return result
+
+
+async def _purge(ctx: Context, run_id: str) -> PurgeResult:
     status = await run_status(ctx.runs, run_id)
     if status is not None and status.state in RUNNING:
         raise RunConflictError(
@@ -77,7 +91,7 @@ async def purge_run(ctx: Context, run_id: str) -> PurgeResult:
     runs = blobs.get_container_client(settings.runs_container)
     checks = blobs.get_container_client(settings.large_message_container)
     if status is None and not await _anything_left(run_id, ctx.chunk_container, runs, checks):
-        raise RunNotFoundError(f"no run {run_id!r}", run_id=run_id)
+        raise no_run(run_id)
     record = await _delete_all(runs, await _record_and_index_entry(ctx, run_id)) if status is not None else 0
     deleted_checks, kept_checks = await _purge_claim_checks(checks, run_id, settings.message_ttl)
     chunk_blobs = await _delete_all(ctx.chunk_container, [name async for name in _names(ctx.chunk_container, run_id)])
@@ -86,7 +100,7 @@ async def purge_run(ctx: Context, run_id: str) -> PurgeResult:
 
 
 async def _record_and_index_entry(ctx: Context, run_id: str) -> list[str]:
-    """The run record's blob and its entry in the run index (core/run_list.py), which lists it no more."""
+    """The run record's blob and its entry in the run index (runs/listing.py), which lists it no more."""
     record = await ctx.runs.get(run_id)
     return [run_record_blob(run_id)] + ([index_entry(record)] if record is not None and record.created_at else [])
 

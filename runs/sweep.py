@@ -1,34 +1,10 @@
-"""The sweeper: a timer (SWEEP_SCHEDULE) that heals stalls nobody else would notice.
+"""The sweeper: a timer (SWEEP_SCHEDULE) that moves every run nothing else would move; its rules are in
+docs/operations.md#the-sweeper.
 
-Each sweep queues a redrive (REDRIVE_QUEUE, one message a chunk; the `redrive_chunk` trigger ingests it
-from its checkpoint) for:
-- each chunk in the Event Grid dead-letter container (EVENT_GRID_DEADLETTER_CONTAINER): its dead-letter
-  blob is deleted once the redrives are queued (one naming more chunks than the sweep has room for is
-  rewritten with the events still to do); one that is not a list of events stays, with a warning;
-- each chunk blob that has no status SWEEP_STALE_SECONDS after it was written (its event was dropped, or
-  the host gave up on it before it started: a poison blob);
-- each chunk whose claim's lease ran out and that has not moved for SWEEP_STALE_SECONDS (its invocation
-  died, or the host's retries were spent);
-- each chunk its run's record counts as written that has neither a blob nor a status SWEEP_STALE_SECONDS
-  after the record last moved (storage lost it: the redrive marks it failed, saying so).
-A run left `chunking` with no live claim and unmoved for SWEEP_STALE_SECONDS (its chunker died) gets a
-continuation on the control queue; one resumed MAX_SWEEPER_REDRIVES times without taking an item fails,
-with the reason, for a redrive by hand.
-Neither of the last two is redriven while every one of its run's `max_concurrency` slots is taken: it
-waits its turn (a chunk handed back to wait for a slot touches its status, so it does not look stalled).
-A run with nothing to redrive that has settled but whose completion event was never sent (its sender
-died: core/run_events.py) gets it from the sweep.
-A chunk that is leased, ingested, failed or stopped is left alone, and so is every chunk of a stopped run
-(cancelled, or failed past its tolerance): each needs a redrive by hand. At most SWEEP_MAX_REDRIVES
-redrives a sweep, shared round-robin across the runs that need them; the rest wait for the next one. A
-chunk the sweeper redrove MAX_SWEEPER_REDRIVES times without it moving on (a 403, a deleted queue: a
-failure no retry heals) is marked `failed` with the reason instead, visible in its run's status and
-redrivable by hand. A run whose records cannot be read is logged, counted (`runs_unreadable`) and
-skipped; the others are swept. A sweep looks at the runs in a random order and stops looking at more
-after SWEEP_TIME_BUDGET_SECONDS (well under host.json's functionTimeout): the next sweep looks at others
-first, so no run waits for ever however many the runs container keeps. What a sweep did is in the log and,
-per run, in the run's status (`sweeps`). A redrive that is already queued may be queued again: the
-chunk's claim makes the second one send nothing.
+Invariants: a sweep queues at most SWEEP_MAX_REDRIVES redrives, round-robin across runs, and stops looking
+at runs after SWEEP_TIME_BUDGET, in a random order, so no run waits for ever; a chunk or a chunker
+that no redrive moves is failed with the reason after SWEEP_GIVE_UP_AFTER tries; a redrive queued twice
+sends once (the chunk's claim); a run that cannot be read is skipped and counted, never the sweep's end.
 """
 
 from __future__ import annotations
@@ -51,7 +27,7 @@ from azure.storage.queue.aio import QueueClient
 from core.context import Context, app_context
 from core.continuations import send_continuation
 from core.contract import ChunkRef, is_run_id, run_prefix
-from core.errors import ChunkError, ClaimLostError
+from core.errors import ChunkError, UpdateConflictError
 from core.logs import did
 from core.redact import public_text
 from core.run_events import send_lost_event
@@ -59,14 +35,12 @@ from core.run_scope import run_scope
 from core.run_store import ChunkStatus, RunRecord, RunStop, timestamp, utc_now
 from core.status import derive_status
 from core.storage import trigger_queue
-from ingestion.deadletters import chunks_in_dead_letter, events_of_chunks
 from ingestion.slots import all_slots_busy
+from runs.deadletters import chunks_in_dead_letter, events_of_chunks
 
 log = logging.getLogger(__name__)
 _SAVE_ATTEMPTS = 3
 MAX_DEAD_LETTER_BYTES = 1 << 20  # Event Grid writes one event, or a few, a blob: a few KiB
-MAX_SWEEPER_REDRIVES = 5  # redrives of one chunk without progress before the sweeper marks it failed
-SWEEP_TIME_BUDGET_SECONDS = 120.0  # host.json functionTimeout is 10 minutes
 
 
 @dataclass(frozen=True)
@@ -76,7 +50,7 @@ class SweepReport:
     runs_unreadable: int  # skipped: a record or chunk status that could not be read (in the log)
     runs_left: int  # not looked at: the sweep's time budget ran out
     redriven: dict[str, list[int]]  # run id → the chunks queued for a redrive
-    failed: dict[str, list[int]]  # run id → the chunks marked failed after MAX_SWEEPER_REDRIVES
+    failed: dict[str, list[int]]  # run id → the chunks marked failed after SWEEP_GIVE_UP_AFTER
     dead_letters_cleared: int
     dead_letters_unreadable: int
     left_for_next_sweep: int  # chunks that needed a redrive past SWEEP_MAX_REDRIVES
@@ -121,7 +95,7 @@ class _Redrives:
 
 async def sweep(ctx: Context, now: float | None = None) -> SweepReport:
     now = time.time() if now is None else now
-    deadline = time.monotonic() + SWEEP_TIME_BUDGET_SECONDS
+    deadline = time.monotonic() + ctx.settings.sweep_time_budget
     settings = ctx.settings
     queue = await trigger_queue(ctx.clients.queues, settings.storage, settings.redrive_queue)
     redrives = _Redrives(queue, settings.sweep_max_redrives)
@@ -187,7 +161,7 @@ async def _send_lost_event(ctx: Context, run_id: str, now: float) -> bool:
 async def _resume_chunking(ctx: Context, run_id: str) -> bool:
     """Sends a continuation for a run whose chunking nobody carries on (its chunker died: a killed HTTP call,
     a lost instance); a continuation that is only late finds the run claimed, or moved on, and does nothing.
-    A run resumed MAX_SWEEPER_REDRIVES times without taking another item fails instead, with the reason: a
+    A run resumed SWEEP_GIVE_UP_AFTER times without taking another item fails instead, with the reason: a
     redrive by hand carries it on once the cause is fixed. True when it was resumed."""
     versioned = await ctx.runs.get_versioned(run_id)
     if versioned is None or versioned[0].state != "chunking" or versioned[0].leased(time.time()):
@@ -198,11 +172,11 @@ async def _resume_chunking(ctx: Context, run_id: str) -> bool:
             sweeps, sweeps_etag = await ctx.runs.sweep_log(run_id)
             before = sweeps.get("chunking_resumes") or {}
             resumes = int(before.get("resumes", 0)) + 1 if before.get("messages") == record.messages else 1
-            if resumes > MAX_SWEEPER_REDRIVES:
+            if resumes > ctx.settings.sweep_give_up_after:
                 reason = (
-                    f"the sweeper resumed this run's chunking {MAX_SWEEPER_REDRIVES} times and it never got past "
-                    f"item {record.messages or 0}: look for the error in continue_chunking's log, fix it, then "
-                    "redrive the run"
+                    f"the sweeper resumed this run's chunking {ctx.settings.sweep_give_up_after} times and it "
+                    f"never got past item {record.messages or 0}: look for the error in continue_chunking's log, "
+                    "fix it, then redrive the run"
                 )
                 await ctx.runs.save(record.failed(reason, record.chunks or 0, record.messages or 0), if_match=etag)
                 log.error("sweep: run %s failed: %s", run_id, reason)
@@ -305,7 +279,7 @@ async def _count_redrives(ctx: Context, run_id: str, swept_at: str, chunks: list
             key = str(due.ref.index)
             before = counts.get(key) or {}
             redrives = int(before.get("redrives", 0)) + 1 if int(before.get("sent", -1)) == due.sent else 1
-            if redrives > MAX_SWEEPER_REDRIVES:
+            if redrives > ctx.settings.sweep_give_up_after:
                 to_fail.append(due)
                 counts.pop(key, None)  # a redrive by hand starts the count afresh
             else:
@@ -320,7 +294,7 @@ async def _count_redrives(ctx: Context, run_id: str, swept_at: str, chunks: list
         try:
             await ctx.runs.save_sweep_log(run_id, updated, etag=etag)
             return to_redrive, to_fail
-        except ClaimLostError:
+        except UpdateConflictError:
             continue
     log.warning("sweep: could not record the sweep in run %s (other sweeps kept updating it)", run_id)
     return [], []  # the next sweep tries again
@@ -329,14 +303,15 @@ async def _count_redrives(ctx: Context, run_id: str, swept_at: str, chunks: list
 async def _mark_failed(ctx: Context, due: Due) -> bool:
     """Marks the chunk failed (ETag-guarded: False when it moved on meanwhile), with what to do."""
     reason = (
-        f"the sweeper redrove this chunk {MAX_SWEEPER_REDRIVES} times and it never got past message {due.sent}: "
-        "look for the storage error in the chunk's log lines (a 403, a deleted queue), fix it, then redrive the run"
+        f"the sweeper redrove this chunk {ctx.settings.sweep_give_up_after} times and it never got past message "
+        f"{due.sent}: look for the storage error in the chunk's log lines (a 403, a deleted queue), fix it, then "
+        "redrive the run"
     )
     status = due.status or ChunkStatus(due.ref.index, "failed", sent=0, count=0, updated_at="")
     failed = replace(status, state="failed", error=reason, owner=None, lease_until=0.0, updated_at=utc_now())
     try:
         await ctx.runs.put_chunk_status(due.ref, failed, expected=due.status)
-    except ClaimLostError:
+    except UpdateConflictError:
         return False
     log.error("sweep: chunk %s marked failed: %s", due.ref.blob_name, reason)
     return True

@@ -19,12 +19,13 @@ import hmac
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import cast
 
 from azure.core.exceptions import HttpResponseError
 
+from core.context import Context
 from core.contract import parse_run_index_blob
 from core.errors import RequestError
 from core.run_store import RunStore
@@ -137,7 +138,20 @@ def _limit(text: str | None) -> int:
     return int(text)
 
 
-async def list_runs(runs: RunStore, query: RunListQuery) -> RunPage:
+async def list_runs(ctx: Context, query: RunListQuery, *, fill: bool = False) -> RunPage:
+    """A page of runs, newest first; `fill`: read on until `limit` runs are found or none are left (a state
+    filter may leave one page short), as the command line shows them."""
+    page = await _list_page(ctx.runs, query)
+    found = page.runs
+    while fill and page.continuation and len(found) < query.limit:
+        page = await _list_page(
+            ctx.runs, replace(query, limit=query.limit - len(found), continuation=page.continuation)
+        )
+        found += page.runs
+    return RunPage(found, page.continuation)
+
+
+async def _list_page(runs: RunStore, query: RunListQuery) -> RunPage:
     key = await runs.signing_key()
     position = _Position.decode(query.continuation, key) if query.continuation else _Position(None, 0, query.limit)
     after_ms = None if query.created_after is None else int(query.created_after.timestamp() * 1000)

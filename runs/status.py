@@ -1,0 +1,28 @@
+"""A run's status as `GET /api/ingestions/{run_id}` and `fanout status` show it (docs/http-api.md#status)."""
+
+from __future__ import annotations
+
+from core.context import Context
+from core.contract import is_run_id
+from core.errors import RunNotFoundError
+from core.status import RunStatus, run_status
+
+
+def no_run(run_id: str) -> RunNotFoundError:
+    """The one answer every run operation gives for a run id that names no run."""
+    return RunNotFoundError(f"no run {run_id[:100]!r}", run_id=run_id[:100])
+
+
+def checked_run_id(run_id: str) -> str:
+    """The run id, when it can name a run (core/contract.py's rule): an operation reads no blob for another."""
+    if not is_run_id(run_id):
+        raise no_run(run_id)
+    return run_id
+
+
+async def get_status(ctx: Context, run_id: str) -> RunStatus:
+    """The run's status, read now, with its failed chunks' errors and its messages by target queue."""
+    status = await run_status(ctx.runs, checked_run_id(run_id), ctx.settings.queue_targets)
+    if status is None:
+        raise no_run(run_id)
+    return status
