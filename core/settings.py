@@ -72,6 +72,16 @@ class OptionalText(Setting[str | None]):
 
 
 @dataclass(frozen=True)
+class HeaderText(Text):
+    """Text that goes into an HTTP header as it is: printable ASCII, at most 256 characters."""
+
+    def parse(self, raw: str, name: str) -> str:
+        if not re.fullmatch(r"[\x20-\x7e]{1,256}", raw):
+            raise SettingsError(f"{name} must be at most 256 printable ASCII characters (it goes into a header)")
+        return raw
+
+
+@dataclass(frozen=True)
 class Flag(Setting[bool]):
     def parse(self, raw: str, name: str) -> bool:
         value = raw.lower()
@@ -297,8 +307,9 @@ LARGE_MESSAGE_CONTAINER = StorageName(
 )
 STORAGE_MAX_RETRIES = _int(
     "STORAGE_MAX_RETRIES", 5, 0, 20,
-    "retries after a storage call fails with 408/500/503 (\"server busy\"), a timeout or a broken connection, "
-    "for the storage SDK and the Put Message sender alike",
+    "retries after a storage call fails with 408 or a 5xx (\"server busy\"; the SDK not on 501/505, the Put "
+    "Message sender on 500/502/503/504), a timeout or a broken connection: "
+    "[Storage answers](reliability.md#storage-answers)",
 )  # fmt: skip
 STORAGE_RETRY_BACKOFF = _float("STORAGE_RETRY_BACKOFF", 1.0, 0.0, 60.0, "seconds of the first storage backoff step")
 STORAGE_RETRY_MAX_DELAY = _float(
@@ -306,6 +317,15 @@ STORAGE_RETRY_MAX_DELAY = _float(
     "the longest wait between two Put Message attempts, in seconds (the SDK's own policy doubles without a cap)",
 )  # fmt: skip
 STORAGE_TIMEOUT = _float("STORAGE_TIMEOUT", 30.0, 1.0, 600.0, "seconds a storage request may take")
+STORAGE_SAS_LIFETIME = _int(
+    "STORAGE_SAS_LIFETIME", 7200, 300, 7 * 86_400,
+    "seconds an add-only queue SAS lasts that the Put Message sender signs with an account key (renewed before it "
+    "ends, and once after a 401 or 403); keep it within a storage account's SAS expiration policy",
+)  # fmt: skip
+AZURE_HTTP_USER_AGENT = HeaderText(
+    "AZURE_HTTP_USER_AGENT", "",
+    "appended to the User-Agent of every storage request, the Put Message sender's too (the Azure SDK's convention)",
+)  # fmt: skip
 STORAGE_SPARE_CONNECTIONS = _int(
     "STORAGE_SPARE_CONNECTIONS", 4, 0, 64,
     "connections a storage pool keeps beyond the sends (`INGEST_CONCURRENCY`) or uploads in flight, for the claim, "
@@ -406,6 +426,7 @@ GROUPS: tuple[tuple[str, tuple[Setting[Any], ...]], ...] = (
     ("storage", (
         STORAGE, STORAGE_BLOB_URI, STORAGE_QUEUE_URI, STORAGE_CLIENT_ID, STORAGE_MAX_RETRIES, STORAGE_RETRY_BACKOFF,
         STORAGE_RETRY_MAX_DELAY, STORAGE_TIMEOUT, STORAGE_SPARE_CONNECTIONS, STORAGE_USE_PROXY_ENV,
+        STORAGE_SAS_LIFETIME, AZURE_HTTP_USER_AGENT,
     )),
     ("source", (
         SOURCE_URL, SOURCE_HEADERS, SOURCE_PAGINATION, SOURCE_ITEMS_PATH, SOURCE_NEXT_PATH, SOURCE_CURSOR_PATH,
@@ -566,6 +587,8 @@ class Settings:
     sweep_give_up_after: int
     http_retry_after: int
     spare_connections: int
+    sas_lifetime: int
+    user_agent: str
     sweep_stale_seconds: float
     run_max_concurrency: int
     throttle_retry_seconds: int
@@ -624,6 +647,8 @@ class Settings:
             sweep_give_up_after=SWEEP_GIVE_UP_AFTER.read(env),
             http_retry_after=HTTP_RETRY_AFTER.read(env),
             spare_connections=STORAGE_SPARE_CONNECTIONS.read(env),
+            sas_lifetime=STORAGE_SAS_LIFETIME.read(env),
+            user_agent=AZURE_HTTP_USER_AGENT.read(env),
             sweep_stale_seconds=SWEEP_STALE_SECONDS.read(env),
             run_max_concurrency=RUN_MAX_CONCURRENCY.read(env),
             throttle_retry_seconds=THROTTLE_RETRY_SECONDS.read(env),

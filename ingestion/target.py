@@ -101,6 +101,8 @@ async def target_sender(ctx: Context) -> Send:
             retry=settings.storage.retry,
             pace=_pace(ctx, account, queue),
             on_retry=count_retry,  # into the chunk's run scope, for its metrics
+            sas_lifetime=settings.sas_lifetime,
+            user_agent=settings.user_agent,
         ).send
         for account, queue in target_queues(ctx)
     ]

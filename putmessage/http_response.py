@@ -6,7 +6,7 @@ connection) and refuses what RFC 9112 refuses: a Content-Length that is not plai
 repeated, Content-Length together with Transfer-Encoding, chunk sizes that are not plain hex. This
 module adds what llhttp leaves to its caller: it skips 1xx interim responses, finishes a body framed by
 the close, accepts HTTP/1.x only, caps what a response may spend on framing (head, chunk-size lines,
-trailers), and says when bytes came after a response (`pending`), so the connection is not reused.
+trailers) and on its body, and says when bytes came after a response (`pending`), so the connection is not reused.
 """
 
 from __future__ import annotations
@@ -17,7 +17,10 @@ from typing import NamedTuple
 import httptools
 
 _MAX_FRAMING = 64 * 1024  # bytes of a response that are not its body: head, chunk-size lines, trailers
+_MAX_BODY = 1 << 20  # bytes of a body: Put Message answers take a few hundred; a bigger one is not storage
 _FRAMING_HEADERS = frozenset({b"content-length", b"transfer-encoding"})
+_REQUEST_ID = b"x-ms-request-id"
+_REQUEST_ID_CHARS = 100
 _ERROR_KINDS = (  # a word in llhttp's reason -> what our message says first
     ("content-length", "invalid Content-Length"),
     ("transfer-encoding", "invalid Transfer-Encoding"),
@@ -37,6 +40,7 @@ class Response(NamedTuple):
     status: int
     body: bytes
     keep_alive: bool
+    request_id: str = ""  # the service's `x-ms-request-id`, what Azure support asks for first
 
 
 class ResponseParser:
@@ -49,7 +53,9 @@ class ResponseParser:
         self._framed = False  # a Content-Length or Transfer-Encoding header: the close does not end the body
         self._status = 0
         self._keep_alive = True
+        self._request_id = ""
         self._body: list[bytes] = []
+        self._body_size = 0
         self._framing = 0  # bytes of the current response that are not body, counted feed by feed
         self._feed_size = 0
         self._body_in_feed = 0
@@ -96,6 +102,8 @@ class ResponseParser:
     def on_header(self, name: bytes, value: bytes) -> None:
         if len(name) in (14, 17) and name.lower() in _FRAMING_HEADERS:
             self._framed = True
+        elif len(name) == len(_REQUEST_ID) and name.lower() == _REQUEST_ID:
+            self._request_id = value[:_REQUEST_ID_CHARS].decode("ascii", "replace")
 
     def on_headers_complete(self) -> None:
         version = self._parser.get_http_version()
@@ -107,6 +115,9 @@ class ResponseParser:
 
     def on_body(self, body: bytes) -> None:
         self._body_in_feed += len(body)
+        self._body_size += len(body)
+        if self._body_size > _MAX_BODY:
+            raise ProtocolError(f"response body longer than {_MAX_BODY} bytes")
         self._body.append(body)
 
     def on_message_complete(self) -> None:
@@ -119,13 +130,15 @@ class ResponseParser:
         self._responses.append(self._complete())
 
     def _complete(self) -> Response:
-        response = Response(self._status, b"".join(self._body), self._keep_alive)
+        response = Response(self._status, b"".join(self._body), self._keep_alive, self._request_id)
         self._reset()
         return response
 
     def _reset(self) -> None:
         self._in_response = self._head_done = self._framed = False
+        self._request_id = ""
         self._body.clear()
+        self._body_size = 0
         self._framing = 0
 
     def _check_framing(self, more: int) -> None:

@@ -3,15 +3,19 @@
 The SDK's pipeline costs ~1-2.5 ms of CPU per message and aiohttp's request machinery ~0.4 ms; this
 costs ~0.15 ms, so storage, not Python, is the limit. It keeps what the SDK gave: SAS (from an
 account key, refreshed before it expires) or Entra ID bearer tokens, base64 or plain text bodies,
-TTL, visibility timeout, and retries with exponential backoff on 408/500/503, broken connections
-and timeouts; answered 503, it sends fewer at once (putmessage/pace.py). Everything else (creating
-queues, reading) stays on the SDK.
+TTL, visibility timeout, and retries with exponential backoff; answered 500 or 503, it sends fewer at
+once (putmessage/pace.py). What each answer does is in docs/reliability.md#storage-answers. Everything
+else (creating queues, reading) stays on the SDK.
 """
 
 from __future__ import annotations
 
 import asyncio
+import html
+import itertools
 import re
+import secrets
+import ssl
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -29,20 +33,41 @@ from putmessage.http_response import ProtocolError
 from putmessage.message_body import MessageEncoding, message_body
 from putmessage.pace import SendPace
 
-RETRYABLE_STATUS = frozenset({408, 500, 503})
+RETRYABLE_STATUS = frozenset({408, 500, 502, 503, 504})  # docs/reliability.md#storage-answers
+THROTTLED_STATUS = frozenset({500, 503})  # Azure throttles with either: the pace slows for both
+AUTH_STATUS = frozenset({401, 403})  # a SAS or token past its time or a policy: renewed once, then fatal
 PACED_RETRIES = 8  # 503s a message meets that only the pace answers (no sleep, not counted as attempts)
 STORAGE_SCOPE = "https://storage.azure.com/.default"
 USER_AGENT = "fanout-put-message/1"
-_SAS_LIFETIME = timedelta(hours=2)
-_REFRESH_MARGIN = 300.0  # seconds before expiry at which a SAS or token is renewed
+_REFRESH_MARGIN = 300.0  # seconds before expiry at which a SAS or token is renewed, at most
+_MESSAGE_CHARS = 1000  # of a storage error's message kept in a failure's reason
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_SIGNATURE = re.compile(r"(?i)\bsig=[^&\s\"'<>]*")
 
 
 def _error(body: bytes) -> str:
-    """`Code: first line of Message` from a storage error body."""
-    xml = body.decode("utf-8", "replace")
+    """`Code: Message` from a storage error body, each on one line (controls and runs of white space made one
+    space), the code at most 100 characters and the message 1,000; else the body's first 200 characters
+    alike. A SAS signature a gateway echoes is taken out: the app minted it, so no redactor knows it."""
+    xml = body[: 16 * _MESSAGE_CHARS].decode("utf-8", "replace")
     code = re.search(r"<Code>([^<]*)</Code>", xml)
-    message = re.search(r"<Message>([^<\n]*)", xml)
-    return ": ".join(match.group(1) for match in (code, message) if match) or xml[:200]
+    message = re.search(r"<Message>([^<]*)", xml)
+    if code is None and message is None:
+        return _one_line(xml, 200)
+    parts = [
+        _one_line(code.group(1), 100) if code else "",
+        _one_line(message.group(1), _MESSAGE_CHARS) if message else "",
+    ]
+    return ": ".join(part for part in parts if part)
+
+
+def _client(client_id: bytes) -> str:
+    return f"x-ms-client-request-id {client_id.decode()}"
+
+
+def _one_line(text: str, most: int) -> str:
+    text = _SIGNATURE.sub("sig=[redacted]", html.unescape(text))
+    return " ".join(_CONTROLS.sub(" ", text).split())[:most]
 
 
 class PutMessageSender:
@@ -57,9 +82,16 @@ class PutMessageSender:
         retry: RetryPolicy,
         pace: SendPace,
         on_retry: Callable[[], None],
+        sas_lifetime: float = 7200.0,
+        user_agent: str = "",
     ) -> None:
-        """`on_retry` is told of every retry of a send (a paced one, or one after a failure)."""
+        """`on_retry` is told of every retry of a send (a paced one, or one after a failure); `sas_lifetime`:
+        seconds a SAS it signs with an account key lasts; `user_agent` is appended to its User-Agent."""
         self._pool = pool
+        self._sas_lifetime = timedelta(seconds=sas_lifetime)
+        self._user_agent = f"{USER_AGENT} {user_agent}".strip()
+        self._ids = f"{secrets.token_hex(8)}-".encode()
+        self._sends = itertools.count()
         self._on_retry = on_retry
         self._pace = pace
         self._paced_retries = PACED_RETRIES if retry.attempts > 1 else 0  # STORAGE_MAX_RETRIES=0: none at all
@@ -79,17 +111,35 @@ class PutMessageSender:
     def name(self) -> str:
         return self._queue.queue_name
 
-    async def send(self, text: str) -> None:
-        if time.time() >= self._refresh_at:
-            async with self._refreshing:  # one refresh, however many sends are waiting for it
-                if time.time() >= self._refresh_at:
+    @property
+    def _signs_itself(self) -> bool:
+        """It signs with a key (a SAS it mints) or a token it fetches: both can be renewed."""
+        return self._queue.credential is not None and not self._fixed_sas
+
+    async def _signed_head(self, *, stale: bytes | None = None) -> bytes:
+        """The request's head, signed with auth that is in date: renewed first when it is about to end, or
+        when it is `stale` (the head a 401/403 answered) and no other send has renewed it since."""
+        if time.time() >= self._refresh_at or (stale is not None and self._head is stale):
+            async with self._refreshing:  # one renewal, however many sends are waiting for it
+                if time.time() >= self._refresh_at or (stale is not None and self._head is stale):
                     await self._refresh_auth()
+        return self._head
+
+    async def send(self, text: str) -> None:
         body = message_body(text, self._encoding)
-        request = b"%b%d\r\n\r\n%b" % (self._head, len(body), body)
+        client_id = b"%b%d" % (self._ids, next(self._sends))  # the same on every attempt of this message
+        tail = b"%d\r\nx-ms-client-request-id: %b\r\n\r\n%b" % (len(body), client_id, body)
         attempts: Attempts | None = None  # made at the first failure: most sends never need one
         pace = self._pace
         paced = 0
+        stale: bytes | None = None  # the head a 401/403 answered: signed afresh once
+        renewed = False
         while True:
+            head = self._head  # each attempt is signed with what is in date now
+            if stale is not None or time.time() >= self._refresh_at:
+                head = await self._signed_head(stale=stale)
+            request = head + tail
+            stale = None
             epoch = pace.take()
             if epoch is None:
                 epoch = await pace.wait()
@@ -99,12 +149,23 @@ class PutMessageSender:
                 if response.status == 201:
                     stored = True
                     return
-                throttled = response.status == 503
-                failure = f"Put Message to {self.name!r} answered {response.status} {_error(response.body)}"
+                throttled = response.status in THROTTLED_STATUS
+                failure = (
+                    f"Put Message to {self.name!r} answered {response.status} {_error(response.body)} "
+                    f"(x-ms-request-id {_one_line(response.request_id, 100) or 'none'}, {_client(client_id)})"
+                )
+                if response.status in AUTH_STATUS and not renewed and self._signs_itself:
+                    renewed = True  # a SAS past a policy's limit, a token revoked early: sign afresh, once
+                    stale = head
+                    self._on_retry()
+                    continue
                 if response.status not in RETRYABLE_STATUS:
                     raise QueueSendError(failure)
+            except ssl.SSLCertVerificationError as exc:  # no retry makes a certificate trusted
+                raise QueueSendError(f"Put Message to {self.name!r} failed: {exc} ({_client(client_id)})") from None
             except (OSError, ProtocolError, TimeoutError) as exc:
-                failure = f"Put Message to {self.name!r} failed: {type(exc).__name__}: {exc}"
+                what = str(exc) or "no answer in time"
+                failure = f"Put Message to {self.name!r} failed: {type(exc).__name__}: {what} ({_client(client_id)})"
             finally:
                 pace.done(epoch, stored=stored, throttled=throttled)
             if throttled and paced < self._paced_retries and pace.sends_at_once > 1:
@@ -115,26 +176,34 @@ class PutMessageSender:
             await attempts.wait(failure)
 
     async def _refresh_auth(self) -> None:
+        """Signs the head afresh; nothing changes unless it succeeds (a send that fails to renew leaves the
+        head as it was, and the next one tries again)."""
         credential: Any = self._queue.credential
         sas = self._fixed_sas  # a SAS from the connection string, used as it is
         auth = ""
-        self._refresh_at = float("inf")
+        refresh_at = float("inf")
         if hasattr(credential, "get_token"):  # Entra ID: a bearer token, renewed before it expires
-            token = await credential.get_token(STORAGE_SCOPE)
+            try:
+                token = await credential.get_token(STORAGE_SCOPE)
+            except Exception as exc:  # the identity endpoint is down or refuses: this send fails, retried as one
+                raise QueueSendError(
+                    f"Put Message to {self.name!r}: no storage token: {type(exc).__name__}: {_one_line(str(exc), 300)}"
+                ) from None
             date = formatdate(usegmt=True)  # renewed each minute too, with the token
             auth = f"Authorization: Bearer {token.token}\r\nx-ms-date: {date}\r\n"
-            self._refresh_at = min(token.expires_on - _REFRESH_MARGIN, time.time() + 60)
+            refresh_at = min(token.expires_on - _REFRESH_MARGIN, time.time() + 60)
         elif credential is not None:  # an account key: a queue SAS that allows only Put Message
-            expiry = datetime.now(UTC) + _SAS_LIFETIME
+            expiry = datetime.now(UTC) + self._sas_lifetime
             sas = generate_queue_sas(
                 credential.account_name, self.name, credential.account_key,
                 permission=QueueSasPermissions(add=True), expiry=expiry,
             )  # fmt: skip
-            self._refresh_at = expiry.timestamp() - _REFRESH_MARGIN
+            refresh_at = expiry.timestamp() - min(_REFRESH_MARGIN, self._sas_lifetime.total_seconds() / 4)
         query = "&".join(part for part in (self._query, sas) if part)
         target = f"{self._path}?{query}" if query else self._path
         self._head = (
             f"POST {target} HTTP/1.1\r\nHost: {self._pool.host_header}\r\n"
             f"Content-Type: application/xml\r\nx-ms-version: {self._queue.api_version}\r\n"
-            f"User-Agent: {USER_AGENT}\r\n{auth}Content-Length: "
+            f"User-Agent: {self._user_agent}\r\n{auth}Content-Length: "
         ).encode("ascii")
+        self._refresh_at = refresh_at

@@ -1,6 +1,6 @@
 """A loopback HTTP API for tests that need a source answering what no real one would: every GET gets
 what `answer(path, headers)` returns, or whatever `respond(handler)` writes itself (a body cut short, a
-reason phrase of any length, bytes that trickle)."""
+reason phrase of any length, bytes that trickle). A POST is answered alike, once its body is read."""
 
 from __future__ import annotations
 
@@ -37,6 +37,10 @@ class LoopbackApi:
             protocol_version = "HTTP/1.1"
 
             def do_GET(self) -> None:
+                (respond or send)(self)
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 (respond or send)(self)
 
             def log_message(self, format: str, *args: object) -> None:  # noqa: A002

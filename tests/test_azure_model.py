@@ -65,7 +65,8 @@ def test_throttled_answer_is_azures_server_busy(model):
 
 
 def test_per_queue_throttling_and_connection_resets_cost_retries_not_messages(lab, model):
-    model.configure(ModelConfig(median_ms=1, p99_ms=5, queue_rate=500, queue_burst=20, reset_rate=0.02))
+    # a queue rate well under what one process sends on a loaded 2-core machine, so that it throttles there too
+    model.configure(ModelConfig(median_ms=1, p99_ms=5, queue_rate=200, queue_burst=10, reset_rate=0.02))
     api = DemoApi(count=3_000).start()
     queue = lab.new_queue()
     try:

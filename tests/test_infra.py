@@ -434,3 +434,26 @@ def test_queue_accounts_setting_lists_the_main_account_then_each_extra_queue_end
     assert names["config"] == "st${take(token, 13)}q${account}"  # at most 18 characters: a valid account name
     name = main["modules"]["queueStorage"]["config"]["config"]["params"]["name"]["operator"]
     assert name == {"type": "index_accessor", "operands": {"operand_1": "queueAccountNames", "operand_2": "account"}}
+
+
+def test_azd_on_windows_runs_the_powershell_twin_with_the_same_az_calls():
+    """pwsh is not on this machine (Debian has no package): the twin is held to the POSIX script's az calls,
+    their options and template parameters, and to reading the same deployment outputs."""
+    hook = (PROJECT_ROOT / "azure.yaml").read_text()
+    assert re.search(r"\n\s+windows:\n\s+shell: pwsh\n\s+run: \./infra/event-subscription\.ps1\n", hook)
+    posix = (INFRA / "event-subscription.sh").read_text()
+    windows = (INFRA / "event-subscription.ps1").read_text()
+
+    def az_calls(script: str) -> list[tuple[str, ...]]:
+        calls = re.findall(r"\baz ((?:[a-z]+ )+)", script)
+        return [tuple(call.split()) for call in calls]
+
+    def options(script: str) -> set[str]:
+        return set(re.findall(r"(--[a-z-]+|\b\w+Name=|\bwebhookUrl=)", script))
+
+    assert az_calls(windows) == az_calls(posix) == [("functionapp", "keys", "list"), ("deployment", "group", "create")]
+    assert options(windows) == options(posix)
+    for output in ("AZURE_RESOURCE_GROUP", "AZURE_FUNCTION_APP_NAME", "AZURE_EVENT_GRID_TOPIC_NAME",
+                   "CHUNK_CONTAINER", "EVENT_GRID_DEADLETTER_CONTAINER"):  # fmt: skip
+        assert output in windows
+    assert "functionName=Host.Functions.$ingestionFunction" in windows and "'ingest_chunk'" in windows

@@ -25,6 +25,11 @@ CASES = [
     (b"HTTP/1.1 201 Created\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok", Response(201, b"ok", False)),
     (b"HTTP/1.0 201 Created\r\nContent-Length: 2\r\n\r\nok", Response(201, b"ok", keep_alive=False)),
     (b"HTTP/1.0 201 Created\r\nConnection: Keep-Alive\r\nContent-Length: 2\r\n\r\nok", Response(201, b"ok", True)),
+    (
+        b"HTTP/1.1 100 Continue\r\nx-ms-request-id: interim\r\n\r\nHTTP/1.1 500 Error\r\nX-MS-Request-Id: 9f2c-01\r\n"
+        b"Content-Length: 1\r\n\r\nx",
+        Response(500, b"x", True, request_id="9f2c-01"),
+    ),
 ]
 
 
@@ -129,3 +134,9 @@ def test_garbage_after_a_complete_response_still_gives_that_response_then_the_er
     assert parser.pending
     with pytest.raises(ProtocolError):
         parser.feed(b"")
+
+
+def test_a_body_past_a_mebibyte_is_a_protocol_error_not_memory():
+    head = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 2000000\r\n\r\n"
+    with pytest.raises(ProtocolError, match="response body longer than 1048576 bytes"):
+        parse([head] + [b"x" * 65536] * 31)

@@ -59,6 +59,8 @@ def test_every_setting_is_named_once_and_its_default_is_valid():
         ({"SOURCE_TIMEOUT": "nan"}, "SOURCE_TIMEOUT must be a number"),
         ({"SOURCE_TIMEOUT": "inf"}, "SOURCE_TIMEOUT must be a number"),
         ({"STORAGE_USE_PROXY_ENV": "maybe"}, "STORAGE_USE_PROXY_ENV must be true or false"),
+        ({"AZURE_HTTP_USER_AGENT": "x/1\r\nX-Injected: yes"}, "AZURE_HTTP_USER_AGENT must be at most 256 printable"),
+        ({"AZURE_HTTP_USER_AGENT": "contoso-\u00e9"}, "AZURE_HTTP_USER_AGENT must be at most 256 printable"),
         ({"SOURCE_CRM__PAGINATION": "pages", "SOURCE_CRM__URL": "http://x"}, "SOURCE_CRM__PAGINATION must be one of"),
     ],
 )
