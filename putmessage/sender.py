@@ -42,13 +42,12 @@ USER_AGENT = "fanout-put-message/1"
 _REFRESH_MARGIN = 300.0  # seconds before expiry at which a SAS or token is renewed, at most
 _MESSAGE_CHARS = 1000  # of a storage error's message kept in a failure's reason
 _CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-_SIGNATURE = re.compile(r"(?i)\bsig=[^&\s\"'<>]*")
 
 
 def _error(body: bytes) -> str:
     """`Code: Message` from a storage error body, each on one line (controls and runs of white space made one
     space), the code at most 100 characters and the message 1,000; else the body's first 200 characters
-    alike. A SAS signature a gateway echoes is taken out: the app minted it, so no redactor knows it."""
+    alike. (A SAS signature a gateway echoes goes where every text leaving the app goes: core/redact.py.)"""
     xml = body[: 16 * _MESSAGE_CHARS].decode("utf-8", "replace")
     code = re.search(r"<Code>([^<]*)</Code>", xml)
     message = re.search(r"<Message>([^<]*)", xml)
@@ -66,8 +65,7 @@ def _client(client_id: bytes) -> str:
 
 
 def _one_line(text: str, most: int) -> str:
-    text = _SIGNATURE.sub("sig=[redacted]", html.unescape(text))
-    return " ".join(_CONTROLS.sub(" ", text).split())[:most]
+    return " ".join(_CONTROLS.sub(" ", html.unescape(text)).split())[:most]
 
 
 class PutMessageSender:
@@ -82,7 +80,7 @@ class PutMessageSender:
         retry: RetryPolicy,
         pace: SendPace,
         on_retry: Callable[[], None],
-        sas_lifetime: float = 7200.0,
+        sas_lifetime: float,
         user_agent: str = "",
     ) -> None:
         """`on_retry` is told of every retry of a send (a paced one, or one after a failure); `sas_lifetime`:
@@ -116,30 +114,29 @@ class PutMessageSender:
         """It signs with a key (a SAS it mints) or a token it fetches: both can be renewed."""
         return self._queue.credential is not None and not self._fixed_sas
 
-    async def _signed_head(self, *, stale: bytes | None = None) -> bytes:
-        """The request's head, signed with auth that is in date: renewed first when it is about to end, or
-        when it is `stale` (the head a 401/403 answered) and no other send has renewed it since."""
-        if time.time() >= self._refresh_at or (stale is not None and self._head is stale):
-            async with self._refreshing:  # one renewal, however many sends are waiting for it
-                if time.time() >= self._refresh_at or (stale is not None and self._head is stale):
-                    await self._refresh_auth()
-        return self._head
+    def _due(self, stale: bytes | None) -> bool:
+        """The head must be signed afresh: its auth is about to end, or it is `stale` (the head a 401/403
+        answered) and no other send has renewed it since."""
+        return time.time() >= self._refresh_at or (stale is not None and self._head is stale)
+
+    async def _renew(self, stale: bytes | None) -> None:
+        async with self._refreshing:  # one renewal, however many sends are waiting for it
+            if self._due(stale):
+                await self._refresh_auth()
 
     async def send(self, text: str) -> None:
         body = message_body(text, self._encoding)
         client_id = b"%b%d" % (self._ids, next(self._sends))  # the same on every attempt of this message
-        tail = b"%d\r\nx-ms-client-request-id: %b\r\n\r\n%b" % (len(body), client_id, body)
         attempts: Attempts | None = None  # made at the first failure: most sends never need one
         pace = self._pace
         paced = 0
         stale: bytes | None = None  # the head a 401/403 answered: signed afresh once
         renewed = False
         while True:
-            head = self._head  # each attempt is signed with what is in date now
-            if stale is not None or time.time() >= self._refresh_at:
-                head = await self._signed_head(stale=stale)
-            request = head + tail
-            stale = None
+            if self._due(stale):  # each attempt is signed with what is in date then
+                await self._renew(stale)
+            head, stale = self._head, None
+            request = b"%b%d\r\nx-ms-client-request-id: %b\r\n\r\n%b" % (head, len(body), client_id, body)
             epoch = pace.take()
             if epoch is None:
                 epoch = await pace.wait()

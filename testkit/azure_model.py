@@ -62,6 +62,7 @@ class ModelConfig:
     account_burst: float | None = None
     reset_rate: float = 0.0  # fraction of Put Message requests reset, half before and half after Azurite answers
     drop_rate: float = 0.0  # fraction of Put Message requests never answered
+    gateway_rate: float = 0.0  # fraction of Put Message requests answered 500, 502 or 504 without storing them
     seed: int = 13
 
     @classmethod
@@ -117,17 +118,27 @@ class Request(NamedTuple):
 
 def server_busy(message: str, service: str, request: Request) -> bytes:
     """Azure Storage's answer past a scalability target, byte for byte in shape."""
+    return storage_error(503, "ServerBusy", message, service, request)
+
+
+GATEWAY_ANSWERS = ((500, "InternalError", "Server encountered an internal error. Please try again after some time."),
+                   (502, "BadGateway", "The gateway did not receive a response in time."),
+                   (504, "GatewayTimeout", "The gateway timed out."))  # fmt: skip
+
+
+def storage_error(status: int, code: str, message: str, service: str, request: Request) -> bytes:
+    """An Azure Storage error answer, byte for byte in shape."""
     request_id = str(uuid.uuid4())
     when = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f") + "0Z"  # Azure writes 7 fraction digits
     body = (
-        '\ufeff<?xml version="1.0" encoding="utf-8"?><Error><Code>ServerBusy</Code>'
+        f'\ufeff<?xml version="1.0" encoding="utf-8"?><Error><Code>{code}</Code>'
         f"<Message>{message}\nRequestId:{request_id}\nTime:{when}</Message></Error>"
     ).encode()
     client_id = f"x-ms-client-request-id: {request.client_request_id}\r\n" if request.client_request_id else ""
     head = (
-        f"HTTP/1.1 503 {message}\r\nContent-Length: {len(body)}\r\nContent-Type: application/xml\r\n"
+        f"HTTP/1.1 {status} {message}\r\nContent-Length: {len(body)}\r\nContent-Type: application/xml\r\n"
         f"Server: Windows-Azure-{service.title()}/1.0 Microsoft-HTTPAPI/2.0\r\nx-ms-request-id: {request_id}\r\n"
-        f"x-ms-version: {request.version}\r\n{client_id}x-ms-error-code: ServerBusy\r\n"
+        f"x-ms-version: {request.version}\r\n{client_id}x-ms-error-code: {code}\r\n"
         f"Date: {formatdate(usegmt=True)}\r\n\r\n"
     )
     return head.encode() + body
@@ -271,6 +282,8 @@ class AzureModel:
             return "dropped"
         if draw < self.config.drop_rate + self.config.reset_rate:
             return "reset_before" if self._rng.random() < 0.5 else "reset_after"
+        if draw < self.config.drop_rate + self.config.reset_rate + self.config.gateway_rate:
+            return "gateway"
         return None
 
     def _busy(self, request: Request) -> str | None:
@@ -316,6 +329,10 @@ class AzureModel:
                 if fault == "reset_before":
                     _reset(writer)
                     return
+                if fault == "gateway":  # answered in front of storage: nothing stored
+                    writer.write(storage_error(*self._rng.choice(GATEWAY_ANSWERS), service, request))
+                    await writer.drain()
+                    continue
                 if upstream is not None and time.monotonic() - upstream_used > _UPSTREAM_IDLE_SECONDS:
                     upstream[1].close()  # Azurite (Node) closes a connection idle for 5 s: never write into that
                     upstream = None

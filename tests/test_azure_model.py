@@ -64,9 +64,10 @@ def test_throttled_answer_is_azures_server_busy(model):
     assert httpx.post(url, content=b"").reason_phrase == ACCOUNT_BUSY
 
 
-def test_per_queue_throttling_and_connection_resets_cost_retries_not_messages(lab, model):
+def test_per_queue_throttling_gateway_answers_and_connection_resets_cost_retries_not_messages(lab, model):
     # a queue rate well under what one process sends on a loaded 2-core machine, so that it throttles there too
-    model.configure(ModelConfig(median_ms=1, p99_ms=5, queue_rate=200, queue_burst=10, reset_rate=0.02))
+    model.configure(ModelConfig(median_ms=1, p99_ms=5, queue_rate=200, queue_burst=10, reset_rate=0.02,
+                                gateway_rate=0.02))  # fmt: skip
     api = DemoApi(count=3_000).start()
     queue = lab.new_queue()
     try:
@@ -75,14 +76,17 @@ def test_per_queue_throttling_and_connection_resets_cost_retries_not_messages(la
     finally:
         api.stop()
     outcome = judge("throttled", "", summary["state"], demo_ids(3_000), lab.probe(queue).drain())
-    stats = {kind: model.stats[f"{kind} {queue}"] for kind in ("throttled_queue", "reset_before", "reset_after")}
+    kinds = ("throttled_queue", "reset_before", "reset_after", "gateway")
+    stats = {kind: model.stats[f"{kind} {queue}"] for kind in kinds}
 
     assert (summary["state"], outcome.lost) == ("completed", 0), summary
     assert stats["throttled_queue"] > 100 and stats["reset_before"] > 0 and stats["reset_after"] > 0, stats
+    assert stats["gateway"] > 0, stats
     # every answer lost after Azurite stored the message is one duplicate, and nothing else is
     assert outcome.duplicates == stats["reset_after"], stats
-    # every 503 and every reset was one retry of a Put Message, and the run's summary says how many
-    assert summary["send_retries"] == stats["throttled_queue"] + stats["reset_before"] + stats["reset_after"]
+    # every 503, every gateway answer and every reset was one retry of a Put Message, and the run's summary
+    # says how many
+    assert summary["send_retries"] == sum(stats.values())
 
 
 def test_throttle_past_storage_max_retries_leaves_the_chunk_at_its_checkpoint_and_redrive_finishes(lab, model):

@@ -106,10 +106,12 @@ schedules = st.builds(
     doubled=st.frozensets(st.integers(0, 25), max_size=2),
 )
 # Storage as Azure answers it at its limits (testkit/azure_model.py): latency, 503 ServerBusy past a queue's
-# rate, connections reset before or after a message is stored (after: the sender retries, a duplicate).
+# rate, connections reset before or after a message is stored (after: the sender retries, a duplicate), and
+# gateway answers in front of it (500, 502, 504: nothing stored, retried).
 storage_faults = st.sampled_from(
-    [None, ModelConfig(median_ms=1, p99_ms=8, queue_rate=150, account_rate=2_000, reset_rate=0.03, seed=7)]
-)
+    [None, ModelConfig(median_ms=1, p99_ms=8, queue_rate=150, account_rate=2_000, reset_rate=0.03, gateway_rate=0.03,
+                       seed=7)]
+)  # fmt: skip
 
 
 def app_settings(azurite: Any, source: HostileSource, spec: SourceSpec, budget: str) -> dict[str, str]:

@@ -14,12 +14,16 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from azure.core.credentials import AccessToken
 from azure.storage.queue.aio import QueueClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from core.errors import QueueSendError
+from core.redact import public_reason
 from core.retry import RetryPolicy
+from core.settings import STORAGE_SAS_LIFETIME
 from putmessage.connection_pool import ConnectionPool
 from putmessage.pace import SendPace
-from putmessage.sender import PutMessageSender
+from putmessage.sender import PACED_RETRIES, PutMessageSender
 from testkit.loopback_api import Answer, LoopbackApi
 
 KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UFeWq2XlvKvhmQ5RzYCEQfWABSXzkYMfSmA=="
@@ -50,6 +54,8 @@ class Gateway:
 
 def send(gateway: Gateway, texts: list[str], *, attempts: int = 4, pace: SendPace | None = None, pause: float = 0.0,
          **options):  # fmt: skip
+    options = {"sas_lifetime": STORAGE_SAS_LIFETIME.default, **options}
+
     async def run() -> SendPace:
         connection = f"DefaultEndpointsProtocol=http;AccountName=acct;AccountKey={KEY};QueueEndpoint={gateway.url}/acct"
         queue = QueueClient.from_connection_string(connection, "q")
@@ -165,6 +171,7 @@ def send_with_token(gateway: Gateway, credential: SlowToken, texts: list[str], *
         sender = PutMessageSender(
             ConnectionPool(f"{gateway.url}/acct/q", 4, None, 5.0), queue, encoding="none", ttl=None,
             retry=RetryPolicy(attempts=1, base_delay=0.0, max_delay=0.0), pace=SendPace(8), on_retry=lambda: None,
+            sas_lifetime=STORAGE_SAS_LIFETIME.default,
         )  # fmt: skip
         try:
             if together:
@@ -216,7 +223,7 @@ def test_a_hostile_error_body_becomes_one_bounded_line_without_the_signature_it_
     assert "\n" not in reason and "\r" not in reason and "Bad INFO forged log line: The service failed." in reason
 
 
-def test_an_echoed_signature_is_taken_out_of_the_reason():
+def test_an_echoed_signature_is_taken_out_of_the_reason_as_the_app_shows_it():
     echo = LoopbackApi(lambda path, headers: (400, {}, f"<html>refused {path}</html>".encode()))
     gateway = Gateway([])
     gateway.url = echo.url.removesuffix("/ids")
@@ -226,5 +233,37 @@ def test_an_echoed_signature_is_taken_out_of_the_reason():
     finally:
         echo.stop()
         gateway.stop()
-    reason = str(raised.value)
+    reason = public_reason(str(raised.value))  # what a status, a log line or the CLI shows of it
     assert "sig=[redacted]" in reason and not re.search(r"sig=[A-Za-z0-9%]", reason)
+
+
+# --- the class: any sequence of answers a gateway or the service may give -----------------------------
+
+ANSWERS = st.lists(st.sampled_from([200, 204, 400, 401, 403, 404, 408, 409, 413, 429, 500, 501, 502, 503, 504, 505]),
+                   max_size=8)  # fmt: skip
+CODES = st.text(st.characters(codec="utf-8", exclude_characters="<&"), max_size=300).map(str.encode)
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(script=ANSWERS, code=CODES)
+def test_any_answers_end_the_send_stored_once_or_failed_in_one_line_within_the_attempts(script, code):
+    """Nothing endless, nothing sent twice, nothing hidden: the send stops within its attempts (plus one
+    renewal and the paced retries), is stored exactly once or fails with a one-line reason, and every send
+    it started is over for the pace."""
+    gateway = Gateway(script, code=code)
+    pace = SendPace(8)
+    failure: QueueSendError | None = None
+    try:
+        send(gateway, ["id-1"], attempts=3, pace=pace)
+    except QueueSendError as exc:
+        failure = exc
+    finally:
+        gateway.stop()
+    answered = [*script, 201][: len(gateway.requests)]
+    assert len(gateway.requests) <= 3 + 1 + PACED_RETRIES
+    assert (failure is None) == (answered[-1] == 201) and answered.count(201) <= 1
+    if failure is not None:
+        reason = str(failure)
+        assert "\n" not in reason and "\r" not in reason and "x-ms-client-request-id" in reason
+        assert len(reason) < 1600
+    assert pace.in_flight == 0

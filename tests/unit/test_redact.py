@@ -353,6 +353,7 @@ HOSTILE = {
     "entities": "&quot;" * 170_000,
     "cut marks": "tok_8f…" * 140_000,
     "the secret": TOKEN * 40_000,
+    "signatures": "sig=" * 250_000,
 }
 
 
@@ -364,3 +365,16 @@ def test_a_hostile_megabyte_is_redacted_in_linear_time(text):
         started = time.perf_counter()
         redactor(text)
         assert time.perf_counter() - started < 10.0
+
+
+@given(
+    before=st.text(max_size=40).filter(lambda text: not text[-1:].isalnum() and not text.endswith(("_", "-"))),
+    signature=st.text(st.sampled_from("ABCDEFabcdef0123456789%+/="), min_size=8, max_size=60),
+    after=st.sampled_from(["", "&se=2026-12-02", " and more", "'", "</Message>"]),
+    key=st.sampled_from(["sig", "SIG", "Sig"]),
+)
+def test_a_sas_signature_is_redacted_wherever_it_stands(before, signature, after, key):
+    """A SAS the app minted is no configured secret: its signature goes whatever text echoes it (a bare
+    request path, a query without its URL, an error body)."""
+    text = f"{before}{key}={signature}{after}"
+    assert Redactor([])(text).endswith(f"{key}=[redacted]{after}")
