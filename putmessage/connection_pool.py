@@ -97,7 +97,7 @@ class ConnectionPool:
         self._port = parts.port or (443 if self._tls else 80)
         self.host_header = parts.netloc.rpartition("@")[2]
         self._ssl = (tls or ssl.create_default_context()) if self._tls else None
-        self._timeout = timeout
+        self.timeout = timeout  # seconds a request, or anything a sender does for one, may take
         self._slots = asyncio.Semaphore(size)
         self._idle: list[_Connection] = []
         self._busy: set[_Connection] = set()
@@ -108,7 +108,7 @@ class ConnectionPool:
         """Sends one whole request and returns the answer; a connection that fails is dropped."""
         async with self._slots:
             connection = self._idle_connection() or await self._connect()
-            connection.deadline = self._loop.time() + self._timeout  # type: ignore[union-attr]
+            connection.deadline = self._loop.time() + self.timeout  # type: ignore[union-attr]
             self._busy.add(connection)
             try:
                 response = await connection.exchange(request)
@@ -142,7 +142,7 @@ class ConnectionPool:
         self._loop = loop = asyncio.get_running_loop()
         if self._watchdog is None:
             self._watchdog = loop.call_later(self._tick, self._expire_overdue)
-        async with asyncio.timeout(self._timeout):
+        async with asyncio.timeout(self.timeout):
             _, connection = await loop.create_connection(
                 lambda: _Connection(loop),
                 self.host,
@@ -154,10 +154,10 @@ class ConnectionPool:
 
     @property
     def _tick(self) -> float:
-        return min(1.0, self._timeout / 4)
+        return min(1.0, self.timeout / 4)
 
     def _expire_overdue(self) -> None:
         now = self._loop.time()  # type: ignore[union-attr]
         for connection in [connection for connection in self._busy if connection.deadline <= now]:
-            connection.expire(self._timeout)
+            connection.expire(self.timeout)
         self._watchdog = self._loop.call_later(self._tick, self._expire_overdue)  # type: ignore[union-attr]

@@ -68,6 +68,10 @@ def _one_line(text: str, most: int) -> str:
     return " ".join(_CONTROLS.sub(" ", html.unescape(text)).split())[:most]
 
 
+class _NoTokenError(Exception):
+    """The storage token could not be had in time: a failure of this attempt, retried as any other."""
+
+
 class PutMessageSender:
     def __init__(
         self,
@@ -104,6 +108,8 @@ class PutMessageSender:
         self._head = b""  # the request up to the Content-Length value, built by _refresh_auth
         self._refresh_at = 0.0
         self._refreshing = asyncio.Lock()
+        self._fetches = 0  # token fetches ended: a send that waited through a failed one fails with it
+        self._no_token = ""  # why the last token fetch failed, "" when it did not
 
     @property
     def name(self) -> str:
@@ -114,14 +120,16 @@ class PutMessageSender:
         """It signs with a key (a SAS it mints) or a token it fetches: both can be renewed."""
         return self._queue.credential is not None and not self._fixed_sas
 
-    def _due(self, stale: bytes | None) -> bool:
-        """The head must be signed afresh: its auth is about to end, or it is `stale` (the head a 401/403
-        answered) and no other send has renewed it since."""
-        return time.time() >= self._refresh_at or (stale is not None and self._head is stale)
+    def _due(self) -> bool:
+        """The head must be signed afresh: its auth is about to end, or a 401/403 refused it."""
+        return time.time() >= self._refresh_at
 
-    async def _renew(self, stale: bytes | None) -> None:
+    async def _renew(self) -> None:
+        fetches = self._fetches
         async with self._refreshing:  # one renewal, however many sends are waiting for it
-            if self._due(stale):
+            if self._fetches != fetches and self._no_token:  # failed while this send waited: not asked again
+                raise _NoTokenError(self._no_token)
+            if self._due():
                 await self._refresh_auth()
 
     async def send(self, text: str) -> None:
@@ -130,18 +138,17 @@ class PutMessageSender:
         attempts: Attempts | None = None  # made at the first failure: most sends never need one
         pace = self._pace
         paced = 0
-        stale: bytes | None = None  # the head a 401/403 answered: signed afresh once
         renewed = False
         while True:
-            if self._due(stale):  # each attempt is signed with what is in date then
-                await self._renew(stale)
-            head, stale = self._head, None
-            request = b"%b%d\r\nx-ms-client-request-id: %b\r\n\r\n%b" % (head, len(body), client_id, body)
             epoch = pace.take()
             if epoch is None:
                 epoch = await pace.wait()
             stored = throttled = False
             try:
+                if self._due():  # each attempt is signed with what is in date as it goes out
+                    await self._renew()
+                head = self._head
+                request = b"%b%d\r\nx-ms-client-request-id: %b\r\n\r\n%b" % (head, len(body), client_id, body)
                 response = await self._pool.request(request)  # the pool times out a request
                 if response.status == 201:
                     stored = True
@@ -153,11 +160,14 @@ class PutMessageSender:
                 )
                 if response.status in AUTH_STATUS and not renewed and self._signs_itself:
                     renewed = True  # a SAS past a policy's limit, a token revoked early: sign afresh, once
-                    stale = head
+                    if self._head is head:  # not renewed since: every send, waiting or not, renews first
+                        self._refresh_at = 0.0
                     self._on_retry()
                     continue
                 if response.status not in RETRYABLE_STATUS:
                     raise QueueSendError(failure)
+            except _NoTokenError as exc:
+                failure = f"Put Message to {self.name!r}: no storage token: {exc} ({_client(client_id)})"
             except ssl.SSLCertVerificationError as exc:  # no retry makes a certificate trusted
                 raise QueueSendError(f"Put Message to {self.name!r} failed: {exc} ({_client(client_id)})") from None
             except (OSError, ProtocolError, TimeoutError) as exc:
@@ -180,12 +190,14 @@ class PutMessageSender:
         auth = ""
         refresh_at = float("inf")
         if hasattr(credential, "get_token"):  # Entra ID: a bearer token, renewed before it expires
-            try:
-                token = await credential.get_token(STORAGE_SCOPE)
-            except Exception as exc:  # the identity endpoint is down or refuses: this send fails, retried as one
-                raise QueueSendError(
-                    f"Put Message to {self.name!r}: no storage token: {type(exc).__name__}: {_one_line(str(exc), 300)}"
-                ) from None
+            try:  # bounded as a request is: a hung identity endpoint must not hold every send behind the lock
+                token = await asyncio.wait_for(credential.get_token(STORAGE_SCOPE), self._pool.timeout)
+            except Exception as exc:  # the identity endpoint is down, slow or refuses
+                self._no_token = f"{type(exc).__name__}: {_one_line(str(exc), 300)}"
+                raise _NoTokenError(self._no_token) from None
+            finally:
+                self._fetches += 1
+            self._no_token = ""
             date = formatdate(usegmt=True)  # renewed each minute too, with the token
             auth = f"Authorization: Bearer {token.token}\r\nx-ms-date: {date}\r\n"
             refresh_at = min(token.expires_on - _REFRESH_MARGIN, time.time() + 60)

@@ -149,13 +149,14 @@ def test_a_sas_lifetime_below_two_hours_signs_sas_that_end_then():
 class SlowToken:
     """An Entra ID credential whose token takes a while to come (a cold cache), failing `fails` times first."""
 
-    def __init__(self, fails: int = 0) -> None:
+    def __init__(self, fails: int = 0, hangs: bool = False) -> None:
         self.calls = 0
         self._fails = fails
+        self._hangs = hangs
 
     async def get_token(self, *scopes: str, **kwargs: object) -> AccessToken:
         self.calls += 1
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(3600 if self._hangs else 0.2)
         if self.calls <= self._fails:
             raise OSError("identity endpoint unreachable")
         return AccessToken(f"token-{self.calls}", int(time.time()) + 3600)
@@ -164,13 +165,23 @@ class SlowToken:
         pass
 
 
-def send_with_token(gateway: Gateway, credential: SlowToken, texts: list[str], *, together: bool) -> list[object]:
+def send_with_token(
+    gateway: Gateway,
+    credential: SlowToken,
+    texts: list[str],
+    *,
+    together: bool,
+    attempts: int = 1,
+    most: int = 8,
+    timeout: float = 5.0,
+) -> list[object]:
     async def run() -> list[object]:
         # the SDK takes a token only over https; the pool, which makes the connections, speaks plain http
         queue = QueueClient(gateway.url.replace("http://", "https://") + "/acct", "q", credential=credential)
         sender = PutMessageSender(
-            ConnectionPool(f"{gateway.url}/acct/q", 4, None, 5.0), queue, encoding="none", ttl=None,
-            retry=RetryPolicy(attempts=1, base_delay=0.0, max_delay=0.0), pace=SendPace(8), on_retry=lambda: None,
+            ConnectionPool(f"{gateway.url}/acct/q", 4, None, timeout), queue, encoding="none", ttl=None,
+            retry=RetryPolicy(attempts=attempts, base_delay=0.0, max_delay=0.0), pace=SendPace(most),
+            on_retry=lambda: None,
             sas_lifetime=STORAGE_SAS_LIFETIME.default,
         )  # fmt: skip
         try:
@@ -267,3 +278,46 @@ def test_any_answers_end_the_send_stored_once_or_failed_in_one_line_within_the_a
         assert "\n" not in reason and "\r" not in reason and "x-ms-client-request-id" in reason
         assert len(reason) < 1600
     assert pace.in_flight == 0
+
+
+def test_a_token_that_fails_once_is_asked_again_within_the_sends_attempts():
+    gateway, credential = Gateway([]), SlowToken(fails=1)
+    try:
+        (result,) = send_with_token(gateway, credential, ["id-0"], together=False, attempts=3)
+    finally:
+        gateway.stop()
+    assert result is None and credential.calls == 2 and len(gateway.requests) == 1
+
+
+def test_a_token_endpoint_that_never_answers_fails_the_send_within_the_storage_timeout():
+    gateway, credential = Gateway([]), SlowToken(hangs=True)
+    started = time.monotonic()
+    try:
+        results = send_with_token(gateway, credential, ["id-0", "id-1"], together=True, timeout=0.5)
+    finally:
+        gateway.stop()
+    assert all(isinstance(result, QueueSendError) and "no storage token: TimeoutError" in str(result)
+               for result in results)  # fmt: skip
+    assert time.monotonic() - started < 10 and not gateway.requests
+    assert credential.calls == 1  # the send that waited behind the hung fetch failed with it, not asking again
+
+
+class RevokedFirstToken(Gateway):
+    """Refuses `Bearer token-1` with 403, as storage does a token revoked early; stores the rest."""
+
+    def _answer(self, path: str, headers: Message) -> Answer:
+        self.requests.append((path, headers))
+        if headers["Authorization"] == "Bearer token-1":
+            return 403, {"x-ms-request-id": "revoked"}, FAILURE % (b"AuthenticationFailed", b"revoked")
+        return 201, {}, b""
+
+
+def test_sends_waiting_for_the_pace_go_out_with_the_head_renewed_meanwhile():
+    gateway, credential = RevokedFirstToken([]), SlowToken()
+    try:
+        results = send_with_token(gateway, credential, [f"id-{n}" for n in range(12)], together=True, most=4)
+    finally:
+        gateway.stop()
+    refused = [path for path, headers in gateway.requests if headers["Authorization"] == "Bearer token-1"]
+    assert results == [None] * 12 and credential.calls == 2  # one renewal, shared
+    assert len(refused) <= 4 and len(gateway.requests) == 12 + len(refused)  # only those out before it
