@@ -4,9 +4,11 @@
 #
 #   SOURCE_URL=https://api.example.com/ids infra/deploy.sh NAME [LOCATION]
 #
-# SOURCE_HEADERS (optional, a JSON object such as {"x-api-key": "…"}) is read from the environment and
-# handed to `az` in a parameters file (mode 600, in a private temporary directory removed on exit), never
-# on a command line, where any user could read it with `ps`. The template stores it in Key Vault.
+# SOURCE_HEADERS (optional, a JSON object such as {"x-api-key": "…"}) and SOURCE_CLIENT_SECRET (optional,
+# the source token endpoint's OAuth2 client secret) are read from the environment and handed to `az` in a
+# parameters file (mode 600, in a private temporary directory removed on exit), never on a command line,
+# where any user could read it with `ps`. The template stores them in Key Vault.
+# VNET_ENABLED=true deploys the private network (main.bicep `vnetEnabled`; docs/deploy.md, Private network).
 set -euo pipefail
 
 NAME="${1:?usage: SOURCE_URL=https://… infra/deploy.sh NAME [LOCATION]}"
@@ -19,6 +21,10 @@ trap 'rm -rf "$workdir"' EXIT
 
 echo "1/4 resource group ${AZURE_RESOURCE_GROUP} in ${LOCATION}" >&2
 az group create --name "$AZURE_RESOURCE_GROUP" --location "$LOCATION" --tags "azd-env-name=${NAME}" --output none
+if [ "${VNET_ENABLED:-false}" = "true" ]; then
+  # Flex Consumption's integration subnet is delegated to Microsoft.App/environments: the provider must be there.
+  az provider register --namespace Microsoft.App --wait --output none
+fi
 
 echo "2/4 infrastructure (infra/main.bicep)" >&2
 parameters="$workdir/main.parameters.json"
@@ -34,11 +40,16 @@ except ValueError:
 if not isinstance(parsed, dict) or not all(isinstance(v, str) for v in parsed.values()):
     # The app would refuse it at its first run; never echo the value: it holds a secret.
     sys.exit('error: SOURCE_HEADERS must be a JSON object of strings, e.g. {"x-api-key": "..."}, or unset')
+vnet = os.environ.get("VNET_ENABLED", "false")
+if vnet not in ("true", "false"):
+    sys.exit(f"error: VNET_ENABLED must be true or false, not {vnet!r}")
 values = {
     "name": os.environ["NAME"],
     "location": os.environ["LOCATION"],
     "sourceUrl": os.environ["SOURCE_URL"],
     "sourceHeaders": headers,
+    "sourceClientSecret": os.environ.get("SOURCE_CLIENT_SECRET", ""),
+    "vnetEnabled": vnet == "true",
 }
 document = {
     "$schema": "https://schema.management.azure.com/schemas/2019-04-01/deploymentParameters.json#",
@@ -67,6 +78,8 @@ CHUNK_CONTAINER="$(output CHUNK_CONTAINER)"
 EVENT_GRID_DEADLETTER_CONTAINER="$(output EVENT_GRID_DEADLETTER_CONTAINER)"
 export AZURE_FUNCTION_APP_NAME AZURE_EVENT_GRID_TOPIC_NAME CHUNK_CONTAINER EVENT_GRID_DEADLETTER_CONTAINER
 
+# The package goes to the app's SCM endpoint (public, Entra ID), which writes it into the deployment container
+# on the app's behalf; with VNET_ENABLED=true that container is reached through the app's virtual network.
 echo "3/4 code → ${AZURE_FUNCTION_APP_NAME} (remote build installs requirements.txt)" >&2
 package="$workdir/app.zip"
 python3 -m zipfile -c "$package" function_app.py host.json requirements.txt core putmessage chunking ingestion runs api

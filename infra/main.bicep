@@ -1,8 +1,10 @@
 // The fan-out app in one resource group: storage (no shared keys), a user-assigned identity with
-// least-privilege roles, a Key Vault (RBAC) for the source's headers, Application Insights, a Flex
+// least-privilege roles, a Key Vault (RBAC) for the source's secrets, Application Insights, a Flex
 // Consumption function app (no basic publishing credentials), and the Event Grid system topic its blob
 // trigger listens through (the subscription itself: infra/event-subscription.bicep, after the code is
-// deployed). Deploy with infra/deploy.sh or `azd up`.
+// deployed). With `vnetEnabled`, also a virtual network that the app's outbound traffic goes through and
+// private endpoints for every storage account and the Key Vault, whose public endpoints are then closed.
+// Deploy with infra/deploy.sh or `azd up`.
 targetScope = 'resourceGroup'
 
 @minLength(3)
@@ -19,6 +21,13 @@ param sourceUrl string
 @secure()
 @description('JSON object of headers for the source, e.g. an API key. Empty for none. Stored as a Key Vault secret; the app setting holds only a reference to it.')
 param sourceHeaders string = ''
+
+@secure()
+@description('The OAuth2 client secret of the source\'s token endpoint (SOURCE_CLIENT_SECRET). Empty for none. Stored as a Key Vault secret; the app setting holds only a reference to it.')
+param sourceClientSecret string = ''
+
+@description('Private network: a virtual network with the app\'s integration subnet, private endpoints and private DNS zones for the storage accounts (blob, queue, table; queue on each queueAccounts account) and the Key Vault, whose public network access is then off. The app itself stays reachable over HTTPS (Event Grid delivers to its webhook). See docs/deploy.md, Private network.')
+param vnetEnabled bool = false
 
 param pythonVersion string = '3.11'
 @allowed([512, 2048, 4096])
@@ -85,10 +94,32 @@ param sourceFirstPage int = 1
 var token = toLower(uniqueString(subscription().id, resourceGroup().id, name))
 var tags = { 'azd-env-name': name, app: 'azure-queue-fanout' }
 var deploymentContainerName = 'app-package-${take(token, 8)}'
+var storageAccountName = 'st${take(token, 13)}fan'
+var keyVaultName = 'kv${take(token, 13)}fan'
 // Names and queue endpoints of the extra queue accounts, known before deployment (a loop variable may not
 // read module outputs).
 var queueAccountNames = [for account in range(0, queueAccounts): 'st${take(token, 13)}q${account}']
 var queueAccountEndpoints = [for accountName in queueAccountNames: 'https://${accountName}.queue.${environment().suffixes.storage}']
+// What gets a private endpoint with the private network, and for which sub-resources: the main account
+// (the host and the app use blob, queue and table), each extra queue account (queue only) and the Key Vault.
+// Names are known before deployment, so the resource IDs are too.
+var queueAccountPrivateEndpoints = [for accountName in queueAccountNames: {
+  name: accountName
+  type: 'Microsoft.Storage/storageAccounts'
+  groupIds: ['queue']
+}]
+var privateEndpointTargets = vnetEnabled ? concat([
+  {
+    name: storageAccountName
+    type: 'Microsoft.Storage/storageAccounts'
+    groupIds: ['blob', 'queue', 'table']
+  }
+  {
+    name: keyVaultName
+    type: 'Microsoft.KeyVault/vaults'
+    groupIds: ['vault']
+  }
+], queueAccountPrivateEndpoints) : []
 var queueNames = [for partition in range(0, queuePartitions): queuePartitions == 1 ? queueName : '${queueName}-${partition}']
 
 module identity 'modules/identity.bicep' = {
@@ -103,9 +134,10 @@ module identity 'modules/identity.bicep' = {
 module storage 'modules/storage.bicep' = {
   name: 'storage'
   params: {
-    name: 'st${take(token, 13)}fan'
+    name: storageAccountName
     location: location
     tags: tags
+    vnetEnabled: vnetEnabled
     containerNames: [
       chunkContainerName
       runsContainerName
@@ -137,6 +169,7 @@ module queueStorage 'modules/storage.bicep' = [
       queueNames: queueNames
       retentionPrefixes: []
       claimCheckPrefixes: []
+      vnetEnabled: vnetEnabled
     }
   }
 ]
@@ -154,12 +187,39 @@ module queueRoles 'modules/queue-roles.bicep' = [
 module keyVault 'modules/key-vault.bicep' = {
   name: 'key-vault'
   params: {
-    name: 'kv${take(token, 13)}fan'
+    name: keyVaultName
     location: location
     tags: tags
     sourceHeaders: sourceHeaders
+    sourceClientSecret: sourceClientSecret
+    vnetEnabled: vnetEnabled
   }
 }
+
+module network 'modules/network.bicep' = if (vnetEnabled) {
+  name: 'network'
+  params: {
+    name: 'vnet-${name}-${take(token, 6)}'
+    location: location
+    tags: tags
+  }
+}
+
+module privateEndpoints 'modules/private-endpoints.bicep' = [
+  for target in privateEndpointTargets: {
+    name: 'private-endpoints-${target.name}'
+    dependsOn: [storage, queueStorage, keyVault]
+    params: {
+      name: target.name
+      location: location
+      tags: tags
+      targetId: resourceId(target.type, target.name)
+      groupIds: target.groupIds
+      subnetId: network.outputs.privateEndpointSubnetId
+      dnsZoneIds: network.outputs.dnsZoneIds
+    }
+  }
+]
 
 module monitoring 'modules/monitoring.bicep' = {
   name: 'monitoring'
@@ -182,7 +242,8 @@ module roles 'modules/roles.bicep' = {
 
 module functionApp 'modules/function-app.bicep' = {
   name: 'function-app'
-  dependsOn: [roles, queueRoles]
+  // With the private network, the app starts only once storage and Key Vault answer at their private addresses.
+  dependsOn: [roles, queueRoles, privateEndpoints]
   params: {
     name: 'func-${name}-${take(token, 6)}'
     location: location
@@ -197,10 +258,12 @@ module functionApp 'modules/function-app.bicep' = {
     pythonVersion: pythonVersion
     instanceMemoryMB: instanceMemoryMB
     maximumInstanceCount: maximumInstanceCount
+    virtualNetworkSubnetId: vnetEnabled ? network.outputs.appSubnetId : ''
     appSettings: {
       SOURCE_URL: sourceUrl
       // A Key Vault reference, resolved by the platform with the app's identity; never the secret itself.
       SOURCE_HEADERS: empty(sourceHeaders) ? '' : '@Microsoft.KeyVault(SecretUri=${keyVault.outputs.sourceHeadersSecretUri})'
+      SOURCE_CLIENT_SECRET: empty(sourceClientSecret) ? '' : '@Microsoft.KeyVault(SecretUri=${keyVault.outputs.sourceClientSecretUri})'
       SOURCE_PAGINATION: sourcePagination
       SOURCE_ITEMS_PATH: sourceItemsPath
       SOURCE_NEXT_PATH: sourceNextPath
@@ -285,5 +348,6 @@ output AZURE_FUNCTION_APP_HOST string = functionApp.outputs.defaultHostName
 output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
 output AZURE_EVENT_GRID_TOPIC_NAME string = eventGrid.outputs.name
 output AZURE_KEY_VAULT_NAME string = keyVault.outputs.name
+output VNET_ENABLED bool = vnetEnabled
 output CHUNK_CONTAINER string = chunkContainerName
 output EVENT_GRID_DEADLETTER_CONTAINER string = deadLetterContainerName

@@ -16,7 +16,7 @@ import pytest
 
 from core.settings import TABLE
 from fanout.azurite import PROJECT_ROOT
-from testkit.bicep import INFRA, config, parse
+from testkit.bicep import INFRA, config, evaluate, parse
 from testkit.indexed_functions import indexed_functions
 
 VENV_BIN = PROJECT_ROOT / ".venv" / "bin"
@@ -31,9 +31,9 @@ ROLE_IDS = {
 STORAGE_BLOB_DATA_CONTRIBUTOR = "ba92f5b4-2d11-453d-a403-e96b0029c9fe"
 # checkov findings we accept, each with its reason (anything else fails the test).
 ACCEPTED_FINDINGS = {
-    "CKV_AZURE_35": "storage firewall default Allow: Flex Consumption without a VNet and Event Grid reach it; "
-    "shared keys are off, so only Entra ID principals with a role get in",
-    "CKV_AZURE_59": "public network access on storage: the same; identity-only access instead of network isolation",
+    "CKV_AZURE_35": "storage firewall default Allow unless vnetEnabled (checkov does not evaluate the condition; "
+    "asserted below): Flex Consumption without a VNet reaches it; shared keys are off, so only Entra ID principals "
+    "with a role get in",
     "CKV_AZURE_206": "LRS: chunks are transient; the source API stays the system of record",
     "CKV_AZURE_222": "public network access on the app: its HTTP API and the Event Grid webhook must be reachable",
     "CKV_AZURE_225": "zone redundancy is a paid option of the plan; turn it on for production",
@@ -46,16 +46,14 @@ ACCEPTED_FINDINGS = {
     "CKV_AZURE_66": "failed request tracing: Flex Consumption logs to Application Insights",
     "CKV_AZURE_80": ".NET version: a Python app",
     "CKV_AZURE_88": "Azure Files: Flex Consumption deploys from blob storage, by identity",
-    "CKV_AZURE_109": "Key Vault firewall default Allow: a Flex Consumption app without a VNet resolves Key Vault "
-    "references over the public endpoint; RBAC mode, so only principals with a role on the vault read it",
-    "CKV_AZURE_189": "public network access on Key Vault: the same",
+    "CKV_AZURE_109": "Key Vault firewall default Allow unless vnetEnabled (asserted below): a Flex Consumption app "
+    "without a VNet resolves Key Vault references over the public endpoint; RBAC mode, so only principals with a "
+    "role on the vault read it",
     "CKV_AZURE_110": "no purge protection, for a sample: it can never be turned off and would keep the vault's name "
     "taken after destroy.sh, so the environment could not be redeployed; soft delete is on; turn it on in production",
     "CKV_AZURE_42": "recoverable Key Vault: soft delete is on; checkov also wants purge protection (CKV_AZURE_110)",
     "CKV_AZURE_41": "no secret expiry: the Key Vault reference would stop resolving and the app lose its source "
-    "headers on that date; the operator rotates them by redeploying with new SOURCE_HEADERS",
-    "CKV_AZURE_114": "the secret's contentType is set (application/json, asserted below); checkov does not read the "
-    "properties of a conditional resource (`= if (...)`)",
+    "headers or client secret on that date; the operator rotates them by redeploying with new values",
 }
 
 
@@ -195,26 +193,46 @@ def test_key_vault_is_rbac_only_and_the_identity_reads_secrets_on_that_vault_onl
     assert accessor(main["roles"]["config"]["params"]["keyVaultName"]) == "keyVault.outputs.name"
 
 
-def test_source_headers_live_in_key_vault_and_the_app_setting_only_references_them():
+SECRETS = [  # (parameter, app setting, secret name, content type, Key Vault module output)
+    ("sourceHeaders", "SOURCE_HEADERS", "source-headers", "application/json", "sourceHeadersSecretUri"),
+    ("sourceClientSecret", "SOURCE_CLIENT_SECRET", "source-client-secret", "text/plain", "sourceClientSecretUri"),
+]
+
+
+def key_vault_secrets(**given: str) -> list[dict[str, Any]]:
+    """The secrets modules/key-vault.bicep writes for these parameter values (the others empty)."""
+    variables = parse("modules/key-vault.bicep")["variables"]
+    names: dict[str, Any] = {parameter: "" for parameter, *_ in SECRETS} | given
+    names |= {name: spec["value"] for name, spec in variables.items() if name.endswith("SecretName")}
+    for partial in ("sourceHeadersSecrets", "sourceClientSecrets"):
+        names[partial] = evaluate(variables[partial]["value"], names)
+    return evaluate(variables["secrets"]["value"], names)
+
+
+@pytest.mark.parametrize(("parameter", "setting", "secret_name", "content_type", "output"), SECRETS)
+def test_each_secret_lives_in_key_vault_and_its_app_setting_only_references_it(
+    parameter, setting, secret_name, content_type, output
+):
     main = parse("main.bicep")
-    assert {"type": "secure"} in main["parameters"]["sourceHeaders"]["decorators"]
-    assert main["modules"]["keyVault"]["config"]["params"]["sourceHeaders"] == "sourceHeaders"
+    assert {"type": "secure"} in main["parameters"][parameter]["decorators"]
+    assert main["parameters"][parameter]["default"] == ""
+    assert main["modules"]["keyVault"]["config"]["params"][parameter] == parameter
     key_vault = parse("modules/key-vault.bicep")
-    assert {"type": "secure"} in key_vault["parameters"]["sourceHeaders"]["decorators"]  # out of deployment history
-    secret = key_vault["resources"]["sourceHeadersSecret"]["config"]
-    assert secret["condition"]["operator"]["type"] == "not"  # created only when there are headers
-    assert secret["condition"]["operator"]["operands"]["bool_value"]["function"] == {
-        "type": "empty", "parameters": {"item_to_test": "sourceHeaders"}}  # fmt: skip
-    assert secret["config"]["properties"] == {"value": "sourceHeaders", "contentType": "application/json"}
-    assert key_vault["outputs"]["sourceHeadersSecretUri"]["value"] == (
-        "${vault.properties.vaultUri}secrets/${sourceHeadersSecretName}"
-    )
-    setting = app_settings_in_bicep()["SOURCE_HEADERS"]["operator"]
-    assert setting["type"] == "conditional"
-    assert setting["operands"]["true_value"] == ""  # no headers: empty, not a reference to a missing secret
-    assert setting["operands"]["false_value"] == (
-        "@Microsoft.KeyVault(SecretUri=${keyVault.outputs.sourceHeadersSecretUri})"
-    )
+    assert {"type": "secure"} in key_vault["parameters"][parameter]["decorators"]  # out of deployment history
+    assert key_vault_secrets() == []  # nothing given: no secret, not an empty one
+    (secret,) = key_vault_secrets(**{parameter: "s3cr3t"})  # given: that one secret only
+    assert secret == {"name": secret_name, "value": "s3cr3t", "contentType": content_type}
+    written = key_vault["resources"]["vaultSecrets"]["config"]
+    assert written["loop_type"]["detail"] == {"item_name": "secret", "array_name": "secrets"}
+    properties = {"value": "s3cr3t", "contentType": content_type}
+    assert evaluate(written["config"], {"secret": secret}) == {"parent": "vault", "name": secret_name,
+                                                               "properties": properties}  # fmt: skip
+    name_variable = next(name for name, spec in key_vault["variables"].items() if spec["value"] == secret_name)
+    assert key_vault["outputs"][output]["value"] == "${vault.properties.vaultUri}secrets/${" + name_variable + "}"
+    app_setting = app_settings_in_bicep()[setting]
+    assert evaluate(app_setting, {parameter: ""}) == ""  # none: empty, not a reference to a missing secret
+    reference = "@Microsoft.KeyVault(SecretUri=${keyVault.outputs." + output + "})"
+    assert evaluate(app_setting, {parameter: "s3cr3t"}) == reference
     site = config("modules/function-app.bicep", "functionApp")
     assert site["properties"]["keyVaultReferenceIdentity"] == "identityId"  # resolved by the user-assigned identity
 
@@ -292,10 +310,11 @@ def test_no_script_puts_a_secret_on_a_command_line(script):
     az_commands = [line for line in logical_lines(text) if re.search(r"(^|[\s;&|(])az\s", line)]
     assert az_commands, "no az command found: the test would prove nothing"
     for command in az_commands:
-        for forbidden in ("SOURCE_HEADERS", "sourceHeaders=", "code=", "$key", "${key}"):
+        for forbidden in ("SOURCE_HEADERS", "sourceHeaders=", "SOURCE_CLIENT_SECRET", "sourceClientSecret=", "code=",
+                          "$key", "${key}"):  # fmt: skip
             assert forbidden not in command, f"{script}: {command.strip()}"
-    # The secret is never expanded by the shell at all: only python3 reads it, from its environment.
-    assert not re.search(r"\$\{?SOURCE_HEADERS", text)
+    # The secrets are never expanded by the shell at all: only python3 reads them, from its environment.
+    assert not re.search(r"\$\{?(SOURCE_HEADERS|SOURCE_CLIENT_SECRET)", text)
     assert not re.search(r"code=\$\{?\w", text)
 
 
@@ -335,7 +354,7 @@ exec {python} "$@"
     scratch.mkdir()
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "TMPDIR": str(scratch),
            "SOURCE_URL": "https://api.example.com/ids"}  # fmt: skip
-    for name in ("AZURE_RESOURCE_GROUP", "SOURCE_HEADERS", "AZURE_LOCATION"):
+    for name in ("AZURE_RESOURCE_GROUP", "SOURCE_HEADERS", "SOURCE_CLIENT_SECRET", "VNET_ENABLED", "AZURE_LOCATION"):
         env.pop(name, None)
 
     def run(script: str, *args: str, **extra: str) -> tuple[subprocess.CompletedProcess, list[list[str]], list[dict]]:
@@ -359,7 +378,7 @@ def test_deploy_hands_secrets_to_az_in_a_private_file_never_in_argv(fake_az):
     assert parameters["mode"] == stat.S_IRUSR | stat.S_IWUSR  # 600
     assert {name: value["value"] for name, value in parameters["content"]["parameters"].items()} == {
         "name": "fanouttest", "location": "westus3", "sourceUrl": "https://api.example.com/ids",
-        "sourceHeaders": headers}  # fmt: skip
+        "sourceHeaders": headers, "sourceClientSecret": "", "vnetEnabled": False}  # fmt: skip
     (subscription,) = [command for command in argv if "infra/event-subscription.bicep" in command]
     assert (
         "webhookUrl=https://func-test.azurewebsites.net/runtime/webhooks/blobs?functionName=Host.Functions.ingest_chunk"
@@ -457,3 +476,172 @@ def test_azd_on_windows_runs_the_powershell_twin_with_the_same_az_calls():
                    "CHUNK_CONTAINER", "EVENT_GRID_DEADLETTER_CONTAINER"):  # fmt: skip
         assert output in windows
     assert "functionName=Host.Functions.$ingestionFunction" in windows and "'ingest_chunk'" in windows
+
+
+def network_resource_types(module_path: str) -> set[str]:
+    return {r["type"] for r in parse(module_path)["resources"].values() if r["type"].startswith("Microsoft.Network/")}
+
+
+def private_endpoint_targets(vnet_enabled: bool, queue_accounts: int) -> list[dict[str, Any]]:
+    """What main.bicep gives a private endpoint, for this vnetEnabled and this many extra queue accounts."""
+    variables = parse("main.bicep")["variables"]
+    queue_account_names = [f"queueAccountNames[{account}]" for account in range(queue_accounts)]
+    per_queue_account = evaluate(variables["queueAccountPrivateEndpoints"]["value"],
+                                 {"queueAccountNames": queue_account_names})  # fmt: skip
+    return evaluate(variables["privateEndpointTargets"]["value"],
+                    {"vnetEnabled": vnet_enabled, "queueAccountPrivateEndpoints": per_queue_account})  # fmt: skip
+
+
+def test_private_network_is_off_by_default_and_nothing_network_related_is_deployed_without_it():
+    main = parse("main.bicep")
+    assert main["parameters"]["vnetEnabled"]["type"] == "bool"
+    assert main["parameters"]["vnetEnabled"]["default"] is False
+    # Every module that declares a network resource is deployed only with vnetEnabled: the network by its
+    # condition, the private endpoints by looping over targets that are empty without it.
+    declaring = {name for name, module in main["modules"].items() if network_resource_types(module["detail"]["path"])}
+    assert declaring == {"network", "privateEndpoints"}
+    assert main["modules"]["network"]["config"]["condition"] == "vnetEnabled"
+    endpoints = main["modules"]["privateEndpoints"]["config"]
+    assert endpoints["loop_type"]["detail"]["array_name"] == "privateEndpointTargets"
+    for queue_accounts in (0, 3):
+        assert private_endpoint_targets(False, queue_accounts) == []
+    # Without it, public access stays as it was and the app has no integration subnet.
+    for path, resource in (("modules/storage.bicep", "storage"), ("modules/key-vault.bicep", "vault")):
+        properties = config(path, resource)["properties"]
+        assert evaluate(properties["publicNetworkAccess"], {"vnetEnabled": False}) == "Enabled"
+        assert evaluate(properties["networkAcls"], {"vnetEnabled": False}) == {
+            "bypass": "AzureServices", "defaultAction": "Allow"}  # fmt: skip
+    subnet = main["modules"]["functionApp"]["config"]["params"]["virtualNetworkSubnetId"]
+    assert evaluate(subnet, {"vnetEnabled": False}) == ""
+    site = config("modules/function-app.bicep", "functionApp")["properties"]
+    assert evaluate(site["virtualNetworkSubnetId"], {"virtualNetworkSubnetId": ""}) is None  # property left out
+
+
+def test_private_network_closes_every_storage_account_and_the_key_vault_to_the_public():
+    main = parse("main.bicep")["modules"]
+    for module in ("storage", "queueStorage", "keyVault"):
+        params = main[module]["config"].get("config", main[module]["config"])["params"]
+        assert params["vnetEnabled"] == "vnetEnabled", module
+    for path, resource in (("modules/storage.bicep", "storage"), ("modules/key-vault.bicep", "vault")):
+        properties = config(path, resource)["properties"]
+        assert evaluate(properties["publicNetworkAccess"], {"vnetEnabled": True}) == "Disabled"
+        # Trusted Azure services keep their exception (Event Grid writes dead letters with its identity).
+        assert evaluate(properties["networkAcls"], {"vnetEnabled": True}) == {
+            "bypass": "AzureServices", "defaultAction": "Deny"}  # fmt: skip
+        assert "ipRules" not in properties["networkAcls"]
+
+
+@pytest.mark.parametrize("queue_accounts", [0, 1, 5])
+def test_private_network_gives_every_account_and_the_vault_an_endpoint_per_sub_resource(queue_accounts):
+    main = parse("main.bicep")
+    targets = private_endpoint_targets(True, queue_accounts)
+    by_name = {target["name"]: target for target in targets}
+    assert len(by_name) == len(targets) == 2 + queue_accounts  # one entry per resource
+    # The names are the ones the storage and Key Vault modules deploy under, so the IDs match.
+    modules = main["modules"]
+    assert modules["storage"]["config"]["params"]["name"] == "storageAccountName"
+    assert modules["keyVault"]["config"]["params"]["name"] == "keyVaultName"
+    assert modules["queueStorage"]["config"]["config"]["params"]["name"]["operator"]["operands"] == {
+        "operand_1": "queueAccountNames", "operand_2": "account"}  # fmt: skip
+    storage = "Microsoft.Storage/storageAccounts"
+    assert by_name.pop("storageAccountName") == {"name": "storageAccountName", "type": storage,
+                                                 "groupIds": ["blob", "queue", "table"]}  # fmt: skip
+    assert by_name.pop("keyVaultName") == {"name": "keyVaultName", "type": "Microsoft.KeyVault/vaults",
+                                           "groupIds": ["vault"]}  # fmt: skip
+    assert by_name == {f"queueAccountNames[{n}]": {"name": f"queueAccountNames[{n}]", "type": storage,
+                                                   "groupIds": ["queue"]} for n in range(queue_accounts)}  # fmt: skip
+    endpoints = modules["privateEndpoints"]["config"]
+    assert endpoints["config"]["dependsOn"] == ["storage", "queueStorage", "keyVault"]
+    params = endpoints["config"]["params"]
+    target = targets[-1]
+    assert evaluate(params["groupIds"], {"target": target}) == target["groupIds"]
+    assert params["targetId"]["function"]["parameters"]["resource_type"]["operator"]["operands"] == {
+        "operand_1": "target", "operand_2": "type"}  # fmt: skip
+    assert accessor(params["subnetId"]) == "network.outputs.privateEndpointSubnetId"
+    assert accessor(params["dnsZoneIds"]) == "network.outputs.dnsZoneIds"
+    assert "privateEndpoints" in modules["functionApp"]["config"]["dependsOn"]  # the app starts once they answer
+
+
+def test_each_private_endpoint_registers_in_the_privatelink_zone_of_its_sub_resource():
+    module = parse("modules/private-endpoints.bicep")["resources"]
+    endpoints = module["endpoints"]["config"]
+    assert endpoints["loop_type"]["detail"] == {"item_name": "groupId", "array_name": "groupIds"}
+    names = {"groupId": "queue", "name": "stx", "subnetId": "SUBNET", "targetId": "ACCOUNT", "location": "here",
+             "tags": {}}  # fmt: skip
+    endpoint = evaluate(endpoints["config"], names)
+    assert endpoint["properties"]["subnet"] == {"id": "SUBNET"}
+    (connection,) = endpoint["properties"]["privateLinkServiceConnections"]
+    assert connection["properties"] == {"privateLinkServiceId": "ACCOUNT", "groupIds": ["queue"]}
+    groups = module["zoneGroups"]["config"]
+    assert groups["loop_type"]["detail"] == {"item_name": "groupId", "index_name": "index", "array_name": "groupIds"}
+    assert groups["config"]["parent"]["operator"]["operands"] == {"operand_1": "endpoints", "operand_2": "index"}
+    zone_ids = {"blob": "BLOB-ZONE", "queue": "QUEUE-ZONE", "table": "TABLE-ZONE", "vault": "VAULT-ZONE"}
+    (zone,) = groups["config"]["properties"]["privateDnsZoneConfigs"]
+    assert zone["properties"]["privateDnsZoneId"]["operator"] == {
+        "type": "index_accessor", "operands": {"operand_1": "dnsZoneIds", "operand_2": "groupId"}}  # fmt: skip
+    assert set(zone_ids) >= {g for t in private_endpoint_targets(True, 1) for g in t["groupIds"]}
+
+    network = parse("modules/network.bicep")
+    zone_names = network["variables"]["zoneNames"]["value"]
+    assert zone_names == {
+        "blob": "privatelink.blob.${environment().suffixes.storage}",
+        "queue": "privatelink.queue.${environment().suffixes.storage}",
+        "table": "privatelink.table.${environment().suffixes.storage}",
+        "vault": "privatelink.vaultcore.azure.net",
+    }
+    # One zone per sub-resource, each linked to the network, and its ID handed out under that sub-resource.
+    listed = evaluate(network["variables"]["zones"]["value"], {"zoneNames": zone_names})
+    assert sorted(listed) == sorted(zone_names.values())
+    zones = network["resources"]["privateZones"]["config"]
+    assert zones["loop_type"]["detail"]["array_name"] == "zones"
+    assert evaluate(zones["config"], {"zone": "Z", "tags": {}}) == {"name": "Z", "location": "global", "tags": {}}
+    links = network["resources"]["zoneLinks"]["config"]
+    assert links["loop_type"]["detail"] == {"item_name": "zone", "index_name": "index", "array_name": "zones"}
+    assert links["config"]["parent"]["operator"]["operands"] == {"operand_1": "privateZones", "operand_2": "index"}
+    assert accessor(links["config"]["properties"]["virtualNetwork"]["id"]) == "vnet.id"
+    assert links["config"]["properties"]["registrationEnabled"] is False
+    output = network["outputs"]["dnsZoneIds"]["value"]
+    assert set(output) == set(zone_names)
+    for group_id, zone_id in output.items():
+        parameters = zone_id["function"]["parameters"]
+        assert parameters["resource_type"] == "Microsoft.Network/privateDnsZones"
+        assert accessor(parameters["resource_name_1"]) == f"zoneNames.{group_id}"
+
+
+def test_the_app_integrates_with_a_subnet_delegated_to_flex_consumption():
+    network = parse("modules/network.bicep")
+    subnets = {s["name"]: s["properties"] for s in network["resources"]["vnet"]["config"]["properties"]["subnets"]}
+    variables = {name: spec["value"] for name, spec in network["variables"].items()}
+    app_subnet = subnets["appSubnetName"]
+    assert [d["properties"]["serviceName"] for d in app_subnet["delegations"]] == ["Microsoft.App/environments"]
+    assert "delegations" not in subnets["privateEndpointSubnetName"]
+    assert variables["appSubnetName"] != variables["privateEndpointSubnetName"]
+    output = network["outputs"]["appSubnetId"]["value"]["function"]["parameters"]
+    assert output["resource_name_2"] == "appSubnetName"
+    main = parse("main.bicep")["modules"]["functionApp"]["config"]["params"]["virtualNetworkSubnetId"]
+    assert main["operator"]["operands"]["condition"] == "vnetEnabled"
+    assert accessor(main["operator"]["operands"]["true_value"]) == "network.outputs.appSubnetId"
+    site = config("modules/function-app.bicep", "functionApp")["properties"]
+    assert evaluate(site["virtualNetworkSubnetId"], {"virtualNetworkSubnetId": "SUBNET"}) == "SUBNET"
+    # Inbound stays public: Event Grid delivers to the app's webhook, callers reach its HTTPS API.
+    assert "publicNetworkAccess" not in site
+
+
+def test_deploy_with_the_private_network_registers_microsoft_app_and_hands_over_the_client_secret(fake_az):
+    result, argv, passed = fake_az("deploy.sh", "fanouttest", VNET_ENABLED="true", SOURCE_CLIENT_SECRET="cl13nt-s3cr3t")
+    assert result.returncode == 0, result.stderr
+    assert ["az", "provider", "register", "--namespace", "Microsoft.App", "--wait", "--output", "none"] in argv
+    assert not [command for command in argv if "cl13nt-s3cr3t" in " ".join(command)]
+    (parameters,) = passed
+    values = {name: value["value"] for name, value in parameters["content"]["parameters"].items()}
+    assert (values["vnetEnabled"], values["sourceClientSecret"]) == (True, "cl13nt-s3cr3t")
+    azd = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    assert azd["vnetEnabled"] == {"value": "${VNET_ENABLED=false}"}  # azd: off unless the environment says
+
+
+def test_deploy_refuses_a_vnet_enabled_that_is_not_true_or_false(fake_az):
+    result, argv, _ = fake_az("deploy.sh", "fanouttest", VNET_ENABLED="yes")
+    assert result.returncode != 0
+    assert "VNET_ENABLED must be true or false, not 'yes'" in result.stderr
+    assert not [command for command in argv if command[1:4] == ["deployment", "group", "create"]]
+    assert not [command for command in argv if command[1:3] == ["provider", "register"]]

@@ -14,6 +14,8 @@ param appInsightsConnectionString string
 param pythonVersion string
 param instanceMemoryMB int
 param maximumInstanceCount int
+@description('The integration subnet (modules/network.bicep) the app\'s outbound traffic goes through; empty: none.')
+param virtualNetworkSubnetId string = ''
 @description('The settings the app reads (see the README\'s settings table).')
 param appSettings object
 
@@ -48,6 +50,9 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
     // Key Vault references in the app settings (SOURCE_HEADERS) resolve with the user-assigned identity
     // (the default would be a system-assigned identity, which this app does not have).
     keyVaultReferenceIdentity: identityId
+    // Outbound through the virtual network with the private network (storage, the deployment package and Key
+    // Vault at their private endpoints); inbound unchanged: the app keeps its public HTTPS endpoint.
+    virtualNetworkSubnetId: empty(virtualNetworkSubnetId) ? null : virtualNetworkSubnetId
     siteConfig: {
       minTlsVersion: '1.2'
       ftpsState: 'Disabled'

@@ -14,6 +14,8 @@ param claimCheckPrefixes array
 @description('0: no claim-check rule (the messages never expire, so neither may their claim checks).')
 @minValue(0)
 param claimCheckRetentionDays int = 7
+@description('true: reached through private endpoints only (main.bicep vnetEnabled): public network access off.')
+param vnetEnabled bool = false
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   name: name
@@ -31,10 +33,13 @@ resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
     defaultToOAuthAuthentication: true
     minimumTlsVersion: 'TLS1_2'
     supportsHttpsTrafficOnly: true
-    publicNetworkAccess: 'Enabled'
+    // With the private network, the public endpoint is closed; the app, its deployment package and the
+    // consumers inside the network come through the private endpoints (modules/private-endpoints.bicep).
+    // Trusted Azure services (Event Grid writing dead letters with its identity) keep their exception.
+    publicNetworkAccess: vnetEnabled ? 'Disabled' : 'Enabled'
     networkAcls: {
       bypass: 'AzureServices'
-      defaultAction: 'Allow'
+      defaultAction: vnetEnabled ? 'Deny' : 'Allow'
     }
   }
 }
