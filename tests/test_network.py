@@ -60,7 +60,8 @@ def tls_source(ca: PrivateCa) -> Iterator[LoopbackApi]:
 
 @pytest.fixture
 def proxy() -> Iterator[LoopbackProxy]:
-    instance = LoopbackProxy(dict.fromkeys(PROXIED.values(), "127.0.0.1"), credentials=(PROXY_USER, PROXY_PASSWORD)).start()
+    hosts = dict.fromkeys(PROXIED.values(), "127.0.0.1")
+    instance = LoopbackProxy(hosts, credentials=(PROXY_USER, PROXY_PASSWORD)).start()
     yield instance
     instance.stop()
 
@@ -115,7 +116,8 @@ def test_a_whole_run_reaches_storage_only_through_the_proxy_in_few_tunnels(
 
     assert sorted(probe.drain()) == sorted(IDS)  # every ID, read back directly: nothing lost on the way
     tunnels = sum(proxy.tunnels.values())
-    assert set(proxy.tunnels) == {f"{PROXIED['blob']}:{tls_azurite.blob_port}", f"{PROXIED['queue']}:{tls_azurite.queue_port}"}
+    ports = {"blob": tls_azurite.blob_port, "queue": tls_azurite.queue_port}
+    assert set(proxy.tunnels) == {f"{host}:{ports[service]}" for service, host in PROXIED.items()}
     assert 2 <= tunnels <= 2 * (8 + 4), proxy.tunnels  # the pools' connections at most, for 1,000+ requests
     assert proxy.refused == []
     assert proxy.authorizations and len(set(proxy.authorizations)) == 1 and proxy.authorizations[0].startswith("Basic")
