@@ -27,6 +27,7 @@ class LoopbackApi:
         respond: Callable[[BaseHTTPRequestHandler], None] | None = None, tls: ssl.SSLContext | None = None,
     ) -> None:  # fmt: skip
         self.accepted = 0
+
         def send(handler: BaseHTTPRequestHandler) -> None:
             assert answer is not None
             status, headers, body = answer(handler.path, handler.headers)
