@@ -107,6 +107,7 @@ def test_a_proxy_that_refuses_the_tunnel_fails_the_connection_naming_its_answer_
         gateway.stop()
     message = str(refused.value)
     assert message == (
-        f"proxy 127.0.0.1:{gateway.port} answered 'HTTP/1.1 407 Proxy Authentication Required' to CONNECT storage.test:443"
+        f"proxy 127.0.0.1:{gateway.port} answered 'HTTP/1.1 407 Proxy Authentication Required' "
+        "to CONNECT storage.test:443"
     )
     assert "password" not in message and gateway.tunnels == {}
