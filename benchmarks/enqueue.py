@@ -22,6 +22,7 @@ from azure.storage.queue.aio import QueueClient as AsyncQueueClient
 
 from core.context import app_context
 from core.contract import COUNT_METADATA, ChunkRef, encode_chunk
+from core.run_store import RunRecord
 from core.settings import Settings
 from core.storage import close_storage_clients
 from fanout.azurite import ACCOUNT, ACCOUNT_KEY, Azurite, start_azurite
@@ -114,15 +115,21 @@ def aiohttp_prebuilt(azurite: Azurite, ids: list[str], window: int) -> Measureme
     return measured(len(ids), lambda: asyncio.run(main()))
 
 
-def ingestion_path(azurite: Azurite, ids: list[str], window: int) -> Measurement:
+def ingestion_path(
+    azurite: Azurite, ids: list[str], window: int, more_env: dict[str, str] | None = None
+) -> Measurement:
     """(d) This project: the blob trigger's handler on one chunk (claim, read, check, send, checkpoints)
     in a warm worker: the process's clients are built, as after its first chunk (a small one here)."""
     env = {"AzureWebJobsStorage": azurite.connection_string, "QUEUE_NAME": QUEUE, "INGEST_CONCURRENCY": str(window)}
+    env |= more_env or {}
     first, measured_chunk = ChunkRef("bench", 0), ChunkRef("bench", 1)
 
     async def main() -> Measurement:
         try:
             ctx = await app_context(Settings.from_env(env))
+            await ctx.runs.create(
+                RunRecord("bench", "default", len(ids), state="chunked", chunks=2, messages=len(ids) + 100)
+            )
             for ref, texts in ((first, ids[:100]), (measured_chunk, ids)):
                 await ctx.chunk_container.upload_blob(
                     ref.blob_name, encode_chunk(texts), metadata={COUNT_METADATA: str(len(texts))}

@@ -111,7 +111,7 @@ async def chunk_onward(
         async with claim.kept(progress):
             time_box = _time_box(settings, source, budget, http_call)
             async with SourceReader(source, settings.source_timeout, settings.source_retry, settings.source_limits,
-                                    time_box, max_bytes) as reader:  # fmt: skip
+                                    time_box, max_bytes, settings.network) as reader:  # fmt: skip
                 read = await _read_into(writer, reader, start, time_box, settings,
                                         lambda at: filled.append(_paused(record, writer, at)),
                                         lambda: _is_stopped(ctx, record.run_id))  # fmt: skip

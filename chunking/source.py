@@ -5,7 +5,8 @@ item, not by the answer, and each item comes as the exact JSON text the source w
 checked as it arrives: its nesting (SOURCE_MAX_DEPTH), its time (SOURCE_READ_DEADLINE, and the
 invocation's time box, which stops a read mid-answer), a page's size (SOURCE_MAX_PAGE_BYTES), and an
 error answer is read no further than SOURCE_MAX_ERROR_BYTES. Connect errors, timeouts, a body cut short
-(with or without a length), 408/429 and 5xx are retried (`core.retry`); an answer read again resumes
+(with or without a length), 408/429 and 5xx are retried (`core.retry`); a certificate that does not
+verify against the process's trust store (core/network.py) fails at once; an answer read again resumes
 after the items already given, so a source must answer the same items in the same order each time.
 Only the source's own end marker ends it: no next position (`cursor`, `next-link`), or an empty page
 (`page`); an empty page that names a next one is followed. A source that comes back to where it was,
@@ -16,6 +17,7 @@ fails the run (`chunking/repeats.py`).
 from __future__ import annotations
 
 import json
+import ssl
 import time
 import zlib
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -31,6 +33,7 @@ from chunking.time_box import TimeBox
 from core.contract import MAX_PAGE_CHARS, ResumePosition
 from core.errors import SourceError
 from core.json_items import JsonItems, kind_of
+from core.network import Network
 from core.redact import public_text
 from core.retry import Attempts, RetryPolicy, retry_after_seconds
 from core.settings import (
@@ -42,6 +45,7 @@ from core.settings import (
     SOURCE_NEXT_PATH,
     SOURCE_PAGE_PARAM,
     SOURCE_URL,
+    SSL_CERT_FILE,
     SourceConfig,
     SourceLimits,
 )
@@ -76,7 +80,7 @@ class SourceReader:
 
     def __init__(
         self, source: SourceConfig, timeout: float, retry: RetryPolicy, limits: SourceLimits, time_box: TimeBox,
-        max_item_bytes: int,
+        max_item_bytes: int, network: Network,
     ) -> None:  # fmt: skip
         self._source = source
         self._retry = retry
@@ -87,9 +91,11 @@ class SourceReader:
             source.url, f"{source.setting_name(SOURCE_URL)} {source.url!r}", f"source {source.name!r}"
         )
         self._where = f"source {source.name!r} ({self._origin.host})"
+        proxy = network.proxies.for_url(source.url)  # one origin: next links are followed on it alone
         self._client = httpx.AsyncClient(
-            headers={"Accept-Encoding": "gzip, deflate", **source.headers}, timeout=timeout, follow_redirects=False
-        )
+            headers={"Accept-Encoding": "gzip, deflate", **source.headers}, timeout=timeout, follow_redirects=False,
+            verify=network.tls, proxy=proxy.url if proxy else None, trust_env=False,
+        )  # fmt: skip
         # The last item given: its page, the pages before that page, the items given from it (or from the
         # one unpaged answer), its answer's length and next page; and the items the run took in all.
         self._page: Page = None
@@ -378,6 +384,13 @@ class SourceReader:
             response = await self._time_box.within(self._client.send(request, stream=True), answer_by)
         except TimeoutError:
             raise read_deadline_passed(self._where, self._limits) from None
+        except httpx.ConnectError as exc:
+            if (refused := _certificate_error(exc)) is not None:  # no retry makes a certificate trusted
+                raise SourceError(
+                    f"{self._where}: its certificate does not verify ({refused.verify_message}): trust its CA in the "
+                    f"system store, or name a PEM file of it in {SSL_CERT_FILE.name}"
+                ) from None
+            raise
         try:
             max_bytes = self._limits.max_page_bytes if self.paged else None
             body = AnswerBody(response, self._where, self._limits, self._time_box, answer_by, max_bytes)
@@ -392,6 +405,14 @@ class SourceReader:
             yield response, body
         finally:
             await response.aclose()
+
+
+def _certificate_error(exc: BaseException) -> ssl.SSLCertVerificationError | None:
+    """The certificate refusal behind a connect error (httpx raises it from httpcore's, raised from ssl's)."""
+    seen: BaseException | None = exc
+    while seen is not None and not isinstance(seen, ssl.SSLCertVerificationError):
+        seen = seen.__cause__ or seen.__context__
+    return seen
 
 
 def _crc(item: str, crc: int) -> int:

@@ -8,6 +8,7 @@ import base64
 import json
 import os
 import re
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Generic, Literal, TypeVar, cast
@@ -15,6 +16,8 @@ from urllib.parse import parse_qsl, urlsplit
 
 from core.contract import partition_queue_names
 from core.errors import SettingsError
+from core.network import Network
+from core.proxy import Proxies, proxy_of
 from core.redact import userinfo_secrets
 from core.retry import RetryPolicy
 
@@ -79,6 +82,15 @@ class HeaderText(Text):
         if not re.fullmatch(r"[\x20-\x7e]{1,256}", raw):
             raise SettingsError(f"{name} must be at most 256 printable ASCII characters (it goes into a header)")
         return raw
+
+
+@dataclass(frozen=True)
+class ProxyText(Text):
+    """A proxy variable: its lower-case form first, as curl and urllib read them."""
+
+    def read(self, env: Mapping[str, str], name: str | None = None) -> str:
+        name = name or self.name
+        return (env.get(name.lower()) or "").strip() or super().read(env, name)
 
 
 @dataclass(frozen=True)
@@ -336,10 +348,28 @@ BLOB_TRIGGER_SOURCE = Choice[TriggerSource](
     "`LogsAndContainerScan` (polling; works on Azurite) or `EventGrid` (required on Flex Consumption)",
     choices=("LogsAndContainerScan", "EventGrid"),
 )  # fmt: skip
-STORAGE_USE_PROXY_ENV = Flag(
-    "STORAGE_USE_PROXY_ENV", False,
-    "let the SDK's storage clients read `HTTP(S)_PROXY`/`NO_PROXY` (off: reading them on every request costs CPU); "
-    "the Put Message sender always connects directly",
+HTTPS_PROXY = ProxyText(
+    "HTTPS_PROXY", "",
+    "the proxy every https call goes through (storage, the Put Message sender in a CONNECT tunnel, the source): "
+    "`http://[user:password@]host[:port]`; the credentials go only into `Proxy-Authorization`. `https_proxy` wins "
+    "where both are set. Read once at start-up",
+)  # fmt: skip
+HTTP_PROXY = ProxyText(
+    "HTTP_PROXY", "",
+    "the same for http calls (the request sent to the proxy in absolute form); `http_proxy` wins where both are set",
+)  # fmt: skip
+NO_PROXY = ProxyText(
+    "NO_PROXY", "",
+    "hosts reached directly, comma-separated: `*`, or host names (each covers its subdomains) with an optional "
+    "`:port`; `no_proxy` wins where both are set. In Azure name the managed identity endpoint's host here if the "
+    "proxy cannot reach it",
+)  # fmt: skip
+SSL_CERT_FILE = OptionalText(
+    "SSL_CERT_FILE", None,
+    "a PEM file of CA certificates trusted instead of the system store, by storage, the Put Message sender and the "
+    "source alike; unset, all three trust the system store (on Linux OpenSSL's, where `update-ca-certificates` puts "
+    "a corporate root CA). Never set it empty: OpenSSL then trusts nothing from a file",
+    shown_default="— (the system store)",
 )  # fmt: skip
 HTTP_MAX_BODY_BYTES = _int(
     "HTTP_MAX_BODY_BYTES", 65_536, 1_024, 100 * 1024 * 1024,
@@ -425,9 +455,10 @@ QUEUE_ACCOUNTS = Text(
 GROUPS: tuple[tuple[str, tuple[Setting[Any], ...]], ...] = (
     ("storage", (
         STORAGE, STORAGE_BLOB_URI, STORAGE_QUEUE_URI, STORAGE_CLIENT_ID, STORAGE_MAX_RETRIES, STORAGE_RETRY_BACKOFF,
-        STORAGE_RETRY_MAX_DELAY, STORAGE_TIMEOUT, STORAGE_SPARE_CONNECTIONS, STORAGE_USE_PROXY_ENV,
-        STORAGE_SAS_LIFETIME, AZURE_HTTP_USER_AGENT,
+        STORAGE_RETRY_MAX_DELAY, STORAGE_TIMEOUT, STORAGE_SPARE_CONNECTIONS, STORAGE_SAS_LIFETIME,
+        AZURE_HTTP_USER_AGENT,
     )),
+    ("network", (HTTPS_PROXY, HTTP_PROXY, NO_PROXY, SSL_CERT_FILE)),
     ("source", (
         SOURCE_URL, SOURCE_HEADERS, SOURCE_PAGINATION, SOURCE_ITEMS_PATH, SOURCE_NEXT_PATH, SOURCE_CURSOR_PATH,
         SOURCE_CURSOR_PARAM, SOURCE_PAGE_PARAM, SOURCE_PAGE_SIZE_PARAM, SOURCE_PAGE_SIZE, SOURCE_FIRST_PAGE,
@@ -474,7 +505,7 @@ class StorageConfig:
     blob_service_uri: str | None
     queue_service_uri: str | None
     client_id: str | None
-    use_env_settings: bool
+    network: Network
     max_retries: int
     retry_backoff: float
     retry_max_delay: float
@@ -680,11 +711,17 @@ class Settings:
         return [f"{account.name}/{queue}" for account in self.queue_accounts for queue in self.queue_names]
 
     @property
+    def network(self) -> Network:
+        """The proxies and trust store of the process (every storage account's config carries the same)."""
+        return self.storage.network
+
+    @property
     def secrets(self) -> list[str]:
-        """Values that must never reach a status, a problem answer or a log: every source's (`SourceConfig.secrets`)
-        and every storage connection string's (`StorageConfig.secrets`), each once."""
+        """Values that must never reach a status, a problem answer or a log: every source's (`SourceConfig.secrets`),
+        every storage connection string's (`StorageConfig.secrets`) and the proxies' credentials, each once."""
         storages = [self.storage, *(account.storage for account in self.queue_accounts)]
         values = [value for source in self.sources.values() for value in source.secrets]
+        values += [value for url in self.network.proxies.urls for value in userinfo_secrets(url)]
         return list(dict.fromkeys(values + [value for storage in storages for value in storage.secrets]))
 
     def source(self, name: str | None) -> SourceConfig:
@@ -693,7 +730,7 @@ class Settings:
 
 def _storage_config(env: Mapping[str, str]) -> StorageConfig:
     common = {
-        "use_env_settings": STORAGE_USE_PROXY_ENV.read(env),
+        "network": _network(env),
         "max_retries": STORAGE_MAX_RETRIES.read(env),
         "retry_backoff": STORAGE_RETRY_BACKOFF.read(env),
         "retry_max_delay": STORAGE_RETRY_MAX_DELAY.read(env),
@@ -716,6 +753,24 @@ def _storage_config(env: Mapping[str, str]) -> StorageConfig:
         connection, blob_service_uri=None, queue_service_uri=None, client_id=None,
         **common,  # type: ignore[arg-type]
     )  # fmt: skip
+
+
+def _network(env: Mapping[str, str]) -> Network:
+    """The proxies and the trust store, checked at start-up: a CA file that cannot be loaded is named here."""
+    https, http = HTTPS_PROXY.read(env), HTTP_PROXY.read(env)
+    proxies = Proxies(
+        http=proxy_of(http, HTTP_PROXY.name) if http else None,
+        https=proxy_of(https, HTTPS_PROXY.name) if https else None,
+        no_proxy=NO_PROXY.read(env),
+    )
+    network = Network(proxies, SSL_CERT_FILE.read(env))
+    try:
+        network.tls  # noqa: B018 (built once per process and file, here where a bad file is a settings error)
+    except (OSError, ssl.SSLError) as exc:
+        raise SettingsError(
+            f"{SSL_CERT_FILE.name} {network.ca_file!r} is no PEM file of CA certificates: {exc}"
+        ) from None
+    return network
 
 
 def _connection_string(value: str, where: str, services: tuple[str, ...]) -> str:

@@ -3,16 +3,15 @@
 Clients are async and built once per process for each storage configuration and event loop (the
 Functions worker runs a single loop): `once_per_loop` keeps them, and anything else a stage builds
 the same way (the Put Message sender's connection pool), until `close_storage_clients`. The SDK's
-clients share one aiohttp session, sized to the send window.
+clients share one aiohttp session, sized to the send window, verifying with the process's one trust
+store and going through the proxy `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY` call for (core/network.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import inspect
-import os
 import ssl
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from azure.storage.blob.aio import BlobServiceClient, ExponentialRetry
 from azure.storage.queue import TextBase64EncodePolicy
 from azure.storage.queue.aio import QueueClient, QueueServiceClient
 
+from core.proxy import Proxies
 from core.settings import StorageConfig
 
 T = TypeVar("T", bound="Closable")
@@ -112,18 +112,29 @@ async def close_storage_clients() -> None:
             await closed
 
 
-@functools.cache
-def _tls_context(ca_file: str | None) -> ssl.SSLContext:
-    """One TLS context per process (loading the trust store takes ~50 ms), made when first needed
-    so it honours SSL_CERT_FILE as it is then (aiohttp's default context is made at import)."""
-    return ssl.create_default_context()
+class ProxiedTransport(AioHttpTransport):  # type: ignore[misc]
+    """The SDK's aiohttp transport, each request sent through the proxy its origin calls for (core/proxy.py),
+    decided once per origin: neither it nor aiohttp reads the environment per request."""
+
+    def __init__(self, proxies: Proxies, **kwargs: Any) -> None:
+        super().__init__(use_env_settings=False, **kwargs)
+        self._proxies = proxies
+        self._routes: dict[str, dict[str, str] | None] = {}  # origin: the `proxies` the transport is given
+
+    async def send(self, request: Any, *, proxies: Any = None, **config: Any) -> Any:
+        scheme, _, rest = str(request.url).partition("://")
+        origin = f"{scheme}://{rest.partition('/')[0]}"
+        if origin not in self._routes:
+            proxy = self._proxies.for_url(origin)
+            self._routes[origin] = {origin: proxy.url} if proxy else None
+        return await super().send(request, proxies=proxies or self._routes[origin], **config)
 
 
 def _session(config: StorageConfig, pool_size: int) -> tuple[aiohttp.ClientSession, ssl.SSLContext]:
-    tls = _tls_context(os.environ.get("SSL_CERT_FILE"))
+    tls = config.network.tls
     session = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=pool_size, ssl=tls),
-        trust_env=config.use_env_settings,
+        trust_env=False,  # the proxy comes from ProxiedTransport, decided once per origin
         cookie_jar=aiohttp.DummyCookieJar(),
         auto_decompress=False,
     )
@@ -133,7 +144,7 @@ def _session(config: StorageConfig, pool_size: int) -> tuple[aiohttp.ClientSessi
 def _options(config: StorageConfig, session: aiohttp.ClientSession) -> dict[str, Any]:
     """The SDK's own retry policy, configured: backs off on 500/503 "server busy" and timeouts."""
     return {
-        "transport": AioHttpTransport(session=session, session_owner=False, use_env_settings=config.use_env_settings),
+        "transport": ProxiedTransport(config.network.proxies, session=session, session_owner=False),
         # The async storage retry policy (the queue package does not export its identical copy).
         "retry_policy": ExponentialRetry(
             initial_backoff=config.retry_backoff, increment_base=2, retry_total=config.max_retries,  # type: ignore[arg-type]

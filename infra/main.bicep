@@ -310,7 +310,6 @@ module functionApp 'modules/function-app.bicep' = {
       STORAGE_SPARE_CONNECTIONS: '4'
       STORAGE_SAS_LIFETIME: '7200'
       AZURE_HTTP_USER_AGENT: ''
-      STORAGE_USE_PROXY_ENV: 'false'
       HTTP_MAX_BODY_BYTES: '65536'
       HTTP_RETRY_AFTER: '5'
       REDRIVE_QUEUE: 'chunk-redrives'

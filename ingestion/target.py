@@ -74,9 +74,10 @@ async def ensure_queues(ctx: Context) -> None:
 def _pool(ctx: Context, account: QueueAccount, queue: QueueClient) -> ConnectionPool:
     """One keep-alive pool per account endpoint and process, shared by every chunk sending to it."""
     settings = ctx.settings
+    proxy = account.storage.network.proxies.for_url(queue.url)
     return once_per_loop(  # the pool takes only the scheme, host and port of the URL
         ("put-message", account.storage),
-        lambda: ConnectionPool(queue.url, settings.put_pool_size, ctx.clients.tls, settings.storage.timeout),
+        lambda: ConnectionPool(queue.url, settings.put_pool_size, ctx.clients.tls, settings.storage.timeout, proxy),
     )
 
 

@@ -211,8 +211,8 @@ class PutMessageSender:
         query = "&".join(part for part in (self._query, sas) if part)
         target = f"{self._path}?{query}" if query else self._path
         self._head = (
-            f"POST {target} HTTP/1.1\r\nHost: {self._pool.host_header}\r\n"
+            f"POST {self._pool.target_prefix}{target} HTTP/1.1\r\nHost: {self._pool.host_header}\r\n"
             f"Content-Type: application/xml\r\nx-ms-version: {self._queue.api_version}\r\n"
-            f"User-Agent: {self._user_agent}\r\n{auth}Content-Length: "
+            f"User-Agent: {self._user_agent}\r\n{self._pool.proxy_header}{auth}Content-Length: "
         ).encode("ascii")
         self._refresh_at = refresh_at

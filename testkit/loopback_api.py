@@ -1,9 +1,11 @@
 """A loopback HTTP API for tests that need a source answering what no real one would: every GET gets
 what `answer(path, headers)` returns, or whatever `respond(handler)` writes itself (a body cut short, a
-reason phrase of any length, bytes that trickle). A POST is answered alike, once its body is read."""
+reason phrase of any length, bytes that trickle). A POST is answered alike, once its body is read. Given
+`tls`, it serves HTTPS with it and counts the connections it accepted (`accepted`), handshakes failed too."""
 
 from __future__ import annotations
 
+import ssl
 import threading
 from collections.abc import Callable
 from email.message import Message
@@ -22,8 +24,10 @@ class _QuietServer(ThreadingHTTPServer):
 class LoopbackApi:
     def __init__(
         self, answer: Callable[[str, Message], Answer] | None = None,
-        respond: Callable[[BaseHTTPRequestHandler], None] | None = None,
+        respond: Callable[[BaseHTTPRequestHandler], None] | None = None, tls: ssl.SSLContext | None = None,
     ) -> None:  # fmt: skip
+        self.accepted = 0
+
         def send(handler: BaseHTTPRequestHandler) -> None:
             assert answer is not None
             status, headers, body = answer(handler.path, handler.headers)
@@ -47,8 +51,17 @@ class LoopbackApi:
                 pass
 
         self._server = _QuietServer(("127.0.0.1", 0), Handler)
+        if tls is not None:
+            listening = self._server.socket
+
+            def accept() -> tuple[object, object]:  # the handshake in the handler's thread, not the listener's
+                connection, address = listening.accept()
+                self.accepted += 1
+                return tls.wrap_socket(connection, server_side=True, do_handshake_on_connect=False), address
+
+            self._server.get_request = accept  # type: ignore[method-assign,assignment]
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/ids"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self._server.server_address[1]}/ids"
 
     def stop(self) -> None:
         self._server.shutdown()

@@ -31,6 +31,7 @@ def test_every_module_level_setting_is_in_the_table_once():
     assert sorted(s.name for s in declared) == sorted(s.name for s in TABLE)
     assert [group for group, _ in GROUPS] == [
         "storage",
+        "network",
         "source",
         "chunking",
         "ingestion",
@@ -58,7 +59,9 @@ def test_every_setting_is_named_once_and_its_default_is_valid():
         ({"CHUNK_SIZE": "1e3"}, "CHUNK_SIZE must be a whole number"),
         ({"SOURCE_TIMEOUT": "nan"}, "SOURCE_TIMEOUT must be a number"),
         ({"SOURCE_TIMEOUT": "inf"}, "SOURCE_TIMEOUT must be a number"),
-        ({"STORAGE_USE_PROXY_ENV": "maybe"}, "STORAGE_USE_PROXY_ENV must be true or false"),
+        ({"https_proxy": "socks5://ops:hunter22@gw:1080"}, "HTTPS_PROXY must be a proxy reached over plain HTTP, "),
+        ({"HTTP_PROXY": "http://gw:99999"}, "HTTP_PROXY must be a proxy reached over plain HTTP, "),
+        ({"SSL_CERT_FILE": "/nonexistent/ca.pem"}, "SSL_CERT_FILE '/nonexistent/ca.pem' is no PEM file"),
         ({"AZURE_HTTP_USER_AGENT": "x/1\r\nX-Injected: yes"}, "AZURE_HTTP_USER_AGENT must be at most 256 printable"),
         ({"AZURE_HTTP_USER_AGENT": "contoso-\u00e9"}, "AZURE_HTTP_USER_AGENT must be at most 256 printable"),
         ({"SOURCE_CRM__PAGINATION": "pages", "SOURCE_CRM__URL": "http://x"}, "SOURCE_CRM__PAGINATION must be one of"),
