@@ -74,21 +74,22 @@ Fetch = Callable[[], Awaitable[Token]]
 
 
 class SourceToken:
-    """The token of one sign-in, held for the process (see the module's invariants)."""
+    """The token of one sign-in, held for the process (see the module's invariants); `clock` is `time.time`'s."""
 
-    def __init__(self, auth: SourceAuth) -> None:
+    def __init__(self, auth: SourceAuth, clock: Callable[[], float] = time.time) -> None:
         self._auth = auth
+        self._clock = clock
         self._token: Token | None = None
         self._fetching = asyncio.Lock()
 
     async def current(self, fetch: Fetch) -> str:
         """The token to send: the one held until it is due for renewal, else a new one from `fetch`."""
         token = self._token
-        if token is not None and time.time() < token.renew_at:
+        if token is not None and self._clock() < token.renew_at:
             return token.text
         async with self._fetching:
             token = self._token
-            if token is None or time.time() >= token.renew_at:
+            if token is None or self._clock() >= token.renew_at:
                 token = await self._fetch(fetch)
             return token.text
 
@@ -104,7 +105,7 @@ class SourceToken:
         token = await fetch()
         install_token(self._auth, token.text)  # before anything can echo it
         self._token = token
-        life = "no expiry given" if token.expires_at is None else f"expires in {token.expires_at - time.time():.0f} s"
+        life = "no expiry given" if token.expires_at is None else f"expires in {token.expires_at - self._clock():.0f} s"
         log.info("source token (%s) renewed: %s", self._auth.mode, life)
         return token
 
