@@ -53,7 +53,7 @@ def oauth2(app_env, monkeypatch) -> Iterator[Callable[..., tuple[TokenIssuer, So
         settings = {
             **CURSOR, "SOURCE_URL": source.api.url, "SOURCE_AUTH": "oauth2-client-credentials",
             "SOURCE_TOKEN_URL": issuer.token_url, "SOURCE_CLIENT_ID": CLIENT_ID, "SOURCE_CLIENT_SECRET": CLIENT_SECRET,
-            "SOURCE_SCOPE": "ids.read", "CONTROL_QUEUE": f"control-{secrets.token_hex(6)}", "CHUNK_SIZE": "300",
+            "SOURCE_SCOPE": "ids.read", "CONTROL_QUEUE": f"control-{secrets.token_hex(6)}", "CHUNK_SIZE": "150",
         }  # fmt: skip
         for key, value in settings.items():
             monkeypatch.setenv(key, value)
@@ -107,7 +107,7 @@ def test_a_paged_run_across_token_lifetimes_and_a_continuation_lands_every_id_an
     on_loop, functions, probe, oauth2, monkeypatch, caplog
 ):
     caplog.set_level(logging.DEBUG)
-    issuer, source = oauth2(count=600, delay=0.08, lifetime=1.0)  # 20 pages, ~3 s: several lifetimes
+    issuer, source = oauth2(count=300, delay=0.25, lifetime=1.0)  # 10 pages, ~3 s: several lifetimes
     monkeypatch.setenv("CHUNKING_TIME_BUDGET", "1.2")
     began = time.monotonic()
 
@@ -115,7 +115,7 @@ def test_a_paged_run_across_token_lifetimes_and_a_continuation_lands_every_id_an
     took = time.monotonic() - began
     ingest_every_chunk(on_loop, functions, probe, "oauth2-run")
 
-    assert sorted(probe.drain()) == sorted(demo_ids(600))
+    assert sorted(probe.drain()) == sorted(demo_ids(300))
     status = status_of(on_loop, functions, "oauth2-run")
     assert status["state"] == "completed", status
     assert continuations, "the run must have been handed on at least once"
