@@ -11,7 +11,8 @@ after the items already given, so a source must answer the same items in the sam
 Only the source's own end marker ends it: no next position (`cursor`, `next-link`), or an empty page
 (`page`); an empty page that names a next one is followed. A source that comes back to where it was,
 reads items again past SOURCE_MAX_READS_PER_ITEM, or goes past SOURCE_MAX_PAGES or SOURCE_MAX_ITEMS,
-fails the run (`chunking/repeats.py`).
+fails the run (`chunking/repeats.py`). A source with SOURCE_AUTH gets its bearer token with every request
+(`chunking/source_token.py`); a 401 renews it and asks again, once per answer.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import json
 import ssl
 import time
 import zlib
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +30,7 @@ import httpx
 
 from chunking.answer_body import AnswerBody, BodyCutShortError, read_deadline_passed
 from chunking.repeats import RepeatGuard
+from chunking.source_token import Token, fetch_token, source_token
 from chunking.time_box import TimeBox
 from core.contract import MAX_PAGE_CHARS, ResumePosition
 from core.errors import SourceError
@@ -38,6 +40,7 @@ from core.redact import public_text
 from core.retry import Attempts, RetryPolicy, retry_after_seconds
 from core.settings import (
     CHUNK_MAX_BYTES,
+    SOURCE_AUTH,
     SOURCE_CURSOR_PARAM,
     SOURCE_CURSOR_PATH,
     SOURCE_MAX_ITEMS,
@@ -61,6 +64,14 @@ class _TransientError(Exception):
     def __init__(self, reason: str, retry_after: float | None = None) -> None:
         super().__init__(reason)
         self.retry_after = retry_after
+
+
+class _RefusedTokenError(Exception):
+    """The source answered 401 to `token`: it is renewed, and the answer asked for again, once."""
+
+    def __init__(self, token: str) -> None:
+        super().__init__("the source refused its token")
+        self.token = token
 
 
 @dataclass(frozen=True)
@@ -96,6 +107,8 @@ class SourceReader:
             headers={"Accept-Encoding": "gzip, deflate", **source.headers}, timeout=timeout, follow_redirects=False,
             verify=network.tls, proxy=proxy.url if proxy else None, trust_env=False,
         )  # fmt: skip
+        self._token = source_token(source.auth) if source.auth.mode != "none" else None
+        self._timeout = timeout
         # The last item given: its page, the pages before that page, the items given from it (or from the
         # one unpaged answer), its answer's length and next page; and the items the run took in all.
         self._page: Page = None
@@ -302,9 +315,10 @@ class SourceReader:
         expected = resume.skipped_crc if resume.skip else 0
         self._crcs = (None, expected)
         attempts = Attempts(self._retry, give_up=SourceError)
+        renewed = False  # the token, after a 401 to this answer: a second 401 fails the run
         while True:
             try:
-                async with self._answer(url, params) as (response, body):
+                async with self._answer(url, params, renew=not renewed) as (response, body):
                     self._repeats.page_started()
                     scanner = JsonItems(self._source.items_path, self._captures(), self._max_item_bytes,
                                         f"{CHUNK_MAX_BYTES.name}={self._max_item_bytes}")  # fmt: skip
@@ -349,6 +363,11 @@ class SourceReader:
             except (httpx.TransportError, _TransientError, BodyCutShortError) as exc:
                 await self._wait_to_retry(attempts, exc)
                 expected = self._crcs[1]  # read again, the items given must come first, as they were
+            except _RefusedTokenError as exc:
+                assert self._token is not None
+                renewed = True
+                await self._time_box.within(self._token.refused(exc.token, self._fetch_token))
+                expected = self._crcs[1]
             except SourceError as exc:
                 where = f", {self._page_name}" if self.paged else ""
                 raise SourceError(str(exc).replace(self._where, self._where + where, 1)) from None
@@ -374,11 +393,22 @@ class SourceReader:
         )  # fmt: skip
         await self._time_box.within(attempts.wait(str(failure), retry_after=failure.retry_after))
 
+    def _fetch_token(self) -> Awaitable[Token]:
+        return fetch_token(self._source, self._timeout, self._retry)
+
     @asynccontextmanager
-    async def _answer(self, url: str, params: dict[str, Any]) -> AsyncIterator[tuple[httpx.Response, AnswerBody]]:
-        """The answer at `url`, streamed; an error status raises with the first SOURCE_MAX_ERROR_BYTES of it."""
+    async def _answer(
+        self, url: str, params: dict[str, Any], *, renew: bool
+    ) -> AsyncIterator[tuple[httpx.Response, AnswerBody]]:
+        """The answer at `url`, streamed, with the source's token if it has one; an error status raises with
+        the first SOURCE_MAX_ERROR_BYTES of it; a 401 to a token that may be renewed (`renew`) raises
+        _RefusedTokenError."""
         # Merged by hand: httpx's params= would drop the query the URL already has.
         request = self._client.build_request("GET", httpx.URL(url).copy_merge_params(params))
+        token = None
+        if self._token is not None:
+            token = await self._time_box.within(self._token.current(self._fetch_token))
+            request.headers["Authorization"] = f"Bearer {token}"
         answer_by = time.monotonic() + self._limits.read_deadline
         try:
             response = await self._time_box.within(self._client.send(request, stream=True), answer_by)
@@ -394,11 +424,16 @@ class SourceReader:
         try:
             max_bytes = self._limits.max_page_bytes if self.paged else None
             body = AnswerBody(response, self._where, self._limits, self._time_box, answer_by, max_bytes)
+            if response.status_code == 401 and token is not None and renew:
+                raise _RefusedTokenError(token)
             if not response.is_success:
                 # redacted before they are cut: a secret the cut goes through would no longer be known whole
                 excerpt = public_text((await body.head()).decode("utf-8", "replace"), _EXCERPT_CHARS)
                 phrase = public_text(response.reason_phrase, _REASON_CHARS)
                 reason = f"{self._where} answered {response.status_code} {phrase}: {excerpt}"
+                if response.status_code == 401 and token is not None:
+                    auth = f"{self._source.setting_name(SOURCE_AUTH)}={self._source.auth.mode}"
+                    reason += f" (to a token renewed after a 401: check what {auth} signs in as)"
                 if response.status_code in RETRYABLE_STATUS:
                     raise _TransientError(reason, retry_after_seconds(response.headers.get("Retry-After")))
                 raise SourceError(reason)

@@ -16,7 +16,8 @@ its length (its windows of `PIECE` characters are looked up in a set, one in `_B
 
 Text that leaves the app goes through `public_text(text, limit)`: redacted with the process's redactor,
 then cut (never the other way round: a cut secret is no longer known). The process's redactor holds every
-secret `install`ed (or given to `redact_logs`) so far; `redact(text)` uses it.
+secret `install`ed (or given to `redact_logs`) so far, and the latest tokens handed to `install_token`;
+`redact(text)` uses it.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import json
 import logging
 import re
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from itertools import accumulate
@@ -407,6 +408,23 @@ def install(redactor: Redactor) -> Redactor:
         if not redactor.secrets <= _installed.secrets:
             _installed = Redactor(_installed.secrets | redactor.secrets)
         return _installed
+
+
+TOKENS_KEPT = 2  # a holder's tokens the redactor knows: the one in use and the one before it
+_tokens: dict[Hashable, tuple[str, ...]] = {}
+
+
+def install_token(holder: Hashable, token: str) -> None:
+    """Adds a token the app was given (a source's bearer token, `holder` the sign-in it is for) to the
+    process's redactor, with the holder's token before it (a line about that one may still be on its way);
+    older ones are let go, so that a process renewing tokens for days keeps a redactor of bounded size."""
+    global _installed
+    with _installing:
+        held = _tokens.get(holder, ())
+        if token in held:
+            return
+        kept = _tokens[holder] = (token, *held)[:TOKENS_KEPT]
+        _installed = Redactor((_installed.secrets - (set(held) - set(kept))) | {token})
 
 
 def redact(text: str) -> str:

@@ -9,8 +9,8 @@ import json
 import os
 import re
 import ssl
-from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any, Generic, Literal, TypeVar, cast
 from urllib.parse import parse_qsl, urlsplit
 
@@ -31,6 +31,7 @@ _NAMED_SOURCE_URL = re.compile(r"SOURCE_([A-Z0-9][A-Z0-9_]*?)__URL")
 MessageEncoding = Literal["base64", "none"]
 LargeMessageMode = Literal["claim-check", "reject"]
 Pagination = Literal["none", "next-link", "cursor", "page"]
+SourceAuthMode = Literal["none", "oauth2-client-credentials", "entra"]
 TriggerSource = Literal["LogsAndContainerScan", "EventGrid"]
 
 
@@ -211,6 +212,29 @@ SOURCE_PAGE_SIZE = _int("SOURCE_PAGE_SIZE", 1000, 1, 1_000_000, "`page`: items a
 SOURCE_FIRST_PAGE = _int(
     "SOURCE_FIRST_PAGE", 1, 0, 1_000_000, "`page`: the first page's number; stops at an empty page"
 )
+SOURCE_AUTH = Choice[SourceAuthMode](
+    "SOURCE_AUTH", "none",
+    "how the app signs in to the source: `none` (only `SOURCE_HEADERS`), `oauth2-client-credentials` (a token "
+    "from `SOURCE_TOKEN_URL`) or `entra` (the app's managed identity, a token for `SOURCE_SCOPE`); a bearer token, "
+    "renewed before it expires and once after a 401: see [Authentication](sources.md#authentication)",
+    choices=("none", "oauth2-client-credentials", "entra"),
+)  # fmt: skip
+SOURCE_TOKEN_URL = OptionalText(
+    "SOURCE_TOKEN_URL", None, "`oauth2-client-credentials`: the token endpoint (http or https), required"
+)
+SOURCE_CLIENT_ID = OptionalText(
+    "SOURCE_CLIENT_ID", None,
+    "`oauth2-client-credentials`: the client id, required; `entra`: the user-assigned identity to sign in as "
+    "(empty = `AzureWebJobsStorage__clientId`)",
+)  # fmt: skip
+SOURCE_CLIENT_SECRET = OptionalText(
+    "SOURCE_CLIENT_SECRET", None,
+    "`oauth2-client-credentials`: the client secret, required (in Azure a Key Vault reference); never shown",
+)  # fmt: skip
+SOURCE_SCOPE = OptionalText(
+    "SOURCE_SCOPE", None,
+    "the scope asked for: `entra`, required (`api://<app id>/.default`); `oauth2-client-credentials`, sent when set",
+)  # fmt: skip
 SOURCE_TIMEOUT = _float("SOURCE_TIMEOUT", 60.0, 0.1, 3600.0, "seconds for connecting to and reading from the source")
 SOURCE_MAX_ATTEMPTS = _int(
     "SOURCE_MAX_ATTEMPTS", 8, 1, 100,
@@ -462,9 +486,10 @@ GROUPS: tuple[tuple[str, tuple[Setting[Any], ...]], ...] = (
     ("source", (
         SOURCE_URL, SOURCE_HEADERS, SOURCE_PAGINATION, SOURCE_ITEMS_PATH, SOURCE_NEXT_PATH, SOURCE_CURSOR_PATH,
         SOURCE_CURSOR_PARAM, SOURCE_PAGE_PARAM, SOURCE_PAGE_SIZE_PARAM, SOURCE_PAGE_SIZE, SOURCE_FIRST_PAGE,
-        SOURCE_TIMEOUT, SOURCE_MAX_ATTEMPTS, SOURCE_RETRY_BASE_DELAY, SOURCE_RETRY_MAX_DELAY, SOURCE_READ_DEADLINE,
-        SOURCE_MAX_PAGES, SOURCE_MAX_ITEMS, SOURCE_MAX_READS_PER_ITEM, SOURCE_MAX_EMPTY_PAGES, SOURCE_MAX_DEPTH,
-        SOURCE_MAX_PAGE_BYTES, SOURCE_MAX_ERROR_BYTES,
+        SOURCE_AUTH, SOURCE_TOKEN_URL, SOURCE_CLIENT_ID, SOURCE_CLIENT_SECRET, SOURCE_SCOPE, SOURCE_TIMEOUT,
+        SOURCE_MAX_ATTEMPTS, SOURCE_RETRY_BASE_DELAY, SOURCE_RETRY_MAX_DELAY, SOURCE_READ_DEADLINE, SOURCE_MAX_PAGES,
+        SOURCE_MAX_ITEMS, SOURCE_MAX_READS_PER_ITEM, SOURCE_MAX_EMPTY_PAGES, SOURCE_MAX_DEPTH, SOURCE_MAX_PAGE_BYTES,
+        SOURCE_MAX_ERROR_BYTES,
     )),
     ("chunking", (
         CHUNK_SIZE, CHUNK_MAX_BYTES, CHUNK_CONTAINER, CHUNK_UPLOAD_CONCURRENCY, CHUNKING_TIME_BUDGET,
@@ -490,6 +515,7 @@ TABLE: tuple[Setting[Any], ...] = tuple(setting for _, settings in GROUPS for se
 SOURCE_SETTINGS: tuple[Setting[Any], ...] = (
     SOURCE_URL, SOURCE_HEADERS, SOURCE_PAGINATION, SOURCE_ITEMS_PATH, SOURCE_NEXT_PATH, SOURCE_CURSOR_PATH,
     SOURCE_CURSOR_PARAM, SOURCE_PAGE_PARAM, SOURCE_PAGE_SIZE_PARAM, SOURCE_PAGE_SIZE, SOURCE_FIRST_PAGE,
+    SOURCE_AUTH, SOURCE_TOKEN_URL, SOURCE_CLIENT_ID, SOURCE_CLIENT_SECRET, SOURCE_SCOPE,
 )  # fmt: skip
 SOURCE_KEYS = tuple(setting.name.removeprefix("SOURCE_") for setting in SOURCE_SETTINGS)
 
@@ -553,8 +579,21 @@ class SourceLimits:
 
 
 @dataclass(frozen=True)
+class SourceAuth:
+    """How the app signs in to a source (SOURCE_AUTH): nothing, OAuth2 client credentials at `token_url`, or
+    Entra ID as the app's identity (`client_id`: a user-assigned one). Hashable: a process keeps one token per
+    sign-in (chunking/source_token.py). The secret never shows in a repr."""
+
+    mode: SourceAuthMode = "none"
+    token_url: str | None = None
+    client_id: str | None = None
+    client_secret: str | None = field(default=None, repr=False)
+    scope: str | None = None
+
+
+@dataclass(frozen=True)
 class SourceConfig:
-    """A source API: where its items are in a response, and how to reach the next page."""
+    """A source API: where its items are in a response, how to reach the next page, and how to sign in."""
 
     name: str
     url: str
@@ -568,16 +607,21 @@ class SourceConfig:
     page_size_param: str
     page_size: int
     first_page: int
+    auth: SourceAuth = SourceAuth()
 
     @property
     def secrets(self) -> list[str]:
-        """Every header value, the URL's user:password and password, and its query values but numbers of under
-        SHORT_NUMBER_DIGITS digits (`count=10`: redacting those would blank ordinary counts; a numeric key is
-        longer). The redactor (core/redact.py) finds what in each is a secret on its own (a `Bearer` token, a
-        `Basic` password) and every form of it."""
-        query = parse_qsl(self.url.partition("?")[2].partition("#")[0])  # no urlsplit: it raises on `http://[::1`
-        values = [value for _, value in query if not (value.isdigit() and len(value) < SHORT_NUMBER_DIGITS)]
-        return [*self.headers.values(), *userinfo_secrets(self.url), *values]
+        """Every header value, the client secret, the URLs' user:password and password, and their query values
+        but numbers of under SHORT_NUMBER_DIGITS digits (`count=10`: redacting those would blank ordinary counts;
+        a numeric key is longer). The redactor (core/redact.py) finds what in each is a secret on its own (a
+        `Bearer` token, a `Basic` password) and every form of it. The tokens the app is given are not settings:
+        the token holder hands each to the redactor as it comes (chunking/source_token.py)."""
+        values = [*self.headers.values(), *([self.auth.client_secret] if self.auth.client_secret else [])]
+        for url in (self.url, self.auth.token_url or ""):
+            query = parse_qsl(url.partition("?")[2].partition("#")[0])  # no urlsplit: it raises on `http://[::1`
+            values += userinfo_secrets(url)
+            values += [value for _, value in query if not (value.isdigit() and len(value) < SHORT_NUMBER_DIGITS)]
+        return values
 
     def setting_name(self, setting: Setting[Any]) -> str:
         """What `setting` is called for this source: `SOURCE_CURSOR_PARAM`, or `SOURCE_CRM__CURSOR_PARAM`."""
@@ -635,7 +679,7 @@ class Settings:
         storage = _storage_config(env)
         settings = cls(
             storage=storage,
-            sources=_sources(env, in_azure=storage.in_azure),
+            sources=_sources(env, storage),
             chunk_container=CHUNK_CONTAINER.read(env),
             runs_container=RUNS_CONTAINER.read(env),
             chunk_size=CHUNK_SIZE.read(env),
@@ -909,17 +953,57 @@ def _queue_account(env: Mapping[str, str], entry: str, number: int, storage: Sto
     return replace(named, name=entry)
 
 
-def _sources(env: Mapping[str, str], *, in_azure: bool) -> dict[str, SourceConfig]:
-    sources = {DEFAULT_SOURCE: _source(env, DEFAULT_SOURCE, "SOURCE_", in_azure=in_azure)}
+def _sources(env: Mapping[str, str], storage: StorageConfig) -> dict[str, SourceConfig]:
+    """The default source and every named one; `storage`'s identity is the one an `entra` source signs in as."""
+    common = {"in_azure": storage.in_azure, "identity_client_id": storage.client_id}
+    sources = {DEFAULT_SOURCE: _source(env, DEFAULT_SOURCE, "SOURCE_", **common)}  # type: ignore[arg-type]
     for key in env:
         match = _NAMED_SOURCE_URL.fullmatch(key)
         if match:
             name = match.group(1).lower()
-            sources[name] = _source(env, name, f"SOURCE_{match.group(1)}__", in_azure=in_azure)
+            sources[name] = _source(env, name, f"SOURCE_{match.group(1)}__", **common)  # type: ignore[arg-type]
     return sources
 
 
-def _source(env: Mapping[str, str], name: str, prefix: str, *, in_azure: bool) -> SourceConfig:
+def _source_auth(read: Callable[[Setting[Any]], Any], prefix: str, identity_client_id: str | None) -> SourceAuth:
+    """SOURCE_AUTH and the settings its mode needs, each checked: a missing one, or one the mode does not use
+    (a mistyped mode, a secret left behind), is named. Errors never show a value."""
+    mode: SourceAuthMode = read(SOURCE_AUTH)
+    given = {setting: read(setting) for setting in (SOURCE_TOKEN_URL, SOURCE_CLIENT_ID, SOURCE_CLIENT_SECRET,
+                                                    SOURCE_SCOPE)}  # fmt: skip
+    needs = {
+        "none": (), "oauth2-client-credentials": (SOURCE_TOKEN_URL, SOURCE_CLIENT_ID, SOURCE_CLIENT_SECRET),
+        "entra": (SOURCE_SCOPE,),
+    }[mode]  # fmt: skip
+    uses = {"none": (), "oauth2-client-credentials": tuple(given), "entra": (SOURCE_CLIENT_ID, SOURCE_SCOPE)}[mode]
+
+    def named(setting: Setting[Any]) -> str:
+        return prefix + setting.name.removeprefix("SOURCE_")
+
+    for setting in needs:
+        if given[setting] is None:
+            raise SettingsError(f"{named(SOURCE_AUTH)}={mode} needs {named(setting)}: set it")
+    for setting, value in given.items():
+        if value is not None and setting not in uses:
+            raise SettingsError(
+                f"{named(setting)} is set but {named(SOURCE_AUTH)}={mode} does not use it: set {named(SOURCE_AUTH)} "
+                "to the mode it belongs to, or remove it"
+            )
+    token_url = given[SOURCE_TOKEN_URL]
+    if token_url is not None:
+        try:
+            parts = urlsplit(token_url) if token_url.isascii() else None
+        except ValueError:  # `http://[::1`
+            parts = None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+            raise SettingsError(f"{named(SOURCE_TOKEN_URL)} must be an http or https URL (the value is not shown)")
+    client_id = given[SOURCE_CLIENT_ID] or (identity_client_id if mode == "entra" else None)
+    return SourceAuth(mode, token_url, client_id, given[SOURCE_CLIENT_SECRET], given[SOURCE_SCOPE])
+
+
+def _source(
+    env: Mapping[str, str], name: str, prefix: str, *, in_azure: bool, identity_client_id: str | None
+) -> SourceConfig:
     def read(setting: Setting[T]) -> T:
         return setting.read(env, prefix + setting.name.removeprefix("SOURCE_"))
 
@@ -931,10 +1015,16 @@ def _source(env: Mapping[str, str], name: str, prefix: str, *, in_azure: bool) -
                 "(it falls back to the local demo API only with a connection string)"
             )
         url = f"http://127.0.0.1:{DEMO_API_PORT}/ids"
+    headers = _headers(read(SOURCE_HEADERS), prefix + "HEADERS")
+    auth = _source_auth(read, prefix, identity_client_id)
+    if auth.mode != "none" and any(header.lower() == "authorization" for header in headers):
+        raise SettingsError(
+            f"{prefix}HEADERS sets Authorization and {prefix}AUTH={auth.mode} sets it too: remove one of them"
+        )
     return SourceConfig(
         name=name,
         url=url,
-        headers=_headers(read(SOURCE_HEADERS), prefix + "HEADERS"),
+        headers=headers,
         items_path=read(SOURCE_ITEMS_PATH),
         pagination=read(SOURCE_PAGINATION),
         next_path=read(SOURCE_NEXT_PATH),
@@ -944,6 +1034,7 @@ def _source(env: Mapping[str, str], name: str, prefix: str, *, in_azure: bool) -
         page_size_param=read(SOURCE_PAGE_SIZE_PARAM),
         page_size=read(SOURCE_PAGE_SIZE),
         first_page=read(SOURCE_FIRST_PAGE),
+        auth=auth,
     )
 
 

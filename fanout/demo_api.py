@@ -12,7 +12,8 @@ real API takes:
 Every body streams, pages too, so a page of any size never sits in memory. With `objects` the items
 are `{"id": "<id>", "seq": n}` instead of the bare ID strings; with `item_bytes` each ID is padded
 to that many characters. An API that ignores a misnamed cursor or page parameter answers the first
-page again: this one reads only `cursor`, `page`, `per_page` and `page_token`.
+page again: this one reads only `cursor`, `page`, `per_page` and `page_token`. With `authorize`, a request
+whose `Authorization` header it refuses is answered 401, the body echoing that header (as careless APIs do).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import sys
 import threading
 import time
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
@@ -88,8 +89,10 @@ class DemoApi:
     def __init__(
         self, count: int = 100_000, port: int = 0, faults: Faults = Faults(), *, pagination: str = "none",
         page_size: int = 1000, objects: bool = False, item_bytes: int = 0,
+        authorize: Callable[[str | None], bool] | None = None,
     ) -> None:  # fmt: skip
         self.count = count
+        self.authorize = authorize
         self.faults = faults
         self.pagination = pagination
         self.page_size = page_size
@@ -215,6 +218,10 @@ def _handler_for(api: DemoApi) -> type[BaseHTTPRequestHandler]:
             url = urlsplit(self.path)
             if url.path != "/ids":
                 self._send_simple(404, b'{"error": "not found; try GET /ids"}')
+                return
+            presented = self.headers.get("Authorization")
+            if api.authorize is not None and not api.authorize(presented):
+                self._send_simple(401, json.dumps({"error": "invalid_token", "presented": presented}).encode())
                 return
             faulty = (api.next_request_number() - 1) % api.faults.every == 0  # the 1st, then every k-th
             faults = api.faults if faulty else Faults()

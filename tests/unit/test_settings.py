@@ -276,3 +276,50 @@ def test_a_numeric_query_value_of_eight_digits_or_more_is_a_secret_a_shorter_one
     url = "https://api.example.com/ids?api_key=83741920573619&count=1000&pin=7305"
     text = redacted("/ids?api_key=83741920573619&count=1000&pin=7305", SOURCE_URL=url)
     assert "83741920573619" not in text and "count=1000" in text and "pin=7305" in text
+
+
+OAUTH2 = {
+    "SOURCE_AUTH": "oauth2-client-credentials", "SOURCE_TOKEN_URL": "https://login.example.com/token",
+    "SOURCE_CLIENT_ID": "fanout", "SOURCE_CLIENT_SECRET": "cs~Q8v.2kLm_9TzXr4Wn",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("env", "error"),
+    [
+        ({"SOURCE_AUTH": "oauth2"}, "SOURCE_AUTH must be one of none, oauth2-client-credentials, entra, got 'oauth2'"),
+        ({**OAUTH2, "SOURCE_TOKEN_URL": ""}, "SOURCE_AUTH=oauth2-client-credentials needs SOURCE_TOKEN_URL"),
+        ({**OAUTH2, "SOURCE_CLIENT_SECRET": ""}, "needs SOURCE_CLIENT_SECRET"),
+        ({**OAUTH2, "SOURCE_TOKEN_URL": "login.example.com/token"}, "SOURCE_TOKEN_URL must be an http or https URL"),
+        ({**OAUTH2, "SOURCE_TOKEN_URL": "http://[::1"}, "SOURCE_TOKEN_URL must be an http or https URL"),
+        ({"SOURCE_AUTH": "entra"}, "SOURCE_AUTH=entra needs SOURCE_SCOPE"),
+        ({"SOURCE_AUTH": "entra", "SOURCE_SCOPE": "s", "SOURCE_CLIENT_SECRET": "x"}, "SOURCE_CLIENT_SECRET is set but"),
+        ({"SOURCE_CLIENT_ID": "fanout"}, "SOURCE_CLIENT_ID is set but SOURCE_AUTH=none does not use it"),
+        ({**OAUTH2, "SOURCE_HEADERS": '{"authorization": "Bearer x"}'}, "SOURCE_HEADERS sets Authorization"),
+        ({"SOURCE_CRM__URL": "http://crm/ids", "SOURCE_CRM__AUTH": "entra"}, "=entra needs SOURCE_CRM__SCOPE"),
+    ],
+)  # fmt: skip
+def test_source_auth_that_cannot_work_is_refused_naming_the_setting_never_a_value(env, error):
+    with pytest.raises(SettingsError, match=re.escape(error)) as refused:
+        Settings.from_env(env)
+    assert "cs~Q8v" not in str(refused.value) and "login.example.com" not in str(refused.value)
+
+
+def test_entra_signs_in_as_the_storage_identity_unless_the_source_names_another():
+    env = {
+        "AzureWebJobsStorage__blobServiceUri": "https://acct.blob.core.windows.net",
+        "AzureWebJobsStorage__queueServiceUri": "https://acct.queue.core.windows.net",
+        "AzureWebJobsStorage__clientId": "app-id", "SOURCE_URL": "https://api.example.com/ids",
+        "SOURCE_AUTH": "entra", "SOURCE_SCOPE": "api://ids/.default",
+    }  # fmt: skip
+    assert Settings.from_env(env).source(None).auth.client_id == "app-id"
+    assert Settings.from_env({**env, "SOURCE_CLIENT_ID": "other"}).source(None).auth.client_id == "other"
+
+
+def test_the_client_secret_and_the_token_urls_credentials_are_secrets_and_never_in_a_repr():
+    env = {**OAUTH2, "SOURCE_TOKEN_URL": "https://login.example.com/token?key=tokenurl-key-1"}
+    auth = Settings.from_env(env).source(None).auth
+    assert "cs~Q8v" not in repr(auth)
+    header = basic(b"fanout:cs~Q8v.2kLm_9TzXr4Wn")  # as the token endpoint is sent it
+    text = redacted(f"secret {OAUTH2['SOURCE_CLIENT_SECRET']}, key tokenurl-key-1, {header}", **env)
+    assert "cs~Q8v" not in text and "tokenurl-key-1" not in text and header.removeprefix("Basic ") not in text
