@@ -109,6 +109,7 @@ class SourceReader:
         )  # fmt: skip
         self._token = source_token(source.auth) if source.auth.mode != "none" else None
         self._timeout = timeout
+        self._network = network
         # The last item given: its page, the pages before that page, the items given from it (or from the
         # one unpaged answer), its answer's length and next page; and the items the run took in all.
         self._page: Page = None
@@ -394,7 +395,7 @@ class SourceReader:
         await self._time_box.within(attempts.wait(str(failure), retry_after=failure.retry_after))
 
     def _fetch_token(self) -> Awaitable[Token]:
-        return fetch_token(self._source, self._timeout, self._retry)
+        return fetch_token(self._source, self._timeout, self._retry, self._network)
 
     @asynccontextmanager
     async def _answer(

@@ -35,6 +35,7 @@ from azure.identity import CredentialUnavailableError
 from azure.identity.aio import DefaultAzureCredential
 
 from core.errors import SourceError
+from core.network import Network
 from core.redact import install_token, public_text
 from core.retry import Attempts, RetryPolicy, retry_after_seconds
 from core.settings import SOURCE_CLIENT_ID, SOURCE_SCOPE, SOURCE_TOKEN_URL, SourceAuth, SourceConfig
@@ -119,15 +120,15 @@ def source_token(auth: SourceAuth) -> SourceToken:
     return once_per_loop(("source token", auth), lambda: SourceToken(auth))
 
 
-async def fetch_token(source: SourceConfig, timeout: float, retry: RetryPolicy) -> Token:
-    """A new token for `source`, each call bounded by `timeout`, transient failures retried under `retry`;
-    SourceError when none can be had."""
+async def fetch_token(source: SourceConfig, timeout: float, retry: RetryPolicy, network: Network) -> Token:
+    """A new token for `source`, each call bounded by `timeout`, transient failures retried under `retry`, the
+    token endpoint reached under `network` (the one trust store and proxy rule); SourceError when none can be had."""
     attempts = Attempts(retry, give_up=SourceError)
     while True:
         try:
             if source.auth.mode == "entra":
                 return await _entra_token(source, timeout)
-            return await _oauth2_token(source, timeout)
+            return await _oauth2_token(source, timeout, network)
         except _TransientTokenError as exc:
             await attempts.wait(str(exc), retry_after=exc.retry_after)
         except httpx.TransportError as exc:  # timeouts and connection errors
@@ -136,15 +137,22 @@ async def fetch_token(source: SourceConfig, timeout: float, retry: RetryPolicy) 
             await attempts.wait(_excerpt(failure, 1000))
 
 
-async def _oauth2_token(source: SourceConfig, timeout: float) -> Token:
+async def _oauth2_token(source: SourceConfig, timeout: float, network: Network) -> Token:
     """One client-credentials grant at the token endpoint."""
     auth, where, setting = source.auth, f"source {source.name!r}", source.setting_name(SOURCE_TOKEN_URL)
     assert auth.token_url and auth.client_id and auth.client_secret  # checked by the settings
     form = {"grant_type": "client_credentials", **({"scope": auth.scope} if auth.scope else {})}
     basic = httpx.BasicAuth(quote_plus(auth.client_id), quote_plus(auth.client_secret))  # §2.3.1: form-encoded
     fetched_at = time.time()
+    proxy = network.proxies.for_url(auth.token_url)
     async with (
-        httpx.AsyncClient(timeout=timeout, follow_redirects=False) as client,
+        httpx.AsyncClient(
+            timeout=timeout,
+            follow_redirects=False,
+            verify=network.tls,
+            proxy=proxy.url if proxy else None,
+            trust_env=False,
+        ) as client,
         client.stream("POST", auth.token_url, data=form, auth=basic, headers={"Accept": "application/json"}) as answer,
     ):
         body = await _bounded_body(answer, where, setting)

@@ -8,7 +8,8 @@
 # the source token endpoint's OAuth2 client secret) are read from the environment and handed to `az` in a
 # parameters file (mode 600, in a private temporary directory removed on exit), never on a command line,
 # where any user could read it with `ps`. The template stores them in Key Vault.
-# VNET_ENABLED=true deploys the private network (main.bicep `vnetEnabled`; docs/deploy.md, Private network).
+# SOURCE_AUTH, SOURCE_TOKEN_URL, SOURCE_CLIENT_ID and SOURCE_SCOPE (optional, docs/sources.md Authentication)
+# pass through as they are. VNET_ENABLED=true deploys the private network (main.bicep `vnetEnabled`; docs/deploy.md, Private network).
 set -euo pipefail
 
 NAME="${1:?usage: SOURCE_URL=https://… infra/deploy.sh NAME [LOCATION]}"
@@ -50,6 +51,12 @@ values = {
     "sourceHeaders": headers,
     "sourceClientSecret": os.environ.get("SOURCE_CLIENT_SECRET", ""),
     "vnetEnabled": vnet == "true",
+    **{
+        parameter: os.environ[setting]
+        for setting, parameter in (("SOURCE_AUTH", "sourceAuth"), ("SOURCE_TOKEN_URL", "sourceTokenUrl"),
+                                   ("SOURCE_CLIENT_ID", "sourceClientId"), ("SOURCE_SCOPE", "sourceScope"))
+        if os.environ.get(setting)
+    },
 }
 document = {
     "$schema": "https://schema.management.azure.com/schemas/2019-04-01/deploymentParameters.json#",

@@ -26,6 +26,19 @@ param sourceHeaders string = ''
 @description('The OAuth2 client secret of the source\'s token endpoint (SOURCE_CLIENT_SECRET). Empty for none. Stored as a Key Vault secret; the app setting holds only a reference to it.')
 param sourceClientSecret string = ''
 
+@allowed(['none', 'oauth2-client-credentials', 'entra'])
+@description('How the app signs in to the source (SOURCE_AUTH): none, OAuth2 client credentials at sourceTokenUrl, or entra (the app\'s managed identity, a token for sourceScope).')
+param sourceAuth string = 'none'
+
+@description('oauth2-client-credentials: the token endpoint (SOURCE_TOKEN_URL).')
+param sourceTokenUrl string = ''
+
+@description('oauth2-client-credentials: the client id (SOURCE_CLIENT_ID).')
+param sourceClientId string = ''
+
+@description('The scope asked for (SOURCE_SCOPE); required for entra, e.g. api://<app-id>/.default.')
+param sourceScope string = ''
+
 @description('Private network: a virtual network with the app\'s integration subnet, private endpoints and private DNS zones for the storage accounts (blob, queue, table; queue on each queueAccounts account) and the Key Vault, whose public network access is then off. The app itself stays reachable over HTTPS (Event Grid delivers to its webhook). See docs/deploy.md, Private network.')
 param vnetEnabled bool = false
 
@@ -264,6 +277,10 @@ module functionApp 'modules/function-app.bicep' = {
       // A Key Vault reference, resolved by the platform with the app's identity; never the secret itself.
       SOURCE_HEADERS: empty(sourceHeaders) ? '' : '@Microsoft.KeyVault(SecretUri=${keyVault.outputs.sourceHeadersSecretUri})'
       SOURCE_CLIENT_SECRET: empty(sourceClientSecret) ? '' : '@Microsoft.KeyVault(SecretUri=${keyVault.outputs.sourceClientSecretUri})'
+      SOURCE_AUTH: sourceAuth
+      SOURCE_TOKEN_URL: sourceTokenUrl
+      SOURCE_CLIENT_ID: sourceClientId
+      SOURCE_SCOPE: sourceScope
       SOURCE_PAGINATION: sourcePagination
       SOURCE_ITEMS_PATH: sourceItemsPath
       SOURCE_NEXT_PATH: sourceNextPath
