@@ -4,40 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import re
-import threading
 from collections import Counter
+
+from testkit.loop_server import LoopServer
 
 _REQUEST_LINE = re.compile(rb"(GET|PUT|POST|DELETE|HEAD|MERGE|PATCH|OPTIONS) /\S* HTTP/1\.1\r\n")
 
 
-class CountingProxy:
+class CountingProxy(LoopServer):
     def __init__(self, target_port: int) -> None:
+        super().__init__()
         self.target_port = target_port
         self.requests: Counter[str] = Counter()
-        self.port = 0
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-
-    def start(self) -> CountingProxy:
-        self._thread.start()
-        self._ready.wait(10)
-        return self
-
-    def stop(self) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
 
     @property
     def total(self) -> int:
         return sum(self.requests.values())
-
-    def _serve(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        server = self._loop.run_until_complete(asyncio.start_server(self._client, "127.0.0.1", 0))
-        self.port = server.sockets[0].getsockname()[1]
-        self._ready.set()
-        self._loop.run_forever()
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", self.target_port)

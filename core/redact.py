@@ -194,12 +194,17 @@ def _forms(secret: str) -> set[str]:
         repr(data + b"'\"")[2:-4],
         json.dumps(secret)[1:-1],
         json.dumps(secret, ensure_ascii=False)[1:-1],
-        quote(data, safe=""),
-        quote_plus(data, safe=""),
+        *(encoded for encode in (quote, quote_plus) for encoded in _both_cases(encode(data, safe=""))),
         html.escape(secret),
         html.escape(secret).replace("&quot;", "&#34;").replace("&#x27;", "&#39;"),
     }
     return forms | _base64_forms(data)
+
+
+def _both_cases(percent_encoded: str) -> tuple[str, str]:
+    """A percent-encoded text with its escapes' hex digits upper-case and lower-case. Found as written, not only
+    decoded: a `%` just before one (`%` + `00%3a…`) would take its first digits into another escape."""
+    return percent_encoded, _PERCENT_HEX.sub(lambda escape: escape[0].lower(), percent_encoded)
 
 
 def _base64_forms(data: bytes) -> set[str]:
@@ -278,6 +283,7 @@ def _unbackslashed(token: str) -> str:
     return chr(code) if code <= 0x10FFFF else token
 
 
+_PERCENT_HEX = re.compile(r"%[0-9A-F]{2}")
 _PERCENT_TOKEN = r"%[0-7][0-9A-Fa-f]|%[C-Fc-f][0-9A-Fa-f](?:%[89ABab][0-9A-Fa-f]){1,3}"  # one character's bytes
 _HTML_TOKEN = r"&(?:#[0-9]{1,7}|#[xX][0-9A-Fa-f]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});?"
 _BACKSLASH_TOKEN = (

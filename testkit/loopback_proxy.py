@@ -7,41 +7,23 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import threading
 from collections import Counter
 
+from testkit.loop_server import LoopServer
 
-class LoopbackProxy:
+
+class LoopbackProxy(LoopServer):
     def __init__(self, hosts: dict[str, str], credentials: tuple[str, str] | None = None) -> None:
+        super().__init__()
         self.hosts = hosts
         self.tunnels: Counter[str] = Counter()  # target (host:port): tunnels opened
         self.authorizations: list[str] = []  # each CONNECT's Proxy-Authorization, "" when it had none
         self.refused: list[str] = []  # each refusal's status and target
         self._expected = "Basic " + base64.b64encode(":".join(credentials).encode()).decode() if credentials else None
-        self.port = 0
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> LoopbackProxy:
-        self._thread.start()
-        self._ready.wait(10)
-        return self
-
-    def stop(self) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
-
-    def _serve(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        server = self._loop.run_until_complete(asyncio.start_server(self._client, "127.0.0.1", 0))
-        self.port = server.sockets[0].getsockname()[1]
-        self._ready.set()
-        self._loop.run_forever()
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
