@@ -7,6 +7,7 @@ import azure.functions as func
 from api.http import (
     CANCEL_ROUTE,
     INGESTIONS_ROUTE,
+    OPENAPI_ROUTE,
     REDRIVE_ROUTE,
     RUN_ROUTE,
     cancel_ingestion,
@@ -16,6 +17,7 @@ from api.http import (
     redrive_ingestion,
     start_ingestion,
 )
+from api.openapi import get_openapi
 from chunking.continuation import continue_chunking_message
 from core.settings import BLOB_TRIGGER_SOURCE, CHUNK_CONTAINER, CONTROL_QUEUE, REDRIVE_QUEUE, SWEEP_SCHEDULE, Settings
 from core.telemetry import configure_telemetry
@@ -85,6 +87,12 @@ async def redrive_chunk_function(msg: func.QueueMessage) -> None:
 @app.route(route=RUN_ROUTE, methods=["DELETE"], auth_level=func.AuthLevel.FUNCTION)
 async def delete_ingestion_function(req: func.HttpRequest) -> func.HttpResponse:
     return await delete_ingestion(req)
+
+
+@app.function_name("openapi")
+@app.route(route=OPENAPI_ROUTE, methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+async def openapi_function(req: func.HttpRequest) -> func.HttpResponse:
+    return await get_openapi(req)
 
 
 @app.function_name("sweep_stalled_chunks")

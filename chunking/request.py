@@ -32,13 +32,20 @@ class IngestionRequest:
 @dataclass(frozen=True)
 class RequestField:
     """One optional field of the body: `schema` (JSON Schema) states its type and bounds, `default` what its
-    absence means under the app's settings, `parse` checks a given value against `schema` and returns it."""
+    absence means under the app's settings, `parse` checks a given value against `schema` and returns it,
+    `choices` the values the app's settings allow (a configured source's name)."""
 
     name: str
     meaning: str
     schema: Mapping[str, Any]
     default: Callable[[Settings], Any]
     parse: Callable[[RequestField, object, Settings], Any]
+    choices: Callable[[Settings], list[str]] | None = None
+
+    def described(self, settings: Settings) -> dict[str, Any]:
+        """The field's JSON Schema with its meaning, and its choices under `settings`."""
+        choices = {"enum": self.choices(settings)} if self.choices else {}
+        return {**self.schema, **choices, "description": self.meaning}
 
     def read(self, given: Mapping[str, Any], settings: Settings) -> Any:
         """The field's value in the body `given`: its default when absent or null, else checked."""
@@ -75,6 +82,7 @@ FIELDS: tuple[RequestField, ...] = (
     RequestField(
         "source", "the name of a configured source (default: the one at `SOURCE_URL`); never a URL",
         {"type": "string", "minLength": 1}, lambda settings: settings.source(None).name, _source,
+        lambda settings: sorted(settings.sources),
     ),
     RequestField(
         "chunk_size", "messages per chunk blob (default `CHUNK_SIZE`)",

@@ -17,7 +17,7 @@ def default_functions() -> dict[str, list[dict]]:
 def test_app_has_exactly_the_documented_functions(default_functions):
     assert sorted(default_functions) == [
         "cancel_ingestion", "continue_chunking", "delete_ingestion", "get_ingestion_status", "ingest_chunk",
-        "list_ingestions", "redrive_chunk", "redrive_ingestion", "start_ingestion", "sweep_stalled_chunks",
+        "list_ingestions", "openapi", "redrive_chunk", "redrive_ingestion", "start_ingestion", "sweep_stalled_chunks",
     ]  # fmt: skip
 
 
