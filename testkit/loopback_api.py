@@ -1,6 +1,7 @@
 """A loopback HTTP API for tests that need a source answering what no real one would: every GET gets
 what `answer(path, headers)` returns, or whatever `respond(handler)` writes itself (a body cut short, a
-reason phrase of any length, bytes that trickle). A POST is answered alike, once its body is read."""
+reason phrase of any length, bytes that trickle). A POST is answered alike, once its body is read; `posts`
+keeps each POST's headers and body, in order."""
 
 from __future__ import annotations
 
@@ -24,6 +25,9 @@ class LoopbackApi:
         self, answer: Callable[[str, Message], Answer] | None = None,
         respond: Callable[[BaseHTTPRequestHandler], None] | None = None,
     ) -> None:  # fmt: skip
+        posts: list[tuple[Message, bytes]] = []
+        self.posts = posts
+
         def send(handler: BaseHTTPRequestHandler) -> None:
             assert answer is not None
             status, headers, body = answer(handler.path, handler.headers)
@@ -40,7 +44,7 @@ class LoopbackApi:
                 (respond or send)(self)
 
             def do_POST(self) -> None:
-                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                posts.append((self.headers, self.rfile.read(int(self.headers.get("Content-Length") or 0))))
                 (respond or send)(self)
 
             def log_message(self, format: str, *args: object) -> None:  # noqa: A002
