@@ -4,14 +4,17 @@ import os
 
 import azure.functions as func
 
+from api.dashboard import DASHBOARD_ROUTE, dashboard
 from api.http import (
     CANCEL_ROUTE,
+    CHUNKS_ROUTE,
     INGESTIONS_ROUTE,
     OPENAPI_ROUTE,
     REDRIVE_ROUTE,
     RUN_ROUTE,
     cancel_ingestion,
     delete_ingestion,
+    get_ingestion_chunks,
     get_ingestion_status,
     list_ingestions,
     redrive_ingestion,
@@ -99,3 +102,15 @@ async def openapi_function(req: func.HttpRequest) -> func.HttpResponse:
 @app.timer_trigger(arg_name="timer", schedule=SWEEP_SCHEDULE.read(os.environ), run_on_startup=False)
 async def sweep_stalled_chunks_function(timer: func.TimerRequest) -> None:
     await sweep_stalled_chunks(timer)
+
+
+@app.function_name("get_ingestion_chunks")
+@app.route(route=CHUNKS_ROUTE, methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+async def get_ingestion_chunks_function(req: func.HttpRequest) -> func.HttpResponse:
+    return await get_ingestion_chunks(req)
+
+
+@app.function_name("dashboard")
+@app.route(route=DASHBOARD_ROUTE, methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def dashboard_function(req: func.HttpRequest) -> func.HttpResponse:
+    return dashboard(req)

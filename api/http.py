@@ -36,6 +36,7 @@ from core.run_store import RecordState
 from core.settings import Settings
 from core.status import FINAL_STATES, RunStatus
 from runs.cancel import cancel_run
+from runs.chunk_map import chunk_map
 from runs.listing import list_runs, parse_list_query
 from runs.purge import purge_run
 from runs.redrive import redrive_run
@@ -48,6 +49,7 @@ RUN_ROUTE = "ingestions/{run_id}"
 REDRIVE_ROUTE = RUN_ROUTE + "/redrive"
 CANCEL_ROUTE = RUN_ROUTE + "/cancel"
 OPENAPI_ROUTE = "openapi.json"
+CHUNKS_ROUTE = RUN_ROUTE + "/chunks"
 log = logging.getLogger(__name__)
 
 # (exception, status, what the detail starts with); the first match wins.
@@ -153,6 +155,13 @@ async def get_ingestion_status(req: func.HttpRequest) -> func.HttpResponse:
     if status.state in FINAL_STATES:
         return json_response(status.to_json())
     return json_response(status.to_json(), status=202, headers=_in_progress(ctx.settings, _status_path(run_id), status))
+
+
+@answers_problems
+async def get_ingestion_chunks(req: func.HttpRequest) -> func.HttpResponse:
+    """`GET /api/ingestions/{run_id}/chunks`: the run's chunks as ranges of indexes by state (runs/chunk_map.py)."""
+    result = await chunk_map(await app_context(), req.route_params.get("run_id", ""))
+    return json_response(result.to_json())
 
 
 @answers_problems

@@ -12,8 +12,10 @@ from typing import Any
 
 import azure.functions as func
 
+from api.dashboard import DASHBOARD_ROUTE
 from api.http import (
     CANCEL_ROUTE,
+    CHUNKS_ROUTE,
     INGESTIONS_ROUTE,
     OPENAPI_ROUTE,
     PROBLEM_JSON,
@@ -28,6 +30,7 @@ from api.schema import json_schema, without
 from chunking.request import FIELDS
 from core.settings import HTTP_RETRY_AFTER, Settings
 from core.status import STATES, RunStatus
+from runs.chunk_map import ChunkMap
 from runs.listing import MAX_LIMIT
 from runs.purge import PurgeResult
 
@@ -128,6 +131,11 @@ def operations() -> tuple[Operation, ...]:
         Operation("delete_ingestion", "delete", RUN_ROUTE, "Purge a finished run",
                   {200: _json("what the purge deleted", json_schema(PurgeResult))},
                   (404, 409, 500), parameters=(RUN_ID,)),
+        Operation("get_ingestion_chunks", "get", CHUNKS_ROUTE, "A run's chunks as ranges of indexes by state",
+                  {200: _json("the chunk map", json_schema(ChunkMap))}, (404, 500), parameters=(RUN_ID,)),
+        Operation("dashboard", "get", DASHBOARD_ROUTE, "The dashboard page",
+                  {200: {"description": "an HTML page that reads this API",
+                         "content": {"text/html": {"schema": {"type": "string"}}}}}, (), tags=("meta",)),
         Operation("openapi", "get", OPENAPI_ROUTE, "This document",
                   {200: _json("the OpenAPI 3.1 description of this API", {"type": "object"})},
                   (500,), secured=False, tags=("meta",)),
