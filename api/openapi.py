@@ -28,6 +28,7 @@ from api.http import (
 )
 from api.schema import json_schema, without
 from chunking.request import FIELDS
+from core.contract import RUN_ID_JSON_PATTERN
 from core.settings import HTTP_RETRY_AFTER, Settings
 from core.status import STATES, RunStatus
 from runs.chunk_map import ChunkMap
@@ -89,11 +90,12 @@ def _request_body(settings: Settings) -> dict[str, Any]:
     return {"required": False, "content": {"application/json": {"schema": schema}}}
 
 
-RUN_ID = {"name": "run_id", "in": "path", "required": True, "schema": {"type": "string"},
-          "description": "the run's id; one that names no run answers 404"}  # fmt: skip
+RUN_ID = {"name": "run_id", "in": "path", "required": True,
+          "schema": {"type": "string", "pattern": RUN_ID_JSON_PATTERN},
+          "description": "the run's id; one that names no run, or breaks the pattern, answers 404"}  # fmt: skip
 LIST_PARAMETERS = (
     {"name": "state", "in": "query", "schema": {"enum": list(STATES)}, "description": "only runs in this state"},
-    {"name": "created_after", "in": "query", "schema": {"type": "string"},
+    {"name": "created_after", "in": "query", "schema": {"type": "string", "format": "date-time"},
      "description": "only runs created after this ISO 8601 time (without an offset: UTC)"},
     {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT},
      "description": "runs a page holds at most (a filtered page may hold fewer, even none)"},

@@ -54,7 +54,9 @@ class RequestField:
 
 
 def _integer(field: RequestField, value: object, settings: Settings) -> int:
-    """A whole number within the schema's `minimum` and `maximum`."""
+    """A whole number within the schema's `minimum` and `maximum`; `96.0` is one, as JSON Schema counts it."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
         raise RequestError(f"{field.name} must be an integer, got {json.dumps(value)}", field=field.name)
     low, high = field.schema["minimum"], field.schema["maximum"]
