@@ -18,6 +18,7 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from fanout.azurite import PROJECT_ROOT, free_port
+from fanout.client import FanoutApiError, FanoutClient
 
 KEY = f"key-{secrets.token_hex(8)}"
 EXAMPLES = 5  # per operation
@@ -72,3 +73,23 @@ def test_every_operation_answers_as_documented_and_leaves_every_run_resumable(se
             status = client.get(f"ingestions/{run['run_id']}")
             redrive = client.post(f"ingestions/{run['run_id']}/redrive")
             assert status.status_code in (200, 202) and redrive.status_code in (202, 409), (run, redrive.text)
+
+
+def test_the_python_client_drives_a_run_through_every_route(served):
+    with FanoutClient(served, key=KEY) as client:
+        started = client.start(chunk_size=10, run_id="by-the-client")
+        seen: list[str] = []
+        final = client.wait(started["run_id"], interval=0.2, timeout=60, on_status=lambda s: seen.append(s["state"]))
+        listed = client.list(state="completed", limit=100)
+        with pytest.raises(FanoutApiError) as conflict:
+            client.cancel("by-the-client")
+        redriven = client.redrive("by-the-client")
+        purged = client.purge("by-the-client")
+        with pytest.raises(FanoutApiError) as missing:
+            client.status("by-the-client")
+
+    assert final["state"] == "completed" and final["messages"]["enqueued"] == 40 and seen[-1] == "completed"
+    assert "by-the-client" in [run["run_id"] for run in listed["runs"]]
+    assert conflict.value.status == 409 and conflict.value.problem["detail"].startswith("run 'by-the-client'")
+    assert redriven["scheduled"] == [] and purged["chunk_blobs"] == 4
+    assert missing.value.status == 404 and missing.value.problem["title"] == "Not Found"

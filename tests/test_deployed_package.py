@@ -49,6 +49,6 @@ def test_the_app_indexes_from_the_zip_alone(tmp_path: Path):
     )  # fmt: skip
     assert json.loads(listing.stdout) == [
         "cancel_ingestion", "continue_chunking", "dashboard", "delete_ingestion", "get_ingestion_chunks",
-        "get_ingestion_status", "ingest_chunk",
-        "list_ingestions", "redrive_chunk", "redrive_ingestion", "start_ingestion", "sweep_stalled_chunks",
+        "get_ingestion_status", "ingest_chunk", "list_ingestions", "openapi", "redrive_chunk", "redrive_ingestion",
+        "start_ingestion", "sweep_stalled_chunks",
     ]  # fmt: skip
