@@ -4,18 +4,23 @@ import os
 
 import azure.functions as func
 
+from api.dashboard import DASHBOARD_ROUTE, dashboard
 from api.http import (
     CANCEL_ROUTE,
+    CHUNKS_ROUTE,
     INGESTIONS_ROUTE,
+    OPENAPI_ROUTE,
     REDRIVE_ROUTE,
     RUN_ROUTE,
     cancel_ingestion,
     delete_ingestion,
+    get_ingestion_chunks,
     get_ingestion_status,
     list_ingestions,
     redrive_ingestion,
     start_ingestion,
 )
+from api.openapi import get_openapi
 from chunking.continuation import continue_chunking_message
 from core.settings import BLOB_TRIGGER_SOURCE, CHUNK_CONTAINER, CONTROL_QUEUE, REDRIVE_QUEUE, SWEEP_SCHEDULE, Settings
 from core.telemetry import configure_telemetry
@@ -87,7 +92,25 @@ async def delete_ingestion_function(req: func.HttpRequest) -> func.HttpResponse:
     return await delete_ingestion(req)
 
 
+@app.function_name("openapi")
+@app.route(route=OPENAPI_ROUTE, methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+async def openapi_function(req: func.HttpRequest) -> func.HttpResponse:
+    return await get_openapi(req)
+
+
 @app.function_name("sweep_stalled_chunks")
 @app.timer_trigger(arg_name="timer", schedule=SWEEP_SCHEDULE.read(os.environ), run_on_startup=False)
 async def sweep_stalled_chunks_function(timer: func.TimerRequest) -> None:
     await sweep_stalled_chunks(timer)
+
+
+@app.function_name("get_ingestion_chunks")
+@app.route(route=CHUNKS_ROUTE, methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+async def get_ingestion_chunks_function(req: func.HttpRequest) -> func.HttpResponse:
+    return await get_ingestion_chunks(req)
+
+
+@app.function_name("dashboard")
+@app.route(route=DASHBOARD_ROUTE, methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def dashboard_function(req: func.HttpRequest) -> func.HttpResponse:
+    return dashboard(req)

@@ -14,7 +14,7 @@ import math
 import secrets
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
-from typing import Any
+from typing import Any, TypedDict
 from urllib.parse import urlsplit, urlunsplit
 
 import azure.functions as func
@@ -32,9 +32,11 @@ from core.errors import (
     SettingsError,
 )
 from core.redact import public_reason
+from core.run_store import RecordState
 from core.settings import Settings
 from core.status import FINAL_STATES, RunStatus
 from runs.cancel import cancel_run
+from runs.chunk_map import chunk_map
 from runs.listing import list_runs, parse_list_query
 from runs.purge import purge_run
 from runs.redrive import redrive_run
@@ -46,6 +48,8 @@ INGESTIONS_ROUTE = "ingestions"
 RUN_ROUTE = "ingestions/{run_id}"
 REDRIVE_ROUTE = RUN_ROUTE + "/redrive"
 CANCEL_ROUTE = RUN_ROUTE + "/cancel"
+OPENAPI_ROUTE = "openapi.json"
+CHUNKS_ROUTE = RUN_ROUTE + "/chunks"
 log = logging.getLogger(__name__)
 
 # (exception, status, what the detail starts with); the first match wins.
@@ -58,6 +62,26 @@ STATUS_OF_ERROR: tuple[tuple[type[FanoutError], int, str], ...] = (
     (SettingsError, 500, "the app is misconfigured: "),
     (ContractError, 500, "what storage holds is out of shape: "),
 )
+
+
+class Started(TypedDict):
+    """The body of `POST /api/ingestions`' 202 (and the extension members of its 502)."""
+
+    run_id: str
+    status_url: str
+    state: RecordState
+    chunks: int | None
+    messages: int | None
+
+
+class Redriven(TypedDict):
+    """The body of `POST /api/ingestions/{run_id}/redrive`'s 202."""
+
+    run_id: str
+    status_url: str
+    scheduled: list[int]
+    chunking_resumed: bool
+
 
 Handler = Callable[[func.HttpRequest], Awaitable[func.HttpResponse]]
 
@@ -109,13 +133,13 @@ async def start_ingestion(req: func.HttpRequest) -> func.HttpResponse:
     request = parse_ingestion_request(req.get_body(), ctx.settings)
     record, _ = await start_run(ctx, request, budget=ctx.settings.chunking_time_budget)
     status_path = _status_path(record.run_id)
-    body = {
-        "run_id": record.run_id,
-        "status_url": _absolute(req.url, status_path),
-        "state": record.state,
-        "chunks": record.chunks,
-        "messages": record.messages,
-    }
+    body = Started(
+        run_id=record.run_id,
+        status_url=_absolute(req.url, status_path),
+        state=record.state,
+        chunks=record.chunks,
+        messages=record.messages,
+    )
     if record.state == "failed":
         raise RunFailedError(record.error or "the source failed", **body)
     return json_response(body, status=202, headers=_in_progress(ctx.settings, status_path))
@@ -131,6 +155,13 @@ async def get_ingestion_status(req: func.HttpRequest) -> func.HttpResponse:
     if status.state in FINAL_STATES:
         return json_response(status.to_json())
     return json_response(status.to_json(), status=202, headers=_in_progress(ctx.settings, _status_path(run_id), status))
+
+
+@answers_problems
+async def get_ingestion_chunks(req: func.HttpRequest) -> func.HttpResponse:
+    """`GET /api/ingestions/{run_id}/chunks`: the run's chunks as ranges of indexes by state (runs/chunk_map.py)."""
+    result = await chunk_map(await app_context(), req.route_params.get("run_id", ""))
+    return json_response(result.to_json())
 
 
 @answers_problems
@@ -163,12 +194,12 @@ async def redrive_ingestion(req: func.HttpRequest) -> func.HttpResponse:
     ctx = await app_context()
     redriven = await redrive_run(ctx, run_id)
     status_path = _status_path(run_id)
-    body = {
-        "run_id": run_id,
-        "status_url": _absolute(req.url, status_path),
-        "scheduled": redriven.scheduled,
-        "chunking_resumed": redriven.chunking_resumed,
-    }
+    body = Redriven(
+        run_id=run_id,
+        status_url=_absolute(req.url, status_path),
+        scheduled=redriven.scheduled,
+        chunking_resumed=redriven.chunking_resumed,
+    )
     return json_response(body, status=202, headers=_in_progress(ctx.settings, status_path))
 
 

@@ -1,18 +1,22 @@
-"""The body of `POST /api/ingestions`, validated field by field."""
+"""The body of `POST /api/ingestions`, validated field by field against one table (`FIELDS`).
+
+Each field declares its JSON Schema (type and bounds), its default and its meaning once: the validator
+reads the bounds from there, and so does the OpenAPI document (api/openapi.py), so the two cannot part.
+"""
 
 from __future__ import annotations
 
 import json
 import secrets
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from core.contract import RUN_ID_RULE, is_run_id
+from core.contract import RUN_ID_JSON_PATTERN, RUN_ID_RULE, is_run_id
 from core.errors import RequestError, RequestTooLargeError
 from core.settings import HTTP_MAX_BODY_BYTES, MAX_CHUNK_SIZE, RUN_MAX_CONCURRENCY, TOLERATED_FAILED_CHUNKS, Settings
 
-_FIELDS = ("source", "chunk_size", "run_id", "max_concurrency", "max_failed_chunks")
 _MAX_INT_DIGITS = 20
 
 
@@ -23,6 +27,86 @@ class IngestionRequest:
     run_id: str
     max_concurrency: int = 0  # built by hand (tests, benchmarks): no cap, and no failed chunk tolerated
     max_failed_chunks: int = 0
+
+
+@dataclass(frozen=True)
+class RequestField:
+    """One optional field of the body: `schema` (JSON Schema) states its type and bounds, `default` what its
+    absence means under the app's settings, `parse` checks a given value against `schema` and returns it,
+    `choices` the values the app's settings allow (a configured source's name)."""
+
+    name: str
+    meaning: str
+    schema: Mapping[str, Any]
+    default: Callable[[Settings], Any]
+    parse: Callable[[RequestField, object, Settings], Any]
+    choices: Callable[[Settings], list[str]] | None = None
+
+    def described(self, settings: Settings) -> dict[str, Any]:
+        """The field's JSON Schema with its meaning, and its choices under `settings`."""
+        choices = {"enum": self.choices(settings)} if self.choices else {}
+        return {**self.schema, **choices, "description": self.meaning}
+
+    def read(self, given: Mapping[str, Any], settings: Settings) -> Any:
+        """The field's value in the body `given`: its default when absent or null, else checked."""
+        value = given.get(self.name)
+        return self.default(settings) if value is None else self.parse(self, value, settings)
+
+
+def _integer(field: RequestField, value: object, settings: Settings) -> int:
+    """A whole number within the schema's `minimum` and `maximum`; `96.0` is one, as JSON Schema counts it."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise RequestError(f"{field.name} must be an integer, got {json.dumps(value)}", field=field.name)
+    low, high = field.schema["minimum"], field.schema["maximum"]
+    if not low <= value <= high:
+        raise RequestError(f"{field.name} must be between {low} and {high}, got {value}", field=field.name)
+    return value
+
+
+def _source(field: RequestField, value: object, settings: Settings) -> str:
+    if not isinstance(value, str):
+        raise RequestError("source must be a string naming a configured source", field="source")
+    if value.lower() not in settings.sources:
+        names = ", ".join(sorted(settings.sources))
+        raise RequestError(f"unknown source {value!r}; configured sources: {names}", field="source")
+    return value.lower()
+
+
+def _run_id(field: RequestField, value: object, settings: Settings) -> str:
+    if not is_run_id(value):
+        raise RequestError(RUN_ID_RULE, field="run_id")
+    return cast(str, value)
+
+
+FIELDS: tuple[RequestField, ...] = (
+    RequestField(
+        "source", "the name of a configured source (default: the one at `SOURCE_URL`); never a URL",
+        {"type": "string", "minLength": 1}, lambda settings: settings.source(None).name, _source,
+        lambda settings: sorted(settings.sources),
+    ),
+    RequestField(
+        "chunk_size", "messages per chunk blob (default `CHUNK_SIZE`)",
+        {"type": "integer", "minimum": 1, "maximum": MAX_CHUNK_SIZE}, lambda settings: settings.chunk_size, _integer,
+    ),
+    RequestField(
+        "run_id", "your id for the run: a repeated request with it returns the same run. " + RUN_ID_RULE,
+        {"type": "string", "pattern": RUN_ID_JSON_PATTERN}, lambda settings: new_run_id(), _run_id,
+    ),
+    RequestField(
+        "max_concurrency",
+        "chunk invocations ingesting this run at once; 0 = no cap (default `RUN_MAX_CONCURRENCY`)",
+        {"type": "integer", "minimum": 0, "maximum": int(RUN_MAX_CONCURRENCY.high)},
+        lambda settings: settings.run_max_concurrency, _integer,
+    ),
+    RequestField(
+        "max_failed_chunks", "failed chunks the run tolerates (default `TOLERATED_FAILED_CHUNKS`)",
+        {"type": "integer", "minimum": 0, "maximum": int(TOLERATED_FAILED_CHUNKS.high)},
+        lambda settings: settings.tolerated_failed_chunks, _integer,
+    ),
+)  # fmt: skip
+FIELD_NAMES = tuple(field.name for field in FIELDS)
 
 
 def new_run_id() -> str:
@@ -36,21 +120,13 @@ def parse_ingestion_request(body: bytes, settings: Settings) -> IngestionRequest
             f"the request body is {len(body)} bytes, over the {settings.http_max_body_bytes} this app accepts "
             f"({HTTP_MAX_BODY_BYTES.name})"
         )
-    fields = _json_object(body)
-    unknown = sorted(set(fields) - set(_FIELDS))
+    given = _json_object(body)
+    unknown = sorted(set(given) - set(FIELD_NAMES))
     if unknown:
-        raise RequestError(f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(_FIELDS)}", field=unknown[0])
-    return IngestionRequest(
-        source=_source(fields.get("source"), settings),
-        chunk_size=_chunk_size(fields.get("chunk_size"), settings.chunk_size),
-        run_id=_run_id(fields.get("run_id")),
-        max_concurrency=_count_field(
-            fields, "max_concurrency", settings.run_max_concurrency, int(RUN_MAX_CONCURRENCY.high), " (no cap)"
-        ),
-        max_failed_chunks=_count_field(
-            fields, "max_failed_chunks", settings.tolerated_failed_chunks, int(TOLERATED_FAILED_CHUNKS.high)
-        ),
-    )
+        raise RequestError(
+            f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(FIELD_NAMES)}", field=unknown[0]
+        )
+    return IngestionRequest(**{field.name: field.read(given, settings) for field in FIELDS})
 
 
 def _json_object(body: bytes) -> dict[str, Any]:
@@ -73,42 +149,3 @@ def _bounded_int(text: str) -> int:
     if digits > _MAX_INT_DIGITS:
         raise RequestError(f"body holds a number of {digits} digits; no field takes more than {_MAX_INT_DIGITS}")
     return int(text)
-
-
-def _source(value: object, settings: Settings) -> str:
-    if value is None:
-        return settings.source(None).name
-    if not isinstance(value, str):
-        raise RequestError("source must be a string naming a configured source", field="source")
-    if value.lower() not in settings.sources:
-        names = ", ".join(sorted(settings.sources))
-        raise RequestError(f"unknown source {value!r}; configured sources: {names}", field="source")
-    return value.lower()
-
-
-def _chunk_size(value: object, default: int) -> int:
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise RequestError(f"chunk_size must be an integer, got {json.dumps(value)}", field="chunk_size")
-    if not 1 <= value <= MAX_CHUNK_SIZE:
-        raise RequestError(f"chunk_size must be between 1 and {MAX_CHUNK_SIZE}, got {value}", field="chunk_size")
-    return value
-
-
-def _run_id(value: object) -> str:
-    if value is None:
-        return new_run_id()
-    if not is_run_id(value):
-        raise RequestError(RUN_ID_RULE, field="run_id")
-    return cast(str, value)
-
-
-def _count_field(fields: dict[str, Any], name: str, default: int, high: int, zero: str = "") -> int:
-    """A whole-number request field from 0 to `high`; `default` when absent."""
-    value = fields.get(name)
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= high:
-        raise RequestError(f"{name} must be a whole number from 0{zero} to {high}, got {json.dumps(value)}", field=name)
-    return value

@@ -43,6 +43,7 @@ RUN_ID_RULE = (
     "run_id must be 1-63 characters of letters, digits, '.', '_' or '-', starting with a letter or digit "
     "and not ending in '.'"
 )
+RUN_ID_JSON_PATTERN = f"^{_RUN_ID}$"  # the rule as a JSON Schema (ECMA-262) pattern: `$` ends the text there
 _INDEX_DIGITS = 6  # a chunk's number is written with at least this many digits
 MAX_CHUNK_INDEX = 10**12 - 1  # and is at most this (a name, a redrive message and a status all agree)
 _RUN_ID_PATTERN = re.compile(_RUN_ID)

@@ -9,6 +9,11 @@ An event goes twice only when its mark stays `sending` although it was sent: the
 to write `sent`, between the two, or was still sending when a sweep took it over.
 Every chunk outcome, the end of chunking and a cancel call `settle_run`; it also stops a run whose
 failed chunks went past its tolerance, which the other chunks notice at their next checkpoint.
+
+With RUN_EVENTS_WEBHOOK set, the sender also delivers the event there as a CloudEvent (core/webhook.py)
+once it is on the queue, and records the outcome on the mark with `sent`; the sweeper delivers a `pending`
+one again, one delivery a sweep, until RUN_EVENTS_WEBHOOK_DELIVERIES, then records it `undelivered`. The
+webhook never holds up the queue event, nor changes the run's state.
 """
 
 from __future__ import annotations
@@ -16,14 +21,16 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from core.context import Context
 from core.redact import public_text
 from core.run_store import utc_now
-from core.status import RunStatus, run_status
+from core.status import RunStatus, WebhookDelivery, run_status
 from core.storage import trigger_queue
+from core.webhook import deliver
 
 log = logging.getLogger(__name__)
 EVENT_MAX_BYTES = 48 * 1024  # a queue message takes 64 KiB after base64 (which adds a third)
@@ -100,7 +107,7 @@ async def settle_run(ctx: Context, run_id: str) -> Settlement:
         with contextlib.suppress(Exception):
             await ctx.runs.unmark_event(run_id, etag)
         raise
-    await _mark_sent(ctx, run_id, etag)
+    await _mark_sent(ctx, run_id, etag, await _deliver(ctx, run_id, event))
     log.info("run %s %s: %d messages enqueued; event sent", run_id, status.state, status.messages.enqueued)
     return Settlement(replace(status, finished_at=event["finished_at"]), sent_event=True)
 
@@ -113,14 +120,17 @@ async def send_lost_event(ctx: Context, run_id: str, now: float) -> bool:
     mark = await ctx.runs.event_mark(run_id)
     if mark is None:
         return (await settle_run(ctx, run_id)).sent_event
-    if not mark.sending or now - mark.marked_at < ctx.settings.sweep_stale_seconds:
+    if not mark.sending:
+        await _deliver_again(ctx, run_id, mark.etag, WebhookDelivery.from_metadata(mark.webhook))
+        return False
+    if now - mark.marked_at < ctx.settings.sweep_stale_seconds:
         return False
     taken = await ctx.runs.take_over_event(run_id, mark.etag)
     if taken is None:
         return False  # another sweep took it over, or its sender marked it sent meanwhile
     event, etag = taken
     await _enqueue(ctx, event)  # failing, the mark stays `sending`: a sweep SWEEP_STALE_SECONDS on tries again
-    await _mark_sent(ctx, run_id, etag)
+    await _mark_sent(ctx, run_id, etag, await _deliver(ctx, run_id, json.loads(event)))
     log.warning("run %s: its completion event was marked but never confirmed sent; the sweep sent it", run_id)
     return True
 
@@ -130,11 +140,43 @@ async def _enqueue(ctx: Context, event: bytes) -> None:
     await queue.send_message(event.decode("utf-8"))
 
 
-async def _mark_sent(ctx: Context, run_id: str, etag: str) -> None:
-    """Sent: says so on the mark. Failing that, the event goes again from the next sweep past
-    SWEEP_STALE_SECONDS, which is why a consumer keys events by run id."""
+async def _deliver(
+    ctx: Context, run_id: str, event: dict[str, Any], before: WebhookDelivery | None = None
+) -> WebhookDelivery | None:
+    """One delivery of the event to the webhook (None: there is none), counted after `before`'s; `pending`
+    turns `undelivered` at RUN_EVENTS_WEBHOOK_DELIVERIES. Never raises: the queue event is out already."""
+    config = ctx.settings.webhook
+    if config.url is None:
+        return None
     try:
-        if not await ctx.runs.mark_sent(run_id, etag):
+        delivery = await deliver(config, event)
+        state, reason = delivery.state, delivery.reason
+    except Exception as exc:  # an identity that gives no token, say
+        state, reason = "pending", f"{type(exc).__name__}: {public_text(str(exc), 200)}"
+    count = (before.deliveries if before else 0) + 1
+    if state == "pending" and count >= config.deliveries:
+        state, reason = "undelivered", f"{reason}; gave up after {count} deliveries"
+    level = logging.INFO if state == "delivered" else logging.WARNING
+    log.log(level, "run %s: completion event to the webhook: %s (%s, delivery %d)", run_id, state, reason, count)
+    return WebhookDelivery(state, count, re.sub(r"[^\x20-\x7e]", "?", reason))  # it goes into a header
+
+
+async def _deliver_again(ctx: Context, run_id: str, etag: str, before: WebhookDelivery | None) -> None:
+    """The sweeper's delivery of an event whose webhook delivery is `pending`: one a sweep."""
+    if before is None or before.state != "pending" or ctx.settings.webhook.url is None:
+        return
+    record = await ctx.runs.event_record(run_id)
+    if record is None:
+        return
+    event = {key: value for key, value in record.items() if key != "webhook"}
+    await _mark_sent(ctx, run_id, etag, await _deliver(ctx, run_id, event, before))
+
+
+async def _mark_sent(ctx: Context, run_id: str, etag: str, webhook: WebhookDelivery | None = None) -> None:
+    """Sent: says so on the mark, with the webhook's delivery. Failing that, the event goes again from the next
+    sweep past SWEEP_STALE_SECONDS, which is why a consumer keys events by run id."""
+    try:
+        if not await ctx.runs.mark_sent(run_id, etag, webhook.to_metadata() if webhook else None):
             log.warning("run %s: completion event sent, but its mark was taken over by a sweep or deleted by a "
                         "redrive or purge meanwhile; it may arrive twice", run_id)  # fmt: skip
     except Exception as exc:  # the event is out: the invocation has nothing left to retry

@@ -15,6 +15,7 @@ import os
 import re
 import secrets
 import socket
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal, cast
@@ -44,6 +45,7 @@ StopReason = Literal["cancelled", "failed"]
 CHUNK_STATES = ("ingesting", "ingested", "failed", "stopped")
 FINAL_CHUNK_STATES = ("ingested", "failed")  # no delivery moves them; only a run's redrive reopens a failed one
 EVENT_METADATA = "event"  # on the completion mark: `sending`, then `sent`
+WEBHOOK_METADATA = ("webhook", "webhook_deliveries", "webhook_reason")  # and its delivery to RUN_EVENTS_WEBHOOK
 _STATUS_NAME = re.compile(r"[0-9]{6,12}")  # a chunk status's name after its run's prefix
 
 
@@ -167,6 +169,7 @@ class EventMark:
     etag: str
     sending: bool
     marked_at: float  # seconds since the epoch: when it was written or last taken over
+    webhook: dict[str, str] = field(default_factory=dict)  # its delivery to the webhook (WEBHOOK_METADATA)
 
 
 @dataclass(frozen=True)
@@ -251,9 +254,14 @@ class RunStore:
         return True
 
     async def event_record(self, run_id: str) -> dict[str, object] | None:
-        """The completion event the run sent, if it has."""
-        data = await self._download(run_event_mark_blob(run_id))
-        return None if data is None else cast(dict[str, object], json.loads(data))
+        """The completion event the run sent, if it has, with `webhook`: its delivery to the webhook as the mark
+        records it (WEBHOOK_METADATA; empty when it has none)."""
+        try:
+            stream = await self._container.download_blob(run_event_mark_blob(run_id))
+        except ResourceNotFoundError:
+            return None
+        event = cast(dict[str, object], json.loads(await stream.readall()))
+        return {**event, "webhook": _webhook_metadata(stream.properties.metadata)}
 
     async def mark_event(self, run_id: str, event: bytes) -> str | None:
         """Records the run's completion event, `sending`, if no one has: its ETag (this caller sends it), else None."""
@@ -271,11 +279,12 @@ class RunStore:
         except ResourceNotFoundError:
             return None
         sending = (props.metadata or {}).get(EVENT_METADATA) == "sending"  # a mark without it predates the field
-        return EventMark(str(props.etag), sending, props.last_modified.timestamp())
+        return EventMark(str(props.etag), sending, props.last_modified.timestamp(), _webhook_metadata(props.metadata))
 
-    async def mark_sent(self, run_id: str, etag: str) -> bool:
-        """Marks the completion event sent, only over the mark `etag` names: False when someone took it over."""
-        return await self._set_event_metadata(run_id, etag, "sent") is not None
+    async def mark_sent(self, run_id: str, etag: str, webhook: Mapping[str, str] | None = None) -> bool:
+        """Marks the completion event sent, with its webhook delivery (WEBHOOK_METADATA), only over the mark
+        `etag` names: False when someone took it over."""
+        return await self._set_event_metadata(run_id, etag, "sent", webhook) is not None
 
     async def take_over_event(self, run_id: str, etag: str) -> tuple[bytes, str] | None:
         """Takes over sending an event whose sender died (only over the mark `etag` names): the event and the
@@ -291,11 +300,13 @@ class RunStore:
             return None
         return await stream.readall(), new_etag
 
-    async def _set_event_metadata(self, run_id: str, etag: str, state: str) -> str | None:
+    async def _set_event_metadata(
+        self, run_id: str, etag: str, state: str, webhook: Mapping[str, str] | None = None
+    ) -> str | None:
         blob = self._container.get_blob_client(run_event_mark_blob(run_id))
         try:
             result = await blob.set_blob_metadata(
-                {EVENT_METADATA: state}, etag=etag, match_condition=MatchConditions.IfNotModified
+                {EVENT_METADATA: state, **(webhook or {})}, etag=etag, match_condition=MatchConditions.IfNotModified
             )
         except (ResourceModifiedError, ResourceNotFoundError):
             return None
@@ -433,6 +444,10 @@ class RunStore:
         except ResourceNotFoundError:
             return None
         return await stream.readall()
+
+
+def _webhook_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
+    return {key: value for key, value in (metadata or {}).items() if key in WEBHOOK_METADATA}
 
 
 async def chunks_written(chunks: ContainerClient, run_id: str) -> list[ChunkRef]:

@@ -465,6 +465,36 @@ RUN_EVENTS_QUEUE = StorageName(
     "RUN_EVENTS_QUEUE", "ingestion-events",
     "where one event per run lands (base64 JSON) when it ends `completed`, `failed` or `cancelled`",
 )  # fmt: skip
+RUN_EVENTS_WEBHOOK = OptionalText(
+    "RUN_EVENTS_WEBHOOK", None,
+    "a URL that also receives each run's completion event, as a CloudEvents 1.0 structured JSON `POST` (an Event "
+    "Grid topic's endpoint works as it is); its query values (`code=`) are secrets, never shown. Unset: off",
+)  # fmt: skip
+RUN_EVENTS_WEBHOOK_AUDIENCE = OptionalText(
+    "RUN_EVENTS_WEBHOOK_AUDIENCE", None,
+    "with it, each `POST` carries an Entra token for this audience from the app's identity (`DefaultAzureCredential`, "
+    "`AzureWebJobsStorage__clientId`): `https://eventgrid.azure.net` for an Event Grid topic",
+)  # fmt: skip
+RUN_EVENTS_WEBHOOK_TIMEOUT = _float(
+    "RUN_EVENTS_WEBHOOK_TIMEOUT", 10.0, 0.05, 120.0,
+    "seconds one `POST` to the webhook may take, answer included: a webhook that hangs counts as failed",
+)  # fmt: skip
+RUN_EVENTS_WEBHOOK_ATTEMPTS = _int(
+    "RUN_EVENTS_WEBHOOK_ATTEMPTS", 3, 1, 20,
+    "`POST`s of one delivery (backoff between them) after a timeout, a broken connection, 408, 429 or 5xx",
+)  # fmt: skip
+RUN_EVENTS_WEBHOOK_RETRY_DELAY = _float(
+    "RUN_EVENTS_WEBHOOK_RETRY_DELAY", 1.0, 0.0, 60.0, "seconds of the first backoff step between `POST`s"
+)
+RUN_EVENTS_WEBHOOK_DELIVERIES = _int(
+    "RUN_EVENTS_WEBHOOK_DELIVERIES", 10, 1, 1000,
+    "deliveries of one event before it is recorded `undelivered` on the run: the first when the run ends, then one "
+    "a sweep; a redirect or a 4xx other than 408 and 429 records it `undelivered` at once",
+)  # fmt: skip
+WEBSITE_HOSTNAME = OptionalText(
+    "WEBSITE_HOSTNAME", None,
+    "set by Azure: the app's host name, the `source` of its CloudEvents (`https://<host>`); unset, `urn:fanout`",
+)  # fmt: skip
 QUEUE_ACCOUNTS = Text(
     "QUEUE_ACCOUNTS", "",
     "storage accounts the target queues are spread over, comma-separated, each holding every `QUEUE_NAME` "
@@ -505,6 +535,8 @@ GROUPS: tuple[tuple[str, tuple[Setting[Any], ...]], ...] = (
     )),
     ("runs", (
         RUNS_CONTAINER, RUN_MAX_CONCURRENCY, THROTTLE_RETRY_SECONDS, TOLERATED_FAILED_CHUNKS, RUN_EVENTS_QUEUE,
+        RUN_EVENTS_WEBHOOK, RUN_EVENTS_WEBHOOK_AUDIENCE, RUN_EVENTS_WEBHOOK_TIMEOUT, RUN_EVENTS_WEBHOOK_ATTEMPTS,
+        RUN_EVENTS_WEBHOOK_RETRY_DELAY, RUN_EVENTS_WEBHOOK_DELIVERIES, WEBSITE_HOSTNAME,
         REDRIVE_QUEUE, EVENT_GRID_DEADLETTER_CONTAINER, SWEEP_SCHEDULE, SWEEP_MAX_REDRIVES, SWEEP_STALE_SECONDS,
         SWEEP_TIME_BUDGET, SWEEP_GIVE_UP_AFTER, HTTP_MAX_BODY_BYTES, HTTP_RETRY_AFTER,
     )),
@@ -630,6 +662,46 @@ class SourceConfig:
 
 
 @dataclass(frozen=True)
+class WebhookConfig:
+    """Where completion events go besides the queue, as CloudEvents (core/webhook.py); `url` None: nowhere."""
+
+    url: str | None
+    audience: str | None
+    timeout: float
+    retry: RetryPolicy
+    deliveries: int
+    source: str  # the CloudEvents `source`: the app
+    client_id: str | None  # the user-assigned identity a token for `audience` comes from
+
+    @property
+    def secrets(self) -> list[str]:
+        """The URL's user:password and its query values (an Event Grid or Functions `code=`, a SAS) but the
+        `api-version` (a date an Event Grid URL names: redacting it would blank dates everywhere)."""
+        url = self.url or ""
+        query = parse_qsl(url.partition("?")[2].partition("#")[0])
+        return [*userinfo_secrets(url), *(value for key, value in query if key.lower() != "api-version")]
+
+
+def _webhook(env: Mapping[str, str]) -> WebhookConfig:
+    url = RUN_EVENTS_WEBHOOK.read(env)
+    if url is not None and (urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname):
+        raise SettingsError(f"{RUN_EVENTS_WEBHOOK.name} must be an http or https URL (the value is not shown)")
+    host = WEBSITE_HOSTNAME.read(env)
+    return WebhookConfig(
+        url=url,
+        audience=RUN_EVENTS_WEBHOOK_AUDIENCE.read(env),
+        timeout=RUN_EVENTS_WEBHOOK_TIMEOUT.read(env),
+        retry=RetryPolicy(
+            attempts=RUN_EVENTS_WEBHOOK_ATTEMPTS.read(env), base_delay=RUN_EVENTS_WEBHOOK_RETRY_DELAY.read(env),
+            max_delay=max(RUN_EVENTS_WEBHOOK_RETRY_DELAY.read(env) * 8, 0.0),
+        ),
+        deliveries=RUN_EVENTS_WEBHOOK_DELIVERIES.read(env),
+        source=f"https://{host}" if host else "urn:fanout",
+        client_id=STORAGE_CLIENT_ID.read(env),
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
 class Settings:
     storage: StorageConfig
     sources: Mapping[str, SourceConfig]
@@ -669,6 +741,7 @@ class Settings:
     throttle_retry_seconds: int
     tolerated_failed_chunks: int
     run_events_queue: str
+    webhook: WebhookConfig
     queue_accounts: tuple[QueueAccount, ...]
     sdk_log_level: str
 
@@ -729,6 +802,7 @@ class Settings:
             throttle_retry_seconds=THROTTLE_RETRY_SECONDS.read(env),
             tolerated_failed_chunks=TOLERATED_FAILED_CHUNKS.read(env),
             run_events_queue=RUN_EVENTS_QUEUE.read(env),
+            webhook=_webhook(env),
             queue_accounts=_queue_accounts(env, storage),
             sdk_log_level=AZURE_SDK_LOG_LEVEL.read(env),
         )
@@ -762,9 +836,10 @@ class Settings:
     @property
     def secrets(self) -> list[str]:
         """Values that must never reach a status, a problem answer or a log: every source's (`SourceConfig.secrets`),
-        every storage connection string's (`StorageConfig.secrets`) and the proxies' credentials, each once."""
+        the webhook's (`WebhookConfig.secrets`), every storage connection string's (`StorageConfig.secrets`) and the
+        proxies' credentials, each once."""
         storages = [self.storage, *(account.storage for account in self.queue_accounts)]
-        values = [value for source in self.sources.values() for value in source.secrets]
+        values = [value for source in self.sources.values() for value in source.secrets] + self.webhook.secrets
         values += [value for url in self.network.proxies.urls for value in userinfo_secrets(url)]
         return list(dict.fromkeys(values + [value for storage in storages for value in storage.secrets]))
 

@@ -46,6 +46,27 @@ class FailedChunk:
 
 
 @dataclass(frozen=True)
+class WebhookDelivery:
+    """The completion event's delivery to RUN_EVENTS_WEBHOOK (core/webhook.py)."""
+
+    state: Literal["delivered", "undelivered", "pending"]
+    deliveries: int
+    reason: str
+
+    @classmethod
+    def from_metadata(cls, metadata: object) -> WebhookDelivery | None:
+        """As the completion mark records it; None when it records none."""
+        if not isinstance(metadata, dict) or metadata.get("webhook") not in ("delivered", "undelivered", "pending"):
+            return None
+        deliveries = str(metadata.get("webhook_deliveries", "0"))
+        return cls(metadata["webhook"], int(deliveries) if deliveries.isdigit() else 0,
+                   public_reason(str(metadata.get("webhook_reason", ""))))  # fmt: skip
+
+    def to_metadata(self) -> dict[str, str]:
+        return {"webhook": self.state, "webhook_deliveries": str(self.deliveries), "webhook_reason": self.reason}
+
+
+@dataclass(frozen=True)
 class RunStatus:
     run_id: str
     state: RunState
@@ -65,6 +86,7 @@ class RunStatus:
     cancelled_at: str | None = None
     finished_at: str | None = None  # when its completion event was sent
     messages_by_queue: dict[str, int] = field(default_factory=dict)  # enqueued, by target queue (`account/queue`)
+    event_webhook: WebhookDelivery | None = None  # its completion event's delivery to RUN_EVENTS_WEBHOOK
     settled: bool = field(default=False, compare=False)  # final, and no chunk is still sending
 
     def to_json(self) -> dict[str, Any]:
@@ -190,4 +212,5 @@ async def run_status(
     finished_at = finished.get("finished_at") if finished else None
     finished_at = finished_at if isinstance(finished_at, str) else None
     status = derive_status(record, chunks, stop, finished_at, targets=targets)
-    return replace(status, sweeps=sweeps) if sweeps else status
+    webhook = WebhookDelivery.from_metadata(finished.get("webhook") if finished else None)
+    return replace(status, sweeps=sweeps or status.sweeps, event_webhook=webhook)

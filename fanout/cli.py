@@ -24,6 +24,7 @@ from core.status import STATES, RunStatus
 from core.storage import close_storage_clients
 from fanout.demo import run_demo
 from fanout.demo_api import PAGINATIONS, DemoApi, Faults
+from fanout.serve import run_server
 from fanout.settings_table import settings_table
 from fanout.watch import watch_run
 from runs.cancel import cancel_run
@@ -141,6 +142,15 @@ def _parser() -> argparse.ArgumentParser:
     faults.add_argument("--nested", type=int, default=0, metavar="DEPTH", help="items nested DEPTH arrays deep")
     faults.add_argument("--gzip-bomb", type=int, default=0, metavar="BYTES", help="gzip inflating to BYTES")
     api.set_defaults(handler=_demo_api)
+
+    serve = commands.add_parser(
+        "serve", help="serve the app's HTTP routes and run its triggers here: a stand-in for `func start`",
+        description="Serves every HTTP route of function_app.py on 127.0.0.1 and runs its blob, queue and timer "
+        f"triggers in this process, against the configured storage. With ${FUNCTION_KEY_ENV} set, routes ask for "
+        "that key as Azure asks for a function key (?code= or x-functions-key).",
+    )  # fmt: skip
+    serve.add_argument("--port", type=int, default=7071, help="port on 127.0.0.1 (default 7071, as func start)")
+    serve.set_defaults(handler=lambda args: run_server(args.port, os.environ.get(FUNCTION_KEY_ENV)))
 
     table = commands.add_parser("settings-table", help="print the README's settings table (from core/settings.py)")
     table.set_defaults(handler=lambda args: print(settings_table(), end="") or 0)

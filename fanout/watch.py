@@ -12,15 +12,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TextIO
-from urllib.parse import quote, urlsplit
-
-import httpx
 
 from core.context import app_context
 from core.errors import FanoutError, RunNotFoundError
-from core.retry import retry_after_seconds
 from core.status import FINAL_STATES, STATES, run_status
 from core.storage import close_storage_clients
+from fanout.client import FanoutApiError, FanoutClient
 
 EXIT_CODES = {"completed": 0, "failed": 1, "cancelled": 3}
 BAR_WIDTH = 30
@@ -55,37 +52,28 @@ async def _local_status(run_id: str) -> Any:
     return await run_status((await app_context()).runs, run_id)
 
 
-def remote_looker(base_url: str, key: str | None, run_id: str, client: httpx.Client) -> Looker:
-    """Asks a deployed app's `GET /api/ingestions/{run_id}`, the function key in `x-functions-key` (never in
-    the URL, which error messages show)."""
-    parts = urlsplit(base_url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise FanoutError(
-            f"--url must be the app's http(s) address, e.g. https://APP.azurewebsites.net; got {base_url!r}"
-        )
-    url = f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}/api/ingestions/{quote(run_id)}"
-    headers = {"x-functions-key": key} if key else {}
+def remote_looker(client: FanoutClient, run_id: str) -> Looker:
+    """Asks a deployed app's `GET /api/ingestions/{run_id}` through the client (fanout/client.py), which sends
+    the function key in `x-functions-key` (never in the URL, which error messages show)."""
     failures = 0
 
     def look() -> Look:
         nonlocal failures
         while True:
             try:
-                answer = client.get(url, headers=headers)
-            except httpx.TransportError as exc:
-                reason = f"{type(exc).__name__}: {exc}"
+                status, retry_after = client.status(run_id)
+            except FanoutApiError as exc:
+                if exc.status == 404:
+                    raise RunNotFoundError(f"no run {run_id!r} at {client.host}") from None
+                if exc.status in (401, 403):
+                    raise FanoutError(
+                        f"{client.host} answered {exc.status}: pass the function key with --key"
+                    ) from None
+                if exc.status is not None and exc.status < 500:
+                    raise FanoutError(str(exc)) from None
+                reason = str(exc)
             else:
-                if answer.status_code in (200, 202):
-                    return Look(
-                        _run_status(answer, parts.netloc), retry_after_seconds(answer.headers.get("Retry-After"))
-                    )
-                if answer.status_code == 404:
-                    raise RunNotFoundError(f"no run {run_id!r} at {parts.netloc}")
-                if answer.status_code in (401, 403):
-                    raise FanoutError(f"{parts.netloc} answered {answer.status_code}: pass the function key with --key")
-                reason = f"{parts.netloc} answered {answer.status_code}: {answer.text[:300]}"
-                if answer.status_code < 500:
-                    raise FanoutError(reason)
+                return Look(_run_status(status, client.host), retry_after)
             failures += 1
             if failures >= MAX_FAILED_LOOKS:
                 raise FanoutError(f"gave up after {failures} failed looks in a row; the last: {reason}")
@@ -94,22 +82,17 @@ def remote_looker(base_url: str, key: str | None, run_id: str, client: httpx.Cli
     return look
 
 
-def _run_status(answer: httpx.Response, host: str) -> dict[str, Any]:
+def _run_status(status: dict[str, Any], host: str) -> dict[str, Any]:
     """The answer's run status, checked for what the watch reads."""
-    try:
-        status = answer.json()
-    except ValueError:
-        status = None
     if (
-        not isinstance(status, dict)
-        or status.get("state") not in STATES
+        status.get("state") not in STATES
         or not isinstance(status.get("messages"), dict)
         or not isinstance(status.get("chunks"), dict)
         or not isinstance(status["messages"].get("enqueued"), int)
         or not isinstance(status["messages"].get("fetched"), int | None)
         or not isinstance(status["chunks"].get("ingested"), int)
     ):
-        raise FanoutError(f"{host} did not answer a run status: {answer.text[:200]!r}")
+        raise FanoutError(f"{host} did not answer a run status: {str(status)[:200]!r}")
     return status
 
 
@@ -165,8 +148,14 @@ def watch_run(run_id: str, url: str | None, key: str | None, interval: float) ->
     live = sys.stderr.isatty()
     out = sys.stderr if live else sys.stdout
     if url is not None:
-        with httpx.Client(timeout=30.0, follow_redirects=False) as client:
-            state = watch(remote_looker(url, key, run_id, client), interval, out, live=live)
+        try:
+            client = FanoutClient(url, key)
+        except ValueError:
+            raise FanoutError(
+                f"--url must be the app's http(s) address, e.g. https://APP.azurewebsites.net; got {url!r}"
+            ) from None
+        with client:
+            state = watch(remote_looker(client, run_id), interval, out, live=live)
     else:
         loop = asyncio.new_event_loop()
         try:

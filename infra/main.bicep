@@ -87,6 +87,11 @@ var claimCheckDays = (messageTtlSeconds == -1) ? 0 : max(claimCheckRetentionDays
 @maxValue(1000)
 param runMaxConcurrency int = 0
 @description('NCRONTAB schedule of the sweeper (second minute hour day month weekday).')
+@description('Create an Event Grid topic for the runs\' completion events (CloudEvents, Entra only) and send each one there too, with the app identity as EventGrid Data Sender on it.')
+param runEventsTopic bool = false
+@description('Or a URL of your own that receives them (RUN_EVENTS_WEBHOOK); empty: none. Ignored with runEventsTopic.')
+@secure()
+param runEventsWebhook string = ''
 param sweepSchedule string = '0 */5 * * * *'
 param controlQueueName string = 'chunking-continuations'
 @description('Seconds the HTTP function chunks before it answers and hands the rest to the control queue.')
@@ -332,6 +337,12 @@ module functionApp 'modules/function-app.bicep' = {
       REDRIVE_QUEUE: 'chunk-redrives'
       TOLERATED_FAILED_CHUNKS: '0'
       RUN_EVENTS_QUEUE: 'ingestion-events'
+      RUN_EVENTS_WEBHOOK: runEventsTopic ? runEventsTopicModule.outputs.endpoint : runEventsWebhook
+      RUN_EVENTS_WEBHOOK_AUDIENCE: runEventsTopic ? 'https://eventgrid.azure.net' : ''
+      RUN_EVENTS_WEBHOOK_TIMEOUT: '10'
+      RUN_EVENTS_WEBHOOK_ATTEMPTS: '3'
+      RUN_EVENTS_WEBHOOK_RETRY_DELAY: '1'
+      RUN_EVENTS_WEBHOOK_DELIVERIES: '10'
       AZURE_SDK_LOG_LEVEL: 'WARNING'
       // The main account and each extra one by its queue endpoint (reached with the app's identity).
       QUEUE_ACCOUNTS: join(concat(['AzureWebJobsStorage'], queueAccountEndpoints), ',')
@@ -344,6 +355,16 @@ module functionApp 'modules/function-app.bicep' = {
       RUN_MAX_CONCURRENCY: string(runMaxConcurrency)
       THROTTLE_RETRY_SECONDS: '15'
     }
+  }
+}
+
+module runEventsTopicModule 'modules/run-events-topic.bicep' = if (runEventsTopic) {
+  name: 'run-events-topic'
+  params: {
+    name: 'evgt-runs-${name}-${take(token, 6)}'
+    location: location
+    tags: tags
+    principalId: identity.outputs.principalId
   }
 }
 

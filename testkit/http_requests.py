@@ -9,6 +9,8 @@ from typing import Any
 import azure.functions as func
 from azure.storage.queue import QueueClient
 
+from fanout.serve import blob_input as chunk_blob
+
 BASE = "http://localhost:7071/api"
 
 
@@ -50,11 +52,6 @@ def run_queued(on_loop: Any, function: Any, queue: QueueClient, times: int = 1) 
         queue.delete_message(messages[0])
         handled += 1
     return handled
-
-
-def chunk_blob(container: str, name: str, data: bytes, metadata: dict[str, str] | None = None) -> func.InputStream:
-    """The blob as the trigger hands it over: its bytes, its name with the container, its metadata."""
-    return func.blob.InputStream(data=data, name=f"{container}/{name}", length=len(data), metadata=metadata)
 
 
 def body_of(response: func.HttpResponse) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """A loopback HTTP API for tests that need a source answering what no real one would: every GET gets
 what `answer(path, headers)` returns, or whatever `respond(handler)` writes itself (a body cut short, a
-reason phrase of any length, bytes that trickle). A POST is answered alike, once its body is read. Given
-`tls`, it serves HTTPS with it and counts the connections it accepted (`accepted`), handshakes failed too."""
+reason phrase of any length, bytes that trickle). A POST is answered alike, once its body is read; `posts`
+keeps each POST's headers and body, in order. Given `tls`, it serves HTTPS with it and counts the connections it
+accepted (`accepted`), handshakes failed too."""
 
 from __future__ import annotations
 
@@ -27,6 +28,8 @@ class LoopbackApi:
         respond: Callable[[BaseHTTPRequestHandler], None] | None = None, tls: ssl.SSLContext | None = None,
     ) -> None:  # fmt: skip
         self.accepted = 0
+        posts: list[tuple[Message, bytes]] = []
+        self.posts = posts
 
         def send(handler: BaseHTTPRequestHandler) -> None:
             assert answer is not None
@@ -44,7 +47,7 @@ class LoopbackApi:
                 (respond or send)(self)
 
             def do_POST(self) -> None:
-                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                posts.append((self.headers, self.rfile.read(int(self.headers.get("Content-Length") or 0))))
                 (respond or send)(self)
 
             def log_message(self, format: str, *args: object) -> None:  # noqa: A002

@@ -40,6 +40,7 @@ def test_the_app_indexes_from_the_zip_alone(tmp_path: Path):
         archive.extractall(deployed)
         names = archive.namelist()
     assert not [name for name in names if re.search(r"azurite|demo_api|testkit|(^|/)tests?/", name)]
+    assert "api/dashboard.html" in names  # the dashboard's page ships with the app
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     listing = subprocess.run(
         [sys.executable, "-c", "import json, function_app; print(json.dumps(sorted("
@@ -47,6 +48,7 @@ def test_the_app_indexes_from_the_zip_alone(tmp_path: Path):
         cwd=deployed, env=env, capture_output=True, text=True, check=True, timeout=60,
     )  # fmt: skip
     assert json.loads(listing.stdout) == [
-        "cancel_ingestion", "continue_chunking", "delete_ingestion", "get_ingestion_status", "ingest_chunk",
-        "list_ingestions", "redrive_chunk", "redrive_ingestion", "start_ingestion", "sweep_stalled_chunks",
+        "cancel_ingestion", "continue_chunking", "dashboard", "delete_ingestion", "get_ingestion_chunks",
+        "get_ingestion_status", "ingest_chunk", "list_ingestions", "openapi", "redrive_chunk", "redrive_ingestion",
+        "start_ingestion", "sweep_stalled_chunks",
     ]  # fmt: skip

@@ -49,6 +49,9 @@ ACCEPTED_FINDINGS = {
     "CKV_AZURE_109": "Key Vault firewall default Allow unless vnetEnabled (asserted below): a Flex Consumption app "
     "without a VNet resolves Key Vault references over the public endpoint; RBAC mode, so only principals with a "
     "role on the vault read it",
+    "CKV_AZURE_189": "public network access on Key Vault: the same",
+    "CKV_AZURE_193": "public network access on the optional run-events topic: the app, without a VNet, posts to it "
+    "over the public endpoint; local auth is off, so only an Entra principal with EventGrid Data Sender sends",
     "CKV_AZURE_110": "no purge protection, for a sample: it can never be turned off and would keep the vault's name "
     "taken after destroy.sh, so the environment could not be redeployed; soft delete is on; turn it on in production",
     "CKV_AZURE_42": "recoverable Key Vault: soft delete is on; checkov also wants purge protection (CKV_AZURE_110)",
@@ -118,10 +121,11 @@ def test_roles_are_the_named_built_ins_scoped_to_the_storage_account_and_app_ins
 
 def settings_read_by_the_code() -> set[str]:
     """Every setting in the table (the source settings as the default source reads them), but the
-    connection string (in Azure storage is reached by identity only) and the network's, which the
-    operator sets where the network needs them (an empty SSL_CERT_FILE would empty OpenSSL's store)."""
+    connection string (in Azure storage is reached by identity only), what the platform sets itself, and the
+    network's, which the operator sets where the network needs them (an empty SSL_CERT_FILE would empty OpenSSL's
+    store)."""
     network = {setting.name for setting in dict(GROUPS)["network"]}
-    return {setting.name for setting in TABLE} - {"AzureWebJobsStorage"} - network
+    return {setting.name for setting in TABLE} - {"AzureWebJobsStorage", "WEBSITE_HOSTNAME"} - network
 
 
 def app_settings_in_bicep() -> dict[str, Any]:

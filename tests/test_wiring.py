@@ -16,8 +16,9 @@ def default_functions() -> dict[str, list[dict]]:
 
 def test_app_has_exactly_the_documented_functions(default_functions):
     assert sorted(default_functions) == [
-        "cancel_ingestion", "continue_chunking", "delete_ingestion", "get_ingestion_status", "ingest_chunk",
-        "list_ingestions", "redrive_chunk", "redrive_ingestion", "start_ingestion", "sweep_stalled_chunks",
+        "cancel_ingestion", "continue_chunking", "dashboard", "delete_ingestion", "get_ingestion_chunks",
+        "get_ingestion_status", "ingest_chunk", "list_ingestions", "openapi", "redrive_chunk", "redrive_ingestion",
+        "start_ingestion", "sweep_stalled_chunks",
     ]  # fmt: skip
 
 
