@@ -102,10 +102,9 @@ class SourceReader:
             source.url, f"{source.setting_name(SOURCE_URL)} {source.url!r}", f"source {source.name!r}"
         )
         self._where = f"source {source.name!r} ({self._origin.host})"
-        proxy = network.proxies.for_url(source.url)  # one origin: next links are followed on it alone
-        self._client = httpx.AsyncClient(
+        self._client = httpx.AsyncClient(  # one origin: next links are followed on it alone
             headers={"Accept-Encoding": "gzip, deflate", **source.headers}, timeout=timeout, follow_redirects=False,
-            verify=network.tls, proxy=proxy.url if proxy else None, trust_env=False,
+            **network.httpx_options(source.url),
         )  # fmt: skip
         self._token = source_token(source.auth) if source.auth.mode != "none" else None
         self._timeout = timeout

@@ -144,15 +144,8 @@ async def _oauth2_token(source: SourceConfig, timeout: float, network: Network) 
     form = {"grant_type": "client_credentials", **({"scope": auth.scope} if auth.scope else {})}
     basic = httpx.BasicAuth(quote_plus(auth.client_id), quote_plus(auth.client_secret))  # §2.3.1: form-encoded
     fetched_at = time.time()
-    proxy = network.proxies.for_url(auth.token_url)
     async with (
-        httpx.AsyncClient(
-            timeout=timeout,
-            follow_redirects=False,
-            verify=network.tls,
-            proxy=proxy.url if proxy else None,
-            trust_env=False,
-        ) as client,
+        httpx.AsyncClient(timeout=timeout, follow_redirects=False, **network.httpx_options(auth.token_url)) as client,
         client.stream("POST", auth.token_url, data=form, auth=basic, headers={"Accept": "application/json"}) as answer,
     ):
         body = await _bounded_body(answer, where, setting)

@@ -149,7 +149,7 @@ async def _deliver(
     if config.url is None:
         return None
     try:
-        delivery = await deliver(config, event)
+        delivery = await deliver(config, event, ctx.settings.network)
         state, reason = delivery.state, delivery.reason
     except Exception as exc:  # an identity that gives no token, say
         state, reason = "pending", f"{type(exc).__name__}: {public_text(str(exc), 200)}"

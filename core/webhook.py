@@ -20,6 +20,8 @@ from typing import Any, Literal
 import httpx
 from azure.identity.aio import DefaultAzureCredential
 
+from core.network import Network
+from core.redact import public_text
 from core.retry import backoff_delay, retry_after_seconds
 from core.settings import WebhookConfig
 
@@ -53,14 +55,15 @@ def cloud_event(event: dict[str, Any], source: str) -> dict[str, Any]:
     }
 
 
-async def deliver(config: WebhookConfig, event: dict[str, Any]) -> Delivery:
-    """One delivery of `event` to the webhook (the module's docstring says what each outcome means)."""
+async def deliver(config: WebhookConfig, event: dict[str, Any], network: Network) -> Delivery:
+    """One delivery of `event` to the webhook, reached under `network` (the module's docstring says what each
+    outcome means)."""
     assert config.url is not None
     body = json.dumps(cloud_event(event, config.source)).encode()
     headers = {"Content-Type": CLOUDEVENTS_JSON}
     if config.audience:
         headers["Authorization"] = "Bearer " + await _token(config)
-    async with httpx.AsyncClient(follow_redirects=False, trust_env=False) as client:
+    async with httpx.AsyncClient(follow_redirects=False, **network.httpx_options(config.url)) as client:
         attempt = 0
         while True:
             attempt += 1
@@ -82,7 +85,8 @@ async def _post(
     except TimeoutError:
         return Delivery("pending", f"no answer within {config.timeout:g} s"), None
     except httpx.HTTPError as exc:
-        return Delivery("pending", f"the request failed: {type(exc).__name__}"), None
+        said = f": {public_text(str(exc), 300)}" if str(exc) else ""  # redacted: the URL's query is a secret
+        return Delivery("pending", f"the request failed: {type(exc).__name__}{said}"), None
     status = response.status_code
     if 200 <= status < 300:
         return Delivery("delivered", f"HTTP {status}"), None

@@ -16,7 +16,9 @@ from collections.abc import Iterator
 import pytest
 
 from core.context import app_context
+from core.settings import Settings
 from core.storage import close_storage_clients
+from core.webhook import deliver
 from fanout.azurite import ACCOUNT, ACCOUNT_KEY, Azurite, start_azurite
 from fanout.demo_api import demo_ids
 from ingestion.target import target_sender
@@ -154,3 +156,22 @@ def test_a_source_signed_by_a_ca_nothing_trusts_fails_the_run_at_once_naming_the
     assert "SSL_CERT_FILE" in detail and "Traceback" not in detail
     assert untrusted.accepted == 1  # not tried again: no retry makes a certificate trusted
     assert status_of(on_loop, functions, "untrusted-source")["state"] == "failed"
+
+
+def test_the_webhook_trusts_what_ssl_cert_file_names_and_nothing_else(ca: PrivateCa, tmp_path):
+    """The completion events' webhook verifies with the process's one trust store, as the source does."""
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(ca.certificate, ca.key)
+    receiver = LoopbackApi(lambda path, headers: (200, {}, b""), tls=tls)
+    event = {"run_id": "r", "state": "completed", "finished_at": "2026-01-01T00:00:00Z"}
+    try:
+        outcomes = {}
+        for trusted, ca_file in (("named", ca.ca_file), ("other", private_ca(tmp_path, ()).ca_file)):
+            settings = Settings.from_env({"RUN_EVENTS_WEBHOOK": receiver.url, "RUN_EVENTS_WEBHOOK_ATTEMPTS": "1",
+                                          "SSL_CERT_FILE": str(ca_file)})  # fmt: skip
+            outcomes[trusted] = asyncio.run(deliver(settings.webhook, event, settings.network))
+    finally:
+        receiver.stop()
+    assert outcomes["named"].state == "delivered", outcomes
+    assert outcomes["other"].state == "pending" and "CERTIFICATE_VERIFY_FAILED" in outcomes["other"].reason, outcomes
+    assert len(receiver.posts) == 1

@@ -186,12 +186,12 @@ def test_a_delivery_posts_until_an_answer_settles_it_and_never_past_its_attempts
     """For any answers: POSTs stop at the first 2xx (delivered), redirect or other 4xx (undelivered), else
     after `attempts` (pending, to be delivered again by a sweep); never more."""
     receiver.play(script)
-    config = Settings.from_env({
+    settings_ = Settings.from_env({
         "RUN_EVENTS_WEBHOOK": receiver.url, "RUN_EVENTS_WEBHOOK_ATTEMPTS": str(attempts),
         "RUN_EVENTS_WEBHOOK_RETRY_DELAY": "0",
-    }).webhook  # fmt: skip
+    })  # fmt: skip
     event = {"run_id": "r", "state": "failed", "finished_at": "2026-01-01T00:00:00Z"}
-    delivery = asyncio.run(deliver(config, event))
+    delivery = asyncio.run(deliver(settings_.webhook, event, settings_.network))
     answers = [*script, *[script[-1]] * attempts][:attempts]
     settling = next((n for n, status in enumerate(answers, 1) if status not in (408, 429) and status < 500), None)
     assert len(receiver.posts) == (settling or attempts)
