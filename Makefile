@@ -1,13 +1,23 @@
-# Everything installs from nothing: a venv with requirements-dev.txt, and Azurite from package-lock.json.
+# Everything installs from nothing: a venv with requirements-dev.txt, Azurite from package-lock.json, and
+# Debian's chromium for the dashboard's browser tests (Playwright drives it; it downloads no browser).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+CHROMIUM := /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 COUNT ?= 100000
 MINUTES ?= 60
 
-.PHONY: setup demo test unit soak lint typecheck format bench clean
+.PHONY: setup chromium demo test unit soak lint typecheck format bench clean
 
-setup: $(VENV)/.installed node_modules/.installed
+setup: $(VENV)/.installed node_modules/.installed $(CHROMIUM)
+
+chromium: $(CHROMIUM)
+
+# Only when it is missing: a machine that has it is left alone.
+$(CHROMIUM):
+	$(SUDO) apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +66,7 @@ bench: setup
 	$(PY) -m benchmarks.chunking
 	$(PY) -m benchmarks.json_items
 	$(PY) -m benchmarks.reliability
+	$(PY) -m benchmarks.status_read
 	$(PY) -m benchmarks.azure_model --chart docs/azure-model.png
 	$(PY) -m benchmarks.cpu_profile
 
