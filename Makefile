@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 COUNT ?= 100000
+BATCH ?= 1
 MINUTES ?= 60
 
 .PHONY: setup demo test unit soak lint typecheck format bench clean
@@ -24,7 +25,7 @@ node_modules/.installed: package.json package-lock.json
 	touch $@
 
 demo: setup
-	$(PY) -m fanout demo --count $(COUNT)
+	$(PY) -m fanout demo --count $(COUNT) --batch-max-items $(BATCH)
 
 # Both tiers: tests/unit (no Azurite, seconds) and the rest against a real Azurite.
 test: setup .venv-checkov/.installed lint typecheck
