@@ -6,6 +6,7 @@ PY := $(VENV)/bin/python
 CHROMIUM := /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 COUNT ?= 100000
+BATCH ?= 1
 MINUTES ?= 60
 
 .PHONY: setup chromium demo test unit soak lint typecheck format bench clean
@@ -34,7 +35,7 @@ node_modules/.installed: package.json package-lock.json
 	touch $@
 
 demo: setup
-	$(PY) -m fanout demo --count $(COUNT)
+	$(PY) -m fanout demo --count $(COUNT) --batch-max-items $(BATCH)
 
 # Both tiers: tests/unit (no Azurite, seconds) and the rest against a real Azurite.
 test: setup .venv-checkov/.installed lint typecheck

@@ -27,7 +27,7 @@ from api.http import (
     json_response,
 )
 from api.schema import json_schema, without
-from chunking.request import FIELDS
+from chunking.request import FIELDS, body_dependencies
 from core.contract import RUN_ID_JSON_PATTERN
 from core.settings import HTTP_RETRY_AFTER, Settings
 from core.status import STATES, RunStatus
@@ -65,7 +65,7 @@ class Operation:
 
 
 def _status_schema() -> dict[str, Any]:
-    return without(json_schema(RunStatus, optional=("messages_by_queue",)), "settled")
+    return without(json_schema(RunStatus, optional=("messages_by_queue", "backlog")), "settled")
 
 
 def _summary_schema() -> dict[str, Any]:
@@ -86,7 +86,8 @@ def _json(description: str, schema: dict[str, Any], *, watch: bool = False) -> d
 
 def _request_body(settings: Settings) -> dict[str, Any]:
     properties = {spec.name: spec.described(settings) for spec in FIELDS}
-    schema = {"type": "object", "properties": properties, "additionalProperties": False}
+    schema = {"type": "object", "properties": properties, "additionalProperties": False,
+              "dependentSchemas": body_dependencies(settings)}  # fmt: skip
     return {"required": False, "content": {"application/json": {"schema": schema}}}
 
 

@@ -43,26 +43,34 @@ async def start_chunking(ctx: Context, request: IngestionRequest, budget: float 
     `budget`: the HTTP call's CHUNKING_TIME_BUDGET (it must answer within 230 s); None on the command line.
     """
     now = utc_now()
+    delivery = request.delivery
     record = RunRecord(
         request.run_id, request.source, request.chunk_size, created_at=now, updated_at=now,
         max_concurrency=request.max_concurrency, max_failed_chunks=request.max_failed_chunks,
+        max_failed_percent=request.max_failed_percent, batch_max_items=delivery.batch_max_items,
+        batch_max_bytes=delivery.batch_max_bytes, batch_input=delivery.batch_input, envelope=delivery.envelope,
+        max_backlog=request.max_backlog,
         chunk_max_bytes=ctx.settings.chunk_max_bytes, page_size=ctx.settings.source(request.source).page_size,
         generation=secrets.token_hex(8),
     )  # fmt: skip
     etag = await ctx.runs.create(record)
     if etag is None:
         existing = await ctx.runs.get(request.run_id)
-        asked = (request.source, request.chunk_size, request.max_concurrency, request.max_failed_chunks)
-        if (
-            existing is None
-            or (existing.source, existing.chunk_size, existing.max_concurrency, existing.max_failed_chunks) != asked
-        ):
+        if existing is None or _asked(existing) != _asked(record):
             raise RunConflictError(
                 f"run {request.run_id!r} already exists with different parameters; choose another run_id",
                 run_id=request.run_id,
             )
         return existing, False
     return await chunk_onward(ctx, record, etag, budget, http_call=budget is not None), True
+
+
+def _asked(record: RunRecord) -> tuple[object, ...]:
+    """What a start request set: the same again starts nothing new; different is a conflict."""
+    return (
+        record.source, record.chunk_size, record.max_concurrency, record.max_failed_chunks, record.max_failed_percent,
+        record.delivery, record.max_backlog,
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)

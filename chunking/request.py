@@ -14,19 +14,47 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 from core.contract import RUN_ID_JSON_PATTERN, RUN_ID_RULE, is_run_id
+from core.delivery import BATCH_INPUT_MAX_BYTES, MAX_MESSAGE_BYTES, Delivery, least_batch_bytes
 from core.errors import RequestError, RequestTooLargeError
-from core.settings import HTTP_MAX_BODY_BYTES, MAX_CHUNK_SIZE, RUN_MAX_CONCURRENCY, TOLERATED_FAILED_CHUNKS, Settings
+from core.settings import (
+    HTTP_MAX_BODY_BYTES,
+    MAX_CHUNK_SIZE,
+    MESSAGE_BATCH_MAX_ITEMS,
+    QUEUE_MAX_BACKLOG,
+    RUN_MAX_CONCURRENCY,
+    TOLERATED_FAILED_CHUNKS,
+    Settings,
+)
 
 _MAX_INT_DIGITS = 20
+# The least batch_max_bytes: room for one item in a batch with an envelope and the longest run id; with a
+# batch_input, of the largest one (what the OpenAPI document can state without knowing the run).
+LEAST_BATCH_BYTES = least_batch_bytes(Delivery(batch_max_items=2, envelope=True))
+LEAST_BATCH_BYTES_WITH_INPUT = least_batch_bytes(
+    Delivery(batch_max_items=2, envelope=True, batch_input={"": "x" * (BATCH_INPUT_MAX_BYTES - 7)})
+)
 
 
 @dataclass(frozen=True)
 class IngestionRequest:
+    """A start request, every field given or defaulted (built by hand in tests and benchmarks: no cap, no
+    failed chunk tolerated, one item a message)."""
+
     source: str
     chunk_size: int
     run_id: str
-    max_concurrency: int = 0  # built by hand (tests, benchmarks): no cap, and no failed chunk tolerated
+    max_concurrency: int = 0
     max_failed_chunks: int = 0
+    max_failed_percent: int = 0
+    batch_max_items: int = 1
+    batch_max_bytes: int = MAX_MESSAGE_BYTES
+    batch_input: dict[str, Any] | None = None
+    envelope: bool = False
+    max_backlog: int = 0
+
+    @property
+    def delivery(self) -> Delivery:
+        return Delivery(self.batch_max_items, self.batch_max_bytes, self.batch_input, self.envelope)
 
 
 @dataclass(frozen=True)
@@ -74,6 +102,21 @@ def _source(field: RequestField, value: object, settings: Settings) -> str:
     return value.lower()
 
 
+def _boolean(field: RequestField, value: object, settings: Settings) -> bool:
+    if not isinstance(value, bool):
+        raise RequestError(f"{field.name} must be true or false, got {json.dumps(value)[:40]}", field=field.name)
+    return value
+
+
+def _batch_input(field: RequestField, value: object, settings: Settings) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise RequestError(f"batch_input must be a JSON object, got {type(value).__name__}", field=field.name)
+    size = len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+    if size > BATCH_INPUT_MAX_BYTES:
+        raise RequestError(f"batch_input is {size} bytes as JSON, over {BATCH_INPUT_MAX_BYTES}", field=field.name)
+    return value
+
+
 def _run_id(field: RequestField, value: object, settings: Settings) -> str:
     if not is_run_id(value):
         raise RequestError(RUN_ID_RULE, field="run_id")
@@ -105,6 +148,40 @@ FIELDS: tuple[RequestField, ...] = (
         {"type": "integer", "minimum": 0, "maximum": int(TOLERATED_FAILED_CHUNKS.high)},
         lambda settings: settings.tolerated_failed_chunks, _integer,
     ),
+    RequestField(
+        "max_failed_percent", "failed chunks the run tolerates in percent of its chunks, whichever of this and "
+        "`max_failed_chunks` is passed first failing the run; 0 = no such threshold (default "
+        "`TOLERATED_FAILED_PERCENT`)",
+        {"type": "integer", "minimum": 0, "maximum": 100}, lambda settings: settings.tolerated_failed_percent,
+        _integer,
+    ),
+    RequestField(
+        "batch_max_items", "items a queue message carries; 1 = one ID a message, as the plain shape; above 1 each "
+        "message is `{\"items\": [...]}` (default `MESSAGE_BATCH_MAX_ITEMS`)",
+        {"type": "integer", "minimum": 1, "maximum": int(MESSAGE_BATCH_MAX_ITEMS.high)},
+        lambda settings: settings.batch_max_items, _integer,
+    ),
+    RequestField(
+        "batch_max_bytes", "a batch message's most bytes as the queue stores it (base64); default and most: the "
+        f"queue's 64 KiB; with a `batch_input`, at least {LEAST_BATCH_BYTES_WITH_INPUT}",
+        {"type": "integer", "minimum": LEAST_BATCH_BYTES, "maximum": MAX_MESSAGE_BYTES},
+        lambda settings: MAX_MESSAGE_BYTES, _integer,
+    ),
+    RequestField(
+        "batch_input", f"a JSON object (at most {BATCH_INPUT_MAX_BYTES} bytes) every batch message carries",
+        {"type": "object"}, lambda settings: None, _batch_input,
+    ),
+    RequestField(
+        "envelope", "each message is an object carrying `run_id` and `seq`, the item's 0-based place in the "
+        "source's order: a consumer's key to drop duplicates by (default `MESSAGE_ENVELOPE`)",
+        {"type": "boolean"}, lambda settings: settings.message_envelope, _boolean,
+    ),
+    RequestField(
+        "max_backlog", "a target queue's approximate messages above which the run's chunks wait at their next "
+        "checkpoint; 0 = off (default `QUEUE_MAX_BACKLOG`)",
+        {"type": "integer", "minimum": 0, "maximum": int(QUEUE_MAX_BACKLOG.high)},
+        lambda settings: settings.max_backlog, _integer,
+    ),
 )  # fmt: skip
 FIELD_NAMES = tuple(field.name for field in FIELDS)
 
@@ -126,7 +203,33 @@ def parse_ingestion_request(body: bytes, settings: Settings) -> IngestionRequest
         raise RequestError(
             f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(FIELD_NAMES)}", field=unknown[0]
         )
-    return IngestionRequest(**{field.name: field.read(given, settings) for field in FIELDS})
+    request = IngestionRequest(**{field.name: field.read(given, settings) for field in FIELDS})
+    _check_delivery(request)
+    return request
+
+
+def _check_delivery(request: IngestionRequest) -> None:
+    """What the message shape's fields mean together (each was checked alone already); `body_dependencies`
+    states the same in JSON Schema."""
+    if request.batch_input is None:
+        return
+    if request.batch_max_items == 1:
+        raise RequestError("batch_input is carried by batches: set batch_max_items above 1", field="batch_input")
+    if request.batch_max_bytes < LEAST_BATCH_BYTES_WITH_INPUT:
+        raise RequestError(
+            f"batch_max_bytes must be at least {LEAST_BATCH_BYTES_WITH_INPUT} with a batch_input, got "
+            f"{request.batch_max_bytes}",
+            field="batch_max_bytes",
+        )
+
+
+def body_dependencies(settings: Settings) -> dict[str, Any]:
+    """`_check_delivery` as the body's JSON Schema `dependentSchemas`, under `settings`' defaults."""
+    batches: dict[str, Any] = {"minimum": 2} if settings.batch_max_items == 1 else {}
+    return {"batch_input": {
+        "properties": {"batch_max_items": batches, "batch_max_bytes": {"minimum": LEAST_BATCH_BYTES_WITH_INPUT}},
+        **({"required": ["batch_max_items"]} if batches else {}),
+    }}  # fmt: skip
 
 
 def _json_object(body: bytes) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.blob.aio import ContainerClient
 
-from core.contract import COUNT_METADATA, GENERATION_METADATA, ChunkRef
+from core.contract import COUNT_METADATA, FIRST_METADATA, GENERATION_METADATA, ChunkRef
 from core.errors import SourceError
 from core.settings import CHUNK_MAX_BYTES
 
@@ -92,6 +92,7 @@ class ChunkWriter:
         self.drop_partial()
         data = b"\n".join(items) + b"\n"
         ref = ChunkRef(self._run_id, self.chunks)
+        first = self.messages
         self.chunks += 1
         self.messages += len(items)
         await self._slots.acquire()
@@ -101,14 +102,14 @@ class ChunkWriter:
                 for other in self._uploads:
                     other.cancel()
                 task.result()
-        task = asyncio.create_task(self._upload(ref, data, len(items)))
+        task = asyncio.create_task(self._upload(ref, data, len(items), first))
         self._uploads.add(task)
 
-    async def _upload(self, ref: ChunkRef, data: bytes, count: int) -> None:
+    async def _upload(self, ref: ChunkRef, data: bytes, count: int, first: int) -> None:
         """Writes the chunk once; one written before (by an earlier attempt at the run) must hold the same
         lines, else the source answered otherwise when read again and going on would lose or repeat items.
         One an earlier run with this run_id left (a purge cut short) is replaced, as it was read."""
-        metadata = {**self._metadata, COUNT_METADATA: str(count)}
+        metadata = {**self._metadata, COUNT_METADATA: str(count), FIRST_METADATA: str(first)}
         try:
             await self._container.upload_blob(ref.blob_name, data, overwrite=False, metadata=metadata)
         except ResourceExistsError:

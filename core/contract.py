@@ -5,14 +5,16 @@
 - A chunk is `{run_id}/{index:06d}.jsonl` in the chunk container: UTF-8, one JSON value a line, each
   the exact text the source wrote for an item, without its insignificant whitespace (core/json_items.py).
   A JSON string line becomes its string as the message; any other value is sent as its text.
-  The blob's metadata carries the number of lines, so the reader can tell a chunk cut short, and the run's
+  The blob's metadata carries the number of lines, so the reader can tell a chunk cut short, the position in
+  the source of its first line (items before it in the run: a message envelope's `seq`), and the run's
   generation (a run_id used again after a purge is another generation: what the earlier one left in
   flight, a trigger's delivery or a redrive message, is told apart and dropped).
 - In the runs container: `{run_id}/run.json` (the run record), `{run_id}/chunks/{index:06d}` (a
   chunk's status), `{run_id}/slots/{n:04d}` (a `max_concurrency` slot), `{run_id}/sweeps.json` (what
-  the sweeper did); `{run_id}/stop.json` once the run is cancelled or has failed past its tolerance
-  (what chunking and every chunk read at their checkpoints), `{run_id}/finished.json` once its one
-  completion event is sent (written if-none-match: the one writer sends it); and the run index,
+  the sweeper did), `{run_id}/backlog.json` (its chunks' last looks at a backlog they wait on);
+  `{run_id}/stop.json` once the run is cancelled or has failed past its tolerance (what chunking and
+  every chunk read at their checkpoints), `{run_id}/finished.json` once its one completion event is
+  sent (written if-none-match: the one writer sends it); and the run index,
   `_index/{13 digits}-{run_id}`, the digits 10**13 - 1 minus the run's creation in Unix milliseconds,
   so that a listing, which is in name order, is newest first; `_keys/continuation`, the key that signs
   the list's continuation tokens (made once, by whoever lists first). `_` starts no run id.
@@ -35,10 +37,12 @@ from core.json_items import JsonItemsError, json_value_text
 
 COUNT_METADATA = "message_count"
 GENERATION_METADATA = "run_generation"
+FIRST_METADATA = "first_item"  # the position in the source of the chunk's first item (an envelope's `seq`)
 TTL_METADATA = "message_ttl"  # a claim-check blob's: the time-to-live, in seconds, of the message that names it
 SERVICE_DEFAULT_TTL = 7 * 24 * 3600  # a message's time-to-live when Put Message names none
 _GENERATION = re.compile(r"[0-9a-f]{1,32}")
-_RUN_ID = r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,61}[A-Za-z0-9_-])?"
+RUN_ID_PATTERN = r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,61}[A-Za-z0-9_-])?"
+_RUN_ID = RUN_ID_PATTERN
 RUN_ID_RULE = (
     "run_id must be 1-63 characters of letters, digits, '.', '_' or '-', starting with a letter or digit "
     "and not ending in '.'"
@@ -137,6 +141,11 @@ def slots_prefix(run_id: str) -> str:
 
 def slot_blob(run_id: str, slot: int) -> str:
     return f"{slots_prefix(run_id)}{slot:04d}"
+
+
+def backlog_blob(run_id: str) -> str:
+    """The last looks at the target queues of a run waiting on its `max_backlog`, in the runs container."""
+    return f"{run_id}/backlog.json"
 
 
 def run_stop_blob(run_id: str) -> str:
@@ -238,13 +247,22 @@ def encode_chunk(items: Iterable[Any]) -> bytes:
     ).encode("utf-8")
 
 
+def first_item(metadata: Mapping[str, str] | None) -> int | None:
+    """The source position of the chunk's first item, as chunking wrote it; None for a chunk without one."""
+    return _metadata_number(metadata, FIRST_METADATA, 19, "position")
+
+
 def expected_count(metadata: Mapping[str, str] | None) -> int | None:
     """The line count chunking wrote in the blob's metadata; None for a chunk written without one."""
-    value = (metadata or {}).get(COUNT_METADATA)
+    return _metadata_number(metadata, COUNT_METADATA, 9, "count")
+
+
+def _metadata_number(metadata: Mapping[str, str] | None, name: str, digits: int, what: str) -> int | None:
+    value = (metadata or {}).get(name)
     if value is None:
         return None
-    if not (value.isascii() and value.isdigit()) or len(value) > 9:
-        raise ChunkError(f"the chunk's {COUNT_METADATA} metadata is not a count: {value[:40]!r}")
+    if not (value.isascii() and value.isdigit()) or len(value) > digits:
+        raise ChunkError(f"the chunk's {name} metadata is not a {what}: {value[:40]!r}")
     return int(value)
 
 
@@ -258,6 +276,14 @@ def _message(line: str) -> str:
     if "\\u" in line:
         value.encode("utf-8")
     return value
+
+
+def chunk_lines(data: bytes) -> list[str]:
+    """A chunk's lines, each an item's JSON as chunking wrote it (check the chunk with `decode_chunk` first)."""
+    lines = data.decode("utf-8").split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return lines
 
 
 def decode_chunk(data: bytes, expected_count: int | None) -> list[str]:

@@ -44,6 +44,7 @@ def run_event(status: RunStatus, finished_at: str) -> dict[str, Any]:
     event: dict[str, Any] = {
         "run_id": status.run_id, "state": status.state, "chunks": asdict(status.chunks),
         "messages": asdict(status.messages), "error": _cut(status.error), "max_failed_chunks": status.max_failed_chunks,
+        "max_failed_percent": status.max_failed_percent,
         "created_at": status.created_at, "chunked_at": status.chunked_at, "completed_at": status.completed_at,
         "cancelled_at": status.cancelled_at, "finished_at": finished_at, "failed_chunks": [],
         "failed_chunks_truncated": False,

@@ -37,6 +37,7 @@ from core.contract import (
     run_stop_blob,
     sweep_log_blob,
 )
+from core.delivery import MAX_MESSAGE_BYTES, Delivery
 from core.errors import ChunkError, ClaimLostError, ContractError, UpdateConflictError
 
 RecordState = Literal["chunking", "chunked", "failed"]
@@ -94,12 +95,22 @@ class RunRecord:
     seen: str | None = None  # sketch of the distinct items read before `resume` (chunking/distinct_items.py)
     max_concurrency: int = 0  # chunk invocations ingesting the run at once (0: no cap): ingestion/slots.py
     max_failed_chunks: int = 0  # failed chunks the run tolerates and still completes
+    max_failed_percent: int = 0  # ... in percent of its chunks (0: no such threshold): core/status.py
+    batch_max_items: int = 1  # the shape of its messages (core/delivery.py), the run's from its start
+    batch_max_bytes: int = MAX_MESSAGE_BYTES
+    batch_input: dict[str, Any] | None = None
+    envelope: bool = False
+    max_backlog: int = 0  # a target queue's messages above which its chunks wait (0: off): ingestion/backlog.py
     chunk_max_bytes: int = 0  # CHUNK_MAX_BYTES as the run started (0: a record from before it was kept)
     page_size: int = 0  # its source's SOURCE_PAGE_SIZE as the run started: `page` mode's positions depend on it
     generation: str = ""  # new for each run made under its run_id (core/contract.py); "": a record from before
     owner: str | None = None
     lease_until: float = 0.0
     updated_at: str = ""
+
+    @property
+    def delivery(self) -> Delivery:
+        return Delivery(self.batch_max_items, self.batch_max_bytes, self.batch_input, self.envelope)
 
     def chunked(self, chunks: int, messages: int) -> RunRecord:
         """Chunking reached the source's end: `chunks` chunks of `messages` items in all."""
@@ -143,6 +154,13 @@ class ChunkStatus:
     by_queue: tuple[int, ...] = ()  # of `sent`, how many went to each target queue (with more than one)
     etag: str | None = field(default=None, compare=False)
     retries: int = 0  # Put Message retries (throttled, timed out, connection broken), over every invocation
+    queued: int | None = None  # queue messages holding the `sent` items (None: one each; batches hold more)
+    waiting: str = ""  # why it waits without sending: "backlog" (its run's max_backlog), else ""
+
+    @property
+    def messages_sent(self) -> int:
+        """Queue messages sent: `sent` unless its run batches items."""
+        return self.sent if self.queued is None else self.queued
 
     def leased(self, now: float) -> bool:
         """A sender holds the chunk and has renewed its claim in time."""
@@ -369,7 +387,9 @@ class RunStore:
             "updated_at": status.updated_at, "owner": status.owner or "", "lease_until": f"{status.lease_until:.3f}",
             "by_queue": ",".join(map(str, status.by_queue)),
             "retries": str(status.retries),
-        }  # fmt: skip
+        } | ({"queued": str(status.queued)} if status.queued is not None else {}) | (
+            {"waiting": status.waiting} if status.waiting else {}
+        )  # fmt: skip
         body = (status.error or "").encode("utf-8")
         try:
             blob = self._container.get_blob_client(ref.status_blob)
@@ -413,6 +433,8 @@ class RunStore:
                 lease_until=float(metadata.get("lease_until") or 0), etag=etag,
                 by_queue=tuple(int(count) for count in (metadata.get("by_queue") or "").split(",") if count),
                 retries=int(metadata.get("retries") or 0),
+                queued=int(metadata["queued"]) if metadata.get("queued", "").isdigit() else None,
+                waiting=metadata.get("waiting", ""),
             )  # fmt: skip
         except ValueError:
             raise ContractError(f"chunk status {name} is out of shape; delete it to redrive it") from None

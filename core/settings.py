@@ -461,6 +461,32 @@ TOLERATED_FAILED_CHUNKS = _int(
     "at once (its other chunks stop at their next checkpoint); within it the run ends `completed`, the failed "
     "chunks listed",
 )  # fmt: skip
+TOLERATED_FAILED_PERCENT = _int(
+    "TOLERATED_FAILED_PERCENT", 0, 0, 100,
+    "failed chunks a run tolerates, in percent of its chunks, when its request sets no `max_failed_percent` "
+    "(judged once the chunk count is known); 0 = no percentage threshold. With `max_failed_chunks`, whichever "
+    "is passed first fails the run; both 0: none tolerated",
+)  # fmt: skip
+MESSAGE_BATCH_MAX_ITEMS = _int(
+    "MESSAGE_BATCH_MAX_ITEMS", 1, 1, 5000,
+    "the default `batch_max_items` of a run: items a queue message carries; 1 = one ID a message, as sent "
+    "without batching; more = a JSON object `{\"items\": [...]}` a message",
+)  # fmt: skip
+MESSAGE_ENVELOPE = Flag(
+    "MESSAGE_ENVELOPE", False,
+    "the default `envelope` of a run: each message a JSON object with `run_id` and `seq` (the item's position "
+    "in the source), the same on every redelivery, resume and redrive",
+)  # fmt: skip
+QUEUE_MAX_BACKLOG = _int(
+    "QUEUE_MAX_BACKLOG", 0, 0, 10**9,
+    "the default `max_backlog` of a run: while a target queue holds more messages than this, its chunks wait "
+    "at their next checkpoint for the consumer; 0 = off",
+)  # fmt: skip
+BACKLOG_RETRY_SECONDS = _int(
+    "BACKLOG_RETRY_SECONDS", 30, 1, 3600,
+    "a chunk waiting on its run's `max_backlog` goes back on `REDRIVE_QUEUE`, hidden this many seconds, and "
+    "looks at the queue again then (`fanout run` waits in-process as long)",
+)  # fmt: skip
 RUN_EVENTS_QUEUE = StorageName(
     "RUN_EVENTS_QUEUE", "ingestion-events",
     "where one event per run lands (base64 JSON) when it ends `completed`, `failed` or `cancelled`",
@@ -533,8 +559,10 @@ GROUPS: tuple[tuple[str, tuple[Setting[Any], ...]], ...] = (
         QUEUE_NAME, QUEUE_PARTITIONS, QUEUE_ACCOUNTS, QUEUE_MESSAGE_ENCODING, QUEUE_MESSAGE_TTL,
         QUEUE_MESSAGE_VISIBILITY_TIMEOUT,
     )),
+    ("delivery", (MESSAGE_BATCH_MAX_ITEMS, MESSAGE_ENVELOPE, QUEUE_MAX_BACKLOG, BACKLOG_RETRY_SECONDS)),
     ("runs", (
-        RUNS_CONTAINER, RUN_MAX_CONCURRENCY, THROTTLE_RETRY_SECONDS, TOLERATED_FAILED_CHUNKS, RUN_EVENTS_QUEUE,
+        RUNS_CONTAINER, RUN_MAX_CONCURRENCY, THROTTLE_RETRY_SECONDS, TOLERATED_FAILED_CHUNKS,
+        TOLERATED_FAILED_PERCENT, RUN_EVENTS_QUEUE,
         RUN_EVENTS_WEBHOOK, RUN_EVENTS_WEBHOOK_AUDIENCE, RUN_EVENTS_WEBHOOK_TIMEOUT, RUN_EVENTS_WEBHOOK_ATTEMPTS,
         RUN_EVENTS_WEBHOOK_RETRY_DELAY, RUN_EVENTS_WEBHOOK_DELIVERIES, WEBSITE_HOSTNAME,
         REDRIVE_QUEUE, EVENT_GRID_DEADLETTER_CONTAINER, SWEEP_SCHEDULE, SWEEP_MAX_REDRIVES, SWEEP_STALE_SECONDS,
@@ -740,6 +768,11 @@ class Settings:
     run_max_concurrency: int
     throttle_retry_seconds: int
     tolerated_failed_chunks: int
+    tolerated_failed_percent: int
+    batch_max_items: int
+    message_envelope: bool
+    max_backlog: int
+    backlog_retry_seconds: int
     run_events_queue: str
     webhook: WebhookConfig
     queue_accounts: tuple[QueueAccount, ...]
@@ -801,6 +834,11 @@ class Settings:
             run_max_concurrency=RUN_MAX_CONCURRENCY.read(env),
             throttle_retry_seconds=THROTTLE_RETRY_SECONDS.read(env),
             tolerated_failed_chunks=TOLERATED_FAILED_CHUNKS.read(env),
+            tolerated_failed_percent=TOLERATED_FAILED_PERCENT.read(env),
+            batch_max_items=MESSAGE_BATCH_MAX_ITEMS.read(env),
+            message_envelope=MESSAGE_ENVELOPE.read(env),
+            max_backlog=QUEUE_MAX_BACKLOG.read(env),
+            backlog_retry_seconds=BACKLOG_RETRY_SECONDS.read(env),
             run_events_queue=RUN_EVENTS_QUEUE.read(env),
             webhook=_webhook(env),
             queue_accounts=_queue_accounts(env, storage),

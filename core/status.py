@@ -30,13 +30,17 @@ class ChunkCounts:
     failed: int
     ingesting: int
     stopped: int = 0  # stopped at a checkpoint (the run was cancelled or failed): a redrive resumes them
+    waiting: int = 0  # of `ingesting`, paused at a checkpoint while a target queue is over the run's max_backlog
 
 
 @dataclass(frozen=True)
 class MessageCounts:
+    """IDs (items) fetched and enqueued; the queue messages holding them (more IDs than messages in batches)."""
+
     fetched: int | None
     enqueued: int
     send_retries: int = 0  # Put Message calls retried (503 server busy, timeouts, broken connections)
+    queue_messages: int = 0
 
 
 @dataclass(frozen=True)
@@ -85,7 +89,11 @@ class RunStatus:
     eta_seconds: float | None = None  # while ingesting: the messages left at that pace
     cancelled_at: str | None = None
     finished_at: str | None = None  # when its completion event was sent
-    messages_by_queue: dict[str, int] = field(default_factory=dict)  # enqueued, by target queue (`account/queue`)
+    messages_by_queue: dict[str, int] = field(default_factory=dict)  # queue messages, by target (`account/queue`)
+    max_failed_percent: int = 0
+    delivery: dict[str, Any] = field(default_factory=dict)  # the shape of its messages (core/delivery.py)
+    max_backlog: int = 0
+    backlog: dict[str, Any] | None = None  # while chunks wait on max_backlog: how many, the queues, a warning
     event_webhook: WebhookDelivery | None = None  # its completion event's delivery to RUN_EVENTS_WEBHOOK
     settled: bool = field(default=False, compare=False)  # final, and no chunk is still sending
 
@@ -94,6 +102,8 @@ class RunStatus:
         del body["settled"]
         if not body["messages_by_queue"]:  # counted only when asked for (run_status's `targets`)
             del body["messages_by_queue"]
+        if body["backlog"] is None:  # only while chunks wait on the run's max_backlog
+            del body["backlog"]
         return body
 
     def summary(self) -> dict[str, Any]:
@@ -102,21 +112,29 @@ class RunStatus:
 
     @property
     def tolerance_exceeded(self) -> bool:
-        return self.chunks.failed > self.max_failed_chunks
+        return past_tolerance(self.chunks.failed, self.chunks.total, self.max_failed_chunks, self.max_failed_percent)
+
+
+def past_tolerance(failed: int, total: int | None, most: int, percent: int) -> bool:
+    """More chunks failed than a run tolerates: over `most` (unless only `percent` is set), or over `percent`
+    of `total` (judged once the total is known). Both 0: none tolerated."""
+    over_count = failed > most if most or not percent else False
+    over_percent = bool(percent) and total is not None and failed * 100 > percent * total
+    return over_count or over_percent
 
 
 def count_by_queue(chunks: Sequence[ChunkStatus], targets: Sequence[str]) -> dict[str, int]:
     """Messages sent to each target, from the chunks' checkpoints. A chunk checkpointed under another
     set of targets (QUEUE_ACCOUNTS or QUEUE_PARTITIONS changed since) counts under "unknown"."""
     if len(targets) <= 1:
-        return {target: sum(chunk.sent for chunk in chunks) for target in targets}
+        return {target: sum(chunk.messages_sent for chunk in chunks) for target in targets}
     counts = [0] * len(targets)
     unknown = 0
     for chunk in chunks:
         if len(chunk.by_queue) == len(targets):
             counts = [total + sent for total, sent in zip(counts, chunk.by_queue, strict=True)]
         else:
-            unknown += chunk.sent
+            unknown += chunk.messages_sent
     return dict(zip(targets, counts, strict=True)) | ({"unknown": unknown} if unknown else {})
 
 
@@ -142,7 +160,7 @@ def derive_status(
         state, settled = "cancelled", not sending
     elif record.state == "failed":  # the source failed: what was chunked is ingested all the same
         state, settled = "failed", len(ingested) + len(failed) + stopped == total
-    elif len(failed) > record.max_failed_chunks:
+    elif past_tolerance(len(failed), total, record.max_failed_chunks, record.max_failed_percent):
         state, settled = "failed", not sending
     elif record.state == "chunking":
         state, settled = "chunking", False
@@ -166,9 +184,13 @@ def derive_status(
             failed=len(failed),
             ingesting=sum(chunk.state == "ingesting" for chunk in chunks),
             stopped=stopped,
+            waiting=sum(chunk.state == "ingesting" and bool(chunk.waiting) for chunk in chunks),
         ),
         messages=MessageCounts(
-            fetched=record.messages, enqueued=enqueued, send_retries=sum(chunk.retries for chunk in chunks)
+            fetched=record.messages,
+            enqueued=enqueued,
+            send_retries=sum(chunk.retries for chunk in chunks),
+            queue_messages=sum(chunk.messages_sent for chunk in chunks),
         ),
         messages_by_queue=count_by_queue(chunks, targets),
         error=_shown(record.error),
@@ -177,6 +199,9 @@ def derive_status(
         chunked_at=record.chunked_at,
         completed_at=completed_at,
         max_failed_chunks=record.max_failed_chunks,
+        max_failed_percent=record.max_failed_percent,
+        delivery=asdict(record.delivery),
+        max_backlog=record.max_backlog,
         messages_per_second=rate,
         eta_seconds=round(left / rate, 1) if state == "ingesting" and rate else None,
         cancelled_at=stop.at if stop is not None and stop.reason == "cancelled" else None,

@@ -73,6 +73,10 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="chunks of the run ingested at once, by anyone; 0: no cap (default: RUN_MAX_CONCURRENCY)",
     )
+    run.add_argument("--max-failed-percent", type=int, metavar="P",
+                     help="failed chunks tolerated in percent of the run's chunks, 0-100 (default: "
+                          "TOLERATED_FAILED_PERCENT)")  # fmt: skip
+    _delivery_options(run)
     _parallel_option(run)
     run.set_defaults(handler=_run)
 
@@ -162,6 +166,7 @@ def _parser() -> argparse.ArgumentParser:
         "--accounts", type=int, choices=range(1, 9), default=2, metavar="K",
         help="storage accounts the queues are spread over, one Azurite each (1..8, default 2)",
     )  # fmt: skip
+    _delivery_options(demo)
     demo.set_defaults(handler=_demo)
     return parser
 
@@ -171,6 +176,35 @@ def _parallel_option(command: argparse.ArgumentParser) -> None:
         "--parallel", type=_parallel, default=default_parallel(), metavar="N",
         help=f"chunks ingested at once, as the blob trigger fans out (1..{MAX_PARALLEL}, default {default_parallel()})",
     )  # fmt: skip
+
+
+def _delivery_options(command: argparse.ArgumentParser) -> None:
+    """The run's message shape and back-pressure (docs/messages.md), as the request's fields."""
+    command.add_argument("--batch-max-items", type=int, metavar="N",
+                         help="IDs a queue message carries, 1..5000 (default: MESSAGE_BATCH_MAX_ITEMS)")  # fmt: skip
+    command.add_argument("--batch-max-bytes", type=int, metavar="N",
+                         help="a batch message's most bytes after encoding (default: 65536)")  # fmt: skip
+    command.add_argument("--batch-input", type=_json_object, metavar="JSON",
+                         help="a JSON object every batch message carries")  # fmt: skip
+    command.add_argument("--envelope", action="store_true", default=None,
+                         help="each message carries run_id and seq (default: MESSAGE_ENVELOPE)")  # fmt: skip
+    command.add_argument("--max-backlog", type=int, metavar="N",
+                         help="wait while a target queue holds more messages than N; 0: off "
+                              "(default: QUEUE_MAX_BACKLOG)")  # fmt: skip
+
+
+def _delivery_fields(args: argparse.Namespace) -> dict[str, object]:
+    return {
+        "batch_max_items": args.batch_max_items, "batch_max_bytes": args.batch_max_bytes,
+        "batch_input": args.batch_input, "envelope": args.envelope, "max_backlog": args.max_backlog,
+    }  # fmt: skip
+
+
+def _json_object(value: str) -> object:
+    try:
+        return json.loads(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON: {exc}") from None
 
 
 def _parallel(value: str) -> int:
@@ -190,6 +224,7 @@ def _run(args: argparse.Namespace) -> int:
     body = {
         "source": args.source, "chunk_size": args.chunk_size, "run_id": args.run_id,
         "max_failed_chunks": args.max_failed_chunks, "max_concurrency": args.max_concurrency,
+        "max_failed_percent": args.max_failed_percent, **_delivery_fields(args),
     }  # fmt: skip
     try:
         request = parse_ingestion_request(
@@ -323,7 +358,12 @@ def _demo_api(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     print(f"demo: {args.count:,} IDs over {args.accounts} Azurite account(s), drained as they arrive", file=sys.stderr)
-    status, seconds, check = run_demo(args.count, args.accounts, default_parallel(), _progress_printer())
+    try:
+        status, seconds, check = run_demo(
+            args.count, args.accounts, default_parallel(), _progress_printer(), _delivery_fields(args)
+        )
+    except RequestError as exc:
+        raise FanoutError(exc.detail) from None
     summary = replace(
         RunSummary.of(status, seconds),
         queue_length=check.left_in_queues,
@@ -347,6 +387,7 @@ class RunSummary:
     messages_per_second: int | None
     error: str | None
     send_retries: int = 0  # Put Message calls retried: storage throttled (503), timed out or broke a connection
+    queue_messages: int | None = None  # the messages that carried them (fewer in batches)
     queue_length: int | None = None  # `demo` only: what the queue holds afterwards
     queue_matches_source: bool | None = None
     verification: dict[str, int] | None = None  # `demo` only: what the queue-side consumers received
@@ -364,6 +405,7 @@ class RunSummary:
             messages_per_second=round(enqueued / seconds) if seconds else None,
             error=status.error or next((c.error for c in status.failed_chunks), None),
             send_retries=status.messages.send_retries,
+            queue_messages=status.messages.queue_messages,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -375,7 +417,11 @@ def _print_summary(summary: RunSummary, *, as_json: bool) -> None:
         print(json.dumps(summary.to_json()), flush=True)
         return
     print(f"{summary.run_id}: {summary.state}")
-    print(f"  {summary.messages_enqueued:,} messages enqueued from {summary.chunks} chunks")
+    if summary.queue_messages in (None, summary.messages_enqueued):
+        enqueued = f"{summary.messages_enqueued:,} messages enqueued"
+    else:  # batches: the IDs, and the queue messages that carried them
+        enqueued = f"{summary.messages_enqueued:,} IDs enqueued in {summary.queue_messages:,} queue messages"
+    print(f"  {enqueued} from {summary.chunks} chunks")
     print(f"  {summary.seconds} s, {summary.messages_per_second} messages/s, {summary.send_retries:,} sends retried")
     if summary.queue_length is not None:
         print(f"  queue holds {summary.queue_length:,} messages")
@@ -383,8 +429,8 @@ def _print_summary(summary: RunSummary, *, as_json: bool) -> None:
         check = summary.verification
         print(
             f"  received {check['received']:,} of {check['ids']:,} IDs: {check['missing']:,} missing, "
-            f"{check['duplicates']:,} duplicates (bound {check['duplicate_bound']:,}), {check['foreign']:,} foreign: "
-            + ("verified" if summary.queue_matches_source else "NOT verified")
+            f"{check['duplicates']:,} duplicates (bound {check['duplicate_bound']:,}), {check['foreign']:,} foreign, "
+            f"{check['misplaced']:,} out of place: " + ("verified" if summary.queue_matches_source else "NOT verified")
         )
     if summary.error:
         print(f"  error: {summary.error}")

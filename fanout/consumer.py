@@ -20,9 +20,11 @@ from urllib.parse import quote, urlsplit
 from azure.storage.queue import QueueSasPermissions, generate_queue_sas
 from azure.storage.queue.aio import QueueClient
 
+from core.delivery import Delivery
 from core.errors import FanoutError
 from core.retry import Attempts, RetryPolicy
 from fanout.demo_api import demo_index
+from fanout.messages import unpack
 from putmessage.connection_pool import ConnectionPool
 from putmessage.http_response import ProtocolError
 from putmessage.sender import RETRYABLE_STATUS
@@ -38,12 +40,18 @@ _MESSAGE = re.compile(
 
 @dataclass
 class Tally:
-    """What the consumers received, by demo ID index: each seen once, more than once, or never."""
+    """What the consumers received, by demo ID index: each seen once, more than once, or never. Messages of
+    a run of `delivery`'s shape are unpacked as any consumer would (fanout.messages); with an envelope each
+    item's `seq` must be its ID's index (the demo API serves the IDs in order)."""
 
     count: int
+    delivery: Delivery = Delivery()  # noqa: RUF009 (frozen: one shared default is safe)
     seen: bytearray = field(init=False)
-    received: int = 0
-    foreign: int = 0  # bodies that are no demo ID below `count`
+    received: int = 0  # messages
+    items: int = 0  # items in them
+    foreign: int = 0  # items that are no demo ID below `count`, and messages that are not of the shape
+    misplaced: int = 0  # items whose `seq` is not their ID's index
+    unreadable: int = 0  # of `foreign`, the messages not of the shape (no item counted in them)
 
     def __post_init__(self) -> None:
         self.seen = bytearray(self.count)
@@ -51,13 +59,22 @@ class Tally:
     def record(self, body: bytes) -> None:
         self.received += 1
         try:
-            index = demo_index(base64.b64decode(body, validate=True).decode("ascii"))
-        except (binascii.Error, UnicodeDecodeError):
-            index = None
-        if index is None or index >= self.count:
+            text = base64.b64decode(body, validate=True).decode("utf-8")
+            unpacked = unpack(text, batched=self.delivery.batched, envelope=self.delivery.envelope)
+        except (binascii.Error, UnicodeDecodeError, ValueError, KeyError):
             self.foreign += 1
-        elif self.seen[index] < 255:
-            self.seen[index] += 1
+            self.unreadable += 1
+            return
+        for offset, item in enumerate(unpacked.items):
+            self.items += 1
+            index = demo_index(item)
+            if index is None or index >= self.count:
+                self.foreign += 1
+                continue
+            if unpacked.first_seq is not None and unpacked.first_seq + offset != index:
+                self.misplaced += 1
+            if self.seen[index] < 255:
+                self.seen[index] += 1
 
     @property
     def missing(self) -> int:
@@ -66,7 +83,7 @@ class Tally:
     @property
     def duplicates(self) -> int:
         """Receipts beyond the first of an ID."""
-        return self.received - self.foreign - (self.count - self.missing)
+        return self.items - (self.foreign - self.unreadable) - (self.count - self.missing)
 
 
 class QueueDrain:

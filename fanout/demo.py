@@ -10,6 +10,7 @@ The check decodes every message received back to its ID; the sender's own counte
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 from collections.abc import Iterator, Mapping
@@ -44,15 +45,18 @@ class Verification:
     received: int
     missing: int
     duplicates: int
-    foreign: int  # messages that are no ID the source served
-    duplicate_bound: int  # chunks x (INGEST_CHECKPOINT_EVERY + INGEST_CONCURRENCY): the README's bound
+    foreign: int  # items (or messages) that are no ID the source served
+    misplaced: int  # items whose envelope `seq` is not their place in the source
+    duplicate_bound: int  # chunks x (INGEST_CHECKPOINT_EVERY + INGEST_CONCURRENCY) messages' IDs, or the chunk
     left_in_queues: int
+    messages: int  # queue messages received: IDs / batch_max_items at the least
 
     @property
     def passed(self) -> bool:
         return (
             self.missing == 0
             and self.foreign == 0
+            and self.misplaced == 0
             and self.duplicates <= self.duplicate_bound
             and self.left_in_queues == 0
         )
@@ -78,10 +82,14 @@ def demo_environment(count: int, accounts: int, base: Mapping[str, str]) -> Iter
 Outcome = tuple[RunStatus, float, Verification]  # the run's status, seconds to the last message drained, the check
 
 
-def run_demo(count: int, accounts: int, parallel: int, progress: Progress | None) -> Outcome:
+def run_demo(
+    count: int, accounts: int, parallel: int, progress: Progress | None, fields: Mapping[str, object] | None = None
+) -> Outcome:
+    """The demo run, its request's `fields` (the message shape, say) as `POST /api/ingestions` takes them."""
     with demo_environment(count, accounts, os.environ) as env:
         settings = Settings.from_env(env)
-        request = parse_ingestion_request(b"{}", settings)
+        given = {name: value for name, value in (fields or {}).items() if value is not None}
+        request = parse_ingestion_request(json.dumps(given).encode(), settings)
         return asyncio.run(_run_and_drain(settings, request, count, parallel, progress))
 
 
@@ -92,7 +100,7 @@ async def _run_and_drain(
     try:
         ctx = await app_context(settings)
         await ensure_queues(ctx)
-        tally = Tally(count)
+        tally = Tally(count, request.delivery)
         finishing = asyncio.Event()
         drains = [QueueDrain(queue, _drain_pool(ctx, account, queue.url), tally, RECEIVERS) for account, queue in
                   target_queues(ctx)]  # fmt: skip
@@ -111,8 +119,13 @@ async def _run_and_drain(
         left = await queue_length(ctx)
     finally:
         await close_storage_clients()
-    bound = (status.chunks.total or 0) * (settings.checkpoint_every + settings.ingest_concurrency)
-    verification = Verification(count, tally.received, tally.missing, tally.duplicates, tally.foreign, bound, left)
+    # One interruption a chunk re-sends at most this many messages' IDs, and never more than the chunk holds
+    resent = (settings.checkpoint_every + settings.ingest_concurrency) * request.delivery.batch_max_items
+    bound = (status.chunks.total or 0) * min(resent, request.chunk_size)
+    verification = Verification(
+        count, tally.items, tally.missing, tally.duplicates, tally.foreign, tally.misplaced,
+        bound, left, tally.received,
+    )  # fmt: skip
     return status, seconds, verification
 
 

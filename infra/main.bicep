@@ -336,6 +336,11 @@ module functionApp 'modules/function-app.bicep' = {
       HTTP_RETRY_AFTER: '5'
       REDRIVE_QUEUE: 'chunk-redrives'
       TOLERATED_FAILED_CHUNKS: '0'
+      TOLERATED_FAILED_PERCENT: '0'
+      MESSAGE_BATCH_MAX_ITEMS: '1'
+      MESSAGE_ENVELOPE: 'false'
+      QUEUE_MAX_BACKLOG: '0'
+      BACKLOG_RETRY_SECONDS: '30'
       RUN_EVENTS_QUEUE: 'ingestion-events'
       RUN_EVENTS_WEBHOOK: runEventsTopic ? runEventsTopicModule.outputs.endpoint : runEventsWebhook
       RUN_EVENTS_WEBHOOK_AUDIENCE: runEventsTopic ? 'https://eventgrid.azure.net' : ''

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -17,13 +18,25 @@ from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob.aio import ContainerClient
 
 from core.context import Context
-from core.contract import COUNT_METADATA, GENERATION_METADATA, ChunkRef, decode_chunk, expected_count
+from core.contract import (
+    COUNT_METADATA,
+    FIRST_METADATA,
+    GENERATION_METADATA,
+    ChunkRef,
+    chunk_lines,
+    decode_chunk,
+    expected_count,
+    first_item,
+)
+from core.delivery import item_room
 from core.errors import ChunkError, RunNotFoundError
 from core.redact import public_reason
 from core.run_events import settle_run
-from core.run_store import ChunkStatus, new_owner
+from core.run_store import ChunkStatus, RunRecord, new_owner
+from ingestion.backlog import Backlog, keep_sample, look
 from ingestion.claim import claim_chunk
 from ingestion.large_messages import fit_messages
+from ingestion.outgoing import Outgoing, plain, shaped
 from ingestion.target import Spread, target_sender
 from ingestion.window import send_window
 
@@ -64,7 +77,7 @@ async def _ingest(ctx: Context, ref: ChunkRef, blob: ChunkBlob | None) -> ChunkS
         if record is None:
             raise RunNotFoundError(f"chunk {ref.blob_name} not ingested: its run was purged", run_id=ref.run_id)
         if stop is not None:
-            return await claim.stop(claim.sent)
+            return await claim.stop(claim.sent, claim.by_queue, claim.queued)
         blob = await _with_count(ctx.chunk_container, ref, blob)
         if blob is None:
             return await claim.fail(
@@ -78,37 +91,71 @@ async def _ingest(ctx: Context, ref: ChunkRef, blob: ChunkBlob | None) -> ChunkS
                 "purge cut short left it) and this run has not written its own yet: redrive the run once its "
                 "chunking has"
             )
+        if record.max_backlog and (backlog := await look(ctx, record.max_backlog)).over:
+            await keep_sample(ctx, ref.run_id, backlog)
+            return await claim.wait_for_backlog(claim.sent, claim.by_queue, claim.queued)
         try:
-            messages = decode_chunk(blob.data, expected_count(blob.metadata))
-            messages = await fit_messages(
-                messages, ref, encoding=settings.message_encoding, mode=settings.large_message_mode,
-                store=ctx.clients.blobs.get_container_client(settings.large_message_container),
-                ttl=settings.message_ttl,
-            )  # fmt: skip
+            outgoing = await _outgoing(ctx, ref, record, blob)
         except ChunkError as exc:
             return await claim.fail(public_reason(str(exc)))
-        spread = Spread(messages, len(settings.queue_targets))
+        spread = Spread(outgoing.keys, len(settings.queue_targets))
+
+        def tally(sent: int) -> tuple[int, tuple[int, ...], int | None]:
+            """A checkpoint after messages[:sent]: the items they hold, by queue, and (batched) how many."""
+            return outgoing.items_before(sent), spread(sent), None if outgoing.starts is None else sent
+
+        waiting: Backlog | None = None
 
         async def checkpoint(sent: int) -> bool:
-            """Saves the checkpoint; False when the run was stopped meanwhile."""
-            await claim.checkpoint(sent, spread(sent))
-            return await ctx.runs.stop_of(ref.run_id) is None
+            """Saves the checkpoint; False when the run was stopped meanwhile, or a target queue is over the
+            run's max_backlog."""
+            nonlocal waiting
+            await claim.checkpoint(*tally(sent))
+            if await ctx.runs.stop_of(ref.run_id) is not None:
+                return False
+            if record.max_backlog and (backlog := await look(ctx, record.max_backlog)).over:
+                waiting = backlog
+                return False
+            return True
 
         sent = await send_window(
             await target_sender(ctx),
-            messages,
+            outgoing.messages,
             settings.ingest_concurrency,
-            start=claim.sent,
+            start=outgoing.message_of(claim.sent),
             checkpoint=checkpoint,
             every=settings.checkpoint_every,
+            keys=None if outgoing.starts is None else outgoing.keys,
         )
     except BaseException:
         with contextlib.suppress(Exception):  # best effort: otherwise the lease simply expires
             await claim.release()
         raise
-    if sent < len(messages):
-        return await claim.stop(sent, spread(sent))
-    return await claim.complete(len(messages), spread(len(messages)))
+    if sent < len(outgoing.messages):
+        if waiting is not None:
+            await keep_sample(ctx, ref.run_id, waiting)
+            return await claim.wait_for_backlog(*tally(sent))
+        return await claim.stop(*tally(sent))
+    return await claim.complete(*tally(sent))
+
+
+async def _outgoing(ctx: Context, ref: ChunkRef, record: RunRecord, blob: ChunkBlob) -> Outgoing:
+    """The chunk's messages in its run's shape, an oversized item claim-checked (or refused) first."""
+    settings = ctx.settings
+    texts = decode_chunk(blob.data, expected_count(blob.metadata))
+    store = ctx.clients.blobs.get_container_client(settings.large_message_container)
+    delivery = record.delivery
+    fit = functools.partial(
+        fit_messages, ref=ref, encoding=settings.message_encoding, mode=settings.large_message_mode, store=store,
+        ttl=settings.message_ttl, room=item_room(delivery, ref.run_id, settings.message_encoding),
+    )  # fmt: skip
+    if delivery.plain:
+        return plain(await fit(texts))
+    first = first_item(blob.metadata)
+    if first is None:
+        raise ChunkError(f"the chunk has no {FIRST_METADATA} metadata, which its run's message envelope needs")
+    lines = await fit(chunk_lines(blob.data))
+    return shaped(lines, texts, delivery, ref.run_id, first, settings.message_encoding)
 
 
 async def _with_count(container: ContainerClient, ref: ChunkRef, blob: ChunkBlob | None) -> ChunkBlob | None:

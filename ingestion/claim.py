@@ -27,23 +27,43 @@ class ChunkClaim:
 
     @property
     def sent(self) -> int:
-        """Where sending resumes: every message before it was confirmed sent."""
+        """Where sending resumes: every item before it was confirmed sent."""
         return self._status.sent
 
-    async def checkpoint(self, sent: int, by_queue: tuple[int, ...] = ()) -> None:
-        lease_until = time.time() + self._lease_seconds
-        await self._write(replace(self._status, sent=sent, by_queue=by_queue, lease_until=lease_until))
+    @property
+    def by_queue(self) -> tuple[int, ...]:
+        return self._status.by_queue
 
-    async def complete(self, count: int, by_queue: tuple[int, ...] = ()) -> ChunkStatus:
-        done = replace(self._status, state="ingested", sent=count, count=count, by_queue=by_queue, lease_until=0.0)
+    @property
+    def queued(self) -> int | None:
+        return self._status.queued
+
+    async def checkpoint(self, sent: int, by_queue: tuple[int, ...] = (), queued: int | None = None) -> None:
+        lease_until = time.time() + self._lease_seconds
+        await self._write(replace(self._status, sent=sent, by_queue=by_queue, queued=queued, lease_until=lease_until,
+                                  waiting=""))  # fmt: skip
+
+    async def complete(self, count: int, by_queue: tuple[int, ...] = (), queued: int | None = None) -> ChunkStatus:
+        done = replace(self._status, state="ingested", sent=count, count=count, by_queue=by_queue, queued=queued,
+                       lease_until=0.0, waiting="")  # fmt: skip
         return await self._write(done)
+
+    async def wait_for_backlog(
+        self, sent: int, by_queue: tuple[int, ...] = (), queued: int | None = None
+    ) -> ChunkStatus:
+        """Sending pauses at `sent` while a target queue is over its run's max_backlog; the claim is let go
+        (the chunk comes back from the redrive queue) and the status says why it does not move."""
+        paused = replace(self._status, sent=sent, by_queue=by_queue, queued=queued, lease_until=0.0, waiting="backlog")
+        return await self._write(paused)
 
     async def fail(self, error: str) -> ChunkStatus:
         return await self._write(replace(self._status, state="failed", error=error, lease_until=0.0))
 
-    async def stop(self, sent: int, by_queue: tuple[int, ...] = ()) -> ChunkStatus:
-        """The run was stopped: `sent` messages are sent, the rest waits for a redrive."""
-        return await self._write(replace(self._status, state="stopped", sent=sent, by_queue=by_queue, lease_until=0.0))
+    async def stop(self, sent: int, by_queue: tuple[int, ...] = (), queued: int | None = None) -> ChunkStatus:
+        """The run was stopped: `sent` items are sent, the rest waits for a redrive."""
+        stopped = replace(self._status, state="stopped", sent=sent, by_queue=by_queue, queued=queued, lease_until=0.0,
+                          waiting="")  # fmt: skip
+        return await self._write(stopped)
 
     async def release(self) -> None:
         """Ends the lease early (after an error) so that a retry need not wait for it to expire."""

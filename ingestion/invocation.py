@@ -4,7 +4,8 @@ and the counters its metrics read).
 
 A chunk that finds every slot of its run taken is not lost and spends none of the host's retries: it
 goes back on the redrive queue, hidden for THROTTLE_RETRY_SECONDS, and the `redrive_chunk` trigger tries
-again then. A chunk that had stalled has its status touched at each hand-back, so the sweeper sees it is
+again then; so does one waiting on its run's `max_backlog` (ingestion/backlog.py), for
+BACKLOG_RETRY_SECONDS. A chunk that had stalled has its status touched at each hand-back, so the sweeper sees it is
 waiting, not stalled, and queues no second copy. If even that send fails the error propagates and the
 host retries the invocation; a chunk that still ends up never started is redriven by the sweeper
 (runs/sweep.py). A chunk whose run has no record (purged, or being purged) is not ingested.
@@ -63,10 +64,15 @@ async def ingest_within_limit(ctx: Context, ref: ChunkRef, blob: ChunkBlob | Non
         slots = ctx.clients.blobs.get_container_client(ctx.settings.runs_container)
         slot = await take_slot(slots, ref.run_id, limit, new_owner(), ctx.settings.lease_seconds)
         if slot is None:
-            await _hand_back(ctx, ref, limit)
+            await _hand_back(ctx, ref, ctx.settings.throttle_retry_seconds,
+                             f"it waits for one of its run's {limit} slots (max_concurrency)")  # fmt: skip
+            await _touch_if_stalled(ctx, ref)
             return None
         async with hold(slot, ctx.settings.lease_seconds):
             status = await ingest_chunk(ctx, ref, blob)
+    if status.waiting:  # a target queue is over the run's max_backlog: back later, holding nothing meanwhile
+        await _hand_back(ctx, ref, ctx.settings.backlog_retry_seconds, "a target queue is over its run's max_backlog")
+        return None
     seconds = time.monotonic() - started
     record_chunk(run_id=ref.run_id, state=status.state, enqueued=confirmed_in_scope(), retries=retries_in_scope(),
                  seconds=seconds)  # fmt: skip
@@ -88,13 +94,11 @@ def _log_outcome(ref: ChunkRef, status: ChunkStatus, seconds: float) -> None:
             status.sent, status.count, seconds=seconds)  # fmt: skip
 
 
-async def _hand_back(ctx: Context, ref: ChunkRef, limit: int) -> None:
-    delay = ctx.settings.throttle_retry_seconds
+async def _hand_back(ctx: Context, ref: ChunkRef, delay: int, why: str) -> None:
+    """The chunk goes back on the redrive queue, hidden `delay` seconds: not lost, and no host retry spent."""
     queue = await trigger_queue(ctx.clients.queues, ctx.settings.storage, ctx.settings.redrive_queue)
     await queue.send_message(ref.redrive_message(), visibility_timeout=delay)
-    await _touch_if_stalled(ctx, ref)
-    log.info("chunk %s waits for one of its run's %d slots (max_concurrency): retried in %d s",
-             ref.blob_name, limit, delay)  # fmt: skip
+    log.info("chunk %s handed back: %s; tried again in %d s", ref.blob_name, why, delay)
 
 
 async def _touch_if_stalled(ctx: Context, ref: ChunkRef) -> None:

@@ -10,11 +10,9 @@ from xml.sax.saxutils import escape
 from azure.storage.blob.aio import ContainerClient
 
 from core.contract import SERVICE_DEFAULT_TTL, TTL_METADATA, ChunkRef
+from core.delivery import MAX_MESSAGE_BYTES
 from core.errors import ChunkError
 from core.settings import LargeMessageMode, MessageEncoding
-
-MAX_MESSAGE_BYTES = 64 * 1024
-_ALWAYS_FITS = MAX_MESSAGE_BYTES * 3 // 4 // 4  # 4 UTF-8 bytes a character, base64 adds a third
 
 
 def encoded_size(text: str, encoding: MessageEncoding) -> int:
@@ -23,12 +21,14 @@ def encoded_size(text: str, encoding: MessageEncoding) -> int:
     return len(escape(text).encode("utf-8"))
 
 
-def oversized(messages: Sequence[str], encoding: MessageEncoding) -> list[int]:
-    """Positions of the messages that would not fit; short messages are not even measured."""
+def oversized(messages: Sequence[str], encoding: MessageEncoding, room: int = MAX_MESSAGE_BYTES) -> list[int]:
+    """Positions of the texts that would take more than `room` bytes encoded; short ones are not even measured
+    (a character takes at most 6: 4 UTF-8 bytes and base64's third, or `&amp;`)."""
+    always_fits = room // 6
     return [
         position
         for position, text in enumerate(messages)
-        if len(text) > _ALWAYS_FITS and encoded_size(text, encoding) > MAX_MESSAGE_BYTES
+        if len(text) > always_fits and encoded_size(text, encoding) > room
     ]
 
 
@@ -53,20 +53,28 @@ async def fit_messages(
     mode: LargeMessageMode,
     store: ContainerClient,
     ttl: int | None,
+    room: int = MAX_MESSAGE_BYTES,
 ) -> list[str]:
-    """The messages to send: an oversized one becomes a reference to a blob in `store` holding its payload,
-    which keeps `ttl` (the messages' time-to-live; None: the service's default) for a purge to go by."""
+    """The messages to send: one over `room` bytes encoded (the queue's limit less what the run's message
+    shape adds around an item) becomes a reference to a blob in `store` holding its payload, which keeps
+    `ttl` (the messages' time-to-live; None: the service's default) for a purge to go by."""
     if encoding == "none":
         check_xml_safe(messages)
-    positions = oversized(messages, encoding)
+    positions = oversized(messages, encoding, room)
     if not positions:
         return messages
     if mode == "reject":
         first = positions[0]
         size = encoded_size(messages[first], encoding)
+        shaped = (
+            ""
+            if room == MAX_MESSAGE_BYTES
+            else f" with the {MAX_MESSAGE_BYTES - room} bytes of the run's message shape"
+        )
         raise ChunkError(
             f"line {first + 1}: message is {size} bytes after {encoding} encoding, over the queue's "
-            f"{MAX_MESSAGE_BYTES}-byte limit (LARGE_MESSAGE_MODE=reject; set claim-check to store it as a blob)"
+            f"{MAX_MESSAGE_BYTES}-byte limit{shaped} (LARGE_MESSAGE_MODE=reject; set claim-check to store it as a "
+            "blob)"
         )
     container = store.container_name
     lifetime = SERVICE_DEFAULT_TTL if ttl is None else ttl

@@ -21,7 +21,7 @@ from putmessage.connection_pool import ConnectionPool
 from putmessage.pace import SendPace
 from putmessage.sender import PutMessageSender
 
-Send = Callable[[str], Awaitable[None]]
+Send = Callable[[str, str | None], Awaitable[None]]  # (message, key: what routes it; None: the message)
 
 
 def partition_of(text: str, partitions: int) -> int:
@@ -30,7 +30,8 @@ def partition_of(text: str, partitions: int) -> int:
 
 class Spread:
     """How many of messages[:sent] went to each target (empty with one target: `sent` says it all), counted
-    on from the last call: a chunk's checkpoints ask with a growing `sent`, and each message is hashed once."""
+    on from the last call: a chunk's checkpoints ask with a growing `sent`, and each message is hashed once.
+    `messages` are the keys the messages are routed by (a batch: its first item)."""
 
     def __init__(self, messages: Sequence[str], targets: int) -> None:
         self._messages = messages
@@ -108,10 +109,15 @@ async def target_sender(ctx: Context) -> Send:
         for account, queue in target_queues(ctx)
     ]
     if len(senders) == 1:
-        return senders[0]
+        only = senders[0]
 
-    async def send(text: str) -> None:
-        await senders[partition_of(text, len(senders))](text)
+        async def send_one(text: str, key: str | None = None) -> None:
+            await only(text)
+
+        return send_one
+
+    async def send(text: str, key: str | None = None) -> None:
+        await senders[partition_of(text if key is None else key, len(senders))](text)
 
     return send
 

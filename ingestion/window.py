@@ -11,15 +11,17 @@ Checkpoint = Callable[[int], Awaitable[bool | None]]  # False: stop (the run was
 
 
 async def send_window(
-    send: Callable[[str], Awaitable[object]],
+    send: Callable[..., Awaitable[object]],
     messages: Sequence[str],
     window: int,
     *,
     start: int = 0,
     checkpoint: Checkpoint | None = None,
     every: int = 1000,
+    keys: Sequence[str] | None = None,
 ) -> int:
     """Sends messages[start:] with at most `window` in flight; the first failure cancels the rest and is raised.
+    `send(message)`, or `send(message, key)` with `keys` (what routes each message to its queue).
     Returns how many are sent: `len(messages)`, or fewer when a checkpoint said stop.
 
     `checkpoint(n)` is awaited each time the confirmed prefix (every message before n sent) grows by
@@ -45,7 +47,7 @@ async def send_window(
                 await checkpoint_saved.wait()
             if stopping:
                 return
-            await send(messages[position])
+            await (send(messages[position]) if keys is None else send(messages[position], keys[position]))
             sent[position] = 1
             if position != confirmed:
                 continue

@@ -4,6 +4,7 @@ blob trigger fans out over a run's chunks in Azure; they share the process's Put
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Callable
 
@@ -76,6 +77,12 @@ async def ingest_pending_chunks(
         for ref in pending:
             with run_scope(run_id, ref.index):  # log lines carry the chunk, its Put Message retries are counted
                 status = await ingest_chunk(ctx, ref)
+                while status.waiting:  # a target queue is over the run's max_backlog: wait here for the consumer
+                    if progress:
+                        progress(f"chunk {ref.index} waits at {status.sent:,}: a target queue is over the run's "
+                                 f"max_backlog; looking again in {ctx.settings.backlog_retry_seconds} s")  # fmt: skip
+                    await asyncio.sleep(ctx.settings.backlog_retry_seconds)
+                    status = await ingest_chunk(ctx, ref)
             done += 1
             if progress:
                 progress(f"chunk {done}/{len(refs)} {status.state}: {status.sent:,} messages")

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+from dataclasses import replace
+
 from core.context import Context
 from core.contract import is_run_id
 from core.errors import RunNotFoundError
-from core.status import RunStatus, run_status
+from core.status import FINAL_STATES, RunStatus, run_status
+from ingestion.backlog import look, read_samples, ttl_warning
 
 
 def no_run(run_id: str) -> RunNotFoundError:
@@ -21,8 +25,14 @@ def checked_run_id(run_id: str) -> str:
 
 
 async def get_status(ctx: Context, run_id: str) -> RunStatus:
-    """The run's status, read now, with its failed chunks' errors and its messages by target queue."""
+    """The run's status, read now, with its failed chunks' errors and its messages by target queue; while
+    chunks wait on its max_backlog, the target queues' counts and a warning if they would expire unread."""
     status = await run_status(ctx.runs, checked_run_id(run_id), ctx.settings.queue_targets)
     if status is None:
         raise no_run(run_id)
+    if status.chunks.waiting and status.state not in FINAL_STATES:
+        backlog, samples = await asyncio.gather(look(ctx, status.max_backlog), read_samples(ctx, run_id))
+        warning = ttl_warning(samples, ctx.settings.message_ttl)
+        status = replace(status, backlog={"waiting_chunks": status.chunks.waiting, "queues": backlog.counts,
+                                          "warning": warning})  # fmt: skip
     return status

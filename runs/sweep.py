@@ -240,7 +240,14 @@ async def look_at_run(ctx: Context, run_id: str, now: float) -> RunSeen:
     # Stalled, and `stopped` ones too (stopped after a redrive lifted the run's stop), listed or not: the
     # redrive of one whose blob is gone marks it failed, saying so. Each redrive names the run's generation.
     generation = record.generation
-    stalled = [(index, chunk) for index, chunk in sorted(statuses.items()) if chunk.stalled(now, stale)]
+    # A chunk waiting on its run's max_backlog comes back by itself every BACKLOG_RETRY_SECONDS: stalled only
+    # when it has not for that long past `stale`.
+    waits = stale + ctx.settings.backlog_retry_seconds
+    stalled = [
+        (index, chunk)
+        for index, chunk in sorted(statuses.items())
+        if chunk.stalled(now, waits if chunk.waiting else stale)
+    ]
     due = [Due(ChunkRef(run_id, index, generation), chunk) for index, chunk in stalled]
     listed = set()
     async for blob in ctx.chunk_container.list_blobs(name_starts_with=run_prefix(run_id)):

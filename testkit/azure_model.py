@@ -314,6 +314,7 @@ class AzureModel:
             while (request := await read_request(reader)) is not None:
                 self.stats["requests"] += 1
                 self.stats["put_messages"] += request.queue is not None
+                self.stats[f"{service} {request.method.decode()}"] += 1  # requests by service and method
                 await asyncio.sleep(self._latency.sample())
                 if (busy := self._busy(request)) is not None:
                     writer.write(server_busy(busy, service, request))

@@ -153,21 +153,21 @@ class World:
         self._tries: dict[str, int] = {}  # a queue message's body → its deliveries that failed
         self._killed_loops: list[asyncio.AbstractEventLoop] = []
 
-    def run(self, chunk_size: int, max_failed_chunks: int) -> Seen:
+    def run(self, chunk_size: int, max_failed_chunks: int, **fields: Any) -> Seen:
+        """`fields`: more of the start request's body (a message shape, say)."""
         capture = LogCapture(self.seen.texts)
         logging.getLogger().addHandler(capture)
         try:
             with environment(self._env):
-                asyncio.run(self._main(chunk_size, max_failed_chunks))
+                asyncio.run(self._main({"chunk_size": chunk_size, "max_failed_chunks": max_failed_chunks, **fields}))
         finally:
             logging.getLogger().removeHandler(capture)
             self._bury_killed()
         return self.seen
 
-    async def _main(self, chunk_size: int, max_failed_chunks: int) -> None:
+    async def _main(self, fields: dict[str, Any]) -> None:
         try:
-            body = {"run_id": self._run_id, "chunk_size": chunk_size, "max_failed_chunks": max_failed_chunks}
-            started = await self._http("start_ingestion", post_ingestion(body))
+            started = await self._http("start_ingestion", post_ingestion({"run_id": self._run_id, **fields}))
             self.seen.started = started is not None and started.status_code in (202, 502)
             await self._until_still(with_schedule=True)
             status = await self._status()

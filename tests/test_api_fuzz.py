@@ -58,8 +58,9 @@ def test_every_operation_answers_as_documented_and_leaves_every_run_resumable(se
                 excluded_checks=[not_a_server_error, positive_data_acceptance],
                 timeout=30,
             )
-            if response.status_code == 400:  # a schema-valid request refused: only a token this app did not sign
-                assert response.json().get("field") == "continuation", response.text
+            if response.status_code == 400:  # a schema-valid request refused: only a token this app did not sign,
+                problem = response.json()  # or a batch_input over its 8 KiB, which JSON Schema cannot say
+                assert problem.get("field") == "continuation" or "bytes as JSON" in problem["detail"], response.text
             answered.setdefault(label, set()).add(response.status_code)  # noqa: B023 (called in this iteration only)
             assert "Traceback" not in response.text and 'File "' not in response.text
             if response.status_code >= 500 and response.status_code != 502:

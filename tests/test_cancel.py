@@ -67,8 +67,20 @@ def test_cancel_mid_run_stops_sending_within_a_checkpoint_and_a_redrive_finishes
 
     status = body_of(on_loop(functions["get_ingestion_status"](get_status("cancel-mid"))))
     assert status["state"] == "cancelled" and status["cancelled_at"]
-    assert status["chunks"] | {"total": 2} == {"total": 2, "ingested": 0, "failed": 0, "ingesting": 0, "stopped": 2}
-    assert status["messages"] == {"fetched": 3000, "enqueued": sent, "send_retries": 0}  # exactly what the queue holds
+    assert status["chunks"] | {"total": 2} == {
+        "total": 2,
+        "ingested": 0,
+        "failed": 0,
+        "ingesting": 0,
+        "stopped": 2,
+        "waiting": 0,
+    }
+    assert status["messages"] == {
+        "fetched": 3000,
+        "enqueued": sent,
+        "send_retries": 0,
+        "queue_messages": sent,
+    }  # exactly what the queue holds
     (event,) = events_of(probe, checkpointed)
     assert (event["run_id"], event["state"], event["messages"]["enqueued"]) == ("cancel-mid", "cancelled", sent)
 

@@ -5,16 +5,18 @@ any earlier page; an API that ignores the position asked for or shuffles its pag
 numbers and escapes kept as written, a lone surrogate; error statuses with reason phrases of any length,
 bodies that echo the request's secrets, bodies cut short with and without a length, stacked content
 encodings, trickling bytes, a next position to refuse) and a hostile schedule (invocations killed at any
-moment, deliveries doubled, cancel, redrive, purge, resume or a deleted chunk blob at any step). Each run
-goes through the app's own functions against Azurite (testkit/run_world.py) until the sweeper finds
-nothing more to do; a run that ended failed or cancelled is then redriven once against the source made
-healthy (the one documented action). Then, from the queue's side:
+moment, deliveries doubled, cancel, redrive, purge, resume or a deleted chunk blob at any step). Each run has
+a message shape (plain, an envelope, batches with or without either) and goes through the app's own functions
+against Azurite (testkit/run_world.py) until the sweeper finds nothing more to do; a run that ended failed or
+cancelled is then redriven once against the source made healthy (the one documented action).
+Then, from the queue's side:
 
 - I1 nothing lost: every item is in the queue, or the run is visibly failed naming why (its error, its
   failed chunks); an item missing from a completed run is in a chunk listed failed with its reason;
 - I2 nothing stranded: the run ends completed, failed or cancelled, and the sweeper moves it there;
 - I3 duplicates within the bound: the queue holds at most what the run took, plus
-  INGEST_CHECKPOINT_EVERY + INGEST_CONCURRENCY for each interruption;
+  INGEST_CHECKPOINT_EVERY + INGEST_CONCURRENCY messages (times `batch_max_items` IDs) for each interruption;
+  with an envelope, every copy of an item carries the same `seq`, and a completed run's seqs are 0..n-1;
 - I4 nothing endless: every invocation returns within INVOCATION_LIMIT, the run settles within MAX_STEPS,
   and a run takes at most SOURCE_MAX_READS_PER_ITEM times its distinct items, plus a page and 100;
 - I5 nothing leaked: no configured secret, nor any 12 characters of one, in any HTTP answer, status,
@@ -36,6 +38,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
+from fanout.messages import unpack
 from testkit.azure_model import AzureModel, ModelConfig
 from testkit.hostile_source import SETTINGS, Fault, HostileSource, SourceSpec
 from testkit.run_world import ACTIONS, CHECKPOINT, WINDOW, Schedule, World, world_env
@@ -114,6 +117,14 @@ storage_faults = st.sampled_from(
 )  # fmt: skip
 
 
+# The message shapes (core/delivery.py): plain as the source gave it, an envelope, batches of a few items
+# (a byte limit that cuts them early too), with a batch input.
+shapes = st.sampled_from([
+    {}, {"envelope": True}, {"batch_max_items": 3}, {"batch_max_items": 4, "envelope": True, "batch_max_bytes": 700},
+    {"batch_max_items": 50, "batch_input": {"job": "inv"}},
+])  # fmt: skip
+
+
 def app_settings(azurite: Any, source: HostileSource, spec: SourceSpec, budget: str) -> dict[str, str]:
     """The world's settings, the source reached with secrets in its URL and headers (which it may echo)."""
     url = source.url.replace("http://", f"http://reader:{PASSWORD}@") + f"?api_key={API_KEY}"
@@ -147,7 +158,7 @@ def content_fault(spec: SourceSpec) -> bool:
     spec=SourceSpec(mode="none", items=('"\u00bf\u00c0\U000147c3"',), pages=(), circle_to=None, ignores_position=False,
                     shuffles=True, changes_after=None, codings=(), faults=(), seed=0),
     schedule=Schedule(actions=((0, "delete-chunk"),), kills=(), doubled=frozenset([0, 1])),
-    chunk_size=24, budget="0", max_failed=0, storage=None,
+    chunk_size=24, budget="0", max_failed=0, storage=None, shape={},
 )  # fmt: skip
 @given(
     spec=hostile_sources(),
@@ -156,9 +167,10 @@ def content_fault(spec: SourceSpec) -> bool:
     budget=st.sampled_from(["0", "60"]),
     max_failed=st.integers(0, 2),
     storage=storage_faults,
+    shape=shapes,
 )
 def test_every_run_ends_with_nothing_lost_stranded_endless_or_leaked(
-    functions, azurite, spec, schedule, chunk_size, budget, max_failed, storage
+    functions, azurite, spec, schedule, chunk_size, budget, max_failed, storage, shape
 ):
     source = HostileSource(spec)
     model = None if storage is None else AzureModel(storage, queue_port=azurite.queue_port).start()
@@ -171,14 +183,17 @@ def test_every_run_ends_with_nothing_lost_stranded_endless_or_leaked(
             )
         world = World(functions, env, run_id, schedule, heal=lambda: setattr(source, "spec", spec.healthy()),
                       observe_with=azurite.connection_string)  # fmt: skip
-        seen = world.run(chunk_size, max_failed)
+        seen = world.run(chunk_size, max_failed, **shape)
     finally:
         source.stop()
         if model is not None:
             model.stop()
 
     status = seen.status
-    delivered = Counter(seen.messages)
+    batched, envelope = shape.get("batch_max_items", 1) > 1, shape.get("envelope", False)
+    unpacked = [unpack(message, batched=batched, envelope=envelope) for message in seen.messages]
+    items = [item for message in unpacked for item in message.items]  # what arrived, ID by ID
+    delivered = Counter(items)
     expected = {message_of(item) for item in spec.items if "\\udc00" not in item}
     failed_chunks = status.get("failed_chunks", [])
     story = f"status={json.dumps(status)[:2000]} seen={seen.failures[:3]} kills={seen.kills}"
@@ -190,6 +205,16 @@ def test_every_run_ends_with_nothing_lost_stranded_endless_or_leaked(
     assert seen.purged_with is not None or status.get("state") in ("completed", "failed", "cancelled"), story
     # I1 nothing lost
     assert set(delivered) <= expected | {message_of(item) for item in spec.items}, "a message no source item made"
+    if batched:
+        assert all(message.batch_input == shape.get("batch_input") for message in unpacked), story
+        assert all(1 <= len(message.items) <= shape["batch_max_items"] for message in unpacked), story
+    if envelope:  # the idempotency key: the same item under the same seq in every copy, seqs complete
+        keys = {(m.run_id, m.first_seq + i, item) for m in unpacked for i, item in enumerate(m.items)}
+        assert {run_id for run_id, _, _ in keys} <= {run_id} and len({seq for _, seq, _ in keys}) == len(keys), story
+        if not content_fault(spec):  # each item came once from the source: one seq for all its copies
+            assert len({item for _, _, item in keys}) == len(keys), story
+        if status.get("state") == "completed" and not failed_chunks and not content_fault(spec):
+            assert {seq for _, seq, _ in keys} == set(range(status["messages"]["fetched"])), story
     if seen.purged_with is not None:
         assert len(seen.messages) == seen.purged_with, "messages were sent for a run after it was purged"
     elif status["state"] == "completed":
@@ -204,13 +229,13 @@ def test_every_run_ends_with_nothing_lost_stranded_endless_or_leaked(
     # I3 duplicates within the bound, counted from the source's side: an honest source serves each ID once
     interruptions = seen.kills + len(schedule.actions) + len(schedule.doubled) + 1
     stored_twice = model.stats[f"reset_after {env['QUEUE_NAME']}"] if model is not None else 0  # answers lost
-    resent = interruptions * (CHECKPOINT + WINDOW) + stored_twice
+    resent = (interruptions * (CHECKPOINT + WINDOW) + stored_twice) * shape.get("batch_max_items", 1)  # in IDs
     distinct = len(set(spec.items))
     largest_page = max(spec.pages, default=len(spec.items))
     if content_fault(spec):  # it serves IDs again: what a run takes is bounded by what it found new (I4)
-        assert len(seen.messages) <= READS_PER_ITEM * distinct + 100 + largest_page + resent, story
+        assert len(items) <= READS_PER_ITEM * distinct + 100 + largest_page + resent, story
     else:
-        assert len(seen.messages) - len(delivered) <= resent, f"{len(seen.messages) - len(delivered)} dupes {story}"
+        assert len(items) - len(delivered) <= resent, f"{len(items) - len(delivered)} dupes {story}"
     # I4 nothing endless: what a run takes is bounded by what it found new
     fetched = (status.get("messages") or {}).get("fetched") or 0
     assert fetched <= READS_PER_ITEM * distinct + 100 + largest_page, story

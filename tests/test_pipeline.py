@@ -35,8 +35,8 @@ def test_every_source_id_reaches_the_queue_once(on_loop, functions, probe, monke
 
     status = body_of(on_loop(functions["get_ingestion_status"](get_status("spine-10k"))))
     assert status["state"] == "completed"
-    assert status["chunks"] == {"total": 2, "ingested": 2, "failed": 0, "ingesting": 0, "stopped": 0}
-    assert status["messages"] == {"fetched": 3000, "enqueued": 3000, "send_retries": 0}
+    assert status["chunks"] == {"total": 2, "ingested": 2, "failed": 0, "ingesting": 0, "stopped": 0, "waiting": 0}
+    assert status["messages"] == {"fetched": 3000, "enqueued": 3000, "send_retries": 0, "queue_messages": 3000}
     assert status["messages_by_queue"] == {f"AzureWebJobsStorage/{os.environ['QUEUE_NAME']}": 3000}
     assert status["completed_at"] >= status["chunked_at"] >= status["created_at"]
 

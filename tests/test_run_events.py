@@ -35,8 +35,8 @@ def test_racing_finishers_send_exactly_one_completion_event(on_loop, functions, 
 
     (event,) = events_of(probe, ids_300)
     assert event["run_id"] == "racing" and event["state"] == "completed"
-    assert event["chunks"] == {"total": 6, "ingested": 6, "failed": 0, "ingesting": 0, "stopped": 0}
-    assert event["messages"] == {"fetched": 300, "enqueued": 300, "send_retries": 0}
+    assert event["chunks"] == {"total": 6, "ingested": 6, "failed": 0, "ingesting": 0, "stopped": 0, "waiting": 0}
+    assert event["messages"] == {"fetched": 300, "enqueued": 300, "send_retries": 0, "queue_messages": 300}
     assert event["failed_chunks"] == [] and event["created_at"] <= event["completed_at"] <= event["finished_at"]
     assert sorted(probe.drain()) == sorted(demo_ids(300))
     assert status_of(on_loop, functions, "racing")["finished_at"] == event["finished_at"]

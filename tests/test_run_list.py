@@ -66,7 +66,7 @@ def test_runs_are_listed_newest_first_a_page_at_a_time(on_loop, functions, five_
     assert run["status_url"] == "http://localhost:7071/api/ingestions/listed-4"
     assert (run["state"], run["messages"], run["chunks"]["total"]) == (
         "ingesting",
-        {"fetched": 10, "enqueued": 0, "send_retries": 0},
+        {"fetched": 10, "enqueued": 0, "send_retries": 0, "queue_messages": 0},
         1,
     )
     assert "failed_chunks" not in run

@@ -67,7 +67,7 @@ def test_a_dropped_event_and_a_dead_invocation_are_redriven_by_one_sweep_and_a_l
     ids = demo_ids(400)
     assert sorted(probe.drain()) == sorted(ids[:100] + ids[200:])
     status = body_of(on_loop(functions["get_ingestion_status"](get_status("healing"))))
-    assert status["chunks"] == {"total": 4, "ingested": 3, "failed": 0, "ingesting": 1, "stopped": 0}
+    assert status["chunks"] == {"total": 4, "ingested": 3, "failed": 0, "ingesting": 1, "stopped": 0, "waiting": 0}
     assert status["sweeps"]["last_redriven"] == [2, 3] and status["sweeps"]["chunks_redriven"] == 2
 
 

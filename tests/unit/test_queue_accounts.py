@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import base64
+import json
 
 import pytest
 
+from core.delivery import Delivery
 from core.errors import SettingsError
 from core.run_store import ChunkStatus, RunRecord
 from core.settings import Settings
@@ -107,3 +109,13 @@ def test_the_demo_tally_counts_each_id_by_decoding_it_not_by_trusting_the_sender
         tally.record(base64.b64encode(text.encode()))
     tally.record(b"%%% not base64")
     assert (tally.received, tally.missing, tally.duplicates, tally.foreign) == (7, 2, 1, 3)  # 5 is past the count
+
+
+def test_the_demo_tally_unpacks_batches_and_checks_each_items_seq():
+    tally = Tally(6, Delivery(batch_max_items=3, envelope=True))
+    for first, indexes in ((0, [0, 1, 2]), (3, [3, 5, 4]), (0, [0, 1, 2])):  # 4 and 5 swapped; the first again
+        items = json.dumps([demo_id(index) for index in indexes])
+        tally.record(base64.b64encode(f'{{"run_id":"r","first_seq":{first},"items":{items}}}'.encode()))
+    tally.record(base64.b64encode(b'{"items": "not a list"}'))
+    assert (tally.received, tally.items, tally.missing, tally.duplicates) == (4, 9, 0, 3)
+    assert (tally.misplaced, tally.foreign, tally.unreadable) == (2, 1, 1)

@@ -25,7 +25,7 @@ def test_the_event_names_the_run_its_state_counts_times_and_failed_chunks():
     ])  # fmt: skip
     event = run_event(status, "2026-11-23T19:00:03.000Z")
     assert (event["run_id"], event["state"], event["finished_at"]) == ("r", "failed", "2026-11-23T19:00:03.000Z")
-    assert event["messages"] == {"fetched": 20, "enqueued": 10, "send_retries": 0}
+    assert event["messages"] == {"fetched": 20, "enqueued": 10, "send_retries": 0, "queue_messages": 10}
     assert event["failed_chunks"] == [{"index": 0, "error": "line 1 is not valid JSON"}]
 
 

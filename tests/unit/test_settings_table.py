@@ -36,6 +36,7 @@ def test_every_module_level_setting_is_in_the_table_once():
         "chunking",
         "ingestion",
         "queues",
+        "delivery",
         "runs",
         "telemetry",
     ]

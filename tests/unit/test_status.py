@@ -86,8 +86,9 @@ def test_counts_and_failed_chunks_are_summed_from_the_chunks():
     status = derive_status(
         chunked(4, 1), [chunk(0, "ingested", 10), failed, chunk(2, "ingesting", 5), chunk(3, "stopped", 2)]
     )
-    assert status.to_json()["chunks"] == {"total": 4, "ingested": 1, "failed": 1, "ingesting": 1, "stopped": 1}
-    assert status.to_json()["messages"] == {"fetched": 40, "enqueued": 20, "send_retries": 0}
+    chunks = {"total": 4, "ingested": 1, "failed": 1, "ingesting": 1, "stopped": 1, "waiting": 0}
+    assert status.to_json()["chunks"] == chunks
+    assert status.to_json()["messages"] == {"fetched": 40, "enqueued": 20, "send_retries": 0, "queue_messages": 20}
     assert status.to_json()["failed_chunks"] == [{"index": 1, "error": "line 4 is not JSON"}]
     assert status.completed_at is None
     assert "settled" not in status.to_json()

@@ -1,0 +1,79 @@
+"""The shape of a run's queue messages: one item each as the source gave it (the default), or JSON
+objects carrying several items (`batch_max_items`), an idempotency key (`envelope`: `run_id` and `seq`,
+the item's 0-based position in the source's order), or both. The shape is the run's, kept in its record
+from its start: a resume or a redrive builds the same messages with the same `seq`.
+
+Shapes (items as chunk lines: an ID as a JSON string, an object item as the object):
+- plain: the ID's text, or the item's JSON text;
+- envelope: `{"run_id": R, "seq": N, "item": ITEM}`;
+- batch: `{"run_id": R, "first_seq": N, "batch_input": {...}, "items": [ITEM, ...]}`, `run_id` and
+  `first_seq` with `envelope` only, `batch_input` when the run has one.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+from xml.sax.saxutils import escape
+
+MAX_MESSAGE_BYTES = 64 * 1024  # a queue message, after encoding
+BATCH_INPUT_MAX_BYTES = 8 * 1024  # `batch_input` as compact JSON
+MAX_SEQ_DIGITS = 19  # a position in the source: SOURCE_MAX_ITEMS is far below 10**19
+_compact = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """How a run's items become queue messages; `batch_max_bytes` counts a message after encoding."""
+
+    batch_max_items: int = 1
+    batch_max_bytes: int = MAX_MESSAGE_BYTES
+    batch_input: dict[str, Any] | None = None
+    envelope: bool = False
+
+    @property
+    def plain(self) -> bool:
+        """Each item is its own message, as the source gave it."""
+        return self.batch_max_items == 1 and not self.envelope
+
+    @property
+    def batched(self) -> bool:
+        return self.batch_max_items > 1
+
+    def prefix(self, run_id: str, seq: int) -> str:
+        """A message's text before its first item."""
+        head = f'{{"run_id":{_compact(run_id)},' if self.envelope else "{"
+        if not self.batched:
+            return f'{head}"seq":{seq},"item":'
+        if self.envelope:
+            head += f'"first_seq":{seq},'
+        if self.batch_input is not None:
+            head += f'"batch_input":{_compact(self.batch_input)},'
+        return head + '"items":['
+
+    @property
+    def suffix(self) -> str:
+        return "]}" if self.batched else "}"
+
+    def overhead(self, run_id: str) -> int:
+        """The most bytes (UTF-8, before encoding) a message adds around its items: with the longest `seq`."""
+        return len((self.prefix(run_id, 10**MAX_SEQ_DIGITS - 1) + self.suffix).encode("utf-8"))
+
+
+def item_room(delivery: Delivery, run_id: str, encoding: str) -> int:
+    """The most an item (its JSON, encoded as `encoding` measures it) may take for its message, alone, to fit
+    in MAX_MESSAGE_BYTES; a bigger one follows LARGE_MESSAGE_MODE."""
+    if delivery.plain:
+        return MAX_MESSAGE_BYTES
+    wrapper = delivery.prefix(run_id, 10**MAX_SEQ_DIGITS - 1) + delivery.suffix
+    if encoding == "base64":
+        return (MAX_MESSAGE_BYTES // 4 * 3 - len(wrapper.encode("utf-8"))) // 3 * 4
+    return MAX_MESSAGE_BYTES - len(escape(wrapper).encode("utf-8"))
+
+
+def least_batch_bytes(delivery: Delivery, run_id_chars: int = 63) -> int:
+    """The smallest `batch_max_bytes` that leaves room for an item: the overhead of a message with the
+    longest run id and `seq`, base64 encoded (the larger of the two encodings), and a short ID."""
+    raw = delivery.overhead("r" * run_id_chars) + 64
+    return 4 * ((raw + 2) // 3)
