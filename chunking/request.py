@@ -7,6 +7,7 @@ reads the bounds from there, and so does the OpenAPI document (api/openapi.py), 
 from __future__ import annotations
 
 import json
+import math
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from core.settings import (
 )
 
 _MAX_INT_DIGITS = 20
+BATCH_INPUT_MAX_DEPTH = 32
 # The least batch_max_bytes: room for one item in a batch with an envelope and the longest run id; with a
 # batch_input, of the largest one (what the OpenAPI document can state without knowing the run).
 LEAST_BATCH_BYTES = least_batch_bytes(Delivery(batch_max_items=2, envelope=True))
@@ -109,12 +111,34 @@ def _boolean(field: RequestField, value: object, settings: Settings) -> bool:
 
 
 def _batch_input(field: RequestField, value: object, settings: Settings) -> dict[str, Any]:
+    """A JSON object every batch carries as it is: so one that any consumer's parser reads (Unicode text, at
+    most BATCH_INPUT_MAX_DEPTH deep; non-finite numbers never reach here: the body refuses them)."""
     if not isinstance(value, dict):
         raise RequestError(f"batch_input must be a JSON object, got {type(value).__name__}", field=field.name)
-    size = len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+    if _depth(value) > BATCH_INPUT_MAX_DEPTH:
+        raise RequestError(f"batch_input is nested deeper than {BATCH_INPUT_MAX_DEPTH} levels", field=field.name)
+    try:
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    except UnicodeEncodeError:
+        raise RequestError(
+            "batch_input holds a lone surrogate (\\ud800-\\udfff): not Unicode text", field=field.name
+        ) from None
+    size = len(text)
     if size > BATCH_INPUT_MAX_BYTES:
         raise RequestError(f"batch_input is {size} bytes as JSON, over {BATCH_INPUT_MAX_BYTES}", field=field.name)
     return value
+
+
+def _depth(value: object) -> int:
+    """How deep arrays and objects nest in `value` (a scalar: 0), without recursion."""
+    deepest, level = 0, [(value, 1)]
+    while level:
+        node, depth = level.pop()
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else None
+        if children is not None:
+            deepest = max(deepest, depth)
+            level.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def _run_id(field: RequestField, value: object, settings: Settings) -> str:
@@ -162,8 +186,9 @@ FIELDS: tuple[RequestField, ...] = (
         lambda settings: settings.batch_max_items, _integer,
     ),
     RequestField(
-        "batch_max_bytes", "a batch message's most bytes as the queue stores it (base64); default and most: the "
-        f"queue's 64 KiB; with a `batch_input`, at least {LEAST_BATCH_BYTES_WITH_INPUT}",
+        "batch_max_bytes", "a batch closes before the item that would take it past this many bytes as the queue "
+        "stores it (base64 or XML-escaped, the larger); an item bigger on its own goes alone, up to the queue's "
+        f"64 KiB; default and most: 64 KiB; with a `batch_input`, at least {LEAST_BATCH_BYTES_WITH_INPUT}",
         {"type": "integer", "minimum": LEAST_BATCH_BYTES, "maximum": MAX_MESSAGE_BYTES},
         lambda settings: MAX_MESSAGE_BYTES, _integer,
     ),
@@ -225,10 +250,10 @@ def _check_delivery(request: IngestionRequest) -> None:
 
 def body_dependencies(settings: Settings) -> dict[str, Any]:
     """`_check_delivery` as the body's JSON Schema `dependentSchemas`, under `settings`' defaults."""
-    batches: dict[str, Any] = {"minimum": 2} if settings.batch_max_items == 1 else {}
     return {"batch_input": {
-        "properties": {"batch_max_items": batches, "batch_max_bytes": {"minimum": LEAST_BATCH_BYTES_WITH_INPUT}},
-        **({"required": ["batch_max_items"]} if batches else {}),
+        "properties": {"batch_max_items": {"minimum": 2},
+                       "batch_max_bytes": {"minimum": LEAST_BATCH_BYTES_WITH_INPUT}},
+        **({"required": ["batch_max_items"]} if settings.batch_max_items == 1 else {}),
     }}  # fmt: skip
 
 
@@ -236,7 +261,7 @@ def _json_object(body: bytes) -> dict[str, Any]:
     if not body.strip():
         return {}
     try:
-        value = json.loads(body, parse_int=_bounded_int)
+        value = json.loads(body, parse_int=_bounded_int, parse_float=_finite, parse_constant=_no_constant)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise RequestError(f"body is not valid JSON: {exc}") from None
     except RecursionError:
@@ -244,6 +269,17 @@ def _json_object(body: bytes) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise RequestError(f"body must be a JSON object, got {type(value).__name__}")
     return value
+
+
+def _finite(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise RequestError(f"body holds the number {text[:40]}, too large for a float; JSON has no infinity")
+    return number
+
+
+def _no_constant(text: str) -> float:
+    raise RequestError(f"body holds {text}, which is not JSON (no consumer's parser reads it)")
 
 
 def _bounded_int(text: str) -> int:

@@ -162,13 +162,22 @@ class ChunkStatus:
         """Queue messages sent: `sent` unless its run batches items."""
         return self.sent if self.queued is None else self.queued
 
+    @property
+    def waits_on_backlog(self) -> bool:
+        """Paused at its checkpoint while a target queue is over its run's max_backlog; its hand-back (or the
+        sweeper, should that be lost) brings it back. A chunk in any other state waits on nothing."""
+        return self.state == "ingesting" and self.waiting == "backlog"
+
     def leased(self, now: float) -> bool:
         """A sender holds the chunk and has renewed its claim in time."""
         return self.state == "ingesting" and self.lease_until > now
 
     def pending(self, now: float) -> bool:
-        """It needs sending again: failed, stopped at a checkpoint, or left `ingesting` with its lease run out."""
-        return self.state in ("failed", "stopped") or (self.state == "ingesting" and not self.leased(now))
+        """It needs sending again: failed, stopped at a checkpoint, or left `ingesting` with its lease run out
+        (but for one that waits on the backlog: its hand-back is scheduled already)."""
+        return self.state in ("failed", "stopped") or (
+            self.state == "ingesting" and not self.leased(now) and not self.waits_on_backlog
+        )
 
     def stalled(self, now: float, stale: float) -> bool:
         """Left by its sender and unmoved for `stale` seconds: `ingesting` with its lease run out, or `stopped`

@@ -184,7 +184,7 @@ def derive_status(
             failed=len(failed),
             ingesting=sum(chunk.state == "ingesting" for chunk in chunks),
             stopped=stopped,
-            waiting=sum(chunk.state == "ingesting" and bool(chunk.waiting) for chunk in chunks),
+            waiting=sum(chunk.waits_on_backlog for chunk in chunks),
         ),
         messages=MessageCounts(
             fetched=record.messages,

@@ -154,8 +154,8 @@ async def _outgoing(ctx: Context, ref: ChunkRef, record: RunRecord, blob: ChunkB
     first = first_item(blob.metadata)
     if first is None:
         raise ChunkError(f"the chunk has no {FIRST_METADATA} metadata, which its run's message envelope needs")
-    lines = await fit(chunk_lines(blob.data))
-    return shaped(lines, texts, delivery, ref.run_id, first, settings.message_encoding)
+    lines = await fit(chunk_lines(blob.data), payloads=texts)  # sized as written in a message, stored as text
+    return shaped(lines, texts, delivery, ref.run_id, first)
 
 
 async def _with_count(container: ContainerClient, ref: ChunkRef, blob: ChunkBlob | None) -> ChunkBlob | None:

@@ -57,7 +57,7 @@ class ChunkClaim:
         return await self._write(paused)
 
     async def fail(self, error: str) -> ChunkStatus:
-        return await self._write(replace(self._status, state="failed", error=error, lease_until=0.0))
+        return await self._write(replace(self._status, state="failed", error=error, lease_until=0.0, waiting=""))
 
     async def stop(self, sent: int, by_queue: tuple[int, ...] = (), queued: int | None = None) -> ChunkStatus:
         """The run was stopped: `sent` items are sent, the rest waits for a redrive."""

@@ -23,7 +23,7 @@ from core.contract import ChunkRef
 from core.errors import UpdateConflictError
 from core.logs import did
 from core.run_scope import confirmed_in_scope, retries_in_scope
-from core.run_store import FINAL_CHUNK_STATES, ChunkStatus, new_owner, utc_now
+from core.run_store import FINAL_CHUNK_STATES, ChunkStatus, new_owner, timestamp, utc_now
 from core.storage import trigger_queue
 from core.telemetry import record_chunk
 from ingestion.chunk import ChunkBlob, delivered_generation, ingest_chunk
@@ -46,6 +46,10 @@ async def ingest_within_limit(ctx: Context, ref: ChunkRef, blob: ChunkBlob | Non
             seconds=time.monotonic() - started,
         )
         return before
+    if before is not None and _handed_back_by_another(before, ctx.settings.backlog_retry_seconds):
+        did(log, "chunk %s waits on its run's max_backlog and another copy's hand-back is due: this one ends",
+            ref.blob_name, seconds=time.monotonic() - started)  # fmt: skip
+        return None
     record = await ctx.runs.get(ref.run_id)
     if record is None:
         log.warning("chunk %s not ingested: its run has no record (purged, or being purged); nothing sent",
@@ -70,7 +74,7 @@ async def ingest_within_limit(ctx: Context, ref: ChunkRef, blob: ChunkBlob | Non
             return None
         async with hold(slot, ctx.settings.lease_seconds):
             status = await ingest_chunk(ctx, ref, blob)
-    if status.waiting:  # a target queue is over the run's max_backlog: back later, holding nothing meanwhile
+    if status.waits_on_backlog:  # a target queue is over the run's max_backlog: back later, holding nothing meanwhile
         await _hand_back(ctx, ref, ctx.settings.backlog_retry_seconds, "a target queue is over its run's max_backlog")
         return None
     seconds = time.monotonic() - started
@@ -78,6 +82,13 @@ async def ingest_within_limit(ctx: Context, ref: ChunkRef, blob: ChunkBlob | Non
                  seconds=seconds)  # fmt: skip
     _log_outcome(ref, status, seconds)
     return status
+
+
+def _handed_back_by_another(status: ChunkStatus, retry_seconds: int) -> bool:
+    """The chunk waits on its backlog since less than its hand-back's delay: that hand-back (hidden as long)
+    is still to come, so this delivery is another copy (a redrive, a doubled event): it ends, and copies of
+    one waiting chunk never multiply."""
+    return status.waits_on_backlog and time.time() - timestamp(status.updated_at) < retry_seconds * 0.9
 
 
 def _log_outcome(ref: ChunkRef, status: ChunkStatus, seconds: float) -> None:

@@ -54,10 +54,12 @@ async def fit_messages(
     store: ContainerClient,
     ttl: int | None,
     room: int = MAX_MESSAGE_BYTES,
+    payloads: Sequence[str] | None = None,
 ) -> list[str]:
     """The messages to send: one over `room` bytes encoded (the queue's limit less what the run's message
-    shape adds around an item) becomes a reference to a blob in `store` holding its payload, which keeps
-    `ttl` (the messages' time-to-live; None: the service's default) for a purge to go by."""
+    shape adds around an item) becomes a reference to a blob in `store` holding its payload (`payloads[i]`,
+    default the message itself: the item's text whatever the run's shape), which keeps `ttl` (the messages'
+    time-to-live; None: the service's default) for a purge to go by."""
     if encoding == "none":
         check_xml_safe(messages)
     positions = oversized(messages, encoding, room)
@@ -81,7 +83,7 @@ async def fit_messages(
     fitted = list(messages)
     for position in positions:
         name = ref.claim_check_blob(position)
-        payload = messages[position].encode("utf-8")
+        payload = (messages if payloads is None else payloads)[position].encode("utf-8")
         await store.upload_blob(name, payload, overwrite=True, metadata={TTL_METADATA: str(lifetime)})
         fitted[position] = json.dumps({"claim_check": {"container": container, "blob": name, "bytes": len(payload)}})
     return fitted

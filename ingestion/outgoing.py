@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from xml.sax.saxutils import escape
 
 from core.delivery import Delivery
-from core.settings import MessageEncoding
 
 
 @dataclass(frozen=True)
@@ -43,19 +42,19 @@ def plain(messages: Sequence[str]) -> Outgoing:
     return Outgoing(messages, messages, len(messages))
 
 
-def _encoded(raw: int, escaped: int, encoding: MessageEncoding) -> int:
-    return 4 * ((raw + 2) // 3) if encoding == "base64" else escaped
+def _encoded(raw: int, escaped: int) -> int:
+    """A message's bytes in the larger of the two encodings: so the cut is the same under either, and a
+    resume after QUEUE_MESSAGE_ENCODING changed builds the same messages with the same `seq`."""
+    return max(4 * ((raw + 2) // 3), escaped)
 
 
-def shaped(
-    lines: Sequence[str], texts: Sequence[str], delivery: Delivery, run_id: str, first_seq: int,
-    encoding: MessageEncoding,
-) -> Outgoing:  # fmt: skip
+def shaped(lines: Sequence[str], texts: Sequence[str], delivery: Delivery, run_id: str, first_seq: int) -> Outgoing:
     """The messages of a chunk whose items are `lines` (JSON, as in the chunk; a claim-checked item is its
     reference object) and whose texts are `texts`; item i is the source's item `first_seq + i`.
 
     A batch closes at `batch_max_items`, or before the item that would take it past `batch_max_bytes`
-    after encoding; a batch holds at least one item (one too big for the limit goes alone)."""
+    in either encoding (base64 or XML-escaped, whichever is larger); a batch holds at least one item (one
+    too big for the limit goes alone, up to the queue's 64 KiB)."""
     if not delivery.batched:
         enveloped = [f"{delivery.prefix(run_id, first_seq + i)}{line}}}" for i, line in enumerate(lines)]
         return Outgoing(enveloped, texts, len(lines), range(len(lines)))
@@ -73,7 +72,7 @@ def shaped(
     for position, line in enumerate(lines):
         size = len(line.encode("utf-8")) + 1  # and a comma, or the suffix's first byte
         grown = size + len(escape(line).encode("utf-8")) - len(line.encode("utf-8"))
-        if parts and (len(parts) > delivery.batch_max_items or _encoded(raw + size, escaped + grown, encoding) > limit):
+        if parts and (len(parts) > delivery.batch_max_items or _encoded(raw + size, escaped + grown) > limit):
             close()
             parts = []
         if not parts:

@@ -12,10 +12,11 @@ from chunking.chunker import chunk_onward
 from chunking.chunking_claim import ChunkingClaim
 from chunking.request import IngestionRequest
 from core.context import Context
+from core.contract import ChunkRef
 from core.errors import RunConflictError, UpdateConflictError
 from core.run_events import settle_run
 from core.run_scope import run_scope
-from core.run_store import run_chunks
+from core.run_store import ChunkStatus, run_chunks
 from core.status import RunStatus
 from core.together import run_together
 from ingestion.chunk import ingest_chunk
@@ -75,19 +76,26 @@ async def ingest_pending_chunks(
     async def ingest_next() -> None:
         nonlocal done
         for ref in pending:
-            with run_scope(run_id, ref.index):  # log lines carry the chunk, its Put Message retries are counted
-                status = await ingest_chunk(ctx, ref)
-                while status.waiting:  # a target queue is over the run's max_backlog: wait here for the consumer
-                    if progress:
-                        progress(f"chunk {ref.index} waits at {status.sent:,}: a target queue is over the run's "
-                                 f"max_backlog; looking again in {ctx.settings.backlog_retry_seconds} s")  # fmt: skip
-                    await asyncio.sleep(ctx.settings.backlog_retry_seconds)
-                    status = await ingest_chunk(ctx, ref)
+            status = await ingest_here(ctx, ref, progress)
             done += 1
             if progress:
                 progress(f"chunk {done}/{len(refs)} {status.state}: {status.sent:,} messages")
 
     await run_together(ingest_next() for _ in range(parallel))
+
+
+async def ingest_here(ctx: Context, ref: ChunkRef, progress: Progress | None = None) -> ChunkStatus:
+    """The chunk ingested from its checkpoint in this process, waiting here (not handed back: nothing would
+    take it up) while a target queue is over its run's max_backlog; its final status."""
+    with run_scope(ref.run_id, ref.index):  # log lines carry the chunk, its Put Message retries are counted
+        status = await ingest_chunk(ctx, ref)
+        while status.waits_on_backlog:
+            if progress:
+                progress(f"chunk {ref.index} waits at {status.sent:,}: a target queue is over the run's "
+                         f"max_backlog; looking again in {ctx.settings.backlog_retry_seconds} s")  # fmt: skip
+            await asyncio.sleep(ctx.settings.backlog_retry_seconds)
+            status = await ingest_chunk(ctx, ref)
+    return status
 
 
 async def _ingest_and_report(ctx: Context, run_id: str, progress: Progress | None, parallel: int) -> RunStatus:

@@ -26,8 +26,8 @@ from core.logs import did
 from core.run_scope import run_scope
 from core.run_store import ChunkState, ChunkStatus, RunRecord, run_chunks, utc_now
 from core.storage import trigger_queue
-from ingestion.chunk import ingest_chunk
 from ingestion.invocation import ingest_within_limit
+from runs.local import ingest_here
 from runs.status import checked_run_id, no_run
 
 log = logging.getLogger(__name__)
@@ -121,14 +121,18 @@ async def redrive_run(ctx: Context, run_id: str, *, here: bool = False) -> Redri
     return result
 
 
-async def chunks_to_redrive(ctx: Context, record: RunRecord) -> list[tuple[ChunkRef, ChunkStatus | None]]:
+async def chunks_to_redrive(
+    ctx: Context, record: RunRecord, *, here: bool = False
+) -> list[tuple[ChunkRef, ChunkStatus | None]]:
     """The run's chunks that need a redrive, in order, each with its status as it stands: those its
-    record counts but storage lost too (ingesting one marks it failed, saying so)."""
+    record counts but storage lost too (ingesting one marks it failed, saying so). A chunk waiting on its
+    run's backlog has its hand-back queued already; `here` (this process ingests them) takes it too."""
     statuses = {status.index: status for status in await ctx.runs.chunk_statuses(record.run_id)}
     now = time.time()
     refs = await run_chunks(ctx.chunk_container, record)
     due = [(ref, statuses.get(ref.index)) for ref in refs]
-    return [(ref, status) for ref, status in due if status is None or status.pending(now)]  # or never started
+    return [(ref, status) for ref, status in due
+            if status is None or status.pending(now) or (here and status.waits_on_backlog)]  # fmt: skip
 
 
 async def _schedule(ctx: Context, reopened: Reopened) -> None:
@@ -151,9 +155,8 @@ async def _redrive_here(ctx: Context, run_id: str, reopened: Reopened) -> list[R
     if record is None:
         raise no_run(run_id)
     redriven = []
-    for ref, previous in await chunks_to_redrive(ctx, record):
-        with run_scope(run_id, ref.index):
-            status = await ingest_chunk(ctx, ref)
+    for ref, previous in await chunks_to_redrive(ctx, record, here=True):
+        status = await ingest_here(ctx, ref)
         queued = status.sent - (previous.sent if previous else 0)
         redriven.append(RedrivenChunk(ref.index, status.state, queued, status.error))
     return redriven

@@ -246,7 +246,7 @@ async def look_at_run(ctx: Context, run_id: str, now: float) -> RunSeen:
     stalled = [
         (index, chunk)
         for index, chunk in sorted(statuses.items())
-        if chunk.stalled(now, waits if chunk.waiting else stale)
+        if chunk.stalled(now, waits if chunk.waits_on_backlog else stale)
     ]
     due = [Due(ChunkRef(run_id, index, generation), chunk) for index, chunk in stalled]
     listed = set()
