@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import re
 from collections import Counter
+from collections.abc import Callable
 
-from testkit.loop_server import LoopServer
+from testkit.loop_server import LoopServer, pipe
 
 _REQUEST_LINE = re.compile(rb"(GET|PUT|POST|DELETE|HEAD|MERGE|PATCH|OPTIONS) /\S* HTTP/1\.1\r\n")
 
@@ -23,20 +24,17 @@ class CountingProxy(LoopServer):
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
-        await asyncio.gather(self._pipe(reader, upstream_writer, count=True), self._pipe(upstream_reader, writer))
+        await asyncio.gather(pipe(reader, upstream_writer, self._counter()), pipe(upstream_reader, writer))
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, count: bool = False) -> None:
-        carried = b""  # the end of the last read: a request line may straddle two reads
-        try:
-            while data := await reader.read(65536):
-                if count:
-                    window = carried + data
-                    found = (m for m in _REQUEST_LINE.finditer(window) if m.end() > len(carried))
-                    self.requests.update(match.group(1).decode() for match in found)
-                    carried = window[-300:]
-                writer.write(data)
-                await writer.drain()
-        except ConnectionError:
-            pass
-        finally:
-            writer.close()
+    def _counter(self) -> Callable[[bytes], None]:
+        """Counts the request lines of one connection's reads (a line may straddle two reads)."""
+        carried = b""
+
+        def count(data: bytes) -> None:
+            nonlocal carried
+            window = carried + data
+            found = (m for m in _REQUEST_LINE.finditer(window) if m.end() > len(carried))
+            self.requests.update(match.group(1).decode() for match in found)
+            carried = window[-300:]
+
+        return count

@@ -70,8 +70,9 @@ def shaped(lines: Sequence[str], texts: Sequence[str], delivery: Delivery, run_i
         messages.append("".join(parts) + suffix)
 
     for position, line in enumerate(lines):
-        size = len(line.encode("utf-8")) + 1  # and a comma, or the suffix's first byte
-        grown = size + len(escape(line).encode("utf-8")) - len(line.encode("utf-8"))
+        written = len(line.encode("utf-8"))
+        size = written + 1  # and a comma, or the suffix's first byte
+        grown = size + len(escape(line).encode("utf-8")) - written
         if parts and (len(parts) > delivery.batch_max_items or _encoded(raw + size, escaped + grown) > limit):
             close()
             parts = []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 from typing import Self
 
 
@@ -34,3 +35,19 @@ class LoopServer:
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         raise NotImplementedError
+
+
+async def pipe(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, seen: Callable[[bytes], None] | None = None
+) -> None:
+    """Copies `reader` to `writer` until either end closes, each read shown to `seen` first."""
+    try:
+        while data := await reader.read(65536):
+            if seen is not None:
+                seen(data)
+            writer.write(data)
+            await writer.drain()
+    except ConnectionError:
+        pass
+    finally:
+        writer.close()

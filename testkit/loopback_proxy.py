@@ -9,7 +9,7 @@ import asyncio
 import base64
 from collections import Counter
 
-from testkit.loop_server import LoopServer
+from testkit.loop_server import LoopServer, pipe
 
 
 class LoopbackProxy(LoopServer):
@@ -52,15 +52,4 @@ class LoopbackProxy(LoopServer):
         self.tunnels[target] += 1
         upstream_reader, upstream_writer = await asyncio.open_connection(self.hosts[host.strip("[]")], int(port))
         writer.write(f"HTTP/1.1 {status}\r\n\r\n".encode())
-        await asyncio.gather(_pipe(reader, upstream_writer), _pipe(upstream_reader, writer))
-
-
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-    except ConnectionError:
-        pass
-    finally:
-        writer.close()
+        await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
