@@ -24,13 +24,16 @@ KEY = f"key-{secrets.token_hex(8)}"
 EXAMPLES = 5  # per operation
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def served(shared_azurite, demo_api):
+    """A `fanout serve` of its own for each test, its queues and
+    containers new: no run another test left is its work."""
     env = {
         **os.environ, "AzureWebJobsStorage": shared_azurite.connection_string, "FANOUT_FUNCTION_KEY": KEY,
         "SOURCE_URL": f"{demo_api.url}?count=40", "QUEUE_NAME": f"fuzz-{secrets.token_hex(4)}",
         "RUN_EVENTS_QUEUE": f"fuzz-events-{secrets.token_hex(4)}",
-        "REDRIVE_QUEUE": f"fuzz-redrives-{secrets.token_hex(4)}",
+        "REDRIVE_QUEUE": f"fuzz-redrives-{secrets.token_hex(4)}", "CHUNK_CONTAINER": f"fuzz-{secrets.token_hex(4)}",
+        "RUNS_CONTAINER": f"fuzz-runs-{secrets.token_hex(4)}",
     }  # fmt: skip
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "fanout", "serve", "--port", str(port)], cwd=PROJECT_ROOT,
