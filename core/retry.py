@@ -14,6 +14,7 @@ and when to give up:
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import time
 from collections.abc import Callable
@@ -39,7 +40,8 @@ def backoff_delay(policy: RetryPolicy, attempt: int, retry_after: float | None =
 
 
 def retry_after_seconds(header: str | None) -> float | None:
-    """Retry-After as seconds: either a number of seconds or an HTTP date; None when absent or unreadable."""
+    """Retry-After as finite seconds ≥ 0: either a number of seconds or an HTTP date; None when absent or
+    unreadable. Callers bound it to what they will wait."""
     if not header:
         return None
     try:
@@ -47,7 +49,7 @@ def retry_after_seconds(header: str | None) -> float | None:
     except ValueError:
         pass
     else:
-        return max(0.0, seconds) if seconds == seconds else None  # NaN is no answer
+        return max(0.0, seconds) if math.isfinite(seconds) else None  # NaN or infinity is no answer
     try:
         when = parsedate_to_datetime(header)
     except (TypeError, ValueError, IndexError):

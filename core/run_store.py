@@ -15,7 +15,7 @@ import os
 import re
 import secrets
 import socket
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal, cast
@@ -385,7 +385,7 @@ class RunStore:
             props = await self._container.get_blob_client(ref.status_blob).get_blob_properties()
         except ResourceNotFoundError:
             return None
-        return await self._status_from(ref.status_blob, props.metadata, props.etag)
+        return await self._with_error(ref.run_id, _status_from(ref.status_blob, ref.index, props.metadata, props.etag))
 
     async def put_chunk_status(
         self, ref: ChunkRef, status: ChunkStatus, *, expected: ChunkStatus | None
@@ -415,38 +415,25 @@ class RunStore:
 
     async def chunk_statuses(self, run_id: str, *, with_errors: bool = True) -> list[ChunkStatus]:
         """Every chunk status of the run, in order; `with_errors`: read failed chunks' errors too (a read each)."""
-        prefix = chunk_statuses_prefix(run_id)
-        listing = self._container.list_blobs(name_starts_with=prefix, include=["metadata"])
-        statuses = [
-            self._status_from(blob.name, blob.metadata, blob.etag, with_errors)
-            async for blob in listing
-            if _STATUS_NAME.fullmatch(blob.name.removeprefix(prefix))  # another name there is no chunk's status
-        ]
-        return sorted(await asyncio.gather(*statuses), key=lambda status: status.index)
+        statuses = [status async for status in self.listed_chunk_statuses(run_id)]
+        if with_errors:
+            statuses = list(await asyncio.gather(*(self._with_error(run_id, status) for status in statuses)))
+        return sorted(statuses, key=lambda status: status.index)
 
-    async def _status_from(
-        self, name: str, metadata: dict[str, str], etag: str, with_error: bool = True
-    ) -> ChunkStatus:
-        state = metadata.get("state", "")
-        if state not in CHUNK_STATES or not all(metadata.get(key, "").isdigit() for key in ("index", "sent", "count")):
-            raise ContractError(f"chunk status {name} is out of shape (state {state[:40]!r}); delete it to redrive it")
-        error = None
-        if state == "failed" and with_error:
-            data = await self._download(name)
-            error = None if data is None else data.decode("utf-8", "replace")
-        try:
-            return ChunkStatus(
-                index=int(metadata["index"]), state=cast(ChunkState, state), sent=int(metadata["sent"]),
-                count=int(metadata["count"]),
-                updated_at=metadata.get("updated_at", ""), error=error, owner=metadata.get("owner") or None,
-                lease_until=float(metadata.get("lease_until") or 0), etag=etag,
-                by_queue=tuple(int(count) for count in (metadata.get("by_queue") or "").split(",") if count),
-                retries=int(metadata.get("retries") or 0),
-                queued=int(metadata["queued"]) if metadata.get("queued", "").isdigit() else None,
-                waiting=metadata.get("waiting", ""),
-            )  # fmt: skip
-        except ValueError:
-            raise ContractError(f"chunk status {name} is out of shape; delete it to redrive it") from None
+    async def listed_chunk_statuses(self, run_id: str) -> AsyncIterator[ChunkStatus]:
+        """The run's chunk statuses as the listing brings them (by name, not by index), without errors: memory
+        and event-loop time per page of the listing, however many chunks."""
+        prefix = chunk_statuses_prefix(run_id)
+        async for blob in self._container.list_blobs(name_starts_with=prefix, include=["metadata"]):
+            if _STATUS_NAME.fullmatch(blob.name.removeprefix(prefix)):  # another name there is no chunk's status
+                yield _status_from(blob.name, int(blob.name.removeprefix(prefix)), blob.metadata, blob.etag)
+
+    async def _with_error(self, run_id: str, status: ChunkStatus) -> ChunkStatus:
+        """A failed chunk's status with its error (a read); any other as it is."""
+        if status.state != "failed":
+            return status
+        data = await self._download(ChunkRef(run_id, status.index).status_blob)
+        return replace(status, error=None if data is None else data.decode("utf-8", "replace"))
 
     async def sweep_log(self, run_id: str) -> tuple[dict[str, Any], str | None]:
         """What the sweeper did for the run (empty if nothing yet), and the ETag to save it over."""
@@ -517,3 +504,25 @@ def _from_json(data: bytes) -> RunRecord:
         return RunRecord(**known, resume=ResumePosition.from_json(resume) if resume else None)
     except (ValueError, TypeError, AttributeError, RecursionError, ContractError):
         raise ContractError(f"a run record is out of shape: {data[:100]!r}") from None
+
+
+def _status_from(name: str, index: int, metadata: dict[str, str], etag: str) -> ChunkStatus:
+    """The status its blob's metadata holds, its error not read; ContractError unless it is whole and names the
+    chunk its blob's name does (a stray index would stand for a chunk that does not exist)."""
+    state = metadata.get("state", "")
+    if state not in CHUNK_STATES or not all(metadata.get(key, "").isdigit() for key in ("index", "sent", "count")):
+        raise ContractError(f"chunk status {name} is out of shape (state {state[:40]!r}); delete it to redrive it")
+    if int(metadata["index"]) != index:
+        raise ContractError(f"chunk status {name} names chunk {metadata['index'][:20]}; delete it to redrive it")
+    try:
+        return ChunkStatus(
+            index=index, state=cast(ChunkState, state), sent=int(metadata["sent"]), count=int(metadata["count"]),
+            updated_at=metadata.get("updated_at", ""), owner=metadata.get("owner") or None,
+            lease_until=float(metadata.get("lease_until") or 0), etag=etag,
+            by_queue=tuple(int(count) for count in (metadata.get("by_queue") or "").split(",") if count),
+            retries=int(metadata.get("retries") or 0),
+            queued=int(metadata["queued"]) if metadata.get("queued", "").isdigit() else None,
+            waiting=metadata.get("waiting", ""),
+        )  # fmt: skip
+    except ValueError:
+        raise ContractError(f"chunk status {name} is out of shape; delete it to redrive it") from None

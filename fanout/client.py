@@ -11,6 +11,7 @@ status None when no answer came. The function key goes in `x-functions-key`, nev
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from typing import Any, Self
@@ -22,6 +23,7 @@ from core.retry import retry_after_seconds
 
 Json = dict[str, Any]
 FINAL_STATES = ("completed", "failed", "cancelled")
+LEAST_LOOK_SECONDS, MOST_LOOK_SECONDS = 1.0, 60.0  # `wait`'s bounds on any Retry-After, widened by its interval
 
 
 class FanoutApiError(Exception):
@@ -72,16 +74,22 @@ class FanoutClient:
         on_status: Callable[[Json], None] = lambda status: None,
     ) -> Json:  # fmt: skip
         """Looks at the run until it is final (its last status), waiting what each answer's Retry-After says
-        (else `interval`); TimeoutError past `timeout` seconds."""
+        (else `interval`), never less than min(`interval`, 1 s) nor more than max(`interval`, 60 s), whatever
+        an answer says; TimeoutError once `timeout` seconds passed, after a last look at the deadline."""
+        if not 0 < interval < math.inf or (timeout is not None and not 0 <= timeout < math.inf):
+            raise ValueError(f"interval must be > 0 and timeout ≥ 0 seconds, finite; got {interval}, {timeout}")
+        least, most = min(interval, LEAST_LOOK_SECONDS), max(interval, MOST_LOOK_SECONDS)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             status, retry_after = self.status(run_id)
             on_status(status)
             if status.get("state") in FINAL_STATES:
                 return status
-            wait = interval if retry_after is None else retry_after
-            if deadline is not None and time.monotonic() + wait > deadline:
-                raise TimeoutError(f"run {run_id!r} is still {status.get('state')} after {timeout} s")
+            wait = min(max(interval if retry_after is None else retry_after, least), most)
+            if deadline is not None:
+                if (left := deadline - time.monotonic()) <= 0:
+                    raise TimeoutError(f"run {run_id!r} is still {status.get('state')} after {timeout} s")
+                wait = min(wait, left)
             time.sleep(wait)
 
     def list(

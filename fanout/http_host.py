@@ -50,10 +50,11 @@ class HttpRoute:
 
     @property
     def pattern(self) -> re.Pattern[str]:
+        """The template's literal segments in any case, as the host matches them; parameters as written."""
         return re.compile("".join(
             f"(?P<{part[1:-1].split(':')[0]}>[^/]+)" if _PARAMETER.fullmatch(part) else re.escape(part)
             for part in re.split(r"(\{[^}]*\})", self.template)
-        ))  # fmt: skip
+        ), re.IGNORECASE)  # fmt: skip
 
     @property
     def literal_segments(self) -> int:
@@ -82,9 +83,9 @@ class HttpRoutes:
 
     def match(self, method: str, path: str) -> tuple[HttpRoute, dict[str, str]] | None:
         """The route a request's method and path name, with its route parameters; None when none does."""
-        if not path.startswith(ROUTE_PREFIX):
+        if not path.lower().startswith(ROUTE_PREFIX):
             return None
-        rest = path.removeprefix(ROUTE_PREFIX).rstrip("/")
+        rest = path[len(ROUTE_PREFIX) :].rstrip("/")
         for route in self.routes:
             found = route.pattern.fullmatch(rest)
             if found and method.upper() in route.methods:
@@ -113,7 +114,8 @@ class HttpRoutes:
         if self.key is None or route.auth_level == "ANONYMOUS":
             return True
         given = params.get("code") or {name.lower(): value for name, value in headers.items()}.get("x-functions-key")
-        return given is not None and secrets.compare_digest(given.encode(), self.key.encode())
+        # a header's bytes that are no UTF-8 reach here as surrogates: they are a wrong key, not a failure
+        return given is not None and secrets.compare_digest(given.encode("utf-8", "surrogateescape"), self.key.encode())
 
 
 def host_problem(status: int, detail: str) -> func.HttpResponse:

@@ -42,6 +42,7 @@ class LoopbackApi:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body go out as two writes: no 40 ms delayed-ACK stall
 
             def do_GET(self) -> None:
                 (respond or send)(self)

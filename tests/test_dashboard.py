@@ -8,7 +8,7 @@ import re
 from collections.abc import Iterator
 
 import pytest
-from playwright.sync_api import Browser, Page, Request, expect, sync_playwright
+from playwright.sync_api import Browser, Page, Request, Route, expect, sync_playwright
 
 from testkit.dashboard_world import CHROMIUM, CHROMIUM_ARGS, IDS, KEY, DashboardWorld, dashboard_world
 
@@ -132,3 +132,36 @@ def test_the_list_pages_with_its_continuation(world: DashboardWorld, page: Page)
     page.click("#newer")
     expect(page.locator("#list-info")).to_contain_text("Page 1", timeout=WAIT_MS)
     assert page.locator("#runs tr").inner_text() == first
+
+
+def test_a_failed_look_at_a_running_run_shows_why_and_the_page_keeps_looking(world: DashboardWorld, page: Page) -> None:
+    run_id = _start(page, source="slow", **{"chunk-size": "10"})
+    looks: list[str] = []
+
+    def fail_the_first_looks(route: Route) -> None:
+        looks.append(route.request.url)
+        if len(looks) == 1:
+            route.abort("connectionreset")
+        elif len(looks) == 2:
+            route.fulfill(status=503, body="Service Unavailable", content_type="text/plain")
+        else:
+            route.continue_()
+
+    page.route(lambda url: url.endswith(f"/ingestions/{run_id}"), fail_the_first_looks)
+    expect(page.locator("#run-state")).to_contain_text("no answer from the app", timeout=WAIT_MS)
+    expect(page.locator("#run-state")).to_contain_text("HTTP 503: Service Unavailable (looking again", timeout=WAIT_MS)
+    world.api("POST", f"ingestions/{run_id}/cancel")  # the page learns of it only by looking again
+
+    expect(page.locator("#run-state")).to_have_text("cancelled", timeout=WAIT_MS)
+    assert len(looks) >= 3
+
+
+def test_a_list_that_got_no_answer_says_so_and_loads_on_refresh(world: DashboardWorld, page: Page) -> None:
+    expect(page.locator("#list-info")).to_contain_text("Page 1", timeout=WAIT_MS)
+    page.route(lambda url: "/ingestions?" in url, lambda route: route.abort("connectionrefused"))
+    page.click("#refresh-list")
+    expect(page.locator("#list-info")).to_contain_text("no answer from the app", timeout=WAIT_MS)
+
+    page.unroute_all()
+    page.click("#refresh-list")
+    expect(page.locator("#list-info")).to_contain_text("Page 1", timeout=WAIT_MS)

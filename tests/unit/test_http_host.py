@@ -7,6 +7,8 @@ import asyncio
 import json
 
 import azure.functions as func
+from hypothesis import given
+from hypothesis import strategies as st
 
 from fanout.http_host import HttpRoutes
 
@@ -66,3 +68,18 @@ def test_a_function_route_answers_401_without_the_key_and_an_anonymous_one_does_
         assert answer.mimetype == "application/problem+json"
         assert "x-functions-key" in json.loads(answer.get_body())["detail"]
     assert _answer("GET", "http://h/api/open").get_body() == b"open"
+
+
+@given(st.binary(max_size=40))
+def test_any_key_header_bytes_get_a_401_or_the_function_never_a_failure(raw: bytes) -> None:
+    given_key = raw.decode("utf-8", "surrogateescape")  # how a server hands over bytes that are no UTF-8
+    answer = _answer("POST", "http://h/api/things/7/stop", {"x-functions-key": given_key})
+    assert answer.status_code == (202 if raw == b"the-key" else 401)
+    assert _answer("GET", "http://h/api/things/7", {"x-functions-key": given_key + "\udcff"}).status_code == 401
+
+
+@given(st.sampled_from(["api/things", "API/Things", "Api/THINGS", "aPi/tHiNgS"]))
+def test_a_routes_literal_segments_match_in_any_case_its_parameters_keep_theirs(prefix: str) -> None:
+    answer = _answer("GET", f"http://h/{prefix}/MiXeD?code=the-key")
+    assert answer.status_code == 200 and json.loads(answer.get_body())["route"] == {"thing_id": "MiXeD"}
+    assert _answer("POST", f"http://h/{prefix}/7/STOP?code=the-key").status_code == 202
