@@ -10,7 +10,12 @@ event loop, as the Python worker runs every `async def` function on one loop:
 - queue triggers: messages read base64-decoded, invisible while handled, deleted when the function
   returns, visible again at once when it raises, and moved to `{queue}-poison` after `MAX_TRIES`
   deliveries, as the host's `maxDequeueCount` does;
-- timer triggers: called on their NCRONTAB schedule (`second minute hour day month weekday`).
+- timer triggers: called on their NCRONTAB schedule (`second minute hour day month weekday`);
+- a storage failure (a listing or receive that fails, storage down) is logged at warning with the trigger's
+  name and polled again after a pause that doubles from `POLL_SECONDS` up to `MAX_PAUSE_SECONDS`, back to
+  `POLL_SECONDS` once a poll succeeds; a message that could not be deleted, released or moved to poison
+  is logged and comes back when its visibility ends (the app's checkpoints make the repeat harmless).
+  No Exception ends a trigger, nor the others, nor the HTTP side.
 
 What it has seen lives in memory: a restarted `serve` hands every chunk blob over once more, and the
 ingestion's own checkpoints make that send nothing twice.
@@ -18,13 +23,14 @@ ingestion's own checkpoints make that send nothing twice.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import datetime
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import azure.functions as func
 from aiohttp import web
@@ -39,6 +45,7 @@ from fanout.http_host import HttpRoutes, bindings_of, call_function
 from runs.local import default_parallel
 
 POLL_SECONDS = 1.0
+MAX_PAUSE_SECONDS = 30.0  # the longest pause between polls after failures in a row
 MAX_TRIES = 5  # host.json's poisonBlobThreshold and maxDequeueCount
 QUEUE_BATCH = 8  # host.json's queues.batchSize
 VISIBILITY_SECONDS = 600  # a message is invisible while its function runs (the host renews it; 10 min is plenty here)
@@ -51,33 +58,70 @@ def blob_input(container: str, name: str, data: bytes, metadata: dict[str, str] 
     return func.blob.InputStream(data=data, name=f"{container}/{name}", length=len(data), metadata=metadata)
 
 
+class Trigger(abc.ABC):
+    """A non-HTTP trigger: `poll` does one round of its work, `run` polls for ever."""
+
+    @property
+    @abc.abstractmethod
+    def name(self) -> str:
+        """What the logs call it."""
+
+    @abc.abstractmethod
+    async def poll(self, ctx: Context) -> bool:
+        """One round of work; True when more waits at once."""
+
+    async def run(self, ctx: Context) -> NoReturn:
+        """Polls until cancelled; no Exception ends it. When a poll leaves nothing waiting the next comes
+        `POLL_SECONDS` later. A failed poll is logged once at warning, and the pause doubles with each failure in
+        a row, up to `MAX_PAUSE_SECONDS`; a poll that succeeds brings it back to `POLL_SECONDS`."""
+        pause = POLL_SECONDS
+        while True:
+            try:
+                more = await self.poll(ctx)
+            except Exception:
+                log.warning("%s failed; polled again in %.0f s", self.name, pause, exc_info=True)
+                await asyncio.sleep(pause)
+                pause = min(2 * pause, MAX_PAUSE_SECONDS)
+                continue
+            pause = POLL_SECONDS
+            if not more:
+                await asyncio.sleep(POLL_SECONDS)
+
+
 @dataclass
-class BlobTrigger:
-    """Polls one container and hands each new blob to a blob-triggered function."""
+class BlobTrigger(Trigger):
+    """Polls one container and hands each new blob to a blob-triggered function, `parallel` at a time."""
 
     container: str
     function: Callable[[Any], Any]
     parallel: int
     seen: set[tuple[str, str]] = field(default_factory=set)
     tries: dict[tuple[str, str], int] = field(default_factory=dict)
+    _running: set[asyncio.Task[None]] = field(default_factory=set, init=False)  # hand-overs, held till done
+    _slots: asyncio.Semaphore = field(init=False)
 
-    async def run(self, ctx: Context) -> None:
+    def __post_init__(self) -> None:
+        self._slots = asyncio.Semaphore(self.parallel)
+
+    @property
+    def name(self) -> str:
+        return f"blob trigger on {self.container}"
+
+    async def poll(self, ctx: Context) -> bool:
+        """Lists the container once and starts handing over each blob not seen yet; False: nothing more waits."""
         client = ctx.clients.blobs.get_container_client(self.container)
-        slots = asyncio.Semaphore(self.parallel)
-        running: set[asyncio.Task[None]] = set()
-        while True:
-            with contextlib.suppress(ResourceNotFoundError):
-                async for blob in client.list_blobs():
-                    seen = (blob.name, str(blob.etag))
-                    if seen not in self.seen:
-                        self.seen.add(seen)
-                        await slots.acquire()
-                        task = asyncio.create_task(self._hand_over(client, seen, slots))
-                        running.add(task)
-                        task.add_done_callback(running.discard)
-            await asyncio.sleep(POLL_SECONDS)
+        with contextlib.suppress(ResourceNotFoundError):
+            async for blob in client.list_blobs():
+                seen = (blob.name, str(blob.etag))
+                if seen not in self.seen:
+                    self.seen.add(seen)
+                    await self._slots.acquire()
+                    task = asyncio.create_task(self._hand_over(client, seen))
+                    self._running.add(task)
+                    task.add_done_callback(self._running.discard)
+        return False
 
-    async def _hand_over(self, client: Any, seen: tuple[str, str], slots: asyncio.Semaphore) -> None:
+    async def _hand_over(self, client: Any, seen: tuple[str, str]) -> None:
         name = seen[0]
         try:
             download = await client.download_blob(name)
@@ -93,31 +137,43 @@ class BlobTrigger:
             else:
                 log.error("blob %s/%s failed %d times: poison, not tried again", self.container, name, tries)
         finally:
-            slots.release()
+            self._slots.release()
 
 
 @dataclass(frozen=True)
-class QueueTrigger:
+class QueueTrigger(Trigger):
     """Reads one queue and hands each message to a queue-triggered function."""
 
     queue: str
     function: Callable[[Any], Any]
 
-    async def run(self, ctx: Context) -> None:
+    @property
+    def name(self) -> str:
+        return f"queue trigger on {self.queue}"
+
+    async def poll(self, ctx: Context) -> bool:
+        """Receives one batch and hands its messages over together; True: the batch was full, more may wait."""
         queues = ctx.clients.queues
         client = queues.get_queue_client(self.queue, message_decode_policy=TextBase64DecodePolicy())
         poison = queues.get_queue_client(f"{self.queue}-poison", message_encode_policy=TextBase64EncodePolicy())
-        while True:
-            handled = 0
-            with contextlib.suppress(ResourceNotFoundError):  # the app creates the queue when it first sends
-                batch = client.receive_messages(max_messages=QUEUE_BATCH, visibility_timeout=VISIBILITY_SECONDS)
-                messages = [message async for message in batch]
-                handled = len(messages)
-                await asyncio.gather(*(self._hand_over(client, poison, message) for message in messages))
-            if handled < QUEUE_BATCH:
-                await asyncio.sleep(POLL_SECONDS)
+        try:
+            batch = client.receive_messages(max_messages=QUEUE_BATCH, visibility_timeout=VISIBILITY_SECONDS)
+            messages = [message async for message in batch]
+        except ResourceNotFoundError:
+            return False  # the app creates the queue when it first sends
+        await asyncio.gather(*(self._hand_over(client, poison, message) for message in messages))
+        return len(messages) == QUEUE_BATCH
 
     async def _hand_over(self, client: Any, poison: Any, message: Any) -> None:
+        """Never raises, so that no message stops its batch: one that could not be deleted, made visible or
+        moved to poison is logged, and comes back when its visibility ends (unless it is gone)."""
+        try:
+            await self._deliver(client, poison, message)
+        except Exception:
+            log.warning("message %s on %s not settled: it comes back when its visibility ends", message.id,
+                        self.queue, exc_info=True)  # fmt: skip
+
+    async def _deliver(self, client: Any, poison: Any, message: Any) -> None:
         body = message.content.encode() if isinstance(message.content, str) else bytes(message.content or b"")
         try:
             queued = func.QueueMessage(id=message.id, body=body, pop_receipt=message.pop_receipt)
@@ -136,25 +192,30 @@ class QueueTrigger:
         await client.delete_message(message)
 
 
-@dataclass(frozen=True)
-class TimerTrigger:
-    """Calls a timer-triggered function on its NCRONTAB schedule."""
+@dataclass
+class TimerTrigger(Trigger):
+    """Calls a timer-triggered function on its NCRONTAB schedule, counted from when the trigger was made."""
 
     schedule: str
     function: Callable[[Any], Any]
+    _times: croniter = field(init=False)
 
-    async def run(self, ctx: Context) -> None:
-        times = croniter(self.schedule, datetime.datetime.now(datetime.UTC), second_at_beginning=True)
-        while True:
-            due: datetime.datetime = times.get_next(datetime.datetime)
-            await asyncio.sleep(max(0.0, (due - datetime.datetime.now(datetime.UTC)).total_seconds()))
-            try:
-                await call_function(self.function, TimerRequest(past_due=False, schedule={"AdjustForDST": True}))
-            except Exception:
-                log.error("timer %s failed; it runs again at its next time", self.schedule, exc_info=True)
+    def __post_init__(self) -> None:
+        self._times = croniter(self.schedule, datetime.datetime.now(datetime.UTC), second_at_beginning=True)
 
+    @property
+    def name(self) -> str:
+        return f"timer trigger {self.schedule}"
 
-Trigger = BlobTrigger | QueueTrigger | TimerTrigger
+    async def poll(self, ctx: Context) -> bool:
+        """Waits for the next time and calls the function; True: the next wait begins at once."""
+        due: datetime.datetime = self._times.get_next(datetime.datetime)
+        await asyncio.sleep(max(0.0, (due - datetime.datetime.now(datetime.UTC)).total_seconds()))
+        try:
+            await call_function(self.function, TimerRequest(past_due=False, schedule={"AdjustForDST": True}))
+        except Exception:
+            log.error("timer %s failed; it runs again at its next time", self.schedule, exc_info=True)
+        return True
 
 
 def triggers_of(functions: list[Any], parallel: int) -> list[Trigger]:
@@ -188,7 +249,8 @@ def http_app(routes: HttpRoutes) -> web.Application:
 
 
 async def serve(port: int, key: str | None, ready: Callable[[str], None] = print) -> None:
-    """Serves the app on 127.0.0.1:`port` and runs its triggers until cancelled."""
+    """Serves the app on 127.0.0.1:`port` and polls its triggers until cancelled: each trigger on its own,
+    none of them stopped by an Exception, so no storage failure ends another trigger or the HTTP side."""
     import function_app  # reads the settings: imported once the environment is as it will stay
 
     functions = function_app.app.get_functions()  # may be called once per app object
