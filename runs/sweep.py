@@ -277,13 +277,18 @@ def _last_change(record: RunRecord, statuses: Iterable[ChunkStatus], stop: RunSt
 
 async def _count_redrives(ctx: Context, run_id: str, swept_at: str, chunks: list[Due]) -> tuple[list[Due], list[Due]]:
     """Adds the sweep to the run's sweep log (ETag-guarded against a concurrent sweep): the chunks it
-    redrives, each one's count of redrives without progress. Returns (to redrive, to mark failed)."""
+    redrives, each one's count of redrives without progress (a chunk waiting on its backlog has none: it is
+    held up by design). Returns (to redrive, to mark failed)."""
     for _ in range(_SAVE_ATTEMPTS):
         current, etag = await ctx.runs.sweep_log(run_id)
         counts: dict[str, Any] = dict(current.get("redrives_by_chunk") or {})
         to_redrive, to_fail = [], []
         for due in chunks:
             key = str(due.ref.index)
+            if due.status is not None and due.status.waits_on_backlog:  # its sender came and found the backlog
+                to_redrive.append(due)  # full: the consumer holds it up, no storage error; never failed for it
+                counts.pop(key, None)
+                continue
             before = counts.get(key) or {}
             redrives = int(before.get("redrives", 0)) + 1 if int(before.get("sent", -1)) == due.sent else 1
             if redrives > ctx.settings.sweep_give_up_after:

@@ -70,6 +70,7 @@ def world_env(connection: str, source_url: str, pagination: dict[str, str], **se
         "INGEST_CONCURRENCY": str(WINDOW),
         "INGEST_LEASE_SECONDS": "1",
         "SWEEP_STALE_SECONDS": "1",
+        "BACKLOG_RETRY_SECONDS": "1",
         "STORAGE_MAX_RETRIES": "2",
         "STORAGE_RETRY_BACKOFF": "0.01",
         **settings,
@@ -152,9 +153,12 @@ class World:
         self._delivered: dict[str, int] = {}  # chunk blob → 1 once delivered, else minus its failed tries
         self._tries: dict[str, int] = {}  # a queue message's body → its deliveries that failed
         self._killed_loops: list[asyncio.AbstractEventLoop] = []
+        self._consumes = 0  # messages a consumer takes a step: a run with a max_backlog waits on it
 
     def run(self, chunk_size: int, max_failed_chunks: int, **fields: Any) -> Seen:
-        """`fields`: more of the start request's body (a message shape, say)."""
+        """`fields`: more of the start request's body (a message shape, say); with a `max_backlog`, a consumer
+        takes two messages a step from the queue while the run goes on."""
+        self._consumes = 2 if fields.get("max_backlog") else 0
         capture = LogCapture(self.seen.texts)
         logging.getLogger().addHandler(capture)
         try:
@@ -179,7 +183,7 @@ class World:
             self.seen.status = await self._status()
         finally:
             await close_storage_clients()
-        self.seen.messages = self._probe.drain()
+        self.seen.messages += self._probe.drain()
         self.seen.events = [json.loads(message.content) for message in _received(self._events, 3600)]
         self.seen.texts += [json.dumps(event) for event in self.seen.events]
         self.seen.texts.append(json.dumps(self.seen.status))
@@ -191,6 +195,8 @@ class World:
         for step in range(MAX_STEPS):
             if with_schedule and step in self._actions:
                 await self._act(self._actions[step])
+            if self._consumes:
+                self.seen.messages += self._probe.consume(self._consumes)
             if await self._deliver_one():
                 quiet_sweeps = 0
                 continue
@@ -236,13 +242,15 @@ class World:
         return bool(report.chunks_redriven or resumed or report.events_sent or report.failed)
 
     async def _claimed(self) -> bool:
-        """Whether a live claim (chunking's, or a chunk's) still holds the run: then it is not over yet."""
+        """Whether a live claim (chunking's, or a chunk's) still holds the run, or a chunk waits on its backlog
+        (its hand-back is due): then it is not over yet."""
         ctx = await app_context()
         record = await ctx.runs.get(self._run_id)
         now = time.time()
         if record is not None and record.leased(now):
             return True
-        return any(status.leased(now) for status in await ctx.runs.chunk_statuses(self._run_id))
+        statuses = await ctx.runs.chunk_statuses(self._run_id)
+        return any(status.leased(now) or status.waits_on_backlog for status in statuses)
 
     async def _act(self, action: str) -> None:
         run = self._run_id
@@ -253,7 +261,7 @@ class World:
         elif action == "purge":
             answer = await self._http("delete_ingestion", delete_request(run))
             if answer is not None and answer.status_code == 200:
-                self.seen.purged_with = self._probe.queue_length()
+                self.seen.purged_with = len(self.seen.messages) + self._probe.queue_length()
         elif action == "resume":
             with _refused_quietly():
                 await asyncio.wait_for(resume_here(await app_context(), run), INVOCATION_LIMIT)

@@ -42,6 +42,16 @@ class StorageProbe:
                 return bodies
             bodies.extend(message.content for message in batch)
 
+    def consume(self, most: int) -> list[str]:
+        """A consumer's turn: up to `most` message bodies received and deleted (the backlog shrinks by them)."""
+        try:
+            batch = list(self.queue.receive_messages(max_messages=most, visibility_timeout=60))
+        except ResourceNotFoundError:
+            return []  # nothing was ever sent
+        for message in batch:
+            self.queue.delete_message(message)
+        return [message.content for message in batch]
+
     def chunk_names(self, run_id: str) -> list[str]:
         try:
             return sorted(blob.name for blob in self.chunks.list_blobs(name_starts_with=f"{run_id}/"))

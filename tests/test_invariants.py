@@ -118,10 +118,11 @@ storage_faults = st.sampled_from(
 
 
 # The message shapes (core/delivery.py): plain as the source gave it, an envelope, batches of a few items
-# (a byte limit that cuts them early too), with a batch input.
+# (a byte limit that cuts them early too), with a batch input; or held by a max_backlog while a consumer drains.
 shapes = st.sampled_from([
     {}, {"envelope": True}, {"batch_max_items": 3}, {"batch_max_items": 4, "envelope": True, "batch_max_bytes": 700},
     {"batch_max_items": 50, "batch_input": {"job": "inv"}},
+    {"max_backlog": 2}, {"max_backlog": 3, "batch_max_items": 2, "envelope": True},  # a consumer drains the queue
 ])  # fmt: skip
 
 
@@ -159,6 +160,12 @@ def content_fault(spec: SourceSpec) -> bool:
                     shuffles=True, changes_after=None, codings=(), faults=(), seed=0),
     schedule=Schedule(actions=((0, "delete-chunk"),), kills=(), doubled=frozenset([0, 1])),
     chunk_size=24, budget="0", max_failed=0, storage=None, shape={},
+)  # fmt: skip
+@example(  # a run held by its max_backlog, killed, doubled and cancelled while it waits
+    spec=SourceSpec(mode="page", items=tuple(f'"id-{k}"' for k in range(30)), pages=(10, 10, 10), circle_to=None,
+                    ignores_position=False, shuffles=False, changes_after=None, codings=(), faults=(), seed=0),
+    schedule=Schedule(actions=((12, "cancel"), (20, "redrive")), kills=((6, 0.05),), doubled=frozenset([3])),
+    chunk_size=4, budget="60", max_failed=0, storage=None, shape={"max_backlog": 2},
 )  # fmt: skip
 @given(
     spec=hostile_sources(),
