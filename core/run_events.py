@@ -2,17 +2,25 @@
 lands on RUN_EVENTS_QUEUE, however many invocations finish at the same moment.
 
 Whoever notices first writes the run's completion mark (if-none-match: one writer wins, the mark says
-`sending`), sends the event, then marks it `sent`; when sending fails it takes the mark back and raises,
-so the invocation's retry sends it. An invocation that dies in between (a killed process, a lost
-instance) leaves a mark `sending`, or none at all: the sweeper sends those events (`send_lost_event`).
-An event goes twice only when its mark stays `sending` although it was sent: the sender died, or failed
-to write `sent`, between the two, or was still sending when a sweep took it over.
-Every chunk outcome, the end of chunking and a cancel call `settle_run`; it also stops a run whose
-failed chunks went past its tolerance, which the other chunks notice at their next checkpoint.
+`sending`), sends the event, then marks it `sent` at once, before anything slow; when sending fails it takes
+the mark back and raises, so the invocation's retry sends it. An invocation that dies in between (a killed
+process, a lost instance) leaves a mark `sending`, or none at all: the sweeper sends those events
+(`send_lost_event`). Invariant: the queue event is sent at least once whatever dies when, and exactly once
+unless its sender died between the send and `sent`, or took longer than SWEEP_STALE_SECONDS from the mark to
+`sent` (two storage calls), when a sweep takes it over and sends it again. Nothing else lies in that window:
+the webhook comes after `sent`. Every chunk outcome, the end of chunking and a cancel call `settle_run`; it
+also stops a run whose failed chunks went past its tolerance, which the other chunks notice at their next
+checkpoint.
 
-With RUN_EVENTS_WEBHOOK set, the sender also delivers the event there as a CloudEvent (core/webhook.py)
-once it is on the queue, and records the outcome on the mark with `sent`; the sweeper delivers a `pending`
-one again, one delivery a sweep, until RUN_EVENTS_WEBHOOK_DELIVERIES, then records it `undelivered`. The
+With RUN_EVENTS_WEBHOOK set, the event also goes there as a CloudEvent (core/webhook.py): a step of its own,
+with its own state on the mark. The write that says `sent` also says the first delivery is under way
+(`pending`, counted, and when it started: `webhook_started`); its deliverer then records the outcome in its
+place. The sweeper delivers a `pending` event again, one delivery a sweep, until RUN_EVENTS_WEBHOOK_DELIVERIES
+(deliveries whose deliverer died count), then records it `undelivered`. Invariant: at most one delivery of an
+event is under way at a time, each at most RUN_EVENTS_WEBHOOK_ATTEMPTS `POST`s. A delivery ends within
+`WebhookConfig.delivery_seconds` of its start (core/webhook.py cuts it off there), and a sweep starts one only
+when none is under way, or the one under way started more than `delivery_seconds` + CLOCK_SKEW_SECONDS ago (its
+deliverer died); it claims it by writing its start over the mark's ETag, so of two sweeps one delivers. The
 webhook never holds up the queue event, nor changes the run's state.
 """
 
@@ -22,12 +30,13 @@ import contextlib
 import json
 import logging
 import re
+import time
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from core.context import Context
 from core.redact import public_text
-from core.run_store import utc_now
+from core.run_store import EventMark, utc_now
 from core.status import RunStatus, WebhookDelivery, run_status
 from core.storage import trigger_queue
 from core.webhook import deliver
@@ -35,6 +44,7 @@ from core.webhook import deliver
 log = logging.getLogger(__name__)
 EVENT_MAX_BYTES = 48 * 1024  # a queue message takes 64 KiB after base64 (which adds a third)
 ERROR_CHARS = 300
+CLOCK_SKEW_SECONDS = 5.0  # between a deliverer's clock (its start on the mark) and a sweep's
 
 
 def run_event(status: RunStatus, finished_at: str) -> dict[str, Any]:
@@ -108,7 +118,7 @@ async def settle_run(ctx: Context, run_id: str) -> Settlement:
         with contextlib.suppress(Exception):
             await ctx.runs.unmark_event(run_id, etag)
         raise
-    await _mark_sent(ctx, run_id, etag, await _deliver(ctx, run_id, event))
+    await _sent(ctx, run_id, etag, event)
     log.info("run %s %s: %d messages enqueued; event sent", run_id, status.state, status.messages.enqueued)
     return Settlement(replace(status, finished_at=event["finished_at"]), sent_event=True)
 
@@ -117,12 +127,13 @@ async def send_lost_event(ctx: Context, run_id: str, now: float) -> bool:
     """The sweeper's part of the fan-in, for a run that settled and has been quiet for SWEEP_STALE_SECONDS:
     sends its completion event if its mark is still `sending` that long after it was written (its sender
     died before it could send, or before it could say so), or marks and sends it if nobody did (every
-    finisher died before settling the run). True when it sent one."""
+    finisher died before settling the run); else delivers it to the webhook again if that is due
+    (`_deliver_again`). True when it sent the event."""
     mark = await ctx.runs.event_mark(run_id)
     if mark is None:
         return (await settle_run(ctx, run_id)).sent_event
     if not mark.sending:
-        await _deliver_again(ctx, run_id, mark.etag, WebhookDelivery.from_metadata(mark.webhook))
+        await _deliver_again(ctx, run_id, mark, now)
         return False
     if now - mark.marked_at < ctx.settings.sweep_stale_seconds:
         return False
@@ -131,7 +142,7 @@ async def send_lost_event(ctx: Context, run_id: str, now: float) -> bool:
         return False  # another sweep took it over, or its sender marked it sent meanwhile
     event, etag = taken
     await _enqueue(ctx, event)  # failing, the mark stays `sending`: a sweep SWEEP_STALE_SECONDS on tries again
-    await _mark_sent(ctx, run_id, etag, await _deliver(ctx, run_id, json.loads(event)))
+    await _sent(ctx, run_id, etag, json.loads(event))
     log.warning("run %s: its completion event was marked but never confirmed sent; the sweep sent it", run_id)
     return True
 
@@ -141,45 +152,89 @@ async def _enqueue(ctx: Context, event: bytes) -> None:
     await queue.send_message(event.decode("utf-8"))
 
 
-async def _deliver(
-    ctx: Context, run_id: str, event: dict[str, Any], before: WebhookDelivery | None = None
-) -> WebhookDelivery | None:
-    """One delivery of the event to the webhook (None: there is none), counted after `before`'s; `pending`
-    turns `undelivered` at RUN_EVENTS_WEBHOOK_DELIVERIES. Never raises: the queue event is out already."""
-    config = ctx.settings.webhook
-    if config.url is None:
-        return None
+async def _sent(ctx: Context, run_id: str, etag: str, event: dict[str, Any]) -> None:
+    """The event is on its queue: says so on the mark (`sent`, no sweep sends it again), with the webhook's first
+    delivery under way in the same write, then makes that delivery. Failing to write `sent`, it delivers nothing:
+    the mark is a sweep's that took it over, or stays `sending` for one to take over; that sweep delivers."""
+    delivery = _starting(ctx, None)
     try:
-        delivery = await deliver(config, event, ctx.settings.network)
-        state, reason = delivery.state, delivery.reason
+        etag_now = await _claim(ctx, run_id, etag, delivery)
+    except Exception as exc:  # the event is out: the invocation has nothing left to retry
+        log.warning("run %s: completion event sent, but not marked so (%s: %s); a sweep may send it again",
+                    run_id, type(exc).__name__, public_text(str(exc), 300))  # fmt: skip
+        return
+    if etag_now is None:
+        log.warning("run %s: completion event sent, but its mark was taken over by a sweep or deleted by a redrive "
+                    "or purge meanwhile; it may arrive twice", run_id)  # fmt: skip
+    elif delivery is not None:
+        await _deliver(ctx, run_id, etag_now, event, delivery)
+
+
+def _starting(ctx: Context, before: WebhookDelivery | None) -> WebhookDelivery | None:
+    """The delivery about to start after `before`'s (None: there is no webhook): `pending`, counted already, so
+    that deliveries whose deliverer dies count towards RUN_EVENTS_WEBHOOK_DELIVERIES too."""
+    if ctx.settings.webhook.url is None:
+        return None
+    return WebhookDelivery("pending", (before.deliveries if before else 0) + 1, "under way")
+
+
+async def _claim(ctx: Context, run_id: str, etag: str, delivery: WebhookDelivery | None) -> str | None:
+    """Marks the event sent with `delivery` under way from now, over `etag` only: the new ETag, or None."""
+    if delivery is None:
+        return await ctx.runs.mark_sent(run_id, etag)
+    return await ctx.runs.mark_sent(run_id, etag, delivery.to_metadata(), started=time.time())
+
+
+async def _deliver(ctx: Context, run_id: str, etag: str, event: dict[str, Any], delivery: WebhookDelivery) -> None:
+    """Makes `delivery` (its start on the mark `etag` names) and records its outcome there; `pending` turns
+    `undelivered` at RUN_EVENTS_WEBHOOK_DELIVERIES. Never raises: the queue event is out already."""
+    config = ctx.settings.webhook
+    try:
+        outcome = await deliver(config, event, ctx.settings.network)
+        state, reason = outcome.state, outcome.reason
     except Exception as exc:  # an identity that gives no token, say
         state, reason = "pending", f"{type(exc).__name__}: {public_text(str(exc), 200)}"
-    count = (before.deliveries if before else 0) + 1
+    count = delivery.deliveries
     if state == "pending" and count >= config.deliveries:
         state, reason = "undelivered", f"{reason}; gave up after {count} deliveries"
     level = logging.INFO if state == "delivered" else logging.WARNING
     log.log(level, "run %s: completion event to the webhook: %s (%s, delivery %d)", run_id, state, reason, count)
-    return WebhookDelivery(state, count, re.sub(r"[^\x20-\x7e]", "?", reason))  # it goes into a header
+    reason = re.sub(r"[^\x20-\x7e]", "?", reason)  # it goes into a header
+    await _record(ctx, run_id, etag, WebhookDelivery(state, count, reason))
 
 
-async def _deliver_again(ctx: Context, run_id: str, etag: str, before: WebhookDelivery | None) -> None:
-    """The sweeper's delivery of an event whose webhook delivery is `pending`: one a sweep."""
-    if before is None or before.state != "pending" or ctx.settings.webhook.url is None:
+async def _deliver_again(ctx: Context, run_id: str, mark: EventMark, now: float) -> None:
+    """The sweeper's delivery of an event whose webhook delivery is `pending`, one a sweep: only when none is under
+    way, or the one under way started more than `delivery_seconds` + CLOCK_SKEW_SECONDS before `now` (it would
+    have ended by then: its deliverer died). It claims the delivery on the mark first: of two sweeps, one
+    delivers."""
+    before = WebhookDelivery.from_metadata(mark.webhook)
+    delivery, config = _starting(ctx, before), ctx.settings.webhook
+    if before is None or before.state != "pending" or delivery is None:
+        return
+    started = mark.webhook_started
+    if started is not None and now - started < config.delivery_seconds + CLOCK_SKEW_SECONDS:
+        return  # its deliverer may still be at it
+    if before.deliveries >= config.deliveries:  # the last one's deliverer died, or the limit was lowered since
+        said = f"delivery {before.deliveries} never ended" if started is not None else before.reason
+        reason = f"{said}; gave up after {before.deliveries} deliveries"
+        await _record(ctx, run_id, mark.etag, replace(before, state="undelivered", reason=reason))
         return
     record = await ctx.runs.event_record(run_id)
-    if record is None:
-        return
+    etag = await _claim(ctx, run_id, mark.etag, delivery) if record is not None else None
+    if record is None or etag is None:
+        return  # another sweep claimed it, or the mark changed meanwhile
     event = {key: value for key, value in record.items() if key != "webhook"}
-    await _mark_sent(ctx, run_id, etag, await _deliver(ctx, run_id, event, before))
+    await _deliver(ctx, run_id, etag, event, delivery)
 
 
-async def _mark_sent(ctx: Context, run_id: str, etag: str, webhook: WebhookDelivery | None = None) -> None:
-    """Sent: says so on the mark, with the webhook's delivery. Failing that, the event goes again from the next
-    sweep past SWEEP_STALE_SECONDS, which is why a consumer keys events by run id."""
+async def _record(ctx: Context, run_id: str, etag: str, delivery: WebhookDelivery) -> None:
+    """Records a delivery's outcome on the mark, over `etag` only (the mark as its start left it)."""
     try:
-        if not await ctx.runs.mark_sent(run_id, etag, webhook.to_metadata() if webhook else None):
-            log.warning("run %s: completion event sent, but its mark was taken over by a sweep or deleted by a "
-                        "redrive or purge meanwhile; it may arrive twice", run_id)  # fmt: skip
-    except Exception as exc:  # the event is out: the invocation has nothing left to retry
-        log.warning("run %s: completion event sent, but not marked so (%s: %s); a sweep may send it again",
+        if not await ctx.runs.mark_sent(run_id, etag, delivery.to_metadata()):
+            log.warning("run %s: the webhook delivery's outcome was not recorded: the mark changed meanwhile (a "
+                        "redrive or purge deleted it, or a sweep took over a delivery past its time)",
+                        run_id)  # fmt: skip
+    except Exception as exc:  # a sweep delivers it again once its time is past
+        log.warning("run %s: the webhook delivery's outcome was not recorded (%s: %s)",
                     run_id, type(exc).__name__, public_text(str(exc), 300))  # fmt: skip

@@ -45,8 +45,9 @@ ChunkState = Literal["ingesting", "ingested", "failed", "stopped"]  # stopped: a
 StopReason = Literal["cancelled", "failed"]
 CHUNK_STATES = ("ingesting", "ingested", "failed", "stopped")
 FINAL_CHUNK_STATES = ("ingested", "failed")  # no delivery moves them; only a run's redrive reopens a failed one
-EVENT_METADATA = "event"  # on the completion mark: `sending`, then `sent`
-WEBHOOK_METADATA = ("webhook", "webhook_deliveries", "webhook_reason")  # and its delivery to RUN_EVENTS_WEBHOOK
+EVENT_METADATA = "event"  # on the completion mark: `sending`, then `sent` once the event is on its queue
+WEBHOOK_STARTED = "webhook_started"  # when the webhook delivery under way started (none: none is)
+WEBHOOK_METADATA = ("webhook", "webhook_deliveries", "webhook_reason", WEBHOOK_STARTED)  # to RUN_EVENTS_WEBHOOK
 _STATUS_NAME = re.compile(r"[0-9]{6,12}")  # a chunk status's name after its run's prefix
 
 
@@ -191,12 +192,21 @@ class ChunkStatus:
 
 @dataclass(frozen=True)
 class EventMark:
-    """A run's completion mark: `sending` until its sender confirms the event sent."""
+    """A run's completion mark: `sending` until its sender confirms the event on its queue."""
 
     etag: str
     sending: bool
-    marked_at: float  # seconds since the epoch: when it was written or last taken over
+    marked_at: float  # seconds since the epoch: when it was last written (marked, taken over, or updated)
     webhook: dict[str, str] = field(default_factory=dict)  # its delivery to the webhook (WEBHOOK_METADATA)
+
+    @property
+    def webhook_started(self) -> float | None:
+        """When the webhook delivery under way started, seconds since the epoch by its deliverer's clock; None when
+        no delivery is under way (none yet, or the last one recorded its outcome)."""
+        try:
+            return float(self.webhook[WEBHOOK_STARTED])
+        except (KeyError, ValueError):
+            return None
 
 
 @dataclass(frozen=True)
@@ -308,10 +318,14 @@ class RunStore:
         sending = (props.metadata or {}).get(EVENT_METADATA) == "sending"  # a mark without it predates the field
         return EventMark(str(props.etag), sending, props.last_modified.timestamp(), _webhook_metadata(props.metadata))
 
-    async def mark_sent(self, run_id: str, etag: str, webhook: Mapping[str, str] | None = None) -> bool:
-        """Marks the completion event sent, with its webhook delivery (WEBHOOK_METADATA), only over the mark
-        `etag` names: False when someone took it over."""
-        return await self._set_event_metadata(run_id, etag, "sent", webhook) is not None
+    async def mark_sent(
+        self, run_id: str, etag: str, webhook: Mapping[str, str] | None = None, *, started: float | None = None
+    ) -> str | None:
+        """Marks the completion event sent (on its queue), with its webhook delivery (WEBHOOK_METADATA) and, for
+        one under way, when it `started`, only over the mark `etag` names: the mark's new ETag, or None when
+        someone took it over (or deleted it) meanwhile."""
+        under_way = {WEBHOOK_STARTED: f"{started:.3f}"} if started is not None else {}
+        return await self._set_event_metadata(run_id, etag, "sent", {**(webhook or {}), **under_way})
 
     async def take_over_event(self, run_id: str, etag: str) -> tuple[bytes, str] | None:
         """Takes over sending an event whose sender died (only over the mark `etag` names): the event and the

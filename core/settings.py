@@ -26,6 +26,7 @@ DEFAULT_SOURCE = "default"
 DEMO_API_PORT = 7072
 MAX_CHUNK_SIZE = 32_000
 SHORT_NUMBER_DIGITS = 8  # a source URL's query value of fewer digits is no secret (a count, a page size)
+WEBHOOK_SETUP_SECONDS = 30.0  # of a webhook delivery, before its first `POST`: an Entra token, a connection
 _NAMED_SOURCE_URL = re.compile(r"SOURCE_([A-Z0-9][A-Z0-9_]*?)__URL")
 
 MessageEncoding = Literal["base64", "none"]
@@ -507,7 +508,9 @@ RUN_EVENTS_WEBHOOK_TIMEOUT = _float(
 )  # fmt: skip
 RUN_EVENTS_WEBHOOK_ATTEMPTS = _int(
     "RUN_EVENTS_WEBHOOK_ATTEMPTS", 3, 1, 20,
-    "`POST`s of one delivery (backoff between them) after a timeout, a broken connection, 408, 429 or 5xx",
+    "`POST`s of one delivery (backoff between them) after a timeout, a broken connection, 408, 429 or 5xx. A delivery "
+    "is cut off after this many times `RUN_EVENTS_WEBHOOK_TIMEOUT`, plus the longest backoff (8 times the retry delay) "
+    "between each two and 30 s",
 )  # fmt: skip
 RUN_EVENTS_WEBHOOK_RETRY_DELAY = _float(
     "RUN_EVENTS_WEBHOOK_RETRY_DELAY", 1.0, 0.0, 60.0, "seconds of the first backoff step between `POST`s"
@@ -515,7 +518,8 @@ RUN_EVENTS_WEBHOOK_RETRY_DELAY = _float(
 RUN_EVENTS_WEBHOOK_DELIVERIES = _int(
     "RUN_EVENTS_WEBHOOK_DELIVERIES", 10, 1, 1000,
     "deliveries of one event before it is recorded `undelivered` on the run: the first when the run ends, then one "
-    "a sweep; a redirect or a 4xx other than 408 and 429 records it `undelivered` at once",
+    "a sweep while none is under way (one under way past its cut-off, plus 5 s, lost its deliverer and counts); a "
+    "redirect or a 4xx other than 408 and 429 records it `undelivered` at once",
 )  # fmt: skip
 WEBSITE_HOSTNAME = OptionalText(
     "WEBSITE_HOSTNAME", None,
@@ -700,6 +704,13 @@ class WebhookConfig:
     deliveries: int
     source: str  # the CloudEvents `source`: the app
     client_id: str | None  # the user-assigned identity a token for `audience` comes from
+
+    @property
+    def delivery_seconds(self) -> float:
+        """The longest one delivery may take, a token included: core/webhook.py cuts it off there. Every `POST`'s
+        timeout, the longest backoff between each two, and WEBHOOK_SETUP_SECONDS for the token and the connection."""
+        attempts = self.retry.attempts
+        return attempts * self.timeout + (attempts - 1) * self.retry.max_delay + WEBHOOK_SETUP_SECONDS
 
     @property
     def secrets(self) -> list[str]:

@@ -57,7 +57,16 @@ def cloud_event(event: dict[str, Any], source: str) -> dict[str, Any]:
 
 async def deliver(config: WebhookConfig, event: dict[str, Any], network: Network) -> Delivery:
     """One delivery of `event` to the webhook, reached under `network` (the module's docstring says what each
-    outcome means)."""
+    outcome means). Invariant: it ends within `config.delivery_seconds`, a token included; cut off there, it is
+    `pending` (core/run_events.py's sweep relies on it never to start a second delivery beside a live one)."""
+    try:
+        async with asyncio.timeout(config.delivery_seconds):
+            return await _deliver(config, event, network)
+    except TimeoutError:
+        return Delivery("pending", f"cut off after {config.delivery_seconds:g} s, the most a delivery may take")
+
+
+async def _deliver(config: WebhookConfig, event: dict[str, Any], network: Network) -> Delivery:
     assert config.url is not None
     body = json.dumps(cloud_event(event, config.source)).encode()
     headers = {"Content-Type": CLOUDEVENTS_JSON}

@@ -8,11 +8,13 @@ import asyncio
 import json
 import logging
 import os
+import secrets
 import threading
 import time
 from email.message import Message
 
 import pytest
+from azure.functions.timer import TimerRequest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -168,6 +170,54 @@ def test_a_hanging_webhook_is_cut_off_and_the_run_carries_on(on_loop, functions,
     assert SECRET not in caplog.text and SECRET not in json.dumps(status)
     released.set()
     hanging.stop()
+
+
+def test_a_webhook_slower_than_sweep_stale_seconds_gets_its_attempts_once_and_the_queue_the_event_once(
+    on_loop, functions, probe, webhook_env
+):
+    """Each POST takes 0.8 s (503, three attempts): the delivery takes over 2 s, past SWEEP_STALE_SECONDS (1 s), and
+    two sweeps run in the middle of it. The event was on the queue, and said so, before the delivery began, and the
+    delivery under way is its deliverer's: no sweep sends either again (once, 6 POSTs and 2 events). A sweep after
+    the delivery ended delivers again, the queue event still once."""
+
+    def slow_then_fine(path: str, headers: Message) -> Answer:
+        if len(receiver.posts) <= 3:
+            time.sleep(0.8)
+            return 503, {}, b""
+        return 200, {}, b""
+
+    receiver = LoopbackApi(slow_then_fine)
+    runs = f"runs-{secrets.token_hex(6)}"  # the sweeps see this test's run only
+    env = webhook_env(receiver, RUN_EVENTS_WEBHOOK_TIMEOUT="5", SWEEP_STALE_SECONDS="1", RUNS_CONTAINER=runs)
+    on_loop(functions["start_ingestion"](post_ingestion({"run_id": "slow-webhook", "chunk_size": 300})))
+    (name,) = probe.chunk_names("slow-webhook")
+
+    async def posts(count: int) -> None:
+        while len(receiver.posts) < count:
+            await asyncio.sleep(0.01)
+
+    async def sweeps_during_the_delivery() -> None:
+        await posts(1)
+        await asyncio.sleep(1.1)  # past SWEEP_STALE_SECONDS since the mark, and since the run last moved
+        await functions["sweep_stalled_chunks"](TimerRequest())  # during the second POST
+        await posts(3)
+        await functions["sweep_stalled_chunks"](TimerRequest())  # during the third
+
+    async def the_run_ends_while_sweeps_run() -> None:
+        await asyncio.gather(functions["ingest_chunk"](delivered(probe, name)), sweeps_during_the_delivery())
+
+    on_loop(the_run_ends_while_sweeps_run())
+
+    assert len(events_of(probe, env)) == 1 and len(receiver.posts) == 3
+    status = status_of(on_loop, functions, "slow-webhook")
+    assert status["event_webhook"] == {"state": "pending", "deliveries": 1, "reason": "HTTP 503"}
+    sweep_later(on_loop)
+    assert len(receiver.posts) == 4 and events_of(probe, env) == []
+    assert status_of(on_loop, functions, "slow-webhook")["event_webhook"] == {
+        "state": "delivered", "deliveries": 2, "reason": "HTTP 200"
+    }  # fmt: skip
+    assert len({json.loads(body)["id"] for _, body in receiver.posts}) == 1
+    receiver.stop()
 
 
 STATUSES = st.sampled_from([200, 201, 204, 301, 302, 307, 400, 401, 403, 404, 410, 408, 429, 500, 502, 503, 504])
