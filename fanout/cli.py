@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import sys
 import time
@@ -122,7 +123,7 @@ def _parser() -> argparse.ArgumentParser:
         "--key", help=f"the function key for --url (default: ${FUNCTION_KEY_ENV}, which stays out of ps)"
     )
     watch.add_argument(
-        "--interval", type=float, default=2.0, help="seconds between looks unless the app says (default 2)"
+        "--interval", type=_interval, default=2.0, help="seconds between looks unless the app says (default 2)"
     )
     watch.set_defaults(handler=_watch)
 
@@ -211,6 +212,16 @@ def _parallel(value: str) -> int:
     if not value.isdigit() or not 1 <= int(value) <= MAX_PARALLEL:
         raise argparse.ArgumentTypeError(f"must be a whole number from 1 to {MAX_PARALLEL}, got {value[:20]!r}")
     return int(value)
+
+
+def _interval(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not 0.1 <= seconds <= 3600:
+        raise argparse.ArgumentTypeError(f"must be seconds from 0.1 to 3600, got {value[:20]!r}")
+    return seconds
 
 
 def _run_id(value: str) -> str:

@@ -26,6 +26,13 @@ FINAL_STATES = ("completed", "failed", "cancelled")
 LEAST_LOOK_SECONDS, MOST_LOOK_SECONDS = 1.0, 60.0  # `wait`'s bounds on any Retry-After, widened by its interval
 
 
+def next_look(retry_after: float | None, interval: float) -> float:
+    """Seconds to the next look at a run: what its answer's Retry-After said, else `interval`; never less than
+    min(`interval`, 1 s) nor more than max(`interval`, 60 s), whatever an answer says."""
+    wait = interval if retry_after is None else retry_after
+    return min(max(wait, min(interval, LEAST_LOOK_SECONDS)), max(interval, MOST_LOOK_SECONDS))
+
+
 class FanoutApiError(Exception):
     """The app refused or failed a call: `status` (None: no answer), `problem` its problem details."""
 
@@ -78,14 +85,13 @@ class FanoutClient:
         an answer says; TimeoutError once `timeout` seconds passed, after a last look at the deadline."""
         if not 0 < interval < math.inf or (timeout is not None and not 0 <= timeout < math.inf):
             raise ValueError(f"interval must be > 0 and timeout ≥ 0 seconds, finite; got {interval}, {timeout}")
-        least, most = min(interval, LEAST_LOOK_SECONDS), max(interval, MOST_LOOK_SECONDS)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             status, retry_after = self.status(run_id)
             on_status(status)
             if status.get("state") in FINAL_STATES:
                 return status
-            wait = min(max(interval if retry_after is None else retry_after, least), most)
+            wait = next_look(retry_after, interval)
             if deadline is not None:
                 if (left := deadline - time.monotonic()) <= 0:
                     raise TimeoutError(f"run {run_id!r} is still {status.get('state')} after {timeout} s")

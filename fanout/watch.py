@@ -17,7 +17,7 @@ from core.context import app_context
 from core.errors import FanoutError, RunNotFoundError
 from core.status import FINAL_STATES, STATES, run_status
 from core.storage import close_storage_clients
-from fanout.client import FanoutApiError, FanoutClient
+from fanout.client import FanoutApiError, FanoutClient, next_look
 
 EXIT_CODES = {"completed": 0, "failed": 1, "cancelled": 3}
 BAR_WIDTH = 30
@@ -112,8 +112,7 @@ def watch(look: Looker, interval: float, out: TextIO, *, live: bool) -> str:
             if live:
                 print(file=out, flush=True)
             return state
-        wait = interval if seen.retry_after is None else seen.retry_after
-        time.sleep(min(LONGEST_WAIT, max(0.1, wait)))
+        time.sleep(next_look(seen.retry_after, interval))
 
 
 def progress_line(status: dict[str, Any]) -> str:

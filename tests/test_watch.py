@@ -89,3 +89,9 @@ def wait_for(condition, seconds: float = 30.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.05)
+
+
+@pytest.mark.parametrize("interval", ["0", "-1", "nan", "inf", "soon"])
+def test_an_interval_that_would_spin_or_never_look_again_is_refused(interval):
+    refused = cli("watch", "any-run", "--interval", interval, env=dict(os.environ))
+    assert refused.returncode == 2 and "must be seconds from 0.1 to 3600" in refused.stderr
