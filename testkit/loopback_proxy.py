@@ -1,15 +1,19 @@
-"""A forward proxy on loopback that tunnels CONNECT to the hosts it knows: the only way to a host name that
-does not resolve (`hosts` maps it to an address), as behind a corporate proxy. It counts the tunnels by
-target, keeps each CONNECT's `Proxy-Authorization`, and with `credentials` answers 407 to any other; a
-target it does not know gets 502; a request that is no CONNECT gets 405."""
+"""A forward proxy on loopback to the hosts it knows: the only way to a host name that does not resolve (`hosts`
+maps it to an address), as behind a corporate proxy. It tunnels CONNECT (an https:// URL), and forwards a
+request in absolute form (`GET http://host:port/path`, an http:// URL) one to a connection. It counts the
+tunnels and the forwarded requests by target, keeps each request's `Proxy-Authorization`, and with
+`credentials` answers 407 to any other; a target it does not know gets 502; any other request 405."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 from collections import Counter
+from urllib.parse import urlsplit
 
 from testkit.loop_server import LoopServer, pipe
+
+_HOP_BY_HOP = ("connection:", "proxy-", "keep-alive:")
 
 
 class LoopbackProxy(LoopServer):
@@ -17,6 +21,7 @@ class LoopbackProxy(LoopServer):
         super().__init__()
         self.hosts = hosts
         self.tunnels: Counter[str] = Counter()  # target (host:port): tunnels opened
+        self.forwarded: Counter[str] = Counter()  # target (host:port): absolute-form requests forwarded
         self.authorizations: list[str] = []  # each CONNECT's Proxy-Authorization, "" when it had none
         self.refused: list[str] = []  # each refusal's status and target
         self._expected = "Basic " + base64.b64encode(":".join(credentials).encode()).decode() if credentials else None
@@ -31,10 +36,13 @@ class LoopbackProxy(LoopServer):
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
             writer.close()
             return
-        method, target, _ = head.split(" ", 2)
+        method, target, version = head.split("\r\n", 1)[0].split(" ", 2)
         fields = dict(line.split(": ", 1) for line in head.split("\r\n")[1:] if ": " in line)
+        absolute = urlsplit(target) if target.startswith("http://") else None
+        if absolute is not None:
+            target = f"{absolute.hostname}:{absolute.port or 80}"
         host, _, port = target.rpartition(":")
-        if method != "CONNECT":
+        if method != "CONNECT" and absolute is None:
             status = "405 Method Not Allowed"
         else:
             self.authorizations.append(fields.get("Proxy-Authorization", ""))
@@ -49,7 +57,20 @@ class LoopbackProxy(LoopServer):
             writer.write(f"HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".encode())
             writer.close()
             return
-        self.tunnels[target] += 1
         upstream_reader, upstream_writer = await asyncio.open_connection(self.hosts[host.strip("[]")], int(port))
-        writer.write(f"HTTP/1.1 {status}\r\n\r\n".encode())
-        await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
+        if absolute is None:
+            self.tunnels[target] += 1
+            writer.write(f"HTTP/1.1 {status}\r\n\r\n".encode())
+            await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
+            return
+        self.forwarded[target] += 1
+        path = absolute.path or "/"
+        kept = [line for line in head.split("\r\n")[1:] if line and not line.lower().startswith(_HOP_BY_HOP)]
+        upstream_writer.write("\r\n".join([f"{method} {path}{'?' if absolute.query else ''}{absolute.query} {version}",
+                                            *kept, "Connection: close", "", ""]).encode("latin-1"))  # fmt: skip
+        body = asyncio.ensure_future(pipe(reader, upstream_writer))  # a request's body, if any
+        answer = (await upstream_reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+        answer = [line for line in answer[:-2] if not line.lower().startswith(_HOP_BY_HOP)]
+        writer.write("\r\n".join([*answer, "Connection: close", "", ""]).encode("latin-1"))  # one a connection
+        await pipe(upstream_reader, writer)
+        body.cancel()

@@ -8,6 +8,7 @@ proxy (testkit/loopback_proxy.py) maps it to Azurite, through CONNECT tunnels it
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import ssl
@@ -175,3 +176,42 @@ def test_the_webhook_trusts_what_ssl_cert_file_names_and_nothing_else(ca: Privat
     assert outcomes["named"].state == "delivered", outcomes
     assert outcomes["other"].state == "pending" and "CERTIFICATE_VERIFY_FAILED" in outcomes["other"].reason, outcomes
     assert len(receiver.posts) == 1
+
+
+def test_an_http_source_and_webhook_go_through_http_proxy_in_absolute_form(
+    on_loop, functions, azurite, app_env, monkeypatch
+):
+    """http:// URLs through `http_proxy` (a request line `GET http://host:port/path`, no tunnel), at names only the
+    proxy knows; storage, at 127.0.0.1 in NO_PROXY, direct. Every ID arrives and the event is delivered."""
+    body = json.dumps(IDS).encode()
+    source = LoopbackApi(lambda path, headers: (200, {"Content-Type": "application/json"}, body))
+    names = {"ids.source.test": "127.0.0.1", "hooks.source.test": "127.0.0.1"}
+    proxy = LoopbackProxy(names, credentials=(PROXY_USER, PROXY_PASSWORD)).start()
+    try:
+        set_app_env(monkeypatch, {
+            "AzureWebJobsStorage": azurite.connection_string, "QUEUE_NAME": "proxied",
+            "SOURCE_URL": source.url.replace("127.0.0.1", "ids.source.test"),
+            "RUN_EVENTS_WEBHOOK": source.url.replace("127.0.0.1", "hooks.source.test").replace("/ids", "/events"),
+            "http_proxy": f"http://{PROXY_USER}:{PROXY_PASSWORD}@127.0.0.1:{proxy.port}", "NO_PROXY": "127.0.0.1",
+        })  # fmt: skip
+        for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "no_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        on_loop(close_storage_clients())
+        probe = run_everything(on_loop, functions, azurite, "absolute-form")
+        delivered = sorted(probe.drain())
+    finally:
+        on_loop(close_storage_clients())
+        delete_queues(azurite.connection_string, ["proxied"])
+        proxy.stop()
+        source.stop()
+
+    assert delivered == sorted(IDS)
+    port = source.url.split(":")[2].split("/")[0]
+    assert set(proxy.forwarded) == {f"ids.source.test:{port}", f"hooks.source.test:{port}"}, proxy.forwarded
+    assert (
+        proxy.tunnels == {}
+        and proxy.refused == []
+        and set(proxy.authorizations)
+        == {"Basic " + base64.b64encode(f"{PROXY_USER}:{PROXY_PASSWORD}".encode()).decode()}
+    )
+    assert [json.loads(posted)["data"]["run_id"] for _, posted in source.posts] == ["absolute-form"]
