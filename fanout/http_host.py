@@ -92,16 +92,20 @@ class HttpRoutes:
                 return route, {name: unquote(value) for name, value in found.groupdict().items()}
         return None
 
+    def refusal(self, method: str, url: str, headers: Mapping[str, str]) -> func.HttpResponse | None:
+        """The host's own answer to a request no function takes, known before its body is read: `404` for no
+        route, `401` for no key; None for one a function takes."""
+        resolved = self._resolve(method, url, headers)
+        return resolved if isinstance(resolved, func.HttpResponse) else None
+
     async def answer(self, method: str, url: str, headers: Mapping[str, str], body: bytes) -> func.HttpResponse:
-        """The function's answer to the request, or the host's own: `404` for no route, `401` for no key."""
+        """The function's answer to the request, or the host's own (`refusal`)."""
+        resolved = self._resolve(method, url, headers)
+        if isinstance(resolved, func.HttpResponse):
+            return resolved
+        route, route_params = resolved
         parts = urlsplit(url)
-        matched = self.match(method, parts.path)
-        if matched is None:
-            return host_problem(404, f"no function answers {method.upper()} {parts.path[:200]}")
-        route, route_params = matched
         params = _query(parts.query)
-        if not self._authorized(route, params, headers):
-            return host_problem(401, f"{route.name} needs the function key: ?code= or the x-functions-key header")
         request = func.HttpRequest(
             method.upper(), url, headers=dict(headers), params=params, route_params=route_params, body=body
         )
@@ -109,6 +113,17 @@ class HttpRoutes:
         if not isinstance(response, func.HttpResponse):
             return host_problem(500, f"{route.name} returned no HTTP response")
         return response
+
+    def _resolve(
+        self, method: str, url: str, headers: Mapping[str, str]
+    ) -> func.HttpResponse | tuple[HttpRoute, dict[str, str]]:
+        parts = urlsplit(url)
+        matched = self.match(method, parts.path)
+        if matched is None:
+            return host_problem(404, f"no function answers {method.upper()} {parts.path[:200]}")
+        if not self._authorized(matched[0], _query(parts.query), headers):
+            return host_problem(401, f"{matched[0].name} needs the function key: ?code= or the x-functions-key header")
+        return matched
 
     def _authorized(self, route: HttpRoute, params: Mapping[str, str], headers: Mapping[str, str]) -> bool:
         if self.key is None or route.auth_level == "ANONYMOUS":

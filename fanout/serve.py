@@ -25,9 +25,11 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import base64
 import contextlib
 import datetime
 import logging
+import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
@@ -36,7 +38,6 @@ import azure.functions as func
 from aiohttp import web
 from azure.core.exceptions import ResourceNotFoundError
 from azure.functions.timer import TimerRequest
-from azure.storage.queue import TextBase64DecodePolicy, TextBase64EncodePolicy
 from croniter import croniter
 
 from core.context import Context, app_context
@@ -153,9 +154,8 @@ class QueueTrigger(Trigger):
 
     async def poll(self, ctx: Context) -> bool:
         """Receives one batch and hands its messages over together; True: the batch was full, more may wait."""
-        queues = ctx.clients.queues
-        client = queues.get_queue_client(self.queue, message_decode_policy=TextBase64DecodePolicy())
-        poison = queues.get_queue_client(f"{self.queue}-poison", message_encode_policy=TextBase64EncodePolicy())
+        queues = ctx.clients.queues  # messages as stored: each decoded on its own, so none fails its batch
+        client, poison = queues.get_queue_client(self.queue), queues.get_queue_client(f"{self.queue}-poison")
         try:
             batch = client.receive_messages(max_messages=QUEUE_BATCH, visibility_timeout=VISIBILITY_SECONDS)
             messages = [message async for message in batch]
@@ -174,8 +174,10 @@ class QueueTrigger(Trigger):
                         self.queue, exc_info=True)  # fmt: skip
 
     async def _deliver(self, client: Any, poison: Any, message: Any) -> None:
-        body = message.content.encode() if isinstance(message.content, str) else bytes(message.content or b"")
+        """The message's body base64-decoded, as the host's `messageEncoding` expects; one that is not base64
+        fails its delivery like a function that raised, and goes to poison as it was stored."""
         try:
+            body = base64.b64decode(message.content or "", validate=True)
             queued = func.QueueMessage(id=message.id, body=body, pop_receipt=message.pop_receipt)
             await call_function(self.function, queued)
         except Exception:
@@ -188,7 +190,7 @@ class QueueTrigger(Trigger):
                       message.dequeue_count, self.queue)  # fmt: skip
             with contextlib.suppress(Exception):
                 await poison.create_queue()
-            await poison.send_message(body.decode("utf-8", "replace"))
+            await poison.send_message(message.content)
         await client.delete_message(message)
 
 
@@ -237,7 +239,11 @@ def http_app(routes: HttpRoutes) -> web.Application:
     """An aiohttp application that hands every request to `routes`."""
 
     async def handle(request: web.Request) -> web.Response:
-        answer = await routes.answer(request.method, str(request.url), dict(request.headers), await request.read())
+        """The body is read only for a request a function will take (its route, its key): no other fills memory."""
+        method, url, headers = request.method, str(request.url), dict(request.headers)
+        answer = routes.refusal(method, url, headers)
+        if answer is None:
+            answer = await routes.answer(method, url, headers, await request.read())
         headers = dict(answer.headers)
         if not any(name.lower() == "content-type" for name in headers) and answer.mimetype:
             headers["Content-Type"] = f"{answer.mimetype}; charset={answer.charset or 'utf-8'}"
@@ -254,7 +260,8 @@ async def serve(port: int, key: str | None, ready: Callable[[str], None] = print
     import function_app  # reads the settings: imported once the environment is as it will stay
 
     functions = function_app.app.get_functions()  # may be called once per app object
-    runner = web.AppRunner(http_app(HttpRoutes(functions, key)), access_log=None)
+    # Bodies go to the app as sent, Content-Encoding and all, as the host hands them over (it decompresses none).
+    runner = web.AppRunner(http_app(HttpRoutes(functions, key)), access_log=None, auto_decompress=False)
     await runner.setup()
     try:
         await web.TCPSite(runner, "127.0.0.1", port).start()
@@ -275,7 +282,16 @@ async def serve(port: int, key: str | None, ready: Callable[[str], None] = print
 
 
 def run_server(port: int, key: str | None) -> int:
-    """`python -m fanout serve`: until interrupted."""
+    """`python -m fanout serve`: until interrupted or terminated (SIGTERM), each ending it as cleanly."""
+
+    async def until_stopped() -> None:
+        main = asyncio.current_task()
+        assert main is not None
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await serve(port, key, lambda line: print(line, flush=True))
+
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(port, key, lambda line: print(line, flush=True)))
+        asyncio.run(until_stopped())
+    print("serve stopped", flush=True)
     return 0

@@ -16,9 +16,11 @@ from collections.abc import Callable, Iterator
 import azure.functions as func
 import httpx
 import pytest
+from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.queue import QueueClient, TextBase64EncodePolicy
 
 from core.context import app_context
+from fanout import serve as serve_module
 from fanout.azurite import PROJECT_ROOT, Azurite, free_port, start_azurite
 from fanout.client import FanoutClient
 from fanout.demo_api import DemoApi, demo_ids
@@ -118,3 +120,49 @@ def test_a_message_whose_delete_fails_stops_no_other_message(on_loop, azurite, a
     assert sorted(handled) == ["batch-mate-1", "batch-mate-2", "later-1", "later-2", "taken", "taken"], handled
     unsettled = [r.getMessage() for r in caplog.records if "not settled" in r.getMessage()]
     assert len(unsettled) == 1 and queue in unsettled[0], unsettled
+
+
+def test_a_message_that_is_no_base64_goes_to_poison_as_stored_and_stops_no_other(
+    on_loop, azurite, app_env, monkeypatch
+):
+    """A message put by hand (`az storage message put --content ...`) is no base64: the host's encoding fails
+    that one delivery, MAX_TRIES times, then moves it to poison; its batch-mates are handed over at once."""
+    monkeypatch.setattr(serve_module, "MAX_TRIES", 2)
+    queue = f"nob64-{secrets.token_hex(5)}"
+    raw = QueueClient.from_connection_string(azurite.connection_string, queue)  # no encoding: as put by hand
+    encoded = QueueClient.from_connection_string(azurite.connection_string, queue,
+                                                 message_encode_policy=TextBase64EncodePolicy())  # fmt: skip
+    poison = QueueClient.from_connection_string(azurite.connection_string, f"{queue}-poison")
+    handled: list[str] = []
+
+    async def handle(message: func.QueueMessage) -> None:
+        handled.append(message.get_body().decode())
+
+    async def serve() -> None:
+        trigger = asyncio.create_task(QueueTrigger(queue, handle).run(await app_context()))
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and not (len(handled) == 3 and _count(poison)):
+            await asyncio.sleep(0.2)
+        trigger.cancel()
+        await asyncio.gather(trigger, return_exceptions=True)
+
+    raw.create_queue()
+    try:
+        raw.send_message("hand-put, not base64 {!}")
+        for body in ("good-1", "good-2", "good-3"):
+            encoded.send_message(body)
+        on_loop(serve())
+        poisoned = [message.content for message in poison.peek_messages(max_messages=32)]
+        left = raw.get_queue_properties().approximate_message_count
+    finally:
+        delete_queues(azurite.connection_string, [queue, f"{queue}-poison"])
+
+    assert sorted(handled) == ["good-1", "good-2", "good-3"] and left == 0
+    assert poisoned == ["hand-put, not base64 {!}"]
+
+
+def _count(queue: QueueClient) -> int:
+    try:
+        return queue.get_queue_properties().approximate_message_count or 0
+    except ResourceNotFoundError:
+        return 0
