@@ -7,8 +7,10 @@ the answers' types (api/schema.py reads their annotations) and the statuses of t
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import azure.functions as func
 
@@ -187,6 +189,7 @@ def openapi_document(settings: Settings, server: str | None = None) -> dict[str,
     }  # fmt: skip
 
 
+_ROUTES = re.compile(r"/api(?:/|$)", re.IGNORECASE)  # the routes' prefix (host.json's routePrefix), any case
 _PROBLEM = {
     "type": "object",
     "description": "RFC 9457 problem details; texts are redacted and bounded, never a stack trace",
@@ -209,5 +212,6 @@ def _problem(status: int, meaning: str) -> dict[str, Any]:
 @answers_problems
 async def get_openapi(req: func.HttpRequest) -> func.HttpResponse:
     """`GET /api/openapi.json` (anonymous: it holds no data): this API's OpenAPI 3.1 description."""
-    origin = req.url.split("/api/", 1)[0] if "://" in req.url else None
+    parts = urlsplit(req.url)  # the app's origin and any path before its routes: never the query (`?code=`)
+    origin = f"{parts.scheme}://{parts.netloc}{_ROUTES.split(parts.path, 1)[0]}" if parts.netloc else None
     return json_response(openapi_document(Settings.from_env(), origin))

@@ -11,6 +11,7 @@ status None when no answer came. The function key goes in `x-functions-key`, nev
 
 from __future__ import annotations
 
+import concurrent.futures
 import math
 import time
 from collections.abc import Callable
@@ -58,6 +59,7 @@ class FanoutClient:
             headers={"x-functions-key": key} if key else {}, timeout=timeout, follow_redirects=False,
             transport=transport,
         )  # fmt: skip
+        self._looks: concurrent.futures.ThreadPoolExecutor | None = None  # `wait`'s looks under a deadline
 
     def __enter__(self) -> Self:
         return self
@@ -66,6 +68,9 @@ class FanoutClient:
         self.close()
 
     def close(self) -> None:
+        """Closes the connections, which also ends a look `wait` gave up on."""
+        if self._looks is not None:
+            self._looks.shutdown(wait=False, cancel_futures=True)
         self._http.close()
 
     def start(self, **fields: Any) -> Json:
@@ -82,12 +87,13 @@ class FanoutClient:
     ) -> Json:  # fmt: skip
         """Looks at the run until it is final (its last status), waiting what each answer's Retry-After says
         (else `interval`), never less than min(`interval`, 1 s) nor more than max(`interval`, 60 s), whatever
-        an answer says; TimeoutError once `timeout` seconds passed, after a last look at the deadline."""
+        an answer says; TimeoutError once `timeout` seconds passed, after a last look at the deadline, by
+        `timeout` + 1 s however slowly the app answers."""
         if not 0 < interval < math.inf or (timeout is not None and not 0 <= timeout < math.inf):
             raise ValueError(f"interval must be > 0 and timeout ≥ 0 seconds, finite; got {interval}, {timeout}")
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            status, retry_after = self.status(run_id)
+            status, retry_after = self._look(run_id, deadline, timeout)
             on_status(status)
             if status.get("state") in FINAL_STATES:
                 return status
@@ -97,6 +103,20 @@ class FanoutClient:
                     raise TimeoutError(f"run {run_id!r} is still {status.get('state')} after {timeout} s")
                 wait = min(wait, left)
             time.sleep(wait)
+
+    def _look(self, run_id: str, deadline: float | None, timeout: float | None) -> tuple[Json, float | None]:
+        """`status`, given up at `deadline` (or a second from now, if later) however slowly the app answers (a
+        byte at a time defeats httpx's timeouts, which bound each read, not the whole): the look goes on in its
+        thread until `close`."""
+        if deadline is None:
+            return self.status(run_id)
+        if self._looks is None:
+            self._looks = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="fanout-look")
+        look = self._looks.submit(self.status, run_id)
+        try:
+            return look.result(timeout=max(LEAST_LOOK_SECONDS, deadline - time.monotonic()))
+        except concurrent.futures.TimeoutError:
+            raise TimeoutError(f"run {run_id!r}: the app did not answer a look within the {timeout} s") from None
 
     def list(
         self, *, state: str | None = None, created_after: str | None = None, limit: int | None = None,

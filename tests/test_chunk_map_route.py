@@ -9,7 +9,7 @@ import azure.functions as func
 from core.context import app_context
 from core.contract import ChunkRef
 from core.run_store import ChunkStatus, RunRecord, utc_now
-from testkit.http_requests import BASE, body_of
+from testkit.http_requests import BASE, body_of, status_of
 
 
 def _chunks(run_id: str) -> func.HttpRequest:
@@ -46,3 +46,21 @@ def test_a_status_naming_another_chunk_than_its_blob_is_refused_by_name(on_loop,
 
     assert answer.status_code == 500 and answer.mimetype == "application/problem+json"
     assert "stray-map/chunks/000001 names chunk 999999999999" in body_of(answer)["detail"]
+
+
+def test_a_status_under_a_look_alike_name_counts_no_chunk_twice(on_loop, functions, probe):
+    ctx = on_loop(app_context())
+    record = RunRecord("twin-name", "default", 10, created_at=utc_now())
+    on_loop(ctx.runs.save(record.chunked(chunks=3, messages=30), if_match=on_loop(ctx.runs.create(record))))
+    for index in (0, 1):
+        status = ChunkStatus(index=index, state="ingested", sent=10, count=10, updated_at=utc_now())
+        on_loop(ctx.runs.put_chunk_status(ChunkRef("twin-name", index), status, expected=None))
+    runs = ctx.clients.blobs.get_container_client(ctx.settings.runs_container)
+    twin = {"index": "1", "state": "ingested", "sent": "10", "count": "10"}
+    on_loop(runs.upload_blob("twin-name/chunks/0000001", b"", metadata=twin))  # chunk 1's, under a second name
+
+    made = body_of(on_loop(functions["get_ingestion_chunks"](_chunks("twin-name"))))
+    status = status_of(on_loop, functions, "twin-name")
+
+    assert made["counts"] == {"ingested": 2, "pending": 1}
+    assert status["state"] != "completed" and status["chunks"]["ingested"] == 2, status

@@ -4,7 +4,9 @@ but the app, the function key only ever in `x-functions-key`."""
 
 from __future__ import annotations
 
+import itertools
 import re
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -165,3 +167,47 @@ def test_a_list_that_got_no_answer_says_so_and_loads_on_refresh(world: Dashboard
     page.unroute_all()
     page.click("#refresh-list")
     expect(page.locator("#list-info")).to_contain_text("Page 1", timeout=WAIT_MS)
+
+
+ODD_LOOKS = [  # each answers one look at a running run, a real answer between two of them
+    lambda route: route.abort("connectionreset"),
+    lambda route: route.fulfill(status=500, content_type="application/problem+json",
+                                body='{"status": 500, "detail": "storage is down"}'),  # no Retry-After
+    lambda route: route.fulfill(status=200, content_type="text/html", body="<html>sign in</html>"),
+    lambda route: route.fulfill(status=200, content_type="application/json", body="{}", headers={"Retry-After": "0"}),
+    lambda route: route.fulfill(status=503, content_type="text/plain", body="busy", headers={"Retry-After": "1e400"}),
+]  # fmt: skip
+
+
+def test_whatever_a_look_answers_the_page_looks_again_no_sooner_than_a_second_until_the_end(
+    world: DashboardWorld, page: Page
+) -> None:
+    run_id = _start(page, source="slow", **{"chunk-size": "10"})
+    looks: list[float] = []
+    maps: list[float] = []
+
+    def status(route: Route) -> None:
+        looks.append(time.monotonic())
+        odd = len(looks) % 2 == 1 and len(looks) // 2 < len(ODD_LOOKS)
+        ODD_LOOKS[len(looks) // 2](route) if odd else route.continue_()
+
+    def chunk_map(route: Route) -> None:
+        maps.append(time.monotonic())
+        if len(maps) <= 2:
+            route.fulfill(status=200, content_type="text/html" if len(maps) == 1 else "application/json",
+                          body="<html>sign in</html>" if len(maps) == 1 else '{"ranges": 7}')  # fmt: skip
+        else:
+            route.continue_()
+
+    page.route(lambda url: url.endswith(f"/ingestions/{run_id}"), status)
+    page.route(lambda url: url.endswith(f"/ingestions/{run_id}/chunks"), chunk_map)
+    page.click(f"text={run_id}")  # a fresh look: the first answer is an odd one
+    deadline = time.monotonic() + 40
+    while len(looks) < 2 * len(ODD_LOOKS) + 1 and time.monotonic() < deadline:
+        page.wait_for_timeout(250)
+    world.api("POST", f"ingestions/{run_id}/cancel")
+
+    expect(page.locator("#run-state")).to_have_text("cancelled", timeout=WAIT_MS)
+    assert len(looks) >= 2 * len(ODD_LOOKS) + 1, f"the page stopped looking after {len(looks)} looks"
+    gaps = [later - earlier for earlier, later in itertools.pairwise(looks)]
+    assert min(gaps) >= 0.9, gaps

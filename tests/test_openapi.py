@@ -59,6 +59,17 @@ def test_the_route_serves_the_document_with_the_app_origin(on_loop, functions):
     assert served["paths"] == json.loads(json.dumps(openapi_document(Settings.from_env())["paths"]))
 
 
+@pytest.mark.parametrize(
+    ("url", "origin"),
+    [("http://127.0.0.1:7071/API/openapi.json?code=the-key", "http://127.0.0.1:7071"),
+     ("https://fanout.example/Api/OpenAPI.json?code=k&x=/api/", "https://fanout.example"),
+     ("https://gw.example/fanout/api/openapi.json#code=k", "https://gw.example/fanout")],
+)  # fmt: skip
+def test_the_documents_server_is_the_apps_origin_in_any_case_never_its_query(on_loop, functions, url, origin):
+    served = json.loads(on_loop(functions["openapi"](func.HttpRequest("GET", url, body=b""))).get_body())
+    assert served["servers"] == [{"url": origin}]
+
+
 def test_the_body_fields_are_those_the_app_accepts():
     assert tuple(BODY["properties"]) == FIELD_NAMES
     assert BODY["additionalProperties"] is False

@@ -4,8 +4,11 @@ is returned at the look that saw it end, and one that never ends raises TimeoutE
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
 import json
+import time
 from collections.abc import Iterator
 from datetime import UTC
 from email.utils import format_datetime
@@ -17,6 +20,7 @@ from hypothesis import strategies as st
 
 import fanout.client
 from fanout.client import LEAST_LOOK_SECONDS, MOST_LOOK_SECONDS, FanoutClient
+from testkit.loop_server import LoopServer
 from testkit.loopback_api import LoopbackApi
 
 retry_afters = st.one_of(
@@ -93,3 +97,31 @@ def test_any_retry_after_gives_a_bounded_wait_that_ends(app, headers, interval, 
 def test_a_wait_that_could_spin_or_never_end_is_refused(app, interval, timeout):
     with FanoutClient(app[1]) as client, pytest.raises(ValueError, match="interval must be > 0"):
         client.wait("r", interval=interval, timeout=timeout)
+
+
+class TricklingApp(LoopServer):
+    """Answers every request with a 202 whose body comes a byte every half second (~20 s in all)."""
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        body = b'{"run_id": "r", "state": "ingesting"}'
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 202 Accepted\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+                         % len(body))  # fmt: skip
+            for byte in body:
+                writer.write(bytes([byte]))
+                await writer.drain()
+                await asyncio.sleep(0.5)
+        writer.close()
+
+
+def test_a_wait_ends_by_its_timeout_however_slowly_the_app_answers():
+    app = TricklingApp().start()
+    try:
+        started = time.monotonic()
+        with FanoutClient(f"http://127.0.0.1:{app.port}") as client, pytest.raises(TimeoutError):
+            client.wait("r", interval=1, timeout=2)
+        took = time.monotonic() - started
+    finally:
+        app.stop()
+    assert took < 2 + LEAST_LOOK_SECONDS + 0.5, f"wait(timeout=2) returned after {took:.1f} s"
