@@ -29,7 +29,7 @@ from api.http import (
     json_response,
 )
 from api.schema import json_schema, without
-from chunking.request import FIELDS, body_dependencies
+from chunking.request import FIELDS, body_rules
 from core.contract import RUN_ID_JSON_PATTERN
 from core.settings import HTTP_RETRY_AFTER, Settings
 from core.status import STATES, RunStatus
@@ -89,7 +89,7 @@ def _json(description: str, schema: dict[str, Any], *, watch: bool = False) -> d
 def _request_body(settings: Settings) -> dict[str, Any]:
     properties = {spec.name: spec.described(settings) for spec in FIELDS}
     schema = {"type": "object", "properties": properties, "additionalProperties": False,
-              "dependentSchemas": body_dependencies(settings)}  # fmt: skip
+              "allOf": [body_rules(settings)]}  # fmt: skip
     return {"required": False, "content": {"application/json": {"schema": schema}}}
 
 

@@ -74,14 +74,23 @@ class RequestField:
     choices: Callable[[Settings], list[str]] | None = None
 
     def described(self, settings: Settings) -> dict[str, Any]:
-        """The field's JSON Schema with its meaning, and its choices under `settings`."""
-        choices = {"enum": self.choices(settings)} if self.choices else {}
-        return {**self.schema, **choices, "description": self.meaning}
+        """The field's JSON Schema with its meaning and its choices under `settings`, as `read` takes them: a
+        choice in any case, and null, which stands for the default."""
+        schema = {**self.schema, "type": [self.schema["type"], "null"], "description": self.meaning}
+        if self.choices:
+            names = self.choices(settings)
+            schema |= {"pattern": "^(?:" + "|".join(map(_in_any_case, names)) + ")$", "examples": names}
+        return schema
 
     def read(self, given: Mapping[str, Any], settings: Settings) -> Any:
         """The field's value in the body `given`: its default when absent or null, else checked."""
         value = given.get(self.name)
         return self.default(settings) if value is None else self.parse(self, value, settings)
+
+
+def _in_any_case(name: str) -> str:
+    """A pattern matching `name` in any case (a source's name: letters, digits and `_`, nothing to escape)."""
+    return "".join(f"[{char.lower()}{char.upper()}]" if char.isalpha() else char for char in name)
 
 
 def _integer(field: RequestField, value: object, settings: Settings) -> int:
@@ -194,7 +203,9 @@ FIELDS: tuple[RequestField, ...] = (
         lambda settings: MAX_MESSAGE_BYTES, _integer,
     ),
     RequestField(
-        "batch_input", f"a JSON object (at most {BATCH_INPUT_MAX_BYTES} bytes) every batch message carries",
+        "batch_input", f"a JSON object every batch message carries: at most {BATCH_INPUT_MAX_BYTES} bytes as "
+        f"compact JSON, nested at most {BATCH_INPUT_MAX_DEPTH} deep, its strings Unicode text (no lone surrogate); "
+        "JSON Schema cannot state these three, a 400 names the one broken",
         {"type": "object"}, lambda settings: None, _batch_input,
     ),
     RequestField(
@@ -235,7 +246,7 @@ def parse_ingestion_request(body: bytes, settings: Settings) -> IngestionRequest
 
 
 def _check_delivery(request: IngestionRequest) -> None:
-    """What the message shape's fields mean together (each was checked alone already); `body_dependencies`
+    """What the message shape's fields mean together (each was checked alone already); `body_rules`
     states the same in JSON Schema."""
     if request.batch_input is None:
         return
@@ -249,13 +260,16 @@ def _check_delivery(request: IngestionRequest) -> None:
         )
 
 
-def body_dependencies(settings: Settings) -> dict[str, Any]:
-    """`_check_delivery` as the body's JSON Schema `dependentSchemas`, under `settings`' defaults."""
-    return {"batch_input": {
-        "properties": {"batch_max_items": {"minimum": 2},
-                       "batch_max_bytes": {"minimum": LEAST_BATCH_BYTES_WITH_INPUT}},
-        **({"required": ["batch_max_items"]} if settings.batch_max_items == 1 else {}),
-    }}  # fmt: skip
+def body_rules(settings: Settings) -> dict[str, Any]:
+    """`_check_delivery` in JSON Schema, under `settings`' defaults: with a `batch_input` (null is none)."""
+    return {
+        "if": {"properties": {"batch_input": {"type": "object"}}, "required": ["batch_input"]},
+        "then": {
+            "properties": {"batch_max_items": {"type": "integer", "minimum": 2},
+                           "batch_max_bytes": {"minimum": LEAST_BATCH_BYTES_WITH_INPUT}},
+            **({"required": ["batch_max_items"]} if settings.batch_max_items == 1 else {}),
+        },
+    }  # fmt: skip
 
 
 def _json_object(body: bytes) -> dict[str, Any]:

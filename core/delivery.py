@@ -20,7 +20,13 @@ from xml.sax.saxutils import escape
 MAX_MESSAGE_BYTES = 64 * 1024  # a queue message, after encoding
 BATCH_INPUT_MAX_BYTES = 8 * 1024  # `batch_input` as compact JSON
 MAX_SEQ_DIGITS = 19  # a position in the source: SOURCE_MAX_ITEMS is far below 10**19
-_compact = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_json_text = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def _compact(value: object) -> str:
+    """Compact JSON that any message encoding carries: JSON escapes control characters itself, and the two
+    non-characters XML cannot carry (U+FFFE, U+FFFF), which only a string can hold, are escaped here."""
+    return _json_text(value).replace("\ufffe", "\\ufffe").replace("\uffff", "\\uffff")
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ webhook never holds up the queue event, nor changes the run's state.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -95,9 +96,9 @@ class Settlement:
     sent_event: bool = False  # this call sent the run's completion event
 
 
-async def settle_run(ctx: Context, run_id: str) -> Settlement:
+async def settle_run(ctx: Context, run_id: str, *, deadline: float | None = None) -> Settlement:
     """Stops a run past its failure tolerance, and sends its completion event if it has settled and no one
-    has sent it."""
+    has sent it; its webhook delivery cut off at `deadline` (a `time.monotonic()` instant; None: its own)."""
     status = await run_status(ctx.runs, run_id, with_errors=False)
     if status is None:
         return Settlement(None)
@@ -118,32 +119,48 @@ async def settle_run(ctx: Context, run_id: str) -> Settlement:
         with contextlib.suppress(Exception):
             await ctx.runs.unmark_event(run_id, etag)
         raise
-    await _sent(ctx, run_id, etag, event)
+    await _sent(ctx, run_id, etag, event, deadline)
     log.info("run %s %s: %d messages enqueued; event sent", run_id, status.state, status.messages.enqueued)
     return Settlement(replace(status, finished_at=event["finished_at"]), sent_event=True)
 
 
-async def send_lost_event(ctx: Context, run_id: str, now: float) -> bool:
+async def send_lost_event(ctx: Context, run_id: str, now: float, deadline: float | None = None) -> bool:
     """The sweeper's part of the fan-in, for a run that settled and has been quiet for SWEEP_STALE_SECONDS:
     sends its completion event if its mark is still `sending` that long after it was written (its sender
     died before it could send, or before it could say so), or marks and sends it if nobody did (every
     finisher died before settling the run); else delivers it to the webhook again if that is due
-    (`_deliver_again`). True when it sent the event."""
+    (`_deliver_again`), a delivery cut off at the sweep's `deadline`. True when it sent the event."""
     mark = await ctx.runs.event_mark(run_id)
     if mark is None:
-        return (await settle_run(ctx, run_id)).sent_event
+        return (await settle_run(ctx, run_id, deadline=deadline)).sent_event
     if not mark.sending:
-        await _deliver_again(ctx, run_id, mark, now)
+        await _deliver_again(ctx, run_id, mark, now, deadline)
         return False
     if now - mark.marked_at < ctx.settings.sweep_stale_seconds:
         return False
+    return await _take_over(ctx, run_id, mark, "the sweep", deadline)
+
+
+async def send_unsent_event(ctx: Context, run_id: str) -> bool:
+    """Before a purge deletes a settled run's mark, the one thing a sweep sends a lost event from: sends the
+    event unless its mark says `sent`, taking a `sending` one over at once (it may go twice then, never not at
+    all). True when it sent it."""
+    mark = await ctx.runs.event_mark(run_id)
+    if mark is None:
+        return (await settle_run(ctx, run_id)).sent_event
+    return mark.sending and await _take_over(ctx, run_id, mark, "the purge", None)
+
+
+async def _take_over(ctx: Context, run_id: str, mark: EventMark, by: str, deadline: float | None) -> bool:
+    """Sends the event a `sending` mark holds, once the mark is taken over (ETag-guarded); False when another
+    took it over, or its sender marked it sent, meanwhile."""
     taken = await ctx.runs.take_over_event(run_id, mark.etag)
     if taken is None:
-        return False  # another sweep took it over, or its sender marked it sent meanwhile
+        return False
     event, etag = taken
     await _enqueue(ctx, event)  # failing, the mark stays `sending`: a sweep SWEEP_STALE_SECONDS on tries again
-    await _sent(ctx, run_id, etag, json.loads(event))
-    log.warning("run %s: its completion event was marked but never confirmed sent; the sweep sent it", run_id)
+    await _sent(ctx, run_id, etag, json.loads(event), deadline)
+    log.warning("run %s: its completion event was marked but never confirmed sent; %s sent it", run_id, by)
     return True
 
 
@@ -152,7 +169,7 @@ async def _enqueue(ctx: Context, event: bytes) -> None:
     await queue.send_message(event.decode("utf-8"))
 
 
-async def _sent(ctx: Context, run_id: str, etag: str, event: dict[str, Any]) -> None:
+async def _sent(ctx: Context, run_id: str, etag: str, event: dict[str, Any], deadline: float | None) -> None:
     """The event is on its queue: says so on the mark (`sent`, no sweep sends it again), with the webhook's first
     delivery under way in the same write, then makes that delivery. Failing to write `sent`, it delivers nothing:
     the mark is a sweep's that took it over, or stays `sending` for one to take over; that sweep delivers."""
@@ -167,7 +184,7 @@ async def _sent(ctx: Context, run_id: str, etag: str, event: dict[str, Any]) -> 
         log.warning("run %s: completion event sent, but its mark was taken over by a sweep or deleted by a redrive "
                     "or purge meanwhile; it may arrive twice", run_id)  # fmt: skip
     elif delivery is not None:
-        await _deliver(ctx, run_id, etag_now, event, delivery)
+        await _deliver(ctx, run_id, etag_now, event, delivery, deadline)
 
 
 def _starting(ctx: Context, before: WebhookDelivery | None) -> WebhookDelivery | None:
@@ -185,13 +202,18 @@ async def _claim(ctx: Context, run_id: str, etag: str, delivery: WebhookDelivery
     return await ctx.runs.mark_sent(run_id, etag, delivery.to_metadata(), started=time.time())
 
 
-async def _deliver(ctx: Context, run_id: str, etag: str, event: dict[str, Any], delivery: WebhookDelivery) -> None:
+async def _deliver(
+    ctx: Context, run_id: str, etag: str, event: dict[str, Any], delivery: WebhookDelivery, deadline: float | None
+) -> None:
     """Makes `delivery` (its start on the mark `etag` names) and records its outcome there; `pending` turns
     `undelivered` at RUN_EVENTS_WEBHOOK_DELIVERIES. Never raises: the queue event is out already."""
     config = ctx.settings.webhook
     try:
-        outcome = await deliver(config, event, ctx.settings.network)
+        async with asyncio.timeout(None if deadline is None else max(0.0, deadline - time.monotonic())):
+            outcome = await deliver(config, event, ctx.settings.network)
         state, reason = outcome.state, outcome.reason
+    except TimeoutError:  # the sweep's time budget ran out: the next sweep delivers it again
+        state, reason = "pending", "cut off at the end of the sweep's SWEEP_TIME_BUDGET"
     except Exception as exc:  # an identity that gives no token, say
         state, reason = "pending", f"{type(exc).__name__}: {public_text(str(exc), 200)}"
     count = delivery.deliveries
@@ -203,14 +225,18 @@ async def _deliver(ctx: Context, run_id: str, etag: str, event: dict[str, Any], 
     await _record(ctx, run_id, etag, WebhookDelivery(state, count, reason))
 
 
-async def _deliver_again(ctx: Context, run_id: str, mark: EventMark, now: float) -> None:
+async def _deliver_again(ctx: Context, run_id: str, mark: EventMark, now: float, deadline: float | None) -> None:
     """The sweeper's delivery of an event whose webhook delivery is `pending`, one a sweep: only when none is under
     way, or the one under way started more than `delivery_seconds` + CLOCK_SKEW_SECONDS before `now` (it would
     have ended by then: its deliverer died). It claims the delivery on the mark first: of two sweeps, one
     delivers."""
     before = WebhookDelivery.from_metadata(mark.webhook)
     delivery, config = _starting(ctx, before), ctx.settings.webhook
-    if before is None or before.state != "pending" or delivery is None:
+    if before is None or before.state != "pending":
+        return
+    if delivery is None:  # the operator turned the webhook off since: nothing will deliver it
+        reason = f"{before.reason}; RUN_EVENTS_WEBHOOK is no longer set"
+        await _record(ctx, run_id, mark.etag, replace(before, state="undelivered", reason=reason))
         return
     started = mark.webhook_started
     if started is not None and now - started < config.delivery_seconds + CLOCK_SKEW_SECONDS:
@@ -225,7 +251,7 @@ async def _deliver_again(ctx: Context, run_id: str, mark: EventMark, now: float)
     if record is None or etag is None:
         return  # another sweep claimed it, or the mark changed meanwhile
     event = {key: value for key, value in record.items() if key != "webhook"}
-    await _deliver(ctx, run_id, etag, event, delivery)
+    await _deliver(ctx, run_id, etag, event, delivery, deadline)
 
 
 async def _record(ctx: Context, run_id: str, etag: str, delivery: WebhookDelivery) -> None:

@@ -94,6 +94,7 @@ async def claim_chunk(runs: RunStore, ref: ChunkRef, owner: str, lease_seconds: 
         claimed = replace(
             current or ChunkStatus(ref.index, "ingesting", sent=0, count=0, updated_at=""),
             state="ingesting", owner=owner, lease_until=time.time() + lease_seconds, error=None, updated_at=utc_now(),
+            waiting="",  # claimed, it waits on nothing: whatever ends this claim says why it stops again, if it does
         )  # fmt: skip
         try:
             status = await runs.put_chunk_status(ref, claimed, expected=current)

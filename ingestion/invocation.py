@@ -113,9 +113,10 @@ async def _hand_back(ctx: Context, ref: ChunkRef, delay: int, why: str) -> None:
 
 
 async def _touch_if_stalled(ctx: Context, ref: ChunkRef) -> None:
-    """A stalled chunk's status gets a new `updated_at`: the sweeper then leaves it to the copy that waits."""
+    """A stalled chunk's status gets a new `updated_at`: the sweeper then leaves it to the copy that waits for a
+    slot; and it no longer says it waits on its backlog, so that copy is not taken for an early one."""
     status = await ctx.runs.chunk_status(ref)
     if status is None or status.state != "ingesting" or status.leased(time.time()):
         return  # never started (the sweeper checks the slots itself), or someone else's
     with contextlib.suppress(UpdateConflictError):  # it moved on meanwhile: nothing to show
-        await ctx.runs.put_chunk_status(ref, replace(status, updated_at=utc_now()), expected=status)
+        await ctx.runs.put_chunk_status(ref, replace(status, updated_at=utc_now(), waiting=""), expected=status)

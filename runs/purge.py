@@ -30,7 +30,7 @@ from core.context import Context
 from core.contract import SERVICE_DEFAULT_TTL, TTL_METADATA, run_prefix, run_record_blob
 from core.errors import RunConflictError
 from core.logs import did
-from core.run_events import settle_run
+from core.run_events import send_unsent_event
 from core.run_scope import run_scope
 from core.run_store import index_entry
 from core.status import run_status
@@ -84,8 +84,8 @@ async def _purge(ctx: Context, run_id: str) -> PurgeResult:
             "ingested; purge it once that ends",
             run_id=run_id, state=status.state if status else "purging",
         )  # fmt: skip
-    if status is not None and status.settled and status.finished_at is None:
-        await settle_run(ctx, run_id)  # its completion event, if every finisher died before sending it
+    if status is not None and status.settled:
+        await send_unsent_event(ctx, run_id)  # a finisher died before sending it: its mark goes with the run
     blobs = ctx.clients.blobs
     settings = ctx.settings
     runs = blobs.get_container_client(settings.runs_container)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
+from typing import cast
 
 from core.context import Context
 from core.contract import is_run_id
 from core.errors import RunNotFoundError
+from core.redact import public_text
 from core.status import FINAL_STATES, RunStatus, run_status
-from ingestion.backlog import look, read_samples, ttl_warning
+from ingestion.backlog import Backlog, look, read_samples, ttl_warning
 
 
 def no_run(run_id: str) -> RunNotFoundError:
@@ -31,8 +33,15 @@ async def get_status(ctx: Context, run_id: str) -> RunStatus:
     if status is None:
         raise no_run(run_id)
     if status.chunks.waiting and status.state not in FINAL_STATES:
-        backlog, samples = await asyncio.gather(look(ctx, status.max_backlog), read_samples(ctx, run_id))
-        warning = ttl_warning(samples, ctx.settings.message_ttl)
-        status = replace(status, backlog={"waiting_chunks": status.chunks.waiting, "queues": backlog.counts,
+        looked, samples = await asyncio.gather(look(ctx, status.max_backlog), read_samples(ctx, run_id),
+                                               return_exceptions=True)  # fmt: skip
+        counts: dict[str, int] | None = None
+        warning: str | None
+        if isinstance(looked, Exception):  # advice only: a queue that cannot be counted takes no status down
+            warning = f"the target queues could not be counted: {public_text(str(looked), 200)}"
+        else:
+            counts = cast(Backlog, looked).counts
+            warning = ttl_warning(samples if isinstance(samples, list) else [], ctx.settings.message_ttl)
+        status = replace(status, backlog={"waiting_chunks": status.chunks.waiting, "queues": counts,
                                           "warning": warning})  # fmt: skip
     return status

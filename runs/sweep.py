@@ -121,7 +121,7 @@ async def sweep(ctx: Context, now: float | None = None) -> SweepReport:
             continue
         if seen.due:
             due_by_run[run_id] = seen.due
-        elif seen.quiet and await _send_lost_event(ctx, run_id, now):
+        elif seen.quiet and await _send_lost_event(ctx, run_id, now, deadline):
             events_sent.append(run_id)
         if seen.stranded and await _resume_chunking(ctx, run_id):
             chunking_resumed.append(run_id)
@@ -148,9 +148,10 @@ async def sweep(ctx: Context, now: float | None = None) -> SweepReport:
     return report
 
 
-async def _send_lost_event(ctx: Context, run_id: str, now: float) -> bool:
+async def _send_lost_event(ctx: Context, run_id: str, now: float, deadline: float) -> bool:
+    """A webhook delivery ends by the sweep's `deadline`: a sweep never outlasts SWEEP_TIME_BUDGET by one."""
     try:
-        return await send_lost_event(ctx, run_id, now)
+        return await send_lost_event(ctx, run_id, now, deadline)
     except Exception as exc:  # the next sweep tries again; the other runs are swept meanwhile
         with run_scope(run_id):
             log.warning("sweep: run %s: its completion event could not be sent: %s: %s", run_id,

@@ -17,6 +17,7 @@ import azure.functions as func
 import jsonschema
 import pytest
 from azure.storage.blob import BlobClient
+from azure.storage.queue import QueueClient
 
 from api.openapi import openapi_document
 from chunking.request import parse_ingestion_request
@@ -25,9 +26,12 @@ from core.contract import COUNT_METADATA, FIRST_METADATA, encode_chunk
 from core.errors import RequestError
 from core.run_store import RunRecord, utc_now
 from core.settings import Settings
+from fanout.azurite import start_azurite
+from ingestion.slots import take_slot
 from runs.local import ingest_pending_chunks
 from runs.redrive import redrive_run
-from testkit.http_requests import body_of, chunk_blob, post_ingestion, post_redrive, status_of
+from runs.sweep import sweep
+from testkit.http_requests import body_of, chunk_blob, get_status, post_ingestion, post_redrive, status_of
 from testkit.storage_probe import StorageProbe
 
 OVERSIZED = "x" * 70_000  # refused under LARGE_MESSAGE_MODE=reject
@@ -181,3 +185,90 @@ def test_the_documents_body_schema_accepts_only_what_the_app_accepts_for_batch_i
         except RequestError:
             accepted = False
         assert validator.is_valid(body) == accepted, (body, default_items)
+
+
+def _deliver_redrives(on_loop, functions, probe: StorageProbe, queue: str, max_dequeue: int = 5) -> int:
+    """The host's queue trigger: each visible message to `redrive_chunk`, tried up to maxDequeueCount."""
+    redrives, handled = probe.queue_client(queue), 0
+    for message in list(redrives.receive_messages(max_messages=32)):
+        for _ in range(max_dequeue):
+            with contextlib.suppress(Exception):
+                on_loop(functions["redrive_chunk"](func.QueueMessage(body=message.content.encode())))
+                break
+        redrives.delete_message(message)
+        handled += 1
+    return handled
+
+
+def test_a_waiting_chunk_whose_hand_back_finds_no_slot_comes_back_when_one_is_free(
+    on_loop, functions, probe, app_env, monkeypatch
+):
+    monkeypatch.setenv("BACKLOG_RETRY_SECONDS", "3")
+    monkeypatch.setenv("THROTTLE_RETRY_SECONDS", "1")
+    queue = app_env["REDRIVE_QUEUE"]
+    name = _write_run(on_loop, probe, "slot-wait", [f"id-{k}" for k in range(5)], max_backlog=3, max_concurrency=1)
+    _fill(probe)
+    _trigger(on_loop, functions, probe, name)
+    assert status_of(on_loop, functions, "slot-wait")["chunks"]["waiting"] == 1
+    ctx = on_loop(app_context())
+    slots = ctx.clients.blobs.get_container_client(ctx.settings.runs_container)
+    assert on_loop(take_slot(slots, "slot-wait", 1, "another-chunk", 3.6)) is not None  # the run's one slot, taken
+    time.sleep(3.1)
+    assert _deliver_redrives(on_loop, functions, probe, queue) == 1  # its hand-back finds no slot: handed back
+    _consume(probe)  # the consumer drains meanwhile
+
+    deadline = time.monotonic() + 12
+    while status_of(on_loop, functions, "slot-wait")["state"] != "completed" and time.monotonic() < deadline:
+        time.sleep(0.5)
+        _deliver_redrives(on_loop, functions, probe, queue)
+    assert status_of(on_loop, functions, "slot-wait")["state"] == "completed"
+
+
+def test_a_waiting_chunk_whose_look_keeps_failing_ends_failed_by_the_sweeper(
+    on_loop, functions, probe, app_env, monkeypatch
+):
+    """A target account refuses the app (a rotated key: 403) while a chunk waits: its looks fail, so it is no
+    longer waiting but failing, and the sweeper fails it after SWEEP_GIVE_UP_AFTER redrives without progress; the
+    status answers meanwhile, its backlog saying the queues could not be counted."""
+    second = start_azurite()
+    try:
+        monkeypatch.setenv("BACKLOG_RETRY_SECONDS", "1")
+        monkeypatch.setenv("SWEEP_GIVE_UP_AFTER", "2")
+        monkeypatch.setenv("STORAGE_MAX_RETRIES", "0")
+        monkeypatch.setenv("SECOND_ACCOUNT", second.connection_string)
+        monkeypatch.setenv("QUEUE_ACCOUNTS", "AzureWebJobsStorage,SECOND_ACCOUNT")
+        name = _write_run(on_loop, probe, "look-fails", [f"id-{k}" for k in range(5)], max_backlog=3)
+        _fill(probe)
+        _trigger(on_loop, functions, probe, name)
+        assert status_of(on_loop, functions, "look-fails")["chunks"]["waiting"] == 1
+        key = next(part for part in second.connection_string.split(";") if part.startswith("AccountKey="))
+        rotated = "AccountKey=" + base64.b64encode(b"rotated" * 9).decode()
+        monkeypatch.setenv("SECOND_ACCOUNT", second.connection_string.replace(key, rotated))
+        while_refused = on_loop(functions["get_ingestion_status"](get_status("look-fails")))
+        time.sleep(1.2)
+        _deliver_redrives(on_loop, functions, probe, app_env["REDRIVE_QUEUE"])
+        for day in range(1, 6):  # more sweeps than SWEEP_GIVE_UP_AFTER, each long after the last
+            on_loop(sweep(on_loop(app_context()), now=time.time() + day * 86_400))
+            _deliver_redrives(on_loop, functions, probe, app_env["REDRIVE_QUEUE"])
+        status = status_of(on_loop, functions, "look-fails")
+    finally:
+        second.close()
+
+    assert while_refused.status_code == 202 and body_of(while_refused)["backlog"]["queues"] is None
+    assert "could not be counted" in body_of(while_refused)["backlog"]["warning"]
+    assert status["state"] == "failed" and status["chunks"]["failed"] == 1, status
+
+
+def test_a_batch_input_with_what_xml_cannot_carry_reaches_every_message_unencoded(
+    on_loop, functions, probe, monkeypatch
+):
+    monkeypatch.setenv("QUEUE_MESSAGE_ENCODING", "none")
+    shape = {"tag": "\uffff\ufffe", "ctl": "\u0001"}
+    name = _write_run(on_loop, probe, "xml-input", [f"id-{k}" for k in range(7)], batch_max_items=2,
+                      batch_input=shape)  # fmt: skip
+    _trigger(on_loop, functions, probe, name)
+
+    stored = QueueClient.from_connection_string(probe.connection_string, probe.queue.queue_name)  # as stored
+    messages = [json.loads(message.content) for message in stored.receive_messages(max_messages=32)]
+    assert status_of(on_loop, functions, "xml-input")["state"] == "completed"
+    assert len(messages) == 4 and all(message["batch_input"] == shape for message in messages)

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 
 import azure.functions as func
+import jsonschema
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -77,7 +79,7 @@ def test_the_body_fields_are_those_the_app_accepts():
         parse_ingestion_request(b'{"not_a_field": 1}', SETTINGS)
 
 
-INTEGER_FIELDS = [name for name, spec in BODY["properties"].items() if spec.get("type") == "integer"]
+INTEGER_FIELDS = [name for name, spec in BODY["properties"].items() if "integer" in spec["type"]]
 
 
 @pytest.mark.parametrize("name", INTEGER_FIELDS)
@@ -109,7 +111,24 @@ def test_run_id_is_accepted_exactly_when_it_matches_the_documented_pattern(run_i
 def test_source_lists_the_configured_sources():
     settings = Settings.from_env({"SOURCE_CRM__URL": "http://127.0.0.1:1/ids"})
     body = openapi_document(settings)["paths"]["/api/ingestions"]["post"]["requestBody"]
-    assert body["content"]["application/json"]["schema"]["properties"]["source"]["enum"] == ["crm", "default"]
+    source = body["content"]["application/json"]["schema"]["properties"]["source"]
+    assert source["examples"] == ["crm", "default"]
+    for name in ("crm", "CRM", "Default", "dEfAuLt", "crmx", "cr", "other"):  # the app takes a name in any case
+        schema_says = re.search(source["pattern"], name) is not None
+        try:
+            parse_ingestion_request(json.dumps({"source": name}).encode(), settings)
+            app_says = True
+        except RequestError:
+            app_says = False
+        assert schema_says == app_says == (name.lower() in ("crm", "default")), name
+
+
+@pytest.mark.parametrize("name", FIELD_NAMES)
+def test_null_is_a_fields_default_to_the_document_and_to_the_app(name):
+    body = {name: None}
+    assert jsonschema.Draft202012Validator(BODY).is_valid(body)
+    taken, absent = (parse_ingestion_request(raw, SETTINGS) for raw in (json.dumps(body).encode(), b"{}"))
+    assert replace(taken, run_id="new") == replace(absent, run_id="new")  # a new run id each time
 
 
 @pytest.mark.parametrize("name", INTEGER_FIELDS)

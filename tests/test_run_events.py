@@ -23,14 +23,24 @@ from hypothesis import strategies as st
 import core.run_events as run_events
 import core.webhook as webhook_module
 from core.context import app_context
-from core.contract import run_event_mark_blob
+from core.contract import ChunkRef, run_event_mark_blob
 from core.retry import RetryPolicy
 from core.run_events import settle_run
 from core.run_store import RunRecord, RunStore, utc_now
 from fanout.demo_api import demo_ids
+from ingestion.chunk import ingest_chunk
 from runs.sweep import sweep
 from testkit.chunked_runs import delivered
-from testkit.http_requests import body_of, chunk_blob, get_status, post_ingestion, post_redrive, run_queued, status_of
+from testkit.http_requests import (
+    body_of,
+    chunk_blob,
+    delete_request,
+    get_status,
+    post_ingestion,
+    post_redrive,
+    run_queued,
+    status_of,
+)
 from testkit.loopback_api import Answer, LoopbackApi
 from testkit.run_events import events_of
 
@@ -319,3 +329,24 @@ def test_whoever_dies_where_and_whenever_sweeps_run_the_event_goes_once_and_no_w
     assert len(interleavings.receiver.posts) == sum(example.posts_per_delivery)
     assert mark is not None and not mark.sending
     assert mark.webhook.get("webhook") in ("delivered", "undelivered") and "webhook_started" not in mark.webhook
+
+
+class DiesAfterMarking(RunStore):
+    """A real run store whose process dies right after it wrote the completion mark (`sending`)."""
+
+    async def mark_event(self, run_id: str, event: bytes) -> str | None:
+        await super().mark_event(run_id, event)
+        raise Died("after the mark")
+
+
+def test_a_purge_sends_the_event_a_dead_sender_left_marked_before_the_mark_goes(on_loop, functions, probe, ids_300):
+    on_loop(functions["start_ingestion"](post_ingestion({"run_id": "purged-unsent", "chunk_size": 300})))
+    ctx = on_loop(app_context())
+    dying = replace(ctx, runs=DiesAfterMarking(ctx.clients.blobs, ctx.settings.runs_container))
+    with contextlib.suppress(Died):
+        on_loop(ingest_chunk(dying, ChunkRef("purged-unsent", 0, on_loop(ctx.runs.get("purged-unsent")).generation)))
+    assert status_of(on_loop, functions, "purged-unsent")["state"] == "completed"  # marked, never sent
+
+    assert on_loop(functions["delete_ingestion"](delete_request("purged-unsent"))).status_code == 200
+    on_loop(sweep(on_loop(app_context()), now=time.time() + 86_400))
+    assert [event["run_id"] for event in events_of(probe, ids_300)] == ["purged-unsent"]

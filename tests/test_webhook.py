@@ -247,3 +247,34 @@ def test_a_delivery_posts_until_an_answer_settles_it_and_never_past_its_attempts
     assert len(receiver.posts) == (settling or attempts)
     expected = "pending" if settling is None else ("delivered" if answers[settling - 1] < 300 else "undelivered")
     assert delivery.state == expected
+
+
+def test_a_pending_delivery_is_recorded_undelivered_once_the_webhook_is_turned_off(
+    on_loop, functions, probe, webhook_env, monkeypatch
+):
+    down = Scripted([503])
+    webhook_env(down, RUN_EVENTS_WEBHOOK_ATTEMPTS="1")
+    assert run_to_its_end(on_loop, functions, probe, "turned-off")["event_webhook"]["state"] == "pending"
+    monkeypatch.delenv("RUN_EVENTS_WEBHOOK")  # the operator turns the webhook off
+    sweep_later(on_loop)
+    webhook = status_of(on_loop, functions, "turned-off")["event_webhook"]
+    down.stop()
+    assert webhook["state"] == "undelivered" and "RUN_EVENTS_WEBHOOK is no longer set" in webhook["reason"]
+
+
+def test_a_sweep_ends_within_its_time_budget_whatever_the_webhook_does(
+    on_loop, functions, probe, webhook_env, monkeypatch
+):
+    released = threading.Event()
+    hanging = LoopbackApi(respond=lambda handler: released.wait(30))
+    webhook_env(hanging, RUN_EVENTS_WEBHOOK_TIMEOUT="2", RUN_EVENTS_WEBHOOK_ATTEMPTS="2", SWEEP_TIME_BUDGET="1",
+                RUNS_CONTAINER=f"runs-{secrets.token_hex(6)}")  # fmt: skip
+    assert run_to_its_end(on_loop, functions, probe, "budgeted")["event_webhook"]["state"] == "pending"
+    started = time.monotonic()
+    sweep_later(on_loop)
+    took = time.monotonic() - started
+    webhook = status_of(on_loop, functions, "budgeted")["event_webhook"]
+    released.set()
+    hanging.stop()
+    assert took < 1.8, f"a sweep with a 1 s budget took {took:.1f} s"
+    assert webhook["state"] == "pending" and "SWEEP_TIME_BUDGET" in webhook["reason"], webhook
