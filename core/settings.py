@@ -425,7 +425,8 @@ SWEEP_MAX_REDRIVES = _int(
 SWEEP_TIME_BUDGET = _float(
     "SWEEP_TIME_BUDGET", 120.0, 1.0, 540.0,
     "seconds a sweep looks at runs (in a random order) before it stops; the next sweep looks at others first. "
-    "Keep it well under the function timeout (`host.json`: 10 min)",
+    "A webhook delivery a sweep makes is cut off at its end too. Keep it well under the function timeout "
+    "(`host.json`: 10 min)",
 )  # fmt: skip
 SWEEP_GIVE_UP_AFTER = _int(
     "SWEEP_GIVE_UP_AFTER", 5, 1, 1000,
