@@ -109,17 +109,23 @@ class BlobTrigger(Trigger):
         return f"blob trigger on {self.container}"
 
     async def poll(self, ctx: Context) -> bool:
-        """Lists the container once and starts handing over each blob not seen yet; False: nothing more waits."""
+        """Lists the container once and starts handing over each blob not seen yet; False: nothing more waits.
+        What it remembers is what the listing found: memory bounded by the container, not by every blob
+        ever written (a purged run's are forgotten)."""
         client = ctx.clients.blobs.get_container_client(self.container)
+        listed: set[tuple[str, str]] = set()
         with contextlib.suppress(ResourceNotFoundError):
             async for blob in client.list_blobs():
                 seen = (blob.name, str(blob.etag))
+                listed.add(seen)
                 if seen not in self.seen:
                     self.seen.add(seen)
                     await self._slots.acquire()
                     task = asyncio.create_task(self._hand_over(client, seen))
                     self._running.add(task)
                     task.add_done_callback(self._running.discard)
+        self.seen &= listed
+        self.tries = {seen: tries for seen, tries in self.tries.items() if seen in listed}
         return False
 
     async def _hand_over(self, client: Any, seen: tuple[str, str]) -> None:
@@ -169,6 +175,10 @@ class QueueTrigger(Trigger):
         moved to poison is logged, and comes back when its visibility ends (unless it is gone)."""
         try:
             await self._deliver(client, poison, message)
+        except asyncio.CancelledError:  # serve stops: the message is visible again now, not VISIBILITY_SECONDS on
+            with contextlib.suppress(Exception):
+                await asyncio.shield(client.update_message(message, visibility_timeout=0))
+            raise
         except Exception:
             log.warning("message %s on %s not settled: it comes back when its visibility ends", message.id,
                         self.queue, exc_info=True)  # fmt: skip

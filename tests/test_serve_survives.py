@@ -17,6 +17,7 @@ import azure.functions as func
 import httpx
 import pytest
 from azure.core.exceptions import ResourceNotFoundError
+from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueClient, TextBase64EncodePolicy
 
 from core.context import app_context
@@ -24,7 +25,7 @@ from fanout import serve as serve_module
 from fanout.azurite import PROJECT_ROOT, Azurite, free_port, start_azurite
 from fanout.client import FanoutClient
 from fanout.demo_api import DemoApi, demo_ids
-from fanout.serve import QueueTrigger
+from fanout.serve import BlobTrigger, QueueTrigger
 from testkit.storage_probe import StorageProbe, delete_queues
 
 KEY = f"key-{secrets.token_hex(8)}"
@@ -166,3 +167,57 @@ def _count(queue: QueueClient) -> int:
         return queue.get_queue_properties().approximate_message_count or 0
     except ResourceNotFoundError:
         return 0
+
+
+def test_a_message_in_hand_when_serve_stops_is_visible_again_at_once(on_loop, azurite, app_env):
+    queue = f"stopping-{secrets.token_hex(5)}"
+    sender = QueueClient.from_connection_string(azurite.connection_string, queue,
+                                                message_encode_policy=TextBase64EncodePolicy())  # fmt: skip
+    started = asyncio.Event()
+
+    async def handle(message: func.QueueMessage) -> None:
+        started.set()
+        await asyncio.sleep(3600)  # a long invocation, still running when serve stops
+
+    async def serve_then_stop() -> None:
+        trigger = asyncio.create_task(QueueTrigger(queue, handle).run(await app_context()))
+        await asyncio.wait_for(started.wait(), 10)
+        trigger.cancel()
+        await asyncio.gather(trigger, return_exceptions=True)
+
+    sender.create_queue()
+    try:
+        sender.send_message("in hand")
+        on_loop(serve_then_stop())
+        again = list(sender.receive_messages(max_messages=1, visibility_timeout=1))
+    finally:
+        delete_queues(azurite.connection_string, [queue])
+    assert [message.content for message in again] == ["aW4gaGFuZA=="]  # "in hand", as stored
+
+
+def test_what_the_blob_trigger_remembers_is_what_its_container_holds(on_loop, azurite, app_env):
+    container = f"remembers-{secrets.token_hex(4)}"
+    blobs = BlobServiceClient.from_connection_string(azurite.connection_string).get_container_client(container)
+    blobs.create_container()
+    handed: list[str] = []
+
+    async def handle(blob: func.InputStream) -> None:
+        handed.append(blob.name)
+
+    async def polls() -> BlobTrigger:
+        trigger, ctx = BlobTrigger(container, handle, parallel=2), await app_context()
+        await trigger.poll(ctx)
+        while len(handed) < 3:
+            await asyncio.sleep(0.05)
+        for name in ("a", "b"):
+            blobs.delete_blob(name)  # a purge
+        await trigger.poll(ctx)
+        return trigger
+
+    try:
+        for name in ("a", "b", "c"):
+            blobs.upload_blob(name, b"x")
+        trigger = on_loop(polls())
+    finally:
+        blobs.delete_container()
+    assert sorted(handed) == [f"{container}/{name}" for name in "abc"] and [n for n, _ in trigger.seen] == ["c"]
