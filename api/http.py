@@ -110,6 +110,11 @@ def answers_problems(handler: Handler) -> Handler:
             return await handler(req)
         except FanoutError as exc:
             for kind, status, prefix in STATUS_OF_ERROR:
+                if isinstance(exc, kind) and status == 500:  # the operator's to fix: logged, and an id to find it by
+                    error_id = secrets.token_hex(8)
+                    log.error("error %s answering %s %s: %s%s", error_id, req.method, urlsplit(req.url).path, prefix,
+                              exc.detail)  # fmt: skip
+                    return problem(status, prefix + exc.detail, error_id=error_id, **exc.fields)
                 if isinstance(exc, kind):
                     return problem(status, prefix + exc.detail, **exc.fields)
             return _unexpected(req, exc)
@@ -170,7 +175,7 @@ async def list_ingestions(req: func.HttpRequest) -> func.HttpResponse:
     query = parse_list_query(req.params)
     page = await list_runs(await app_context(), query)
     runs = [{**status.summary(), "status_url": _absolute(req.url, _status_path(status.run_id))} for status in page.runs]
-    return json_response({"runs": runs, "continuation": page.continuation})
+    return json_response({"runs": runs, "continuation": page.continuation, "unreadable": page.unreadable})
 
 
 @answers_problems

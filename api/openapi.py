@@ -44,8 +44,8 @@ PROBLEMS = {
     404: "no run has this id",
     409: "the run's state does not allow it (`state` says which it is in)",
     413: "the body is over `HTTP_MAX_BODY_BYTES`",
-    500: "the app failed or is misconfigured: `detail` says which; an unexpected failure carries the `error_id` "
-    "the log has its details under",
+    500: "the app failed, is misconfigured or found storage out of shape: `detail` says which, and `error_id` is "
+    "what the log has it under",
     502: "the source failed: the run is `failed`, and the members of the 202 answer say which run",
 }
 
@@ -116,9 +116,12 @@ def operations() -> tuple[Operation, ...]:
                   (400, 409, 413, 500, 502), body={}),
         Operation("list_ingestions", "get", INGESTIONS_ROUTE, "List runs, newest first, a page at a time",
                   {200: _json("a page of runs; the list has ended when `continuation` is null", {
-                      "type": "object", "required": ["runs", "continuation"], "additionalProperties": False,
+                      "type": "object", "required": ["runs", "continuation", "unreadable"],
+                      "additionalProperties": False,
                       "properties": {"runs": {"type": "array", "items": summary},
-                                     "continuation": {"type": ["string", "null"]}}})},
+                                     "continuation": {"type": ["string", "null"]},
+                                     "unreadable": {"type": "object", "additionalProperties": {"type": "string"},
+                                                    "description": "run id → why its records cannot be read"}}})},
                   (400, 500), parameters=LIST_PARAMETERS),
         Operation("get_ingestion_status", "get", RUN_ROUTE, "A run's status",
                   {200: _json("the run is completed, failed or cancelled", status),

@@ -320,7 +320,7 @@ def _list(args: argparse.Namespace) -> int:
     page = _on_storage(lambda ctx: list_runs(ctx, query, fill=True))
     if args.json:
         runs = [status.summary() for status in page.runs]
-        print(json.dumps({"runs": runs, "continuation": page.continuation}))
+        print(json.dumps({"runs": runs, "continuation": page.continuation, "unreadable": page.unreadable}))
         return 0
     print(f"{'RUN ID':<36} {'STATE':<10} {'CREATED':<24} {'ENQUEUED':>22} {'CHUNKS':>13}")
     for status in page.runs:
@@ -328,6 +328,8 @@ def _list(args: argparse.Namespace) -> int:
         total = "?" if status.chunks.total is None else status.chunks.total
         print(f"{status.run_id:<36} {status.state:<10} {status.created_at:<24} "
               f"{f'{status.messages.enqueued:,}/{fetched}':>22} {f'{status.chunks.ingested}/{total}':>13}")  # fmt: skip
+    for run_id, why in page.unreadable.items():
+        print(f"{run_id:<36} unreadable: {why}")
     if page.continuation:
         print(f"(more: --limit {min(MAX_LIMIT, args.limit * 2)} shows more)")
     return 0

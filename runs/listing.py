@@ -19,7 +19,7 @@ import hmac
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import cast
 
@@ -27,7 +27,7 @@ from azure.core.exceptions import HttpResponseError
 
 from core.context import Context
 from core.contract import parse_run_index_blob
-from core.errors import RequestError
+from core.errors import ContractError, RequestError
 from core.run_store import RunStore
 from core.status import STATES, RunState, RunStatus, run_status
 
@@ -51,6 +51,7 @@ class RunListQuery:
 class RunPage:
     runs: list[RunStatus]
     continuation: str | None
+    unreadable: dict[str, str] = field(default_factory=dict)  # run id → why its records cannot be read
 
 
 @dataclass(frozen=True)
@@ -142,13 +143,14 @@ async def list_runs(ctx: Context, query: RunListQuery, *, fill: bool = False) ->
     """A page of runs, newest first; `fill`: read on until `limit` runs are found or none are left (a state
     filter may leave one page short), as the command line shows them."""
     page = await _list_page(ctx.runs, query)
-    found = page.runs
+    found, unreadable = page.runs, dict(page.unreadable)
     while fill and page.continuation and len(found) < query.limit:
         page = await _list_page(
             ctx.runs, replace(query, limit=query.limit - len(found), continuation=page.continuation)
         )
         found += page.runs
-    return RunPage(found, page.continuation)
+        unreadable |= page.unreadable
+    return RunPage(found, page.continuation, unreadable)
 
 
 async def _list_page(runs: RunStore, query: RunListQuery) -> RunPage:
@@ -156,12 +158,22 @@ async def _list_page(runs: RunStore, query: RunListQuery) -> RunPage:
     position = _Position.decode(query.continuation, key) if query.continuation else _Position(None, 0, query.limit)
     after_ms = None if query.created_after is None else int(query.created_after.timestamp() * 1000)
     found: list[RunStatus] = []
+    unreadable: dict[str, str] = {}
     scanned = 0
     reads = asyncio.Semaphore(READS_AT_ONCE)
 
     async def status_of(run_id: str) -> RunStatus | None:
+        """None for a run gone meanwhile, or one whose records are out of shape: named in `unreadable`, so that
+        one run nobody can read takes no listing down."""
         async with reads:
-            return await run_status(runs, run_id, with_errors=False)
+            try:
+                return await run_status(runs, run_id, with_errors=False)
+            except ContractError as exc:
+                unreadable[run_id] = str(exc)
+                return None
+
+    def page(continuation: str | None) -> RunPage:
+        return RunPage(found, continuation, unreadable)
 
     while True:
         names, next_marker = await _index_page(runs, position)
@@ -177,15 +189,15 @@ async def _list_page(runs: RunStore, query: RunListQuery) -> RunPage:
                 found.append(status)
             if len(found) == query.limit:
                 if any(later > index for later, _ in newer):
-                    return RunPage(found, _Position(position.marker, index + 1, position.size).encode(key))
+                    return page(_Position(position.marker, index + 1, position.size).encode(key))
                 if cut_off or next_marker is None:
-                    return RunPage(found, None)
-                return RunPage(found, _Position(next_marker, 0, position.size).encode(key))
+                    return page(None)
+                return page(_Position(next_marker, 0, position.size).encode(key))
         if cut_off or next_marker is None:
-            return RunPage(found, None)
+            return page(None)
         position = _Position(next_marker, 0, position.size)
         if scanned >= MAX_SCANNED:
-            return RunPage(found, position.encode(key))
+            return page(position.encode(key))
 
 
 async def _index_page(runs: RunStore, position: _Position) -> tuple[list[str], str | None]:

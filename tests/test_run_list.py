@@ -12,6 +12,8 @@ import time
 import pytest
 
 from api.http import PROBLEM_JSON
+from core.context import app_context
+from testkit.chunked_runs import write_chunked_run
 from testkit.cli_runner import cli
 from testkit.http_requests import body_of, get_list, get_status, ingest_every_chunk, post_ingestion
 
@@ -131,3 +133,18 @@ def test_cli_lists_runs_newest_first_filtered_by_state(five_runs):
     assert lines[0].split()[:3] == ["RUN", "ID", "STATE"]
     assert [line.split()[:2] for line in lines[1:3]] == [["listed-4", "ingesting"], ["listed-3", "completed"]]
     assert "more" in lines[3]
+
+
+def test_a_run_whose_records_are_out_of_shape_is_named_unreadable_and_the_others_listed(on_loop, functions, probe):
+    write_chunked_run(on_loop, probe, "healthy", ["a"])
+    write_chunked_run(on_loop, probe, "odd", ["b"])
+    ctx = on_loop(app_context())
+    runs = ctx.clients.blobs.get_container_client(ctx.settings.runs_container)
+    out_of_shape = {"state": "weird", "index": "0", "sent": "0", "count": "1"}
+    on_loop(runs.upload_blob("odd/chunks/000000", b"", metadata=out_of_shape, overwrite=True))
+
+    answer = on_loop(functions["list_ingestions"](get_list()))
+
+    assert answer.status_code == 200, body_of(answer)
+    assert [run["run_id"] for run in body_of(answer)["runs"]] == ["healthy"]
+    assert "odd/chunks/000000 is out of shape" in body_of(answer)["unreadable"]["odd"]
