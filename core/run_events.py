@@ -96,18 +96,19 @@ class Settlement:
     sent_event: bool = False  # this call sent the run's completion event
 
 
-async def settle_run(ctx: Context, run_id: str, *, deadline: float | None = None) -> Settlement:
-    """Stops a run past its failure tolerance, and sends its completion event if it has settled and no one
-    has sent it; its webhook delivery cut off at `deadline` (a `time.monotonic()` instant; None: its own)."""
+async def settle_run(ctx: Context, run_id: str, *, deadline: float | None = None, ending: bool = False) -> Settlement:
+    """Stops a run past its failure tolerance, and sends its completion event if it has settled (or is `ending`:
+    purged whatever its chunks) and no one has sent it; its webhook delivery cut off at `deadline` (a
+    `time.monotonic()` instant; None: its own)."""
     status = await run_status(ctx.runs, run_id, with_errors=False)
     if status is None:
         return Settlement(None)
     if status.state == "failed" and status.tolerance_exceeded:  # a cancelled run is `cancelled`, never this
         await ctx.runs.stop(run_id, "failed")
-    if not status.settled or status.finished_at is not None:
+    if not (status.settled or ending) or status.finished_at is not None:
         return Settlement(status)
     status = await run_status(ctx.runs, run_id)  # with the failed chunks' errors, for the event
-    if status is None or not status.settled:
+    if status is None or not (status.settled or ending):
         return Settlement(status)
     event = run_event(status, utc_now())
     etag = await ctx.runs.mark_event(run_id, _encoded(event))
@@ -142,12 +143,12 @@ async def send_lost_event(ctx: Context, run_id: str, now: float, deadline: float
 
 
 async def send_unsent_event(ctx: Context, run_id: str) -> bool:
-    """Before a purge deletes a settled run's mark, the one thing a sweep sends a lost event from: sends the
+    """Before a purge deletes a run and its mark, the one thing a sweep sends a lost event from: sends the
     event unless its mark says `sent`, taking a `sending` one over at once (it may go twice then, never not at
-    all). True when it sent it."""
+    all), or making it if none was (a failed run with chunks left: its end is now). True when it sent it."""
     mark = await ctx.runs.event_mark(run_id)
     if mark is None:
-        return (await settle_run(ctx, run_id)).sent_event
+        return (await settle_run(ctx, run_id, ending=True)).sent_event
     return mark.sending and await _take_over(ctx, run_id, mark, "the purge", None)
 
 

@@ -237,12 +237,17 @@ class RunStore:
 
     async def create(self, record: RunRecord) -> str | None:
         """Writes the record only if the run is new, and its index entry: its ETag, or None when the run
-        already exists."""
+        already exists. A new run starts from nothing: whatever else its prefix holds is an earlier run's with
+        this id, written as a purge went by (a cancel's stop, a finisher's completion mark), and is deleted."""
         blob = self._container.get_blob_client(run_record_blob(record.run_id))
         try:
             result = await blob.upload_blob(_to_json(record), overwrite=False)
         except ResourceExistsError:
             return None
+        async for leftover in self._container.list_blobs(name_starts_with=run_prefix(record.run_id)):
+            if leftover.name != run_record_blob(record.run_id):
+                with contextlib.suppress(ResourceNotFoundError):
+                    await self._container.delete_blob(leftover.name)
         with contextlib.suppress(ResourceExistsError):  # only the run's creator writes it: it exists, it is this
             await self._container.upload_blob(index_entry(record), b"", overwrite=False)
         return str(result["etag"])

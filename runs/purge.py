@@ -3,8 +3,10 @@
 Its chunk blobs, everything of it in the runs container (chunk statuses, concurrency slots, sweep log)
 and its claim-check blobs that are older than the messages' time-to-live (a younger one may still be
 read by a consumer through a message in the queue: it is kept, and counted in the answer; the storage
-lifecycle rule in infra/ deletes it later). A run still chunking or ingesting is refused (409); a
-settled run whose completion event nobody sent (every finisher died first) gets it before it goes.
+lifecycle rule in infra/ deletes it later). A run still chunking or ingesting is refused (409). A run
+whose completion event nobody sent gets it before it goes: one whose sender died, or a failed run with
+chunks never ingested (its end is the purge). A new run under the same id deletes what a racing cancel or
+finisher wrote after the purge (core/run_store.py `create`).
 
 The run record goes first: from then on no chunk of the run is ingested (ingestion/invocation.py refuses
 a chunk whose run has no record) and the sweeper leaves it alone. Then everything under the run's prefix
@@ -84,8 +86,8 @@ async def _purge(ctx: Context, run_id: str) -> PurgeResult:
             "ingested; purge it once that ends",
             run_id=run_id, state=status.state if status else "purging",
         )  # fmt: skip
-    if status is not None and status.settled:
-        await send_unsent_event(ctx, run_id)  # a finisher died before sending it: its mark goes with the run
+    if status is not None:  # not running: its event, unless sent, goes now, as its mark goes with the run
+        await send_unsent_event(ctx, run_id)
     blobs = ctx.clients.blobs
     settings = ctx.settings
     runs = blobs.get_container_client(settings.runs_container)

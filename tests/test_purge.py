@@ -18,7 +18,15 @@ from ingestion.slots import take_slot
 from runs.redrive import redrive_chunk
 from testkit.chunked_runs import BIG, delivered, write_chunked_run
 from testkit.cli_runner import cli
-from testkit.http_requests import BASE, body_of, get_status, post_ingestion
+from testkit.http_requests import (
+    BASE,
+    body_of,
+    delete_request,
+    get_status,
+    ingest_every_chunk,
+    post_ingestion,
+    status_of,
+)
 from testkit.run_events import events_of
 
 
@@ -160,3 +168,37 @@ def test_a_settled_run_whose_event_was_never_sent_gets_it_before_it_is_purged(on
     assert answer.status_code == 200, answer.get_body()
     assert [(event["run_id"], event["state"]) for event in events_of(probe, os.environ)] == [("unsent", "completed")]
     assert blobs_of(azurite.connection_string, "unsent") == {}
+
+
+def test_a_new_run_under_a_purged_runs_id_starts_from_nothing_whatever_the_purge_raced(
+    on_loop, functions, probe, monkeypatch
+):
+    """A cancel and a finisher racing a purge write after its listing: a stop and a completion mark marked
+    sent are left under the run id. A new run under that id neither starts cancelled nor loses its event."""
+    monkeypatch.setenv("SOURCE_URL", os.environ["SOURCE_URL"].replace("10000", "200"))
+    ctx = on_loop(app_context())
+    on_loop(ctx.runs.stop("reused-id", "cancelled"))
+    etag = on_loop(ctx.runs.mark_event("reused-id", b'{"run_id": "reused-id", "finished_at": "2026-01-01T00:00:00Z"}'))
+    assert etag is not None and on_loop(ctx.runs.mark_sent("reused-id", etag))
+
+    answer = on_loop(functions["start_ingestion"](post_ingestion({"run_id": "reused-id", "chunk_size": 5000})))
+    ingest_every_chunk(on_loop, functions, probe, "reused-id")
+    status = status_of(on_loop, functions, "reused-id")
+
+    assert answer.status_code == 202 and status["state"] == "completed" and status["cancelled_at"] is None
+    assert status["finished_at"] != "2026-01-01T00:00:00Z"
+    assert [event["run_id"] for event in events_of(probe, os.environ)] == ["reused-id"]
+
+
+def test_a_purge_of_a_failed_run_with_chunks_left_sends_its_event_as_it_ends(on_loop, functions, probe):
+    write_chunked_run(on_loop, probe, "failed-early", ["a", "b"])  # chunk 0 waits for its trigger
+    ctx = on_loop(app_context())
+    record, etag = on_loop(ctx.runs.get_versioned("failed-early"))
+    on_loop(ctx.runs.save(record.failed("the source went away", 1, 2), if_match=etag))  # then the source failed
+
+    answer = on_loop(functions["delete_ingestion"](delete_request("failed-early")))
+
+    assert answer.status_code == 200, body_of(answer)
+    events = events_of(probe, os.environ)
+    assert [(event["run_id"], event["state"]) for event in events] == [("failed-early", "failed")]
+    assert events[0]["error"] == "the source went away"
