@@ -110,13 +110,9 @@ def answers_problems(handler: Handler) -> Handler:
             return await handler(req)
         except FanoutError as exc:
             for kind, status, prefix in STATUS_OF_ERROR:
-                if isinstance(exc, kind) and status == 500:  # the operator's to fix: logged, and an id to find it by
-                    error_id = secrets.token_hex(8)
-                    log.error("error %s answering %s %s: %s%s", error_id, req.method, urlsplit(req.url).path, prefix,
-                              exc.detail)  # fmt: skip
+                if isinstance(exc, kind):  # a 500 is the operator's to fix: logged, with an id to find it by
+                    error_id = _logged(req, prefix + exc.detail) if status == 500 else None
                     return problem(status, prefix + exc.detail, error_id=error_id, **exc.fields)
-                if isinstance(exc, kind):
-                    return problem(status, prefix + exc.detail, **exc.fields)
             return _unexpected(req, exc)
         except Exception as exc:
             return _unexpected(req, exc)
@@ -125,10 +121,16 @@ def answers_problems(handler: Handler) -> Handler:
 
 
 def _unexpected(req: func.HttpRequest, exc: BaseException) -> func.HttpResponse:
-    error_id = secrets.token_hex(8)
-    log.error("error %s answering %s %s", error_id, req.method, urlsplit(req.url).path, exc_info=exc)
+    error_id = _logged(req, "unexpected", exc)
     return problem(500, f"the app failed unexpectedly; the log has the details under error id {error_id}",
                    error_id=error_id)  # fmt: skip
+
+
+def _logged(req: func.HttpRequest, what: str, exc: BaseException | None = None) -> str:
+    """Logs a 500's cause under a new error id, which its answer carries."""
+    error_id = secrets.token_hex(8)
+    log.error("error %s answering %s %s: %s", error_id, req.method, urlsplit(req.url).path, what, exc_info=exc)
+    return error_id
 
 
 @answers_problems

@@ -12,8 +12,10 @@ Shapes (items as chunk lines: an ID as a JSON string, an object item as the obje
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 from xml.sax.saxutils import escape
 
@@ -21,6 +23,11 @@ MAX_MESSAGE_BYTES = 64 * 1024  # a queue message, after encoding
 BATCH_INPUT_MAX_BYTES = 8 * 1024  # `batch_input` as compact JSON
 MAX_SEQ_DIGITS = 19  # a position in the source: SOURCE_MAX_ITEMS is far below 10**19
 _json_text = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+@functools.lru_cache(maxsize=64)
+def _quoted(run_id: str) -> str:
+    return _compact(run_id)
 
 
 def _compact(value: object) -> str:
@@ -48,15 +55,17 @@ class Delivery:
         return self.batch_max_items > 1
 
     def prefix(self, run_id: str, seq: int) -> str:
-        """A message's text before its first item."""
-        head = f'{{"run_id":{_compact(run_id)},' if self.envelope else "{"
+        """A message's text before its first item (each part serialized once, not once a message)."""
+        head = f'{{"run_id":{_quoted(run_id)},' if self.envelope else "{"
         if not self.batched:
             return f'{head}"seq":{seq},"item":'
         if self.envelope:
             head += f'"first_seq":{seq},'
-        if self.batch_input is not None:
-            head += f'"batch_input":{_compact(self.batch_input)},'
-        return head + '"items":['
+        return head + self._batch_input_member + '"items":['
+
+    @cached_property
+    def _batch_input_member(self) -> str:
+        return "" if self.batch_input is None else f'"batch_input":{_compact(self.batch_input)},'
 
     @property
     def suffix(self) -> str:

@@ -444,9 +444,10 @@ class RunStore:
         and event-loop time per page of the listing, however many chunks."""
         prefix = chunk_statuses_prefix(run_id)
         async for blob in self._container.list_blobs(name_starts_with=prefix, include=["metadata"]):
-            index = _status_index(blob.name.removeprefix(prefix))
-            if index is not None:  # another name there is no chunk's status
-                yield _status_from(blob.name, index, blob.metadata, blob.etag)
+            name = blob.name.removeprefix(prefix)
+            ref = ChunkRef(run_id, int(name)) if _STATUS_NAME.fullmatch(name) else None
+            if ref is not None and ref.status_blob == blob.name:  # only the name the app writes: no look-alike
+                yield _status_from(blob.name, ref.index, blob.metadata, blob.etag)
 
     async def _with_error(self, run_id: str, status: ChunkStatus) -> ChunkStatus:
         """A failed chunk's status with its error (a read); any other as it is."""
@@ -524,12 +525,6 @@ def _from_json(data: bytes) -> RunRecord:
         return RunRecord(**known, resume=ResumePosition.from_json(resume) if resume else None)
     except (ValueError, TypeError, AttributeError, RecursionError, ContractError):
         raise ContractError(f"a run record is out of shape: {data[:100]!r}") from None
-
-
-def _status_index(name: str) -> int | None:
-    """The chunk index a status's name (after its run's prefix) stands for, only in the one form the app writes
-    (`000042`): a look-alike (`0000042`) would count a chunk twice."""
-    return int(name) if _STATUS_NAME.fullmatch(name) and name == f"{int(name):06d}" else None
 
 
 def _status_from(name: str, index: int, metadata: dict[str, str], etag: str) -> ChunkStatus:

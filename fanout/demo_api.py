@@ -21,7 +21,6 @@ from __future__ import annotations
 import base64
 import itertools
 import json
-import socket
 import sys
 import threading
 import time
@@ -203,10 +202,7 @@ def error_body(size: int) -> Iterator[bytes]:
 def _handler_for(api: DemoApi) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
-
-        def setup(self) -> None:
-            super().setup()
-            self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # headers and body: no 40 ms wait
+        disable_nagle_algorithm = True  # headers and body go out as two writes: no 40 ms delayed-ACK stall
 
         def do_GET(self) -> None:
             try:

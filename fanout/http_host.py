@@ -3,9 +3,10 @@
 `HttpRoutes.answer(method, url, headers, body)` is the one mapping from an HTTP request to a
 `func.HttpRequest` and a call of the function whose route and method match: route parameters as strings,
 percent-decoded; the query with empty values dropped (a repeated name's values joined by commas); headers
-as sent; the body's bytes. With a key, routes of auth level FUNCTION or ADMIN answer `401` unless the request carries
-it as `?code=` or `x-functions-key`, as Azure checks a function key. `fanout serve` and the API fuzzing
-both call it; nothing here knows a route of the app by name.
+as sent; the body's bytes, read only once the route and the key are right. With a key, routes of auth level
+FUNCTION or ADMIN answer `401` unless the request carries it as `?code=` or `x-functions-key`, as Azure
+checks a function key. `fanout serve` and the API fuzzing both call it; nothing here knows a route of the
+app by name.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import inspect
 import json
 import re
 import secrets
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -92,22 +93,18 @@ class HttpRoutes:
                 return route, {name: unquote(value) for name, value in found.groupdict().items()}
         return None
 
-    def refusal(self, method: str, url: str, headers: Mapping[str, str]) -> func.HttpResponse | None:
-        """The host's own answer to a request no function takes, known before its body is read: `404` for no
-        route, `401` for no key; None for one a function takes."""
-        resolved = self._resolve(method, url, headers)
-        return resolved if isinstance(resolved, func.HttpResponse) else None
-
-    async def answer(self, method: str, url: str, headers: Mapping[str, str], body: bytes) -> func.HttpResponse:
-        """The function's answer to the request, or the host's own (`refusal`)."""
+    async def answer(
+        self, method: str, url: str, headers: Mapping[str, str], body: Callable[[], Awaitable[bytes]]
+    ) -> func.HttpResponse:
+        """The function's answer to the request, or the host's own: `404` for no route, `401` for no key, both
+        before `body` is read (a request no function takes fills no memory)."""
         resolved = self._resolve(method, url, headers)
         if isinstance(resolved, func.HttpResponse):
             return resolved
         route, route_params = resolved
-        parts = urlsplit(url)
-        params = _query(parts.query)
+        params = _query(urlsplit(url).query)
         request = func.HttpRequest(
-            method.upper(), url, headers=dict(headers), params=params, route_params=route_params, body=body
+            method.upper(), url, headers=dict(headers), params=params, route_params=route_params, body=await body()
         )
         response = await call_function(route.function, request)
         if not isinstance(response, func.HttpResponse):

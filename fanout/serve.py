@@ -249,11 +249,7 @@ def http_app(routes: HttpRoutes) -> web.Application:
     """An aiohttp application that hands every request to `routes`."""
 
     async def handle(request: web.Request) -> web.Response:
-        """The body is read only for a request a function will take (its route, its key): no other fills memory."""
-        method, url, headers = request.method, str(request.url), dict(request.headers)
-        answer = routes.refusal(method, url, headers)
-        if answer is None:
-            answer = await routes.answer(method, url, headers, await request.read())
+        answer = await routes.answer(request.method, str(request.url), dict(request.headers), request.read)
         headers = dict(answer.headers)
         if not any(name.lower() == "content-type" for name in headers) and answer.mimetype:
             headers["Content-Type"] = f"{answer.mimetype}; charset={answer.charset or 'utf-8'}"

@@ -65,6 +65,7 @@ def shaped(lines: Sequence[str], texts: Sequence[str], delivery: Delivery, run_i
     limit = delivery.batch_max_bytes
     parts: list[str] = []
     raw = escaped = 0
+    head_growth: int | None = None  # what escaping adds to a head: the same for each, whatever its seq
 
     def close() -> None:
         messages.append("".join(parts) + suffix)
@@ -79,8 +80,11 @@ def shaped(lines: Sequence[str], texts: Sequence[str], delivery: Delivery, run_i
         if not parts:
             head = delivery.prefix(run_id, first_seq + position)
             parts.append(head)
-            raw = escaped = len(head.encode("utf-8")) + len(suffix) - 1
-            escaped += len(escape(head).encode("utf-8")) - len(head.encode("utf-8"))
+            head_bytes = len(head.encode("utf-8"))
+            if head_growth is None:
+                head_growth = len(escape(head).encode("utf-8")) - head_bytes
+            raw = head_bytes + len(suffix) - 1
+            escaped = raw + head_growth
             starts.append(position)
             keys.append(texts[position])
             parts.append(line)

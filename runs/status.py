@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
-from typing import cast
 
 from core.context import Context
 from core.contract import is_run_id
 from core.errors import RunNotFoundError
 from core.redact import public_text
 from core.status import FINAL_STATES, RunStatus, run_status
-from ingestion.backlog import Backlog, look, read_samples, ttl_warning
+from ingestion.backlog import look, read_samples, ttl_warning
 
 
 def no_run(run_id: str) -> RunNotFoundError:
@@ -33,15 +32,16 @@ async def get_status(ctx: Context, run_id: str) -> RunStatus:
     if status is None:
         raise no_run(run_id)
     if status.chunks.waiting and status.state not in FINAL_STATES:
-        looked, samples = await asyncio.gather(look(ctx, status.max_backlog), read_samples(ctx, run_id),
-                                               return_exceptions=True)  # fmt: skip
-        counts: dict[str, int] | None = None
-        warning: str | None
-        if isinstance(looked, Exception):  # advice only: a queue that cannot be counted takes no status down
-            warning = f"the target queues could not be counted: {public_text(str(looked), 200)}"
-        else:
-            counts = cast(Backlog, looked).counts
-            warning = ttl_warning(samples if isinstance(samples, list) else [], ctx.settings.message_ttl)
+        counts, warning = await _backlog(ctx, run_id, status.max_backlog)
         status = replace(status, backlog={"waiting_chunks": status.chunks.waiting, "queues": counts,
                                           "warning": warning})  # fmt: skip
     return status
+
+
+async def _backlog(ctx: Context, run_id: str, limit: int) -> tuple[dict[str, int] | None, str | None]:
+    """The target queues' counts and the TTL warning: advice only, so a queue that cannot be counted takes no
+    status down (no counts, the reason as the warning)."""
+    backlog, samples = await asyncio.gather(look(ctx, limit), read_samples(ctx, run_id), return_exceptions=True)
+    if isinstance(backlog, BaseException):
+        return None, f"the target queues could not be counted: {public_text(str(backlog), 200)}"
+    return backlog.counts, ttl_warning(samples if isinstance(samples, list) else [], ctx.settings.message_ttl)

@@ -62,9 +62,9 @@ def _fill(probe: StorageProbe, messages: int = 10) -> None:
 
 
 def _consume(probe: StorageProbe) -> None:
-    while batch := list(probe.queue.receive_messages(max_messages=32)):
-        for message in batch:
-            probe.queue.delete_message(message)
+    """The consumer drains the target queue."""
+    while probe.consume(32):
+        pass
 
 
 def _handed_back(probe: StorageProbe, queue: str) -> int:

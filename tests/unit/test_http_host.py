@@ -40,7 +40,10 @@ ROUTES = HttpRoutes(_app().get_functions(), key="the-key")
 
 
 def _answer(method: str, url: str, headers: dict[str, str] | None = None, body: bytes = b"") -> func.HttpResponse:
-    return asyncio.run(ROUTES.answer(method, url, headers or {}, body))
+    async def read() -> bytes:
+        return body
+
+    return asyncio.run(ROUTES.answer(method, url, headers or {}, read))
 
 
 def test_request_reaches_its_function_as_the_host_hands_it_over() -> None:
