@@ -108,7 +108,7 @@ def _integer(field: RequestField, value: object, settings: Settings) -> int:
 def _source(field: RequestField, value: object, settings: Settings) -> str:
     if not isinstance(value, str):
         raise RequestError("source must be a string naming a configured source", field="source")
-    if value.lower() not in settings.sources:
+    if not value.isascii() or value.lower() not in settings.sources:  # ASCII in any case (K, not the Kelvin sign)
         names = ", ".join(sorted(settings.sources))
         raise RequestError(f"unknown source {value!r}; configured sources: {names}", field="source")
     return value.lower()
@@ -262,12 +262,13 @@ def _check_delivery(request: IngestionRequest) -> None:
 
 def body_rules(settings: Settings) -> dict[str, Any]:
     """`_check_delivery` in JSON Schema, under `settings`' defaults: with a `batch_input` (null is none)."""
+    single = settings.batch_max_items == 1
     return {
         "if": {"properties": {"batch_input": {"type": "object"}}, "required": ["batch_input"]},
-        "then": {
-            "properties": {"batch_max_items": {"type": "integer", "minimum": 2},
+        "then": {  # null is the default: refused where the default batches nothing, else taken
+            "properties": {"batch_max_items": {"minimum": 2, **({"type": "integer"} if single else {})},
                            "batch_max_bytes": {"minimum": LEAST_BATCH_BYTES_WITH_INPUT}},
-            **({"required": ["batch_max_items"]} if settings.batch_max_items == 1 else {}),
+            **({"required": ["batch_max_items"]} if single else {}),
         },
     }  # fmt: skip
 

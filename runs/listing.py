@@ -162,15 +162,14 @@ async def _list_page(runs: RunStore, query: RunListQuery) -> RunPage:
     scanned = 0
     reads = asyncio.Semaphore(READS_AT_ONCE)
 
-    async def status_of(run_id: str) -> RunStatus | None:
-        """None for a run gone meanwhile, or one whose records are out of shape: named in `unreadable`, so that
-        one run nobody can read takes no listing down."""
+    async def status_of(run_id: str) -> RunStatus | ContractError | None:
+        """None for a run gone meanwhile; the error of one whose records are out of shape, which the page names
+        in `unreadable` (where it lists it), so that one run nobody can read takes no listing down."""
         async with reads:
             try:
                 return await run_status(runs, run_id, with_errors=False)
             except ContractError as exc:
-                unreadable[run_id] = str(exc)
-                return None
+                return exc
 
     def page(continuation: str | None) -> RunPage:
         return RunPage(found, continuation, unreadable)
@@ -183,9 +182,11 @@ async def _list_page(runs: RunStore, query: RunListQuery) -> RunPage:
         if cut_off:  # what follows is older still
             newer = [(index, entry) for index, entry in newer if entry[0] > cast(int, after_ms)]
         statuses = await asyncio.gather(*(status_of(run_id) for _, (_, run_id) in newer))
-        for (index, _), status in zip(newer, statuses, strict=True):
+        for (index, (_, run_id)), status in zip(newer, statuses, strict=True):
             scanned += 1
-            if status is not None and query.state in (None, status.state):
+            if isinstance(status, ContractError):
+                unreadable[run_id] = str(status)
+            elif status is not None and query.state in (None, status.state):
                 found.append(status)
             if len(found) == query.limit:
                 if any(later > index for later, _ in newer):

@@ -3,10 +3,11 @@
 Its chunk blobs, everything of it in the runs container (chunk statuses, concurrency slots, sweep log)
 and its claim-check blobs that are older than the messages' time-to-live (a younger one may still be
 read by a consumer through a message in the queue: it is kept, and counted in the answer; the storage
-lifecycle rule in infra/ deletes it later). A run still chunking or ingesting is refused (409). A run
-whose completion event nobody sent gets it before it goes: one whose sender died, or a failed run with
-chunks never ingested (its end is the purge). A new run under the same id deletes what a racing cancel or
-finisher wrote after the purge (core/run_store.py `create`).
+lifecycle rule in infra/ deletes it later). A run still chunking or ingesting is refused (409), and so
+is one whose completion event is still owed to the webhook (its delivery lives on the mark the purge
+deletes). A run whose completion event nobody sent gets it before it goes: one whose sender died, or a
+failed run with chunks never ingested (its end is the purge). A new run under the same id deletes what a
+racing cancel or finisher wrote after the purge (core/run_store.py `create`).
 
 The run record goes first: from then on no chunk of the run is ingested (ingestion/invocation.py refuses
 a chunk whose run has no record) and the sweeper leaves it alone. Then everything under the run's prefix
@@ -84,6 +85,14 @@ async def _purge(ctx: Context, run_id: str) -> PurgeResult:
         raise RunConflictError(
             f"run {run_id!r} is {status.state if status else 'being purged'} but chunk {busy[0]} is still being "
             "ingested; purge it once that ends",
+            run_id=run_id, state=status.state if status else "purging",
+        )  # fmt: skip
+    webhook = status.event_webhook if status is not None else None
+    if webhook is not None and webhook.state == "pending":  # its delivery lives on the mark the purge deletes
+        raise RunConflictError(
+            f"run {run_id!r}'s completion event is still owed to the webhook ({webhook.deliveries} deliveries so far: "
+            f"{webhook.reason}); purge it once it is delivered or recorded undelivered (with RUN_EVENTS_WEBHOOK "
+            "unset, the next sweep records it undelivered)",
             run_id=run_id, state=status.state if status else "purging",
         )  # fmt: skip
     if status is not None:  # not running: its event, unless sent, goes now, as its mark goes with the run

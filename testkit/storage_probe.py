@@ -42,8 +42,14 @@ class StorageProbe:
                 return bodies
             bodies.extend(message.content for message in batch)
 
-    def consume(self, most: int) -> list[str]:
-        """A consumer's turn: up to `most` message bodies received and deleted (the backlog shrinks by them)."""
+    def consume(self, most: int | None = None) -> list[str]:
+        """A consumer's turn: up to `most` message bodies (None: all there are) received and deleted, the backlog
+        shrinking by them; none from a queue not created yet."""
+        if most is None:
+            taken: list[str] = []
+            while batch := self.consume(32):
+                taken += batch
+            return taken
         try:
             batch = list(self.queue.receive_messages(max_messages=most, visibility_timeout=60))
         except ResourceNotFoundError:

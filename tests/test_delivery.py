@@ -26,21 +26,10 @@ from fanout.demo_api import demo_ids
 from fanout.messages import Unpacked, unpack
 from testkit.cli_runner import cli
 from testkit.http_requests import body_of, chunk_blob, ingest_every_chunk, post_ingestion, run_queued, status_of
-from testkit.storage_probe import StorageProbe
 
 
 def _count(monkeypatch: pytest.MonkeyPatch, ids: int) -> None:
     monkeypatch.setenv("SOURCE_URL", os.environ["SOURCE_URL"].replace("count=10000", f"count={ids}"))
-
-
-def _consume(probe: StorageProbe) -> list[str]:
-    """What a consumer takes off the queue now: each message received, then deleted."""
-    taken = []
-    while batch := list(probe.queue.receive_messages(messages_per_page=32, max_messages=32)):
-        for message in batch:
-            taken.append(message.content)
-            probe.queue.delete_message(message)
-    return taken
 
 
 def _unpacked(bodies: list[str], *, batched: bool, envelope: bool) -> list[Unpacked]:
@@ -118,13 +107,13 @@ def test_a_run_waits_on_its_backlog_without_failing_and_completes_once_the_consu
     on_loop(functions["sweep_stalled_chunks"](TimerRequest()))  # a waiting chunk is no stalled one: left alone
     assert status_of(on_loop, functions, "backlog")["chunks"]["failed"] == 0
 
-    redrives, received = probe.queue_client(app_env["REDRIVE_QUEUE"]), _consume(probe)
+    redrives, received = probe.queue_client(app_env["REDRIVE_QUEUE"]), probe.consume()
     deadline = time.monotonic() + 60
     while status_of(on_loop, functions, "backlog")["state"] != "completed":
         assert time.monotonic() < deadline, status_of(on_loop, functions, "backlog")
         time.sleep(1.1)  # the hand-back is hidden BACKLOG_RETRY_SECONDS
         run_queued(on_loop, functions["redrive_chunk"], redrives)
-        received += _consume(probe)  # the consumer, between the chunk's looks
+        received += probe.consume()  # the consumer, between the chunk's looks
     assert sorted(received) == sorted(demo_ids(600))  # nothing lost, nothing sent twice by the pauses
     assert status_of(on_loop, functions, "backlog").get("backlog") is None
 
@@ -143,10 +132,10 @@ def test_fanout_run_waits_in_process_for_the_consumer(app_env, probe, monkeypatc
             assert time.monotonic() < deadline
             assert probe.queue_length() <= 30 + 10 + int(os.environ.get("INGEST_CONCURRENCY", "64"))
             time.sleep(1.5)
-            received += _consume(probe)
+            received += probe.consume()
     finally:
         output, _ = runner.communicate(timeout=60)
-    received += _consume(probe)
+    received += probe.consume()
     assert runner.returncode == 0, output
     assert "max_backlog" in output  # it said why it waited
     assert sorted(received) == sorted(demo_ids(200))

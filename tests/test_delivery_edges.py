@@ -61,12 +61,6 @@ def _fill(probe: StorageProbe, messages: int = 10) -> None:
         probe.queue.send_message(base64.b64encode(f"other-{k}".encode()).decode())
 
 
-def _consume(probe: StorageProbe) -> None:
-    """The consumer drains the target queue."""
-    while probe.consume(32):
-        pass
-
-
 def _handed_back(probe: StorageProbe, queue: str) -> int:
     """Messages on the redrive queue, hidden ones too (a hand-back is hidden BACKLOG_RETRY_SECONDS)."""
     with contextlib.suppress(Exception):
@@ -83,7 +77,7 @@ def test_a_chunk_failing_after_it_waited_is_logged_failed_and_never_handed_back(
     _fill(probe)
     _trigger(on_loop, functions, probe, name)
     assert status_of(on_loop, functions, "fail-after-wait")["chunks"]["waiting"] == 1
-    _consume(probe)
+    probe.consume()
     time.sleep(1.2)  # the hand-back is hidden BACKLOG_RETRY_SECONDS
     redrives = probe.queue_client(app_env["REDRIVE_QUEUE"])
     with caplog.at_level(logging.INFO):
@@ -102,7 +96,7 @@ def test_a_local_run_ends_when_a_chunk_that_waited_fails(on_loop, probe, app_env
     monkeypatch.setenv("LARGE_MESSAGE_MODE", "reject")
     _write_run(on_loop, probe, "local-fail", ["a", "b", OVERSIZED], max_backlog=3)
     _fill(probe)
-    threading.Timer(1.5, _consume, (probe,)).start()  # the consumer catches up 1.5 s in
+    threading.Timer(1.5, probe.consume).start()  # the consumer catches up 1.5 s in
     said: list[str] = []
     on_loop(asyncio.wait_for(ingest_pending_chunks(on_loop(app_context()), "local-fail", said.append), timeout=20))
     assert any("waits" in line for line in said) and "failed" in said[-1], said
@@ -133,7 +127,7 @@ def test_a_redrive_here_waits_for_the_backlog_and_a_scheduled_one_adds_no_copy(
         assert body_of(on_loop(functions["redrive_ingestion"](post_redrive("redrive-wait"))))["scheduled"] == []
     assert _handed_back(probe, app_env["REDRIVE_QUEUE"]) == 1
 
-    threading.Timer(1.5, _consume, (probe,)).start()
+    threading.Timer(1.5, probe.consume).start()
     result = on_loop(asyncio.wait_for(redrive_run(on_loop(app_context()), "redrive-wait", here=True), timeout=30))
     assert result.to_json()["chunks"][0]["state"] == "ingested", result.to_json()
     assert status_of(on_loop, functions, "redrive-wait")["state"] == "completed"
@@ -215,7 +209,7 @@ def test_a_waiting_chunk_whose_hand_back_finds_no_slot_comes_back_when_one_is_fr
     assert on_loop(take_slot(slots, "slot-wait", 1, "another-chunk", 3.6)) is not None  # the run's one slot, taken
     time.sleep(3.1)
     assert _deliver_redrives(on_loop, functions, probe, queue) == 1  # its hand-back finds no slot: handed back
-    _consume(probe)  # the consumer drains meanwhile
+    probe.consume()  # the consumer drains meanwhile
 
     deadline = time.monotonic() + 12
     while status_of(on_loop, functions, "slot-wait")["state"] != "completed" and time.monotonic() < deadline:

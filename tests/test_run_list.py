@@ -148,3 +148,25 @@ def test_a_run_whose_records_are_out_of_shape_is_named_unreadable_and_the_others
     assert answer.status_code == 200, body_of(answer)
     assert [run["run_id"] for run in body_of(answer)["runs"]] == ["healthy"]
     assert "odd/chunks/000000 is out of shape" in body_of(answer)["unreadable"]["odd"]
+
+
+def test_an_unreadable_run_is_named_on_the_one_page_that_reaches_it(on_loop, functions, probe):
+    ids = [f"paged-{n}" for n in range(4)]  # created oldest first: listed newest first
+    for run_id in ids:
+        write_chunked_run(on_loop, probe, run_id, ["a"])
+        time.sleep(0.01)
+    ctx = on_loop(app_context())
+    runs = ctx.clients.blobs.get_container_client(ctx.settings.runs_container)
+    out_of_shape = {"state": "weird", "index": "0", "sent": "0", "count": "1"}
+    on_loop(runs.upload_blob(f"{ids[0]}/chunks/000000", b"", metadata=out_of_shape, overwrite=True))
+
+    listed, named = [], []
+    page = body_of(on_loop(functions["list_ingestions"](get_list(limit="2"))))
+    while True:
+        listed += [run["run_id"] for run in page["runs"]]
+        named += list(page["unreadable"])
+        if not page["continuation"]:
+            break
+        page = body_of(on_loop(functions["list_ingestions"](get_list(limit="1", continuation=page["continuation"]))))
+    ours = [run_id for run_id in listed if run_id in ids], [run_id for run_id in named if run_id in ids]
+    assert ours == (ids[:0:-1], [ids[0]])  # other tests' runs share this Azurite's index

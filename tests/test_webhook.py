@@ -23,7 +23,7 @@ from core.settings import Settings
 from core.webhook import CLOUDEVENTS_JSON, deliver
 from runs.sweep import sweep
 from testkit.chunked_runs import delivered
-from testkit.http_requests import post_ingestion, status_of
+from testkit.http_requests import body_of, delete_request, post_ingestion, status_of
 from testkit.loopback_api import Answer, LoopbackApi
 from testkit.run_events import events_of
 
@@ -278,3 +278,17 @@ def test_a_sweep_ends_within_its_time_budget_whatever_the_webhook_does(
     hanging.stop()
     assert took < 3.5, f"a sweep with a 1 s budget took {took:.1f} s"  # a delivery alone takes 4 s here
     assert webhook["state"] == "pending" and "SWEEP_TIME_BUDGET" in webhook["reason"], webhook
+
+
+def test_a_purge_waits_for_a_webhook_delivery_still_owed(on_loop, functions, probe, webhook_env):
+    down = Scripted([503, 503, 503, 200])
+    webhook_env(down, RUN_EVENTS_WEBHOOK_ATTEMPTS="3")
+    assert run_to_its_end(on_loop, functions, probe, "owed")["event_webhook"]["state"] == "pending"
+
+    refused = on_loop(functions["delete_ingestion"](delete_request("owed")))
+    sweep_later(on_loop)  # the webhook is back: the sweep delivers
+    purged = on_loop(functions["delete_ingestion"](delete_request("owed")))
+    down.stop()
+
+    assert refused.status_code == 409 and "still owed to the webhook" in body_of(refused)["detail"]
+    assert purged.status_code == 200 and len(down.posts) == 4
