@@ -56,7 +56,13 @@ async def start_chunking(ctx: Context, request: IngestionRequest, budget: float 
     etag = await ctx.runs.create(record)
     if etag is None:
         existing = await ctx.runs.get(request.run_id)
-        if existing is None or _asked(existing) != _asked(record):
+        if existing is None:  # a purge marked it
+            raise RunConflictError(
+                f"run {request.run_id!r} is being purged (or a purge of it was cut short: purge it again); start "
+                "it once the purge has ended, or choose another run_id",
+                run_id=request.run_id,
+            )
+        if _asked(existing) != _asked(record):
             raise RunConflictError(
                 f"run {request.run_id!r} already exists with different parameters; choose another run_id",
                 run_id=request.run_id,

@@ -48,6 +48,7 @@ FINAL_CHUNK_STATES = ("ingested", "failed")  # no delivery moves them; only a ru
 EVENT_METADATA = "event"  # on the completion mark: `sending`, then `sent` once the event is on its queue
 WEBHOOK_STARTED = "webhook_started"  # when the webhook delivery under way started (none: none is)
 WEBHOOK_METADATA = ("webhook", "webhook_deliveries", "webhook_reason", WEBHOOK_STARTED)  # to RUN_EVENTS_WEBHOOK
+PURGING_METADATA = "purging"  # on a run record a purge is deleting: the run reads as gone, its id is not yet free
 _STATUS_NAME = re.compile(r"[0-9]{6,12}")  # a chunk status's name after its run's prefix
 
 
@@ -381,12 +382,51 @@ class RunStore:
         return versioned[0] if versioned else None
 
     async def get_versioned(self, run_id: str) -> tuple[RunRecord, str] | None:
-        """The record and its ETag, for a save that must not overwrite someone else's."""
+        """The record and its ETag, for a save that must not overwrite someone else's; None for a run that
+        does not exist or that a purge is deleting."""
         try:
             stream = await self._container.download_blob(run_record_blob(run_id))
         except ResourceNotFoundError:
             return None
+        if PURGING_METADATA in (stream.properties.metadata or {}):
+            return None
         return _from_json(await stream.readall()), str(stream.properties.etag)
+
+    async def mark_purging(self, run_id: str, etag: str) -> str:
+        """Marks the record as being purged, only as `etag` names it; returns the marked ETag. From then on
+        the run reads as gone and `create` cannot take its id, until `drop_purged` deletes it;
+        UpdateConflictError if it was written since, or is gone."""
+        blob = self._container.get_blob_client(run_record_blob(run_id))
+        try:
+            result = await blob.set_blob_metadata(
+                {PURGING_METADATA: utc_now()}, etag=etag, match_condition=MatchConditions.IfNotModified
+            )
+        except (ResourceModifiedError, ResourceNotFoundError):
+            raise UpdateConflictError(f"run {run_id!r} was updated by another invocation, or purged") from None
+        return str(result["etag"])
+
+    async def purge_mark(self, run_id: str) -> tuple[RunRecord | None, str] | None:
+        """The record a purge marked (None if out of shape) and its ETag; None unless a purge marked it (one
+        under way, or cut short)."""
+        try:
+            stream = await self._container.download_blob(run_record_blob(run_id))
+        except ResourceNotFoundError:
+            return None
+        if PURGING_METADATA not in (stream.properties.metadata or {}):
+            return None
+        try:
+            record: RunRecord | None = _from_json(await stream.readall())
+        except ContractError:
+            record = None
+        return record, str(stream.properties.etag)
+
+    async def drop_purged(self, run_id: str, etag: str) -> None:
+        """Deletes the record a purge marked (`mark_purging`'s ETag), which frees its id; a record written
+        since (a new run under the id) stays."""
+        with contextlib.suppress(ResourceNotFoundError, ResourceModifiedError):
+            await self._container.delete_blob(
+                run_record_blob(run_id), etag=etag, match_condition=MatchConditions.IfNotModified
+            )
 
     async def save(self, record: RunRecord, *, if_match: str) -> str:
         """Writes the record only over the version `if_match` names (else UpdateConflictError); returns its new ETag."""

@@ -39,7 +39,7 @@ param sourceClientId string = ''
 @description('The scope asked for (SOURCE_SCOPE); required for entra, e.g. api://<app-id>/.default.')
 param sourceScope string = ''
 
-@description('Private network: a virtual network with the app\'s integration subnet, private endpoints and private DNS zones for the storage accounts (blob, queue, table; queue on each queueAccounts account) and the Key Vault, whose public network access is then off. The app itself stays reachable over HTTPS (Event Grid delivers to its webhook). See docs/deploy.md, Private network.')
+@description('Private network: a virtual network with the app\'s integration subnet, private endpoints and private DNS zones for the storage accounts (blob, queue, table; queue on each queueAccounts account) the Key Vault and the run-events topic (runEventsTopic), whose public network access is then off. The app itself stays reachable over HTTPS (Event Grid delivers to its webhook). See docs/deploy.md, Private network.')
 param vnetEnabled bool = false
 
 param pythonVersion string = '3.11'
@@ -114,18 +114,27 @@ var tags = { 'azd-env-name': name, app: 'azure-queue-fanout' }
 var deploymentContainerName = 'app-package-${take(token, 8)}'
 var storageAccountName = 'st${take(token, 13)}fan'
 var keyVaultName = 'kv${take(token, 13)}fan'
+var runEventsTopicName = 'evgt-runs-${name}-${take(token, 6)}'
 // Names and queue endpoints of the extra queue accounts, known before deployment (a loop variable may not
 // read module outputs).
 var queueAccountNames = [for account in range(0, queueAccounts): 'st${take(token, 13)}q${account}']
 var queueAccountEndpoints = [for accountName in queueAccountNames: 'https://${accountName}.queue.${environment().suffixes.storage}']
 // What gets a private endpoint with the private network, and for which sub-resources: the main account
-// (the host and the app use blob, queue and table), each extra queue account (queue only) and the Key Vault.
+// (the host and the app use blob, queue and table), each extra queue account (queue only), the Key Vault
+// and the run-events topic when there is one (the app posts its events there).
 // Names are known before deployment, so the resource IDs are too.
 var queueAccountPrivateEndpoints = [for accountName in queueAccountNames: {
   name: accountName
   type: 'Microsoft.Storage/storageAccounts'
   groupIds: ['queue']
 }]
+var runEventsTopicPrivateEndpoints = runEventsTopic ? [
+  {
+    name: runEventsTopicName
+    type: 'Microsoft.EventGrid/topics'
+    groupIds: ['topic']
+  }
+] : []
 var privateEndpointTargets = vnetEnabled ? concat([
   {
     name: storageAccountName
@@ -137,7 +146,7 @@ var privateEndpointTargets = vnetEnabled ? concat([
     type: 'Microsoft.KeyVault/vaults'
     groupIds: ['vault']
   }
-], queueAccountPrivateEndpoints) : []
+], queueAccountPrivateEndpoints, runEventsTopicPrivateEndpoints) : []
 var queueNames = [for partition in range(0, queuePartitions): queuePartitions == 1 ? queueName : '${queueName}-${partition}']
 
 module identity 'modules/identity.bicep' = {
@@ -220,13 +229,14 @@ module network 'modules/network.bicep' = if (vnetEnabled) {
     name: 'vnet-${name}-${take(token, 6)}'
     location: location
     tags: tags
+    runEventsTopic: runEventsTopic
   }
 }
 
 module privateEndpoints 'modules/private-endpoints.bicep' = [
   for target in privateEndpointTargets: {
     name: 'private-endpoints-${target.name}'
-    dependsOn: [storage, queueStorage, keyVault]
+    dependsOn: [storage, queueStorage, keyVault, runEventsTopicModule]
     params: {
       name: target.name
       location: location
@@ -366,10 +376,11 @@ module functionApp 'modules/function-app.bicep' = {
 module runEventsTopicModule 'modules/run-events-topic.bicep' = if (runEventsTopic) {
   name: 'run-events-topic'
   params: {
-    name: 'evgt-runs-${name}-${take(token, 6)}'
+    name: runEventsTopicName
     location: location
     tags: tags
     principalId: identity.outputs.principalId
+    vnetEnabled: vnetEnabled
   }
 }
 

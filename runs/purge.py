@@ -9,11 +9,12 @@ deletes). A run whose completion event nobody sent gets it before it goes: one w
 failed run with chunks never ingested (its end is the purge). A new run under the same id deletes what a
 racing cancel or finisher wrote after the purge (core/run_store.py `create`).
 
-The run record goes first: from then on no chunk of the run is ingested (ingestion/invocation.py refuses
-a chunk whose run has no record) and the sweeper leaves it alone. Then everything under the run's prefix
-goes, whether or not the record still exists, so a purge cut short, or one that raced an invocation
-already past its record check, is finished by purging again; only a run of which nothing is left is
-not found (404).
+The run record is marked first (only as it was read: a run changed meanwhile is a 409): from then on the
+run reads as gone (no chunk of it is ingested: ingestion/invocation.py refuses a chunk whose run has no
+record; the sweeper, status and listing no longer see it) and no new run can take its id. Then everything
+else under the run's prefix goes, and the marked record last, which frees the id: a new run under it is
+never touched by the purge. A purge cut short leaves the mark (a start under that id answers 409 saying
+so) and is finished by purging again; only a run of which nothing is left is not found (404).
 """
 
 from __future__ import annotations
@@ -31,11 +32,11 @@ from azure.storage.blob.aio import ContainerClient
 
 from core.context import Context
 from core.contract import SERVICE_DEFAULT_TTL, TTL_METADATA, run_prefix, run_record_blob
-from core.errors import RunConflictError
+from core.errors import RunConflictError, UpdateConflictError
 from core.logs import did
 from core.run_events import send_unsent_event
 from core.run_scope import run_scope
-from core.run_store import index_entry
+from core.run_store import RunRecord, index_entry
 from core.status import run_status
 from runs.status import checked_run_id, no_run
 
@@ -101,19 +102,35 @@ async def _purge(ctx: Context, run_id: str) -> PurgeResult:
     settings = ctx.settings
     runs = blobs.get_container_client(settings.runs_container)
     checks = blobs.get_container_client(settings.large_message_container)
-    if status is None and not await _anything_left(run_id, ctx.chunk_container, runs, checks):
+    mark = await _mark(ctx, run_id, status is not None)
+    if mark is None and not await _anything_left(run_id, ctx.chunk_container, runs, checks):
         raise no_run(run_id)
-    record = await _delete_all(runs, await _record_and_index_entry(ctx, run_id)) if status is not None else 0
+    record, etag = mark or (None, None)
+    index = [index_entry(record)] if record is not None and record.created_at else []
     deleted_checks, kept_checks = await _purge_claim_checks(checks, run_id, settings.message_ttl)
     chunk_blobs = await _delete_all(ctx.chunk_container, [name async for name in _names(ctx.chunk_container, run_id)])
-    run_blobs = record + await _delete_all(runs, [name async for name in _names(runs, run_id)])
+    record_blob = run_record_blob(run_id)
+    leftovers = [name async for name in _names(runs, run_id) if name != record_blob]
+    run_blobs = await _delete_all(runs, index + leftovers)
+    if etag is not None:  # last: until now no new run could take the id
+        await ctx.runs.drop_purged(run_id, etag)
+        run_blobs += 1
     return PurgeResult(run_id, chunk_blobs, run_blobs, deleted_checks, kept_checks)
 
 
-async def _record_and_index_entry(ctx: Context, run_id: str) -> list[str]:
-    """The run record's blob and its entry in the run index (runs/listing.py), which lists it no more."""
-    record = await ctx.runs.get(run_id)
-    return [run_record_blob(run_id)] + ([index_entry(record)] if record is not None and record.created_at else [])
+async def _mark(ctx: Context, run_id: str, found: bool) -> tuple[RunRecord | None, str] | None:
+    """Marks the run's record as being purged (see core/run_store.py `mark_purging`), as it was read: the record
+    and its marked ETag; the mark of a purge cut short; None when there is no record."""
+    versioned = await ctx.runs.get_versioned(run_id) if found else None
+    if versioned is None:
+        return await ctx.runs.purge_mark(run_id)
+    record, etag = versioned
+    try:
+        return record, await ctx.runs.mark_purging(run_id, etag)
+    except UpdateConflictError:
+        raise RunConflictError(
+            f"run {run_id!r} changed as its purge began; purge it again", run_id=run_id, state="purging"
+        ) from None
 
 
 async def _anything_left(run_id: str, *containers: ContainerClient) -> bool:

@@ -50,8 +50,9 @@ ACCEPTED_FINDINGS = {
     "without a VNet resolves Key Vault references over the public endpoint; RBAC mode, so only principals with a "
     "role on the vault read it",
     "CKV_AZURE_189": "public network access on Key Vault: the same",
-    "CKV_AZURE_193": "public network access on the optional run-events topic: the app, without a VNet, posts to it "
-    "over the public endpoint; local auth is off, so only an Entra principal with EventGrid Data Sender sends",
+    "CKV_AZURE_193": "public network access on the optional run-events topic unless vnetEnabled (asserted in "
+    "test_infra_run_events.py): the app, without a VNet, posts to it over the public endpoint; local auth is off, so "
+    "only an Entra principal with EventGrid Data Sender sends",
     "CKV_AZURE_110": "no purge protection, for a sample: it can never be turned off and would keep the vault's name "
     "taken after destroy.sh, so the environment could not be redeployed; soft delete is on; turn it on in production",
     "CKV_AZURE_42": "recoverable Key Vault: soft delete is on; checkov also wants purge protection (CKV_AZURE_110)",
@@ -488,14 +489,17 @@ def network_resource_types(module_path: str) -> set[str]:
     return {r["type"] for r in parse(module_path)["resources"].values() if r["type"].startswith("Microsoft.Network/")}
 
 
-def private_endpoint_targets(vnet_enabled: bool, queue_accounts: int) -> list[dict[str, Any]]:
-    """What main.bicep gives a private endpoint, for this vnetEnabled and this many extra queue accounts."""
+def private_endpoint_targets(vnet_enabled: bool, queue_accounts: int, topic: bool = False) -> list[dict[str, Any]]:
+    """What main.bicep gives a private endpoint, for this vnetEnabled, this many extra queue accounts and
+    runEventsTopic."""
     variables = parse("main.bicep")["variables"]
     queue_account_names = [f"queueAccountNames[{account}]" for account in range(queue_accounts)]
     per_queue_account = evaluate(variables["queueAccountPrivateEndpoints"]["value"],
                                  {"queueAccountNames": queue_account_names})  # fmt: skip
+    per_topic = evaluate(variables["runEventsTopicPrivateEndpoints"]["value"], {"runEventsTopic": topic})
     return evaluate(variables["privateEndpointTargets"]["value"],
-                    {"vnetEnabled": vnet_enabled, "queueAccountPrivateEndpoints": per_queue_account})  # fmt: skip
+                    {"vnetEnabled": vnet_enabled, "queueAccountPrivateEndpoints": per_queue_account,
+                     "runEventsTopicPrivateEndpoints": per_topic})  # fmt: skip
 
 
 def test_private_network_is_off_by_default_and_nothing_network_related_is_deployed_without_it():
@@ -510,7 +514,8 @@ def test_private_network_is_off_by_default_and_nothing_network_related_is_deploy
     endpoints = main["modules"]["privateEndpoints"]["config"]
     assert endpoints["loop_type"]["detail"]["array_name"] == "privateEndpointTargets"
     for queue_accounts in (0, 3):
-        assert private_endpoint_targets(False, queue_accounts) == []
+        for topic in (False, True):
+            assert private_endpoint_targets(False, queue_accounts, topic) == []
     # Without it, public access stays as it was and the app has no integration subnet.
     for path, resource in (("modules/storage.bicep", "storage"), ("modules/key-vault.bicep", "vault")):
         properties = config(path, resource)["properties"]
@@ -557,7 +562,7 @@ def test_private_network_gives_every_account_and_the_vault_an_endpoint_per_sub_r
     assert by_name == {f"queueAccountNames[{n}]": {"name": f"queueAccountNames[{n}]", "type": storage,
                                                    "groupIds": ["queue"]} for n in range(queue_accounts)}  # fmt: skip
     endpoints = modules["privateEndpoints"]["config"]
-    assert endpoints["config"]["dependsOn"] == ["storage", "queueStorage", "keyVault"]
+    assert endpoints["config"]["dependsOn"] == ["storage", "queueStorage", "keyVault", "runEventsTopicModule"]
     params = endpoints["config"]["params"]
     target = targets[-1]
     assert evaluate(params["groupIds"], {"target": target}) == target["groupIds"]
@@ -585,7 +590,7 @@ def test_each_private_endpoint_registers_in_the_privatelink_zone_of_its_sub_reso
     (zone,) = groups["config"]["properties"]["privateDnsZoneConfigs"]
     assert zone["properties"]["privateDnsZoneId"]["operator"] == {
         "type": "index_accessor", "operands": {"operand_1": "dnsZoneIds", "operand_2": "groupId"}}  # fmt: skip
-    assert set(zone_ids) >= {g for t in private_endpoint_targets(True, 1) for g in t["groupIds"]}
+    assert set(zone_ids) | {"topic"} >= {g for t in private_endpoint_targets(True, 1, True) for g in t["groupIds"]}
 
     network = parse("modules/network.bicep")
     zone_names = network["variables"]["zoneNames"]["value"]
@@ -594,10 +599,14 @@ def test_each_private_endpoint_registers_in_the_privatelink_zone_of_its_sub_reso
         "queue": "privatelink.queue.${environment().suffixes.storage}",
         "table": "privatelink.table.${environment().suffixes.storage}",
         "vault": "privatelink.vaultcore.azure.net",
+        "topic": "privatelink.eventgrid.azure.net",
     }
-    # One zone per sub-resource, each linked to the network, and its ID handed out under that sub-resource.
-    listed = evaluate(network["variables"]["zones"]["value"], {"zoneNames": zone_names})
-    assert sorted(listed) == sorted(zone_names.values())
+    # One zone per sub-resource, each linked to the network, and its ID handed out under that sub-resource;
+    # the topic's zone only with the run-events topic.
+    for topic in (False, True):
+        listed = evaluate(network["variables"]["zones"]["value"], {"zoneNames": zone_names, "runEventsTopic": topic})
+        assert sorted(listed) == sorted(name for group, name in zone_names.items() if topic or group != "topic")
+    assert parse("main.bicep")["modules"]["network"]["config"]["config"]["params"]["runEventsTopic"] == "runEventsTopic"
     zones = network["resources"]["privateZones"]["config"]
     assert zones["loop_type"]["detail"]["array_name"] == "zones"
     assert evaluate(zones["config"], {"zone": "Z", "tags": {}}) == {"name": "Z", "location": "global", "tags": {}}

@@ -3,7 +3,8 @@ off by default, CloudEvents and Entra only, the app identity EventGrid Data Send
 
 from __future__ import annotations
 
-from testkit.bicep import config, parse
+from testkit.bicep import config, evaluate, parse
+from tests.test_infra import private_endpoint_targets
 
 EVENT_GRID_DATA_SENDER = "d5a91429-5739-47e2-a06b-3470a27159e7"
 
@@ -31,3 +32,22 @@ def test_the_topic_takes_cloudevents_and_entra_tokens_only_and_the_role_is_scope
     assert module["variables"]["eventGridDataSender"]["value"] == EVENT_GRID_DATA_SENDER
     role = module["resources"]["senderRole"]["config"]
     assert role["scope"] == "topic" and role["properties"]["principalType"] == "ServicePrincipal"
+
+
+def test_with_the_private_network_the_topic_is_reached_through_its_private_endpoint_only():
+    topic = config("modules/run-events-topic.bicep", "topic")["properties"]
+    assert evaluate(topic["publicNetworkAccess"], {"vnetEnabled": False}) == "Enabled"
+    assert evaluate(topic["publicNetworkAccess"], {"vnetEnabled": True}) == "Disabled"
+    assert topic["inboundIpRules"] == []
+    main = parse("main.bicep")
+    assert main["modules"]["runEventsTopicModule"]["config"]["config"]["params"]["vnetEnabled"] == "vnetEnabled"
+    assert main["modules"]["runEventsTopicModule"]["config"]["config"]["params"]["name"] == "runEventsTopicName"
+    # An endpoint on the topic's one sub-resource, under the name the module deploys it as, only with both on.
+    for queue_accounts in (0, 2):
+        targets = private_endpoint_targets(True, queue_accounts, topic=True)
+        topic_endpoint = {"name": "runEventsTopicName", "type": "Microsoft.EventGrid/topics", "groupIds": ["topic"]}
+        assert targets[-1] == topic_endpoint
+        assert "runEventsTopicName" not in str(private_endpoint_targets(True, queue_accounts, topic=False))
+    network = parse("modules/network.bicep")
+    assert network["variables"]["zoneNames"]["value"]["topic"] == "privatelink.eventgrid.azure.net"
+    assert "topic" in network["outputs"]["dnsZoneIds"]["value"]

@@ -8,13 +8,16 @@ import os
 import time
 
 import azure.functions as func
+import pytest
 from azure.storage.blob import BlobServiceClient
 
 from api.http import PROBLEM_JSON
 from core.context import app_context
 from core.contract import ChunkRef, run_event_mark_blob
+from core.run_store import RunStore
 from ingestion.claim import claim_chunk
 from ingestion.slots import take_slot
+from runs import purge
 from runs.redrive import redrive_chunk
 from testkit.chunked_runs import BIG, delivered, write_chunked_run
 from testkit.cli_runner import cli
@@ -202,3 +205,101 @@ def test_a_purge_of_a_failed_run_with_chunks_left_sends_its_event_as_it_ends(on_
     events = events_of(probe, os.environ)
     assert [(event["run_id"], event["state"]) for event in events] == [("failed-early", "failed")]
     assert events[0]["error"] == "the source went away"
+
+
+# Where a new run's start may land during a purge of a run under the same id: before each of the purge's three
+# deletion sweeps (claim checks, chunks, run blobs), before it frees the id, and after it has ended.
+PURGE_POINTS = ("claim checks", "chunks", "run blobs", "freeing the id", "after")
+
+
+@pytest.mark.parametrize("point", range(len(PURGE_POINTS)), ids=PURGE_POINTS)
+def test_a_run_started_under_the_id_at_any_point_of_its_purge_is_never_touched_by_it(
+    on_loop, functions, probe, monkeypatch, point
+):
+    """Invariant: the purge deletes only the run it purges. A start while the purge runs answers 409 naming the
+    purge, and once it has ended a start under the id delivers every ID of the new run."""
+    monkeypatch.setenv("SOURCE_URL", os.environ["SOURCE_URL"].replace("10000", "200"))
+    run_id = f"raced-{point}"
+    write_chunked_run(on_loop, probe, run_id, ["a", "b"])
+    ctx = on_loop(app_context())
+    record, etag = on_loop(ctx.runs.get_versioned(run_id))
+    on_loop(ctx.runs.save(record.failed("the source went away", 1, 2), if_match=etag))
+    starts: list[func.HttpResponse] = []
+    steps = [0]
+
+    async def start() -> None:
+        starts.append(await functions["start_ingestion"](post_ingestion({"run_id": run_id, "chunk_size": 64})))
+
+    async def at_step() -> None:
+        if steps[0] == point:
+            await start()
+        steps[0] += 1
+
+    delete_all, drop_purged = purge._delete_all, RunStore.drop_purged
+
+    async def deleting(container, names):
+        await at_step()
+        return await delete_all(container, names)
+
+    async def dropping(store, run_id, etag):
+        await at_step()
+        return await drop_purged(store, run_id, etag)
+
+    monkeypatch.setattr(purge, "_delete_all", deleting)
+    monkeypatch.setattr(RunStore, "drop_purged", dropping)
+    assert on_loop(functions["delete_ingestion"](delete_run(run_id))).status_code == 200
+    if not starts:
+        on_loop(start())
+    (answer,) = starts
+    if point < PURGE_POINTS.index("after"):
+        assert answer.status_code == 409 and "being purged" in body_of(answer)["detail"], body_of(answer)
+        on_loop(start())
+    assert starts[-1].status_code == 202, body_of(starts[-1])
+    ingest_every_chunk(on_loop, functions, probe, run_id)
+    status = status_of(on_loop, functions, run_id)
+    assert (status["state"], status["messages"]["enqueued"]) == ("completed", 200), status
+    delivered_ids = probe.consume()
+    assert len(delivered_ids) == len(set(delivered_ids)) == 200
+
+
+def test_a_purge_cut_short_holds_the_id_until_purged_again(on_loop, functions, probe, monkeypatch):
+    write_chunked_run(on_loop, probe, "cut-short", ["a", "b"])
+    ctx = on_loop(app_context())
+    record, etag = on_loop(ctx.runs.get_versioned("cut-short"))
+    on_loop(ctx.runs.save(record.failed("the source went away", 1, 2), if_match=etag))
+
+    async def dies(container, names):
+        raise ConnectionError("the purging instance died")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(purge, "_delete_all", dies)
+        with pytest.raises(ConnectionError):
+            on_loop(purge.purge_run(ctx, "cut-short"))
+
+    assert on_loop(functions["get_ingestion_status"](get_status("cut-short"))).status_code == 404
+    refused = on_loop(functions["start_ingestion"](post_ingestion({"run_id": "cut-short"})))
+    assert refused.status_code == 409 and "purge it again" in body_of(refused)["detail"]
+    assert on_loop(functions["delete_ingestion"](delete_run("cut-short"))).status_code == 200
+    assert blobs_of(probe.connection_string, "cut-short") == {}
+    assert on_loop(functions["delete_ingestion"](delete_run("cut-short"))).status_code == 404
+
+
+def test_a_run_written_as_its_purge_begins_is_kept_and_the_purge_answers_409(on_loop, functions, probe, monkeypatch):
+    write_chunked_run(on_loop, probe, "moving", ["a", "b"])
+    ctx = on_loop(app_context())
+    record, etag = on_loop(ctx.runs.get_versioned("moving"))
+    on_loop(ctx.runs.save(record.failed("the source went away", 1, 2), if_match=etag))
+    get_versioned = RunStore.get_versioned
+
+    async def written_meanwhile(store, run_id):
+        versioned = await get_versioned(store, run_id)
+        if versioned is not None:  # a redrive reopens it right after the purge read it
+            await store.save(versioned[0].reopened(), if_match=versioned[1])
+        return versioned
+
+    with monkeypatch.context() as patched:
+        patched.setattr(RunStore, "get_versioned", written_meanwhile)
+        answer = on_loop(functions["delete_ingestion"](delete_run("moving")))
+
+    assert answer.status_code == 409 and "purge it again" in body_of(answer)["detail"]
+    assert on_loop(ctx.runs.get("moving")) is not None and probe.chunk_names("moving")

@@ -1,5 +1,6 @@
 // The private network (main.bicep's `vnetEnabled`): a virtual network with two subnets, and one private DNS
-// zone per private-link sub-resource the app reaches (blob, queue, table, vault), each linked to the network.
+// zone per private-link sub-resource the app reaches (blob, queue, table, vault, and topic with the run-events
+// topic), each linked to the network.
 //
 // - `app`: the function app's outbound integration subnet, delegated to Microsoft.App/environments (what
 //   Flex Consumption requires; the subscription needs the Microsoft.App resource provider registered).
@@ -8,6 +9,8 @@
 param name string
 param location string
 param tags object = {}
+@description('main.bicep runEventsTopic: the topic gets a private endpoint, so its zone is needed too.')
+param runEventsTopic bool = false
 
 // Change these before peering with a network whose addresses overlap.
 var addressPrefix = '10.0.0.0/16'
@@ -21,13 +24,14 @@ var zoneNames = {
   queue: 'privatelink.queue.${environment().suffixes.storage}'
   table: 'privatelink.table.${environment().suffixes.storage}'
   vault: 'privatelink.vaultcore.azure.net'
+  topic: 'privatelink.eventgrid.azure.net'
 }
-var zones = [
+var zones = concat([
   zoneNames.blob
   zoneNames.queue
   zoneNames.table
   zoneNames.vault
-]
+], runEventsTopic ? [zoneNames.topic] : [])
 
 resource vnet 'Microsoft.Network/virtualNetworks@2024-05-01' = {
   name: name
@@ -96,4 +100,5 @@ output dnsZoneIds object = {
   queue: resourceId('Microsoft.Network/privateDnsZones', zoneNames.queue)
   table: resourceId('Microsoft.Network/privateDnsZones', zoneNames.table)
   vault: resourceId('Microsoft.Network/privateDnsZones', zoneNames.vault)
+  topic: resourceId('Microsoft.Network/privateDnsZones', zoneNames.topic)
 }

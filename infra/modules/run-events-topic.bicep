@@ -1,10 +1,13 @@
 // An Event Grid custom topic for the runs' completion events (off by default: main.bicep's
 // `runEventsTopic`). It takes CloudEvents 1.0, the form the app posts them in (RUN_EVENTS_WEBHOOK), and
 // Entra tokens only (no access keys): the app's identity may send to this one topic and do nothing else.
+// With the private network, the app posts through the topic's private endpoint; its public access is off.
 param name string
 param location string
 param principalId string
 param tags object = {}
+@description('true: reached through its private endpoint only (main.bicep vnetEnabled): public network access off.')
+param vnetEnabled bool = false
 
 // Built-in role definition ID (the same in every tenant).
 var eventGridDataSender = 'd5a91429-5739-47e2-a06b-3470a27159e7'
@@ -19,7 +22,8 @@ resource topic 'Microsoft.EventGrid/topics@2022-06-15' = {
   properties: {
     inputSchema: 'CloudEventSchemaV1_0'
     disableLocalAuth: true
-    publicNetworkAccess: 'Enabled'
+    publicNetworkAccess: vnetEnabled ? 'Disabled' : 'Enabled'
+    inboundIpRules: []
   }
 }
 
