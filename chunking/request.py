@@ -198,7 +198,9 @@ FIELDS: tuple[RequestField, ...] = (
     RequestField(
         "batch_max_bytes", "a batch closes before the item that would take it past this many bytes as the queue "
         "stores it (base64 or XML-escaped, the larger); an item bigger on its own goes alone, up to the queue's "
-        f"64 KiB; default and most: 64 KiB; with a `batch_input`, at least {LEAST_BATCH_BYTES_WITH_INPUT}",
+        f"64 KiB; default and most: 64 KiB; with a `batch_input`, at least {LEAST_BATCH_BYTES_WITH_INPUT}, and "
+        "at least what a message of it and one ID takes as stored (XML escapes `&`, `<`, `>` up to five times: "
+        "JSON Schema cannot state it, a 400 names the least)",
         {"type": "integer", "minimum": LEAST_BATCH_BYTES, "maximum": MAX_MESSAGE_BYTES},
         lambda settings: MAX_MESSAGE_BYTES, _integer,
     ),
@@ -252,10 +254,11 @@ def _check_delivery(request: IngestionRequest) -> None:
         return
     if request.batch_max_items == 1:
         raise RequestError("batch_input is carried by batches: set batch_max_items above 1", field="batch_input")
-    if request.batch_max_bytes < LEAST_BATCH_BYTES_WITH_INPUT:
+    least = max(LEAST_BATCH_BYTES_WITH_INPUT, least_batch_bytes(request.delivery))
+    if request.batch_max_bytes < least:  # past the static bound: a batch_input whose escaping grows it
         raise RequestError(
-            f"batch_max_bytes must be at least {LEAST_BATCH_BYTES_WITH_INPUT} with a batch_input, got "
-            f"{request.batch_max_bytes}",
+            f"batch_max_bytes must be at least {least} with this batch_input (what a message carrying it and "
+            f"one ID takes as the queue stores it), got {request.batch_max_bytes}",
             field="batch_max_bytes",
         )
 

@@ -88,7 +88,8 @@ def item_room(delivery: Delivery, run_id: str, encoding: str) -> int:
 
 
 def least_batch_bytes(delivery: Delivery, run_id_chars: int = 63) -> int:
-    """The smallest `batch_max_bytes` that leaves room for an item: the overhead of a message with the
-    longest run id and `seq`, base64 encoded (the larger of the two encodings), and a short ID."""
-    raw = delivery.overhead("r" * run_id_chars) + 64
-    return 4 * ((raw + 2) // 3)
+    """The smallest `batch_max_bytes` that leaves room for an item: a message with the longest run id and
+    `seq` around a 64-byte ID, as the queue stores it under the encoding that makes it larger (base64 grows
+    any text by a third, XML escaping grows `&`, `<` and `>` up to five times: a batch_input may be either)."""
+    text = delivery.prefix("r" * run_id_chars, 10**MAX_SEQ_DIGITS - 1) + "x" * 64 + delivery.suffix
+    return max(4 * ((len(text.encode("utf-8")) + 2) // 3), len(escape(text).encode("utf-8")))

@@ -30,6 +30,7 @@ WEBHOOK_SETUP_SECONDS = 30.0  # of a webhook delivery, before its first `POST`: 
 _NAMED_SOURCE_URL = re.compile(r"SOURCE_([A-Z0-9][A-Z0-9_]*?)__URL")
 
 MessageEncoding = Literal["base64", "none"]
+MESSAGE_ENCODINGS: tuple[MessageEncoding, ...] = ("base64", "none")
 LargeMessageMode = Literal["claim-check", "reject"]
 Pagination = Literal["none", "next-link", "cursor", "page"]
 SourceAuthMode = Literal["none", "oauth2-client-credentials", "entra"]
@@ -315,7 +316,7 @@ QUEUE_PARTITIONS = _int(
 )
 QUEUE_MESSAGE_ENCODING = Choice[MessageEncoding](
     "QUEUE_MESSAGE_ENCODING", "base64", "`base64`, which Functions queue triggers expect, or `none` (plain text)",
-    choices=("base64", "none"),
+    choices=MESSAGE_ENCODINGS,
 )  # fmt: skip
 QUEUE_MESSAGE_TTL = Number[int | None](
     "QUEUE_MESSAGE_TTL", None, "message time-to-live in seconds; `-1` = never expires",

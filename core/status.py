@@ -112,12 +112,14 @@ class RunStatus:
 
     @property
     def tolerance_exceeded(self) -> bool:
-        return past_tolerance(self.chunks.failed, self.chunks.total, self.max_failed_chunks, self.max_failed_percent)
+        total = None if self.state == "chunking" else self.chunks.total  # known once chunking has ended
+        return past_tolerance(self.chunks.failed, total, self.max_failed_chunks, self.max_failed_percent)
 
 
 def past_tolerance(failed: int, total: int | None, most: int, percent: int) -> bool:
     """More chunks failed than a run tolerates: over `most` (unless only `percent` is set), or over `percent`
-    of `total` (judged once the total is known). Both 0: none tolerated."""
+    of `total` (None while chunking goes on: the chunks written so far are not the run's, so no percentage is
+    judged until the source's end). Both 0: none tolerated."""
     over_count = failed > most if most or not percent else False
     over_percent = bool(percent) and total is not None and failed * 100 > percent * total
     return over_count or over_percent
@@ -160,7 +162,8 @@ def derive_status(
         state, settled = "cancelled", not sending
     elif record.state == "failed":  # the source failed: what was chunked is ingested all the same
         state, settled = "failed", len(ingested) + len(failed) + stopped == total
-    elif past_tolerance(len(failed), total, record.max_failed_chunks, record.max_failed_percent):
+    elif past_tolerance(len(failed), None if record.state == "chunking" else total, record.max_failed_chunks,
+                        record.max_failed_percent):  # fmt: skip
         state, settled = "failed", not sending
     elif record.state == "chunking":
         state, settled = "chunking", False

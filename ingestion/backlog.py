@@ -3,15 +3,16 @@
 A chunk looks when it starts and at each checkpoint; over the bound it saves its checkpoint, lets its claim
 go and comes back later (ingestion/invocation.py: the redrive queue, hidden BACKLOG_RETRY_SECONDS; `fanout
 run` waits in-process), its status `waiting: backlog`, so the sweeper leaves it. Nothing is lost or sent
-twice by the pause: it is a checkpoint and a resume from it. Each look is kept (`{run_id}/backlog.json`,
-the last few) so a status can tell the consumer's drain rate and warn when the backlog would outlive the
-messages' time-to-live.
+twice by the pause: it is a checkpoint and a resume from it. Each look over the bound is kept, and the look
+of a chunk back from waiting (`{run_id}/backlog.json`, the last few), so a status can tell the consumer's
+drain rate and warn when the backlog would outlive the messages' time-to-live.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import time
@@ -77,15 +78,17 @@ async def read_samples(ctx: Context, run_id: str) -> list[tuple[float, int]]:
 
 
 def ttl_warning(samples: list[tuple[float, int]], ttl: int | None) -> str | None:
-    """Why the waiting messages may expire unread, from the drain rate between the first and last sample;
-    None when they drain in time (or never expire, or there is too little to tell)."""
+    """Why the waiting messages may expire unread, from the consumer's drain rate: what the looks saw leave
+    the queues (each fall from one look to the next; the run's own sends between looks only hide some) over
+    the time they span; None when they drain in time (or never expire, or there is too little to tell)."""
     lifetime = SERVICE_DEFAULT_TTL if ttl is None else ttl
     if lifetime == -1 or len(samples) < 2:
         return None
-    (first_at, first), (last_at, last) = samples[0], samples[-1]
+    (first_at, _), (last_at, last) = samples[0], samples[-1]
     if last_at - first_at < 1:
         return None
-    rate = (first - last) / (last_at - first_at)
+    drained = sum(max(0, before - after) for (_, before), (_, after) in itertools.pairwise(samples))
+    rate = drained / (last_at - first_at)
     if rate <= 0:
         return (
             f"the target queues hold {last} messages and did not drain over {last_at - first_at:.0f} s: messages "

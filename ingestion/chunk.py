@@ -33,6 +33,7 @@ from core.errors import ChunkError, RunNotFoundError
 from core.redact import public_reason
 from core.run_events import settle_run
 from core.run_store import ChunkStatus, RunRecord, new_owner
+from core.settings import MESSAGE_ENCODINGS
 from ingestion.backlog import Backlog, keep_sample, look
 from ingestion.claim import claim_chunk
 from ingestion.large_messages import fit_messages
@@ -91,9 +92,11 @@ async def _ingest(ctx: Context, ref: ChunkRef, blob: ChunkBlob | None) -> ChunkS
                 "purge cut short left it) and this run has not written its own yet: redrive the run once its "
                 "chunking has"
             )
-        if record.max_backlog and (backlog := await look(ctx, record.max_backlog)).over:
-            await keep_sample(ctx, ref.run_id, backlog)
-            return await claim.wait_for_backlog(claim.sent, claim.by_queue, claim.queued)
+        backlog = await look(ctx, record.max_backlog) if record.max_backlog else None
+        if backlog is not None and (backlog.over or claim.back_from_waiting):
+            await keep_sample(ctx, ref.run_id, backlog)  # back from waiting: what the consumer drained meanwhile
+            if backlog.over:
+                return await claim.wait_for_backlog(claim.sent, claim.by_queue, claim.queued)
         try:
             outgoing = await _outgoing(ctx, ref, record, blob)
         except ChunkError as exc:
@@ -147,14 +150,15 @@ async def _outgoing(ctx: Context, ref: ChunkRef, record: RunRecord, blob: ChunkB
     delivery = record.delivery
     fit = functools.partial(
         fit_messages, ref=ref, encoding=settings.message_encoding, mode=settings.large_message_mode, store=store,
-        ttl=settings.message_ttl, room=item_room(delivery, ref.run_id, settings.message_encoding),
+        ttl=settings.message_ttl,
     )  # fmt: skip
     if delivery.plain:
         return plain(await fit(texts))
     first = first_item(blob.metadata)
     if first is None:
         raise ChunkError(f"the chunk has no {FIRST_METADATA} metadata, which its run's message envelope needs")
-    lines = await fit(chunk_lines(blob.data), payloads=texts)  # sized as written in a message, stored as text
+    room = {way: item_room(delivery, ref.run_id, way) for way in MESSAGE_ENCODINGS}  # the cut is the same under either
+    lines = await fit(chunk_lines(blob.data), room=room, payloads=texts)  # sized as in a message, stored as text
     return shaped(lines, texts, delivery, ref.run_id, first)
 
 

@@ -17,7 +17,10 @@ from core.run_store import FINAL_CHUNK_STATES, ChunkStatus, RunStore, utc_now
 
 
 class ChunkClaim:
-    def __init__(self, runs: RunStore, ref: ChunkRef, status: ChunkStatus, lease_seconds: float) -> None:
+    def __init__(
+        self, runs: RunStore, ref: ChunkRef, status: ChunkStatus, lease_seconds: float, back_from_waiting: bool = False
+    ) -> None:
+        self.back_from_waiting = back_from_waiting  # the chunk had paused on its run's max_backlog
         self._runs = runs
         self._ref = ref
         self._status = status
@@ -100,4 +103,4 @@ async def claim_chunk(runs: RunStore, ref: ChunkRef, owner: str, lease_seconds: 
             status = await runs.put_chunk_status(ref, claimed, expected=current)
         except UpdateConflictError:
             continue
-        return ChunkClaim(runs, ref, status, lease_seconds)
+        return ChunkClaim(runs, ref, status, lease_seconds, current is not None and current.waits_on_backlog)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from xml.sax.saxutils import escape
 
 from azure.storage.blob.aio import ContainerClient
@@ -21,14 +21,17 @@ def encoded_size(text: str, encoding: MessageEncoding) -> int:
     return len(escape(text).encode("utf-8"))
 
 
-def oversized(messages: Sequence[str], encoding: MessageEncoding, room: int = MAX_MESSAGE_BYTES) -> list[int]:
-    """Positions of the texts that would take more than `room` bytes encoded; short ones are not even measured
-    (a character takes at most 6: 4 UTF-8 bytes and base64's third, or `&amp;`)."""
-    always_fits = room // 6
+Room = Mapping[MessageEncoding, int]  # the bytes an item may take, encoded, under each encoding it is measured by
+
+
+def oversized(messages: Sequence[str], room: Room) -> list[int]:
+    """Positions of the texts that would take more than their room under one of `room`'s encodings; short ones
+    are not even measured (a character takes at most 6: 4 UTF-8 bytes and base64's third, or `&amp;`)."""
+    always_fits = min(room.values()) // 6
     return [
         position
         for position, text in enumerate(messages)
-        if len(text) > always_fits and encoded_size(text, encoding) > room
+        if len(text) > always_fits and any(encoded_size(text, encoding) > most for encoding, most in room.items())
     ]
 
 
@@ -53,30 +56,32 @@ async def fit_messages(
     mode: LargeMessageMode,
     store: ContainerClient,
     ttl: int | None,
-    room: int = MAX_MESSAGE_BYTES,
+    room: Room | None = None,
     payloads: Sequence[str] | None = None,
 ) -> list[str]:
-    """The messages to send: one over `room` bytes encoded (the queue's limit less what the run's message
-    shape adds around an item) becomes a reference to a blob in `store` holding its payload (`payloads[i]`,
-    default the message itself: the item's text whatever the run's shape), which keeps `ttl` (the messages'
-    time-to-live; None: the service's default) for a purge to go by."""
+    """The messages to send: one over its room (default: the queue's limit under `encoding`; for a shaped run,
+    that limit less what the shape adds, under both encodings, so that its messages and their `seq` are the
+    same whatever the encoding when it is resumed) becomes a reference to a blob in `store` holding its payload
+    (`payloads[i]`, default the message itself: the item's text whatever the run's shape), which keeps `ttl`
+    (the messages' time-to-live; None: the service's default) for a purge to go by."""
     if encoding == "none":
         check_xml_safe(messages)
-    positions = oversized(messages, encoding, room)
+    room = room or {encoding: MAX_MESSAGE_BYTES}
+    positions = oversized(messages, room)
     if not positions:
         return messages
     if mode == "reject":
         first = positions[0]
-        size = encoded_size(messages[first], encoding)
+        way = max(room, key=lambda way: encoded_size(messages[first], way) - room[way])
         shaped = (
             ""
-            if room == MAX_MESSAGE_BYTES
-            else f" with the {MAX_MESSAGE_BYTES - room} bytes of the run's message shape"
+            if room[way] == MAX_MESSAGE_BYTES
+            else f" with the {MAX_MESSAGE_BYTES - room[way]} bytes of the run's message shape"
         )
         raise ChunkError(
-            f"line {first + 1}: message is {size} bytes after {encoding} encoding, over the queue's "
-            f"{MAX_MESSAGE_BYTES}-byte limit{shaped} (LARGE_MESSAGE_MODE=reject; set claim-check to store it as a "
-            "blob)"
+            f"line {first + 1}: message is {encoded_size(messages[first], way)} bytes after {way} encoding, over "
+            f"the queue's {MAX_MESSAGE_BYTES}-byte limit{shaped} (LARGE_MESSAGE_MODE=reject; set claim-check to "
+            "store it as a blob)"
         )
     container = store.container_name
     lifetime = SERVICE_DEFAULT_TTL if ttl is None else ttl

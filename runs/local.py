@@ -5,6 +5,7 @@ blob trigger fans out over a run's chunks in Azure; they share the process's Put
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections.abc import Callable
 
@@ -22,6 +23,8 @@ from core.together import run_together
 from ingestion.chunk import ingest_chunk
 from runs.start import start_run
 from runs.status import checked_run_id, get_status, no_run
+
+log = logging.getLogger(__name__)
 
 Progress = Callable[[str], None]
 MAX_PARALLEL = 64
@@ -89,10 +92,15 @@ async def ingest_here(ctx: Context, ref: ChunkRef, progress: Progress | None = N
     take it up) while a target queue is over its run's max_backlog; its final status."""
     with run_scope(ref.run_id, ref.index):  # log lines carry the chunk, its Put Message retries are counted
         status = await ingest_chunk(ctx, ref)
+        said = False
         while status.waits_on_backlog:
+            line = (f"chunk {ref.index} waits at {status.sent:,}: a target queue is over the run's max_backlog; "
+                    f"looking again in {ctx.settings.backlog_retry_seconds} s")  # fmt: skip
             if progress:
-                progress(f"chunk {ref.index} waits at {status.sent:,}: a target queue is over the run's "
-                         f"max_backlog; looking again in {ctx.settings.backlog_retry_seconds} s")  # fmt: skip
+                progress(line)
+            elif not said:  # no terminal to redraw: said once a wait, in the log
+                log.warning("run %s: %s", ref.run_id, line)
+                said = True
             await asyncio.sleep(ctx.settings.backlog_retry_seconds)
             status = await ingest_chunk(ctx, ref)
     return status

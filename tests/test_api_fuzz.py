@@ -62,8 +62,11 @@ def test_every_operation_answers_as_documented_and_leaves_every_run_resumable(se
                 timeout=30,
             )
             if response.status_code == 400:  # a schema-valid request refused: only a token this app did not sign,
-                problem = response.json()  # or a batch_input over its 8 KiB, which JSON Schema cannot say
-                assert problem.get("field") == "continuation" or "bytes as JSON" in problem["detail"], response.text
+                problem = response.json()  # a batch_input over its 8 KiB, or one whose escaping needs more
+                unsayable = ("bytes as JSON", "with this batch_input")  # batch_max_bytes: JSON Schema cannot say
+                assert problem.get("field") == "continuation" or any(
+                    reason in problem["detail"] for reason in unsayable
+                ), response.text
             answered.setdefault(label, set()).add(response.status_code)  # noqa: B023 (called in this iteration only)
             assert "Traceback" not in response.text and 'File "' not in response.text
             if response.status_code >= 500 and response.status_code != 502:

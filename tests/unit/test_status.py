@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from core.run_store import ChunkStatus, RunRecord, RunStop, unix_ms
 from core.status import derive_status
@@ -121,3 +123,25 @@ def test_pace_is_messages_since_creation_and_the_eta_covers_what_is_left():
 )
 def test_a_chunk_needs_a_redrive_when_failed_stopped_stalled_or_never_started(status, redrive):
     assert (status is None or status.pending(NOW)) is redrive
+
+
+@given(
+    final=st.integers(1, 45),
+    written=st.integers(0, 45),
+    failed=st.integers(0, 45),
+    most=st.integers(0, 10),
+    percent=st.integers(0, 100),
+)
+def test_a_run_still_chunking_fails_only_as_its_end_would(final, written, failed, most, percent):
+    """Invariant: no verdict while chunking that the run's end would reverse. A run failed while its source is
+    still read is failed with the same failed chunks whatever count it ends with (here: `final` chunks)."""
+    written, failed = min(written, final), min(failed, written, final)
+    record = replace(RunRecord("r", "default", 10, created_at=CREATED, max_failed_chunks=most,
+                               max_failed_percent=percent), chunks=written)  # fmt: skip
+    statuses = [chunk(index, "failed" if index < failed else "ingested", 10) for index in range(written)]
+    while_chunking = derive_status(record, statuses, now=NOW)
+    at_the_end = derive_status(record.chunked(final, final * 10), statuses, now=NOW)
+    if while_chunking.state == "failed":
+        assert at_the_end.state == "failed"
+        assert while_chunking.tolerance_exceeded
+    assert while_chunking.state in ("chunking", "failed")
