@@ -187,8 +187,8 @@ def _delivery_options(command: argparse.ArgumentParser) -> None:
                          help="a batch message's most bytes after encoding (default: 65536)")  # fmt: skip
     command.add_argument("--batch-input", type=_json_object, metavar="JSON",
                          help="a JSON object every batch message carries")  # fmt: skip
-    command.add_argument("--envelope", action="store_true", default=None,
-                         help="each message carries run_id and seq (default: MESSAGE_ENVELOPE)")  # fmt: skip
+    command.add_argument("--envelope", action=argparse.BooleanOptionalAction, default=None,
+                         help="each message carries run_id and seq, or not (default: MESSAGE_ENVELOPE)")  # fmt: skip
     command.add_argument("--max-backlog", type=int, metavar="N",
                          help="wait while a target queue holds more messages than N; 0: off "
                               "(default: QUEUE_MAX_BACKLOG)")  # fmt: skip

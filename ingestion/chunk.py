@@ -153,7 +153,7 @@ async def _outgoing(ctx: Context, ref: ChunkRef, record: RunRecord, blob: ChunkB
         ttl=settings.message_ttl,
     )  # fmt: skip
     if delivery.plain:
-        return plain(await fit(texts))
+        return plain(await fit(texts), texts)
     first = first_item(blob.metadata)
     if first is None:
         raise ChunkError(f"the chunk has no {FIRST_METADATA} metadata, which its run's message envelope needs")

@@ -38,8 +38,10 @@ class Outgoing:
         return len(self.messages) if item >= self.items else bisect.bisect_right(self.starts, item) - 1
 
 
-def plain(messages: Sequence[str]) -> Outgoing:
-    return Outgoing(messages, messages, len(messages))
+def plain(messages: Sequence[str], texts: Sequence[str] | None = None) -> Outgoing:
+    """One item a message, each routed by its item's text (`texts`; default the message: a claim-checked
+    item goes to the queue its ID would, not its reference's)."""
+    return Outgoing(messages, messages if texts is None else texts, len(messages))
 
 
 def _encoded(raw: int, escaped: int) -> int:

@@ -176,12 +176,20 @@ def test_bad_delivery_fields_are_refused_naming_the_field(on_loop, functions, pr
         (["--batch-input", "not json"], "--batch-input"),
         (["--max-failed-percent", "200"], "max_failed_percent"),
         (["--max-backlog", "-5"], "max_backlog"),
+        (["--batch-max-items", "10", "--batch-max-bytes", "100"], "batch_max_bytes"),
     ],
 )
 def test_the_cli_refuses_bad_delivery_flags_with_exit_2(app_env, flags, named):
     finished = cli("run", "--run-id", "cli-refused", *flags, env={})
     assert finished.returncode == 2, finished
     assert named in finished.stderr and "Traceback" not in finished.stderr + finished.stdout
+
+
+def test_the_cli_turns_an_envelope_default_off_with_no_envelope(app_env, probe, monkeypatch):
+    _count(monkeypatch, 20)
+    finished = cli("run", "--run-id", "no-envelope", "--no-envelope", env={"MESSAGE_ENVELOPE": "true"})
+    assert finished.returncode == 0, finished
+    assert sorted(probe.consume()) == sorted(demo_ids(20))  # each message the ID alone
 
 
 def test_a_failure_percentage_fails_the_run_whichever_threshold_passes_first(on_loop, functions, probe, monkeypatch):

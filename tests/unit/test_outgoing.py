@@ -81,3 +81,5 @@ def test_an_item_as_big_as_its_room_still_fits_a_message_alone(delivery, encodin
 def test_plain_messages_map_items_to_themselves():
     outgoing = plain(["a", "b"])
     assert outgoing.items_before(1) == 1 and outgoing.message_of(2) == 2 and outgoing.keys == ["a", "b"]
+    reference = '{"claim_check": {"container": "large-messages", "blob": "r/000000-1", "bytes": 70000}}'
+    assert plain(["a", reference], ["a", "b" * 70_000]).keys == ["a", "b" * 70_000]  # routed as its ID would be
