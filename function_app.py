@@ -22,6 +22,7 @@ from api.http import (
 )
 from api.openapi import get_openapi
 from chunking.continuation import continue_chunking_message
+from core.logs import failures_redacted
 from core.settings import BLOB_TRIGGER_SOURCE, CHUNK_CONTAINER, CONTROL_QUEUE, REDRIVE_QUEUE, SWEEP_SCHEDULE, Settings
 from core.telemetry import configure_telemetry
 from ingestion.trigger import ingest_chunk_blob
@@ -70,18 +71,21 @@ async def cancel_ingestion_function(req: func.HttpRequest) -> func.HttpResponse:
     connection="AzureWebJobsStorage",
     source=func.BlobSource(BLOB_TRIGGER_SOURCE.read(os.environ)),
 )
+@failures_redacted
 async def ingest_chunk_function(chunk: func.InputStream) -> None:
     await ingest_chunk_blob(chunk)
 
 
 @app.function_name("continue_chunking")
 @app.queue_trigger(arg_name="msg", queue_name=CONTROL_QUEUE.read(os.environ), connection="AzureWebJobsStorage")
+@failures_redacted
 async def continue_chunking_function(msg: func.QueueMessage) -> None:
     await continue_chunking_message(msg)
 
 
 @app.function_name("redrive_chunk")
 @app.queue_trigger(arg_name="msg", queue_name=REDRIVE_QUEUE.read(os.environ), connection="AzureWebJobsStorage")
+@failures_redacted
 async def redrive_chunk_function(msg: func.QueueMessage) -> None:
     await redrive_chunk_message(msg)
 
@@ -100,6 +104,7 @@ async def openapi_function(req: func.HttpRequest) -> func.HttpResponse:
 
 @app.function_name("sweep_stalled_chunks")
 @app.timer_trigger(arg_name="timer", schedule=SWEEP_SCHEDULE.read(os.environ), run_on_startup=False)
+@failures_redacted
 async def sweep_stalled_chunks_function(timer: func.TimerRequest) -> None:
     await sweep_stalled_chunks(timer)
 

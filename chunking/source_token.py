@@ -8,8 +8,9 @@ Invariants:
 - one token per sign-in (`SourceAuth`) and event loop, shared by every run and continuation of the process;
   one fetch at a time, however many readers wait on it; a token refused by the source is replaced once,
   unless another reader replaced it already;
-- every fetch is bounded: `SOURCE_TIMEOUT` a call, `SOURCE_MAX_ATTEMPTS` calls (408, 429, 5xx, timeouts and
-  connection errors are retried), and the reader's time box around it all; a fetch that fails raises
+- every fetch is bounded: `SOURCE_TIMEOUT` a call (its whole answer, however it trickles),
+  `SOURCE_MAX_ATTEMPTS` calls (408, 429, 5xx, timeouts and connection errors are retried), and the
+  reader's time box around it all; a fetch that fails raises
   SourceError naming the setting to check, and the run fails visibly (resumable by a redrive).
 
 OAuth2 client credentials are one form POST (RFC 6749 §4.4) made with httpx, the client authenticated with
@@ -45,6 +46,7 @@ log = logging.getLogger(__name__)
 
 REFRESH_MARGIN = 300.0  # seconds before expiry at which a token is renewed, at most (a quarter of its life)
 MAX_TOKEN_ANSWER_BYTES = 64 * 1024  # of a token endpoint's answer; a longer one is refused
+MAX_TOKEN_LIFETIME = 365 * 24 * 3600  # seconds a token is kept at most, whatever longer life its issuer says
 _RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 _EXCERPT_CHARS = 300
 
@@ -126,9 +128,14 @@ async def fetch_token(source: SourceConfig, timeout: float, retry: RetryPolicy, 
     attempts = Attempts(retry, give_up=SourceError)
     while True:
         try:
-            if source.auth.mode == "entra":
-                return await _entra_token(source, timeout)
-            return await _oauth2_token(source, timeout, network)
+            async with asyncio.timeout(timeout):  # a whole answer within it, however slowly its bytes trickle
+                if source.auth.mode == "entra":
+                    return await _entra_token(source, timeout)
+                return await _oauth2_token(source, timeout, network)
+        except TimeoutError:
+            setting = source.setting_name(SOURCE_TOKEN_URL)
+            await attempts.wait(f"source {source.name!r}: the token endpoint ({setting}) failed: no whole answer "
+                                f"within {timeout:g} s")  # fmt: skip
         except _TransientTokenError as exc:
             await attempts.wait(str(exc), retry_after=exc.retry_after)
         except httpx.TransportError as exc:  # timeouts and connection errors
@@ -168,9 +175,12 @@ async def _oauth2_token(source: SourceConfig, timeout: float, network: Network) 
     lifetime = fields.get("expires_in")
     if isinstance(lifetime, str) and lifetime.isdigit():
         lifetime = int(lifetime)  # some issuers send it as a string
-    if lifetime is not None and (isinstance(lifetime, bool) or not isinstance(lifetime, int | float) or lifetime <= 0):
+    if lifetime is not None and (
+        isinstance(lifetime, bool) or not isinstance(lifetime, int | float) or not lifetime > 0  # NaN is not
+    ):
         raise SourceError(f"{said} with an expires_in of {_excerpt(json.dumps(lifetime))}: a positive number expected")
-    return Token(text, None if lifetime is None else fetched_at + lifetime, fetched_at)
+    life = None if lifetime is None else min(lifetime, MAX_TOKEN_LIFETIME)  # 10**400 would overflow a float
+    return Token(text, None if life is None else fetched_at + life, fetched_at)
 
 
 async def _bounded_body(answer: httpx.Response, where: str, setting: str) -> bytes:

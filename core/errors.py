@@ -71,4 +71,9 @@ class ClaimLostError(UpdateConflictError):
 
 
 class QueueSendError(FanoutError):
-    """Put Message failed for good: a status that retrying will not fix, or retries used up."""
+    """Put Message failed for good: a status that retrying will not fix (`refused`: the queue is gone, the
+    message refused, a certificate untrusted), or retries used up."""
+
+    def __init__(self, reason: str, *, refused: bool = False) -> None:
+        super().__init__(reason)
+        self.refused = refused

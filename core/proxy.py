@@ -70,10 +70,14 @@ def proxy_of(value: str, name: str) -> Proxy:
         port = parts.port or 80
     except ValueError:
         parts, port = None, 0
-    if parts is None or parts.scheme != "http" or not parts.hostname or parts.path not in ("", "/"):
+    if (
+        parts is None or parts.scheme != "http" or not parts.hostname or parts.path not in ("", "/")
+        or "?" in url or "#" in url  # a password's `?` or `#` not percent-encoded: it would name another proxy
+    ):  # fmt: skip
         shown = url.rpartition("@")[2] if parts is None or parts.username is None else f"…@{url.rpartition('@')[2]}"
         raise SettingsError(
-            f"{name} must be a proxy reached over plain HTTP, http://[user:password@]host[:port], got {shown[:80]!r}"
+            f"{name} must be a proxy reached over plain HTTP, http://[user:password@]host[:port] (percent-encode a "
+            f"'@', ':', '#', '?' or '/' in the user or password), got {shown[:80]!r}"
         )
     authorization = ""
     if parts.username is not None:

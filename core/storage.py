@@ -141,10 +141,30 @@ def _session(config: StorageConfig, pool_size: int) -> tuple[aiohttp.ClientSessi
     return session, tls
 
 
+class _TunnelBounded:
+    """The session, as the SDK's transport uses it, each request through a proxy given `connect` seconds to have
+    its connection: the SDK bounds the TCP connect and each read, not the proxy's answer to CONNECT, for which
+    aiohttp would wait for ever."""
+
+    def __init__(self, session: aiohttp.ClientSession, connect: float) -> None:
+        self._session = session
+        self._connect = connect
+
+    def request(self, method: str, url: str, *, timeout: aiohttp.ClientTimeout, **kwargs: Any) -> Any:
+        if kwargs.get("proxy") is not None:
+            timeout = aiohttp.ClientTimeout(sock_connect=timeout.sock_connect, sock_read=timeout.sock_read,
+                                            connect=self._connect)  # fmt: skip
+        return self._session.request(method, url, timeout=timeout, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._session, name)
+
+
 def _options(config: StorageConfig, session: aiohttp.ClientSession) -> dict[str, Any]:
     """The SDK's own retry policy, configured: backs off on 500/503 "server busy" and timeouts."""
+    bounded = _TunnelBounded(session, 2 * config.timeout)  # reaching the proxy, then its answer to CONNECT
     return {
-        "transport": ProxiedTransport(config.network.proxies, session=session, session_owner=False),
+        "transport": ProxiedTransport(config.network.proxies, session=bounded, session_owner=False),
         # The async storage retry policy (the queue package does not export its identical copy).
         "retry_policy": ExponentialRetry(
             initial_backoff=config.retry_backoff, increment_base=2, retry_total=config.max_retries,  # type: ignore[arg-type]

@@ -29,7 +29,7 @@ from core.contract import (
     first_item,
 )
 from core.delivery import item_room
-from core.errors import ChunkError, RunNotFoundError
+from core.errors import ChunkError, QueueSendError, RunNotFoundError
 from core.redact import public_reason
 from core.run_events import settle_run
 from core.run_store import ChunkStatus, RunRecord, new_owner
@@ -130,6 +130,13 @@ async def _ingest(ctx: Context, ref: ChunkRef, blob: ChunkBlob | None) -> ChunkS
             every=settings.checkpoint_every,
             keys=None if outgoing.starts is None else outgoing.keys,
         )
+    except QueueSendError as exc:
+        if not exc.refused:  # retries used up: the host delivers the chunk again, the sweeper redrives it
+            with contextlib.suppress(Exception):  # best effort: otherwise the lease simply expires
+                await claim.release()
+            raise
+        # an answer no retry changes (the queue gone, a message refused): failed, visibly, with the service's ids
+        return await claim.fail(public_reason(str(exc)))
     except BaseException:
         with contextlib.suppress(Exception):  # best effort: otherwise the lease simply expires
             await claim.release()

@@ -89,6 +89,12 @@ class _Connection(asyncio.Protocol):
         self.close()
 
 
+def _accepted(head: bytes) -> bool:
+    """A proxy's answer to CONNECT opens the tunnel: a 2xx status line."""
+    status = _STATUS_LINE.match(head)
+    return status is not None and status.group(1)[:1] == b"2"
+
+
 class _Tunnel(asyncio.Protocol):
     """A connection to a proxy until it answers CONNECT: the head of its answer, and nothing after it."""
 
@@ -101,9 +107,9 @@ class _Tunnel(asyncio.Protocol):
             return
         self._head += data
         head, end, rest = self._head.partition(b"\r\n\r\n")
-        if end and rest:  # nothing may come before the server's TLS answers the client's hello
+        if end and rest and _accepted(head):  # nothing may come before the server's TLS answers the client's hello
             self.answer.set_exception(ProtocolError("the proxy sent bytes after its answer to CONNECT"))
-        elif end:
+        elif end:  # a refusal's body (a proxy's HTML page) is not read: its status says it all
             self.answer.set_result(head)
         elif len(self._head) > _MAX_CONNECT_ANSWER:
             too_long = f"the proxy's answer to CONNECT is over {_MAX_CONNECT_ANSWER} bytes"
@@ -201,8 +207,7 @@ class ConnectionPool:
             auth = f"Proxy-Authorization: {proxy.authorization}\r\n" if proxy.authorization else ""
             transport.write(f"CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n{auth}\r\n".encode())
             head = await tunnel.answer
-            status = _STATUS_LINE.match(head)
-            if status is None or status.group(1)[:1] != b"2":
+            if not _accepted(head):
                 line = head.partition(b"\r\n")[0][:100].decode("latin-1")
                 raise ConnectionRefusedError(f"{proxy} answered {line!r} to CONNECT {authority}")
             connection = _Connection(loop)

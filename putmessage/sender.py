@@ -164,12 +164,14 @@ class PutMessageSender:
                         self._refresh_at = 0.0
                     self._on_retry()
                     continue
-                if response.status not in RETRYABLE_STATUS:
-                    raise QueueSendError(failure)
+                if response.status not in RETRYABLE_STATUS:  # an auth refusal may pass once a role assignment has
+                    raise QueueSendError(failure, refused=response.status not in AUTH_STATUS)  # applied: not final
             except _NoTokenError as exc:
                 failure = f"Put Message to {self.name!r}: no storage token: {exc} ({_client(client_id)})"
             except ssl.SSLCertVerificationError as exc:  # no retry makes a certificate trusted
-                raise QueueSendError(f"Put Message to {self.name!r} failed: {exc} ({_client(client_id)})") from None
+                raise QueueSendError(
+                    f"Put Message to {self.name!r} failed: {exc} ({_client(client_id)})", refused=True
+                ) from None
             except (OSError, ProtocolError, TimeoutError) as exc:
                 what = str(exc) or "no answer in time"
                 failure = f"Put Message to {self.name!r} failed: {type(exc).__name__}: {what} ({_client(client_id)})"

@@ -123,3 +123,16 @@ def _handler_for(issuer: TokenIssuer) -> type[BaseHTTPRequestHandler]:
             pass
 
     return Handler
+
+
+CURSOR = {"SOURCE_PAGINATION": "cursor", "SOURCE_ITEMS_PATH": "items", "SOURCE_CURSOR_PATH": "next_cursor"}
+
+
+def signed_in_source(source_url: str, token_url: str, client_id: str, client_secret: str) -> dict[str, str]:
+    """The settings of a cursor-paged source that takes a client-credentials token from `token_url`, 150 IDs a
+    chunk, with a control queue of its own (its continuations are the test's alone)."""
+    return {
+        **CURSOR, "SOURCE_URL": source_url, "SOURCE_AUTH": "oauth2-client-credentials", "SOURCE_TOKEN_URL": token_url,
+        "SOURCE_CLIENT_ID": client_id, "SOURCE_CLIENT_SECRET": client_secret,
+        "CONTROL_QUEUE": f"control-{secrets.token_hex(6)}", "CHUNK_SIZE": "150",
+    }  # fmt: skip

@@ -17,12 +17,11 @@ from azure.storage.blob import BlobServiceClient
 
 from fanout.demo_api import DemoApi, Faults, demo_ids
 from testkit.http_requests import ingest_every_chunk, post_ingestion, run_queued, status_of
-from testkit.token_issuer import IDENTITY_HEADER, TokenIssuer
+from testkit.token_issuer import IDENTITY_HEADER, TokenIssuer, signed_in_source
 
 CLIENT_ID = "fanout-client"
 CLIENT_SECRET = "cs~Q8v.2kLm_9TzXr4Wn"
 PAGE = 30
-CURSOR = {"SOURCE_PAGINATION": "cursor", "SOURCE_ITEMS_PATH": "items", "SOURCE_CURSOR_PATH": "next_cursor"}
 
 
 class Source:
@@ -50,12 +49,8 @@ def oauth2(app_env, monkeypatch) -> Iterator[Callable[..., tuple[TokenIssuer, So
         issuer = TokenIssuer(CLIENT_ID, CLIENT_SECRET, lifetime, **issuer_options)
         source = Source(issuer, count, delay)
         made.append((issuer, source))
-        settings = {
-            **CURSOR, "SOURCE_URL": source.api.url, "SOURCE_AUTH": "oauth2-client-credentials",
-            "SOURCE_TOKEN_URL": issuer.token_url, "SOURCE_CLIENT_ID": CLIENT_ID, "SOURCE_CLIENT_SECRET": CLIENT_SECRET,
-            "SOURCE_SCOPE": "ids.read", "CONTROL_QUEUE": f"control-{secrets.token_hex(6)}", "CHUNK_SIZE": "150",
-        }  # fmt: skip
-        for key, value in settings.items():
+        settings = signed_in_source(source.api.url, issuer.token_url, CLIENT_ID, CLIENT_SECRET)
+        for key, value in {**settings, "SOURCE_SCOPE": "ids.read"}.items():
             monkeypatch.setenv(key, value)
         return issuer, source
 
