@@ -386,9 +386,9 @@ HTTP_PROXY = ProxyText(
 )  # fmt: skip
 NO_PROXY = ProxyText(
     "NO_PROXY", "",
-    "hosts reached directly, comma-separated: `*`, or host names (each covers its subdomains) with an optional "
-    "`:port`; `no_proxy` wins where both are set. In Azure name the managed identity endpoint's host here if the "
-    "proxy cannot reach it",
+    "hosts reached directly, comma-separated: `*`, host names (each covers its subdomains; `.name` and `*.name` "
+    "the same), IP addresses or CIDR blocks (`10.0.0.0/8`, `fd00::/8`), each with an optional `:port`; `no_proxy` "
+    "wins where both are set. In Azure name the managed identity endpoint's host here if the proxy cannot reach it",
 )  # fmt: skip
 SSL_CERT_FILE = OptionalText(
     "SSL_CERT_FILE", None,

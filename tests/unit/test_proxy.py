@@ -36,10 +36,40 @@ HTTP = proxy_of("gw.corp:8080", "HTTP_PROXY")
         ("http://127.0.0.1:10001/q", "127.0.0.1:10002", HTTP),
         ("https://anything.example/", "*", None),
         ("ftp://files.example/", "", None),
+        ("https://acct.queue.core.windows.net/q", "*.windows.net", None),
+        ("https://ACCT.Queue.Core.Windows.Net./q", "core.windows.net", None),  # any case, a trailing dot
+        ("https://notcore.windows.net/q", "core.windows.net", HTTPS),  # a subdomain, not a suffix
+        ("http://10.20.30.40:10001/q", "10.0.0.0/8", None),  # a CIDR block
+        ("http://11.20.30.40:10001/q", "10.0.0.0/8", HTTP),
+        ("http://[fd00::5]:10001/q", "fd00::/8", None),
+        ("http://[::1]:10001/q", "::1", None),  # a bare IPv6 address
+        ("http://[::1]:10001/q", "[::1]:10001", None),
+        ("http://[::1]:10001/q", "[::1]:10002", HTTP),
+        ("https://acct.queue.core.windows.net/q", "core.windows.net:443", None),  # the scheme's port, implicit
+        ("https://acct.queue.core.windows.net/q", "core.windows.net:80", HTTPS),
+        ("https://acct.queue.core.windows.net/q", " localhost , 10.0.0.0/8 ,core.windows.net ", None),
     ],
 )
 def test_a_url_goes_through_its_schemes_proxy_unless_no_proxy_names_its_host(url, no_proxy, through):
     assert Proxies(http=HTTP, https=HTTPS, no_proxy=no_proxy).for_url(url) == through
+
+
+NAMES = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,10}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,10}[a-z0-9])?){0,3}", fullmatch=True)
+
+
+@given(
+    host=NAMES.filter(lambda name: not name.replace(".", "").isdigit()),  # a name, not an address
+    sub=st.from_regex(r"([a-z0-9]{1,8}\.){0,2}", fullmatch=True),
+    form=st.sampled_from(["{}", ".{}", "*.{}", "{}:443"]),
+    upper=st.booleans(),
+    others=st.lists(st.sampled_from(["localhost", "10.0.0.0/8", "::1", "unrelated.example"]), max_size=3),
+)
+def test_a_host_no_proxy_names_in_any_form_is_reached_directly_with_its_subdomains(host, sub, form, upper, others):
+    entry = form.format(host.upper() if upper else host)
+    no_proxy = ",".join([*others, entry])
+    assert Proxies(https=HTTPS, no_proxy=no_proxy).for_url(f"https://{sub}{host}/q") is None
+    if not others:  # a name that only ends like it is another host
+        assert Proxies(https=HTTPS, no_proxy=no_proxy).for_url(f"https://x{host}/q") == HTTPS
 
 
 def test_the_lower_case_form_wins_and_credentials_make_a_basic_proxy_authorization():
