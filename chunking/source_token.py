@@ -33,7 +33,6 @@ from urllib.parse import quote_plus
 
 import httpx
 from azure.identity import CredentialUnavailableError
-from azure.identity.aio import DefaultAzureCredential
 
 from core.errors import SourceError
 from core.network import Network
@@ -130,7 +129,7 @@ async def fetch_token(source: SourceConfig, timeout: float, retry: RetryPolicy, 
         try:
             async with asyncio.timeout(timeout):  # a whole answer within it, however slowly its bytes trickle
                 if source.auth.mode == "entra":
-                    return await _entra_token(source, timeout)
+                    return await _entra_token(source, timeout, network)
                 return await _oauth2_token(source, timeout, network)
         except TimeoutError:
             setting = source.setting_name(SOURCE_TOKEN_URL)
@@ -194,7 +193,7 @@ async def _bounded_body(answer: httpx.Response, where: str, setting: str) -> byt
     return body
 
 
-async def _entra_token(source: SourceConfig, timeout: float) -> Token:
+async def _entra_token(source: SourceConfig, timeout: float, network: Network) -> Token:
     """A token for SOURCE_SCOPE as the app's identity, from a new credential (see the module's docstring)."""
     auth, where = source.auth, f"source {source.name!r}"
     assert auth.scope  # checked by the settings
@@ -202,7 +201,7 @@ async def _entra_token(source: SourceConfig, timeout: float) -> Token:
     client = auth.client_id or "the system-assigned identity"
     identity = f"the app's identity ({client}; {source.setting_name(SOURCE_CLIENT_ID)}) for {auth.scope!r}"
     try:
-        async with DefaultAzureCredential(managed_identity_client_id=auth.client_id) as credential:
+        async with network.credential(auth.client_id) as credential:
             async with asyncio.timeout(timeout):
                 token = await credential.get_token_info(auth.scope)
     except CredentialUnavailableError as exc:

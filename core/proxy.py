@@ -65,7 +65,7 @@ class Proxies:
 
     @cached_property
     def _bypass(self) -> tuple[_Bypass, ...]:
-        return tuple(_Bypass.of(entry) for entry in self.no_proxy.replace(" ", "").split(",") if entry)
+        return tuple(_Bypass.of(entry.strip()) for entry in self.no_proxy.split(",") if entry.strip())
 
     @property
     def urls(self) -> list[str]:

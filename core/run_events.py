@@ -114,6 +114,10 @@ async def settle_run(ctx: Context, run_id: str, *, deadline: float | None = None
     etag = await ctx.runs.mark_event(run_id, _encoded(event))
     if etag is None:
         return Settlement(status)  # another invocation sent it
+    current = await ctx.runs.get(run_id)
+    if current is None or current.created_at != status.created_at:  # purged as it settled (a new run, maybe)
+        await ctx.runs.unmark_event(run_id, etag)  # the mark is no run's: the new one's is its own to write
+        return Settlement(None)
     try:
         await _enqueue(ctx, _encoded(event))
     except BaseException:

@@ -211,6 +211,15 @@ class EventMark:
 
 
 @dataclass(frozen=True)
+class PurgeMark:
+    """A purge's mark on a run's record: the record (None for a stand-in), its ETag, when it was last written."""
+
+    record: RunRecord | None
+    etag: str
+    marked_at: float
+
+
+@dataclass(frozen=True)
 class RunStop:
     """Why and when a run was stopped: every chunk and chunking stop at their next checkpoint."""
 
@@ -393,9 +402,10 @@ class RunStore:
         return _from_json(await stream.readall()), str(stream.properties.etag)
 
     async def mark_purging(self, run_id: str, etag: str) -> str:
-        """Marks the record as being purged, only as `etag` names it; returns the marked ETag. From then on
-        the run reads as gone and `create` cannot take its id, until `drop_purged` deletes it;
-        UpdateConflictError if it was written since, or is gone."""
+        """Marks the record as being purged, now, only as `etag` names it (a purge's own mark, renewed); returns
+        the marked ETag. From then on the run reads as gone and `create` cannot take its id, until
+        `drop_purged` deletes it; UpdateConflictError if it was written since (another purge took the mark
+        over), or is gone."""
         blob = self._container.get_blob_client(run_record_blob(run_id))
         try:
             result = await blob.set_blob_metadata(
@@ -405,20 +415,30 @@ class RunStore:
             raise UpdateConflictError(f"run {run_id!r} was updated by another invocation, or purged") from None
         return str(result["etag"])
 
-    async def purge_mark(self, run_id: str) -> tuple[RunRecord | None, str] | None:
-        """The record a purge marked (None if out of shape) and its ETag; None unless a purge marked it (one
-        under way, or cut short)."""
+    async def purge_mark(self, run_id: str) -> PurgeMark | None:
+        """The mark a purge left on the run's record (one under way, or cut short); None when there is none."""
         try:
             stream = await self._container.download_blob(run_record_blob(run_id))
         except ResourceNotFoundError:
             return None
-        if PURGING_METADATA not in (stream.properties.metadata or {}):
+        marked = (stream.properties.metadata or {}).get(PURGING_METADATA)
+        if marked is None:
             return None
         try:
             record: RunRecord | None = _from_json(await stream.readall())
         except ContractError:
-            record = None
-        return record, str(stream.properties.etag)
+            record = None  # a purge's stand-in record (`place_purge_mark`), or one out of shape
+        return PurgeMark(record, str(stream.properties.etag), timestamp(marked))
+
+    async def place_purge_mark(self, run_id: str) -> str | None:
+        """Holds a run id that has no record while a purge deletes what is left under it: a marked stand-in
+        record, its ETag; None when a record (a new run, another purge's mark) is there."""
+        blob = self._container.get_blob_client(run_record_blob(run_id))
+        try:
+            result = await blob.upload_blob(b"{}", overwrite=False, metadata={PURGING_METADATA: utc_now()})
+        except ResourceExistsError:
+            return None
+        return str(result["etag"])
 
     async def drop_purged(self, run_id: str, etag: str) -> None:
         """Deletes the record a purge marked (`mark_purging`'s ETag), which frees its id; a record written

@@ -19,13 +19,12 @@ from typing import Any, Protocol, TypeVar
 
 import aiohttp
 from azure.core.exceptions import ResourceExistsError
-from azure.core.pipeline.transport import AioHttpTransport
 from azure.identity.aio import DefaultAzureCredential
 from azure.storage.blob.aio import BlobServiceClient, ExponentialRetry
 from azure.storage.queue import TextBase64EncodePolicy
 from azure.storage.queue.aio import QueueClient, QueueServiceClient
 
-from core.proxy import Proxies
+from core.network import ProxiedTransport
 from core.settings import StorageConfig
 
 T = TypeVar("T", bound="Closable")
@@ -96,6 +95,11 @@ async def create_once(config: StorageConfig, name: str, create: Callable[[], Awa
     _existing.add((config, name))
 
 
+def forget_created(config: StorageConfig, name: str) -> None:
+    """The container or queue may be gone (storage said so): the next `create_once` creates it again."""
+    _existing.discard((config, name))
+
+
 async def trigger_queue(queues: QueueServiceClient, config: StorageConfig, name: str) -> QueueClient:
     """A queue that a Functions queue trigger reads: base64 messages (the trigger's default), created once."""
     queue = queues.get_queue_client(name, message_encode_policy=TextBase64EncodePolicy())
@@ -110,24 +114,6 @@ async def close_storage_clients() -> None:
         closed = _per_loop.pop(key).close()
         if inspect.isawaitable(closed):
             await closed
-
-
-class ProxiedTransport(AioHttpTransport):  # type: ignore[misc]
-    """The SDK's aiohttp transport, each request sent through the proxy its origin calls for (core/proxy.py),
-    decided once per origin: neither it nor aiohttp reads the environment per request."""
-
-    def __init__(self, proxies: Proxies, **kwargs: Any) -> None:
-        super().__init__(use_env_settings=False, **kwargs)
-        self._proxies = proxies
-        self._routes: dict[str, dict[str, str] | None] = {}  # origin: the `proxies` the transport is given
-
-    async def send(self, request: Any, *, proxies: Any = None, **config: Any) -> Any:
-        scheme, _, rest = str(request.url).partition("://")
-        origin = f"{scheme}://{rest.partition('/')[0]}"
-        if origin not in self._routes:
-            proxy = self._proxies.for_url(origin)
-            self._routes[origin] = {origin: proxy.url} if proxy else None
-        return await super().send(request, proxies=proxies or self._routes[origin], **config)
 
 
 def _session(config: StorageConfig, pool_size: int) -> tuple[aiohttp.ClientSession, ssl.SSLContext]:
@@ -176,7 +162,7 @@ def _options(config: StorageConfig, session: aiohttp.ClientSession) -> dict[str,
 
 
 def _credential(config: StorageConfig) -> DefaultAzureCredential | None:
-    return None if config.connection_string else DefaultAzureCredential(managed_identity_client_id=config.client_id)
+    return None if config.connection_string else config.network.credential(config.client_id)
 
 
 def _queue_service(

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import httpx
-from azure.identity.aio import DefaultAzureCredential
 
 from core.network import Network
 from core.redact import public_text
@@ -71,7 +70,7 @@ async def _deliver(config: WebhookConfig, event: dict[str, Any], network: Networ
     body = json.dumps(cloud_event(event, config.source)).encode()
     headers = {"Content-Type": CLOUDEVENTS_JSON}
     if config.audience:
-        headers["Authorization"] = "Bearer " + await _token(config)
+        headers["Authorization"] = "Bearer " + await _token(config, network)
     async with httpx.AsyncClient(follow_redirects=False, **network.httpx_options(config.url)) as client:
         attempt = 0
         while True:
@@ -106,9 +105,9 @@ async def _post(
     return Delivery("pending", f"HTTP {status}"), retry_after_seconds(response.headers.get("Retry-After"))
 
 
-async def _token(config: WebhookConfig) -> str:
+async def _token(config: WebhookConfig, network: Network) -> str:
     """An Entra token for the audience, from the app's identity (the storage identity's client id)."""
     assert config.audience is not None
-    async with DefaultAzureCredential(managed_identity_client_id=config.client_id) as credential:
+    async with network.credential(config.client_id) as credential:
         token = await credential.get_token(config.audience.rstrip("/") + "/.default")
     return token.token

@@ -80,15 +80,18 @@ async def read_samples(ctx: Context, run_id: str) -> list[tuple[float, int]]:
 def ttl_warning(samples: list[tuple[float, int]], ttl: int | None) -> str | None:
     """Why the waiting messages may expire unread, from the consumer's drain rate: what the looks saw leave
     the queues (each fall from one look to the next; the run's own sends between looks only hide some) over
-    the time they span; None when they drain in time (or never expire, or there is too little to tell)."""
+    the time between those looks (a span in which the queue grew says nothing of the consumer); None when they
+    drain in time (or never expire, or there is too little to tell)."""
     lifetime = SERVICE_DEFAULT_TTL if ttl is None else ttl
     if lifetime == -1 or len(samples) < 2:
         return None
     (first_at, _), (last_at, last) = samples[0], samples[-1]
     if last_at - first_at < 1:
         return None
-    drained = sum(max(0, before - after) for (_, before), (_, after) in itertools.pairwise(samples))
-    rate = drained / (last_at - first_at)
+    pairs = itertools.pairwise(samples)
+    falls = [(before - after, at - since) for (since, before), (at, after) in pairs if after < before]
+    drained, watched = sum(fall for fall, _ in falls), sum(span for _, span in falls)
+    rate = drained / max(watched, 1.0)
     if rate <= 0:
         return (
             f"the target queues hold {last} messages and did not drain over {last_at - first_at:.0f} s: messages "

@@ -38,7 +38,7 @@ from ingestion.backlog import Backlog, keep_sample, look
 from ingestion.claim import claim_chunk
 from ingestion.large_messages import fit_messages
 from ingestion.outgoing import Outgoing, plain, shaped
-from ingestion.target import Spread, target_sender
+from ingestion.target import Spread, forget_queues, target_sender
 from ingestion.window import send_window
 
 
@@ -135,7 +135,9 @@ async def _ingest(ctx: Context, ref: ChunkRef, blob: ChunkBlob | None) -> ChunkS
             with contextlib.suppress(Exception):  # best effort: otherwise the lease simply expires
                 await claim.release()
             raise
-        # an answer no retry changes (the queue gone, a message refused): failed, visibly, with the service's ids
+        # an answer no retry changes (the queue gone, a message refused): failed, visibly, with the service's ids;
+        # a deleted queue is made again by the next chunk (its redrive), on this instance too
+        forget_queues(ctx)
         return await claim.fail(public_reason(str(exc)))
     except BaseException:
         with contextlib.suppress(Exception):  # best effort: otherwise the lease simply expires

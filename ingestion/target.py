@@ -16,7 +16,7 @@ from azure.storage.queue.aio import QueueClient, QueueServiceClient
 from core.context import Context
 from core.run_scope import count_retry
 from core.settings import QueueAccount
-from core.storage import create_once, once_per_loop, queue_clients
+from core.storage import create_once, forget_created, once_per_loop, queue_clients
 from putmessage.connection_pool import ConnectionPool
 from putmessage.pace import SendPace
 from putmessage.sender import PutMessageSender
@@ -70,6 +70,12 @@ def target_queues(ctx: Context) -> list[tuple[QueueAccount, QueueClient]]:
 async def ensure_queues(ctx: Context) -> None:
     for account, queue in target_queues(ctx):
         await create_once(account.storage, f"queue {queue.queue_name}", queue.create_queue)
+
+
+def forget_queues(ctx: Context) -> None:
+    """After a send storage refused (a target queue deleted under the app, maybe): the next chunk creates them."""
+    for account, queue in target_queues(ctx):
+        forget_created(account.storage, f"queue {queue.queue_name}")
 
 
 def _pool(ctx: Context, account: QueueAccount, queue: QueueClient) -> ConnectionPool:

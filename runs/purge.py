@@ -13,8 +13,11 @@ The run record is marked first (only as it was read: a run changed meanwhile is 
 run reads as gone (no chunk of it is ingested: ingestion/invocation.py refuses a chunk whose run has no
 record; the sweeper, status and listing no longer see it) and no new run can take its id. Then everything
 else under the run's prefix goes, and the marked record last, which frees the id: a new run under it is
-never touched by the purge. A purge cut short leaves the mark (a start under that id answers 409 saying
-so) and is finished by purging again; only a run of which nothing is left is not found (404).
+never touched by the purge. The mark is the purge's own: renewed before each slice of deletions, taken
+over by another purge only once it has gone unrenewed for PURGE_MARK_STALE (a purge cut short: a start
+under the id answers 409 saying so; purging again finishes it), and a purge whose mark was taken over
+stops. Where only leftovers are (no record), a stand-in marked record holds the id the same way. Only a
+run of which nothing is left is not found (404).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -43,6 +46,8 @@ from runs.status import checked_run_id, no_run
 log = logging.getLogger(__name__)
 RUNNING = ("chunking", "ingesting")
 _DELETES_IN_FLIGHT = 32
+_DELETES_A_SLICE = 500  # between renewals of the purge's mark: seconds of deletions, far below PURGE_MARK_STALE
+PURGE_MARK_STALE = 60.0  # seconds without renewal after which a purge's mark is taken for a dead purge's
 
 
 @dataclass(frozen=True)
@@ -67,6 +72,7 @@ async def purge_run(ctx: Context, run_id: str) -> PurgeResult:
 
 
 async def _purge(ctx: Context, run_id: str) -> PurgeResult:
+    versioned = await ctx.runs.get_versioned(run_id)  # the record judged below: only it is marked
     status = await run_status(ctx.runs, run_id)
     if status is not None and status.state in RUNNING:
         raise RunConflictError(
@@ -74,7 +80,7 @@ async def _purge(ctx: Context, run_id: str) -> PurgeResult:
             run_id=run_id, state=status.state,
         )  # fmt: skip
     now = time.time()
-    chunking = await ctx.runs.get(run_id)
+    chunking = versioned[0] if versioned else None
     if chunking is not None and chunking.leased(now):  # cancelled, but its chunker has not yet seen it
         raise RunConflictError(
             f"run {run_id!r} is {status.state if status else 'being purged'} but its chunking has not yet stopped "
@@ -102,35 +108,75 @@ async def _purge(ctx: Context, run_id: str) -> PurgeResult:
     settings = ctx.settings
     runs = blobs.get_container_client(settings.runs_container)
     checks = blobs.get_container_client(settings.large_message_container)
-    mark = await _mark(ctx, run_id, status is not None)
-    if mark is None and not await _anything_left(run_id, ctx.chunk_container, runs, checks):
-        raise no_run(run_id)
-    record, etag = mark or (None, None)
-    index = [index_entry(record)] if record is not None and record.created_at else []
-    deleted_checks, kept_checks = await _purge_claim_checks(checks, run_id, settings.message_ttl)
-    chunk_blobs = await _delete_all(ctx.chunk_container, [name async for name in _names(ctx.chunk_container, run_id)])
+    hold = await _Hold.take(ctx, run_id, versioned, lambda: _anything_left(run_id, ctx.chunk_container, runs, checks))
+    index = [index_entry(hold.record)] if hold.record is not None and hold.record.created_at else []
+    deleted_checks, kept_checks = await _purge_claim_checks(checks, run_id, settings.message_ttl, hold)
+    chunk_names = [name async for name in _names(ctx.chunk_container, run_id)]
+    chunk_blobs = await _delete_all(ctx.chunk_container, chunk_names, hold)
     record_blob = run_record_blob(run_id)
     leftovers = [name async for name in _names(runs, run_id) if name != record_blob]
-    run_blobs = await _delete_all(runs, index + leftovers)
-    if etag is not None:  # last: until now no new run could take the id
-        await ctx.runs.drop_purged(run_id, etag)
-        run_blobs += 1
-    return PurgeResult(run_id, chunk_blobs, run_blobs, deleted_checks, kept_checks)
+    run_blobs = await _delete_all(runs, index + leftovers, hold)
+    await ctx.runs.drop_purged(run_id, await hold.renewed())  # last: until now no new run could take the id
+    return PurgeResult(run_id, chunk_blobs, run_blobs + (hold.record is not None), deleted_checks, kept_checks)
 
 
-async def _mark(ctx: Context, run_id: str, found: bool) -> tuple[RunRecord | None, str] | None:
-    """Marks the run's record as being purged (see core/run_store.py `mark_purging`), as it was read: the record
-    and its marked ETag; the mark of a purge cut short; None when there is no record."""
-    versioned = await ctx.runs.get_versioned(run_id) if found else None
-    if versioned is None:
-        return await ctx.runs.purge_mark(run_id)
-    record, etag = versioned
-    try:
-        return record, await ctx.runs.mark_purging(run_id, etag)
-    except UpdateConflictError:
-        raise RunConflictError(
-            f"run {run_id!r} changed as its purge began; purge it again", run_id=run_id, state="purging"
-        ) from None
+@dataclass
+class _Hold:
+    """A purge's own mark on the run's record (core/run_store.py `mark_purging`): while it holds it, no run can
+    be started under the id, so what the purge deletes is the purged run's alone. It is renewed before each
+    slice of deletions; a purge that finds it taken over (another purge went on after it seemed dead) stops."""
+
+    ctx: Context
+    run_id: str
+    record: RunRecord | None  # None: a stand-in record (the run's was gone), or one out of shape
+    etag: str
+
+    @classmethod
+    async def take(
+        cls, ctx: Context, run_id: str, versioned: tuple[RunRecord, str] | None, left: Callable[[], Awaitable[bool]]
+    ) -> _Hold:
+        """The record as it was judged, marked; a cut-short purge's mark, taken over once it is stale; or a
+        stand-in placed where only leftovers are. RunConflictError when the run changed meanwhile, or a purge
+        of it is under way; no_run when nothing of it is left."""
+        changed = RunConflictError(
+            f"run {run_id!r} changed as its purge began (redriven, or started again); look at it and purge it again",
+            run_id=run_id, state="purging",
+        )  # fmt: skip
+        if versioned is not None:
+            try:
+                return cls(ctx, run_id, versioned[0], await ctx.runs.mark_purging(run_id, versioned[1]))
+            except UpdateConflictError:
+                raise changed from None
+        mark = await ctx.runs.purge_mark(run_id)
+        if mark is not None:
+            waited = time.time() - mark.marked_at
+            if waited < PURGE_MARK_STALE:
+                raise RunConflictError(
+                    f"run {run_id!r} is being purged (marked {waited:.0f} s ago); if that purge was cut short, purge "
+                    f"it again after {PURGE_MARK_STALE - waited:.0f} s",
+                    run_id=run_id, state="purging",
+                )  # fmt: skip
+            try:
+                return cls(ctx, run_id, mark.record, await ctx.runs.mark_purging(run_id, mark.etag))
+            except UpdateConflictError:
+                raise changed from None
+        if not await left():
+            raise no_run(run_id)
+        etag = await ctx.runs.place_purge_mark(run_id)
+        if etag is None:
+            raise changed
+        return cls(ctx, run_id, None, etag)
+
+    async def renewed(self) -> str:
+        """The mark's ETag, renewed now; RunConflictError if another purge has taken it over."""
+        try:
+            self.etag = await self.ctx.runs.mark_purging(self.run_id, self.etag)
+        except UpdateConflictError:
+            raise RunConflictError(
+                f"another purge of run {self.run_id!r} took this one over; it finishes the purge",
+                run_id=self.run_id, state="purging",
+            ) from None  # fmt: skip
+        return self.etag
 
 
 async def _anything_left(run_id: str, *containers: ContainerClient) -> bool:
@@ -141,7 +187,7 @@ async def _anything_left(run_id: str, *containers: ContainerClient) -> bool:
     return False
 
 
-async def _purge_claim_checks(container: ContainerClient, run_id: str, ttl: int | None) -> tuple[int, int]:
+async def _purge_claim_checks(container: ContainerClient, run_id: str, ttl: int | None, hold: _Hold) -> tuple[int, int]:
     """Deletes the run's claim-check blobs whose message has expired: last written (a redrive writes one
     again, then sends its message) longer ago than the time-to-live that message was sent with (its
     metadata; `ttl`, the setting now, for a blob from before it was kept). `-1`: never expires."""
@@ -155,7 +201,7 @@ async def _purge_claim_checks(container: ContainerClient, run_id: str, ttl: int 
                 old.append(blob.name)
             else:
                 young += 1
-    return await _delete_all(container, old), young
+    return await _delete_all(container, old, hold), young
 
 
 async def _names(container: ContainerClient, run_id: str) -> AsyncIterator[str]:
@@ -164,8 +210,9 @@ async def _names(container: ContainerClient, run_id: str) -> AsyncIterator[str]:
             yield blob.name
 
 
-async def _delete_all(container: ContainerClient, names: list[str]) -> int:
-    """Deletes the blobs, a few at a time; one already gone counts as deleted (a purge run again)."""
+async def _delete_all(container: ContainerClient, names: list[str], hold: _Hold) -> int:
+    """Deletes the blobs, a few at a time, the purge's mark renewed before each slice of them; one already
+    gone counts as deleted (a purge run again)."""
     limit = asyncio.Semaphore(_DELETES_IN_FLIGHT)
 
     async def delete(name: str) -> None:
@@ -173,5 +220,7 @@ async def _delete_all(container: ContainerClient, names: list[str]) -> int:
             with contextlib.suppress(ResourceNotFoundError):
                 await container.delete_blob(name)
 
-    await asyncio.gather(*(delete(name) for name in names))
+    for start in range(0, len(names), _DELETES_A_SLICE):
+        await hold.renewed()
+        await asyncio.gather(*(delete(name) for name in names[start : start + _DELETES_A_SLICE]))
     return len(names)

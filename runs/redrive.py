@@ -57,7 +57,9 @@ async def reopen_run(ctx: Context, run_id: str) -> Reopened:
         return Reopened([], None)
     if chunking is not None and chunking.state == "failed":
         chunking = chunking.reopened()
-        await ctx.runs.save(chunking, if_match=etag)  # UpdateConflictError: it moved meanwhile; the caller tries again
+    # Written even when only chunks reopen, and first: a purge that judged the run before this marks it no more,
+    # and one that marked it first makes this fail (UpdateConflictError: it moved meanwhile; the caller tries again)
+    await ctx.runs.save(chunking if chunking is not None else record, if_match=etag)
     reopened = []
     for ref, status in pending:
         if status is not None and status.state == "failed":

@@ -13,9 +13,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from core import storage
 from core.context import app_context
 from core.errors import QueueSendError
+from core.network import Network
 from core.storage import close_storage_clients
 from fanout.azurite import Azurite, start_azurite
 from fanout.demo_api import DemoApi, demo_ids
@@ -48,7 +48,7 @@ def credential(on_loop, tls_azurite: Azurite, demo_api: DemoApi, monkeypatch: py
         },
     )
     issuer = LocalEntraCredential()
-    monkeypatch.setattr(storage, "DefaultAzureCredential", lambda **kwargs: issuer)
+    monkeypatch.setattr(Network, "credential", lambda self, client_id: issuer)  # every credential the app makes
     on_loop(close_storage_clients())  # clients are cached per storage configuration: build them with this issuer
     yield issuer
     on_loop(close_storage_clients())

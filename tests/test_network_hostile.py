@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import secrets
 import threading
 import time
@@ -21,7 +22,7 @@ from core.proxy import proxy_of
 from core.settings import Settings
 from fanout.demo_api import DemoApi
 from putmessage.connection_pool import ConnectionPool
-from testkit.http_requests import post_ingestion, status_of
+from testkit.http_requests import post_ingestion, post_redrive, run_queued, status_of
 from testkit.loopback_api import LoopbackApi
 from testkit.token_issuer import signed_in_source
 
@@ -287,7 +288,7 @@ def test_an_sdk_call_through_a_proxy_that_never_answers_connect_ends_within_the_
 
 
 def test_a_refused_put_message_keeps_its_request_ids_in_the_chunks_error_and_the_log(
-    on_loop, functions, probe, app_env, caplog
+    on_loop, functions, probe, app_env, caplog, monkeypatch
 ):
     """Expected (issue 21 item 2: 'a failure reason keeps the service's x-ms-request-id, error code and full message
     ... in the chunk's error and the log'): a chunk whose Put Message storage refuses (404 QueueNotFound: the target
@@ -295,6 +296,7 @@ def test_a_refused_put_message_keeps_its_request_ids_in_the_chunks_error_and_the
     log and in its chunk's error, which fails at once: no retry brings the queue back."""
     from fanout.serve import blob_input as chunk_blob
 
+    monkeypatch.setenv("SOURCE_URL", os.environ["SOURCE_URL"].replace("count=10000", "count=100"))  # two chunks
     answer = on_loop(functions["start_ingestion"](post_ingestion({"run_id": "refused-put", "chunk_size": 50})))
     assert answer.status_code in (200, 202), answer.get_body()
     first, second, *_ = probe.chunk_names("refused-put")
@@ -310,3 +312,7 @@ def test_a_refused_put_message_keeps_its_request_ids_in_the_chunks_error_and_the
     status = status_of(on_loop, functions, "refused-put")
     for kept in (json.dumps(status["failed_chunks"]), caplog.text):
         assert "404 QueueNotFound" in kept and "x-ms-request-id" in kept and "x-ms-client-request-id" in kept, kept
+    redriven = on_loop(functions["redrive_ingestion"](post_redrive("refused-put")))  # on this same warm process
+    assert redriven.status_code in (200, 202), redriven.get_body()
+    run_queued(on_loop, functions["redrive_chunk"], probe.queue_client(app_env["REDRIVE_QUEUE"]))
+    assert status_of(on_loop, functions, "refused-put")["state"] == "completed"  # the queue made again

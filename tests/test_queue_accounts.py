@@ -97,3 +97,15 @@ def test_demo_drains_every_queue_and_verifies_each_id_from_the_queue_side():
         "duplicate_bound": 3 * 1000, "left_in_queues": 0, "messages": 3000,
     }  # fmt: skip  # the bound: a chunk re-sends at most 1000 + 16 messages, and holds 1000
     assert summary["queue_matches_source"] is True
+
+
+def test_the_batched_enveloped_demo_unpacks_and_verifies_each_id_and_its_seq():
+    """`make demo BATCH=…` end to end: the consumer unpacks each batch, checks every ID once and its seq."""
+    result = cli("demo", "--count", "3000", "--accounts", "1", "--batch-max-items", "100", "--envelope", "--json",
+                 env={"CHUNK_SIZE": "1000"})  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout.splitlines()[-1])
+    assert summary["state"] == "completed" and summary["queue_matches_source"] is True, summary
+    verification = summary["verification"]
+    assert (verification["received"], verification["missing"], verification["duplicates"]) == (3000, 0, 0)
+    assert verification["messages"] == 30  # 100 IDs a message, none across a chunk's end

@@ -218,3 +218,32 @@ def test_bad_auth_settings_answer_a_problem_naming_the_setting(on_loop, function
     assert answer.status_code == 500
     assert answer.mimetype == "application/problem+json"
     assert named in json.loads(answer.get_body())["detail"]
+
+
+def test_a_named_source_signs_in_with_its_own_settings_and_the_default_source_with_none(
+    on_loop, functions, probe, oauth2, monkeypatch
+):
+    """SOURCE_<NAME>__AUTH and its companions sign in the named source alone: its run lands every ID through
+    its tokens, while the default source, with no SOURCE_AUTH, is read without one."""
+    issuer, source = oauth2(count=120, lifetime=30.0)
+    for key in ("URL", "AUTH", "TOKEN_URL", "CLIENT_ID", "CLIENT_SECRET", "SCOPE", "PAGINATION", "ITEMS_PATH",
+                "CURSOR_PATH"):  # fmt: skip
+        monkeypatch.setenv(f"SOURCE_PARTNER__{key}", os.environ[f"SOURCE_{key}"])
+        if key not in ("URL", "PAGINATION", "ITEMS_PATH", "CURSOR_PATH"):
+            monkeypatch.delenv(f"SOURCE_{key}")
+    open_source = DemoApi(40).start()
+    monkeypatch.setenv("SOURCE_URL", open_source.url)  # the default source: no sign-in
+    for key in ("PAGINATION", "ITEMS_PATH", "CURSOR_PATH"):
+        monkeypatch.delenv(f"SOURCE_{key}")
+    try:
+        partner = on_loop(functions["start_ingestion"](post_ingestion({"run_id": "partner-run", "source": "partner"})))
+        default = on_loop(functions["start_ingestion"](post_ingestion({"run_id": "open-run"})))
+        ingest_every_chunk(on_loop, functions, probe, "partner-run")
+        ingest_every_chunk(on_loop, functions, probe, "open-run")
+    finally:
+        open_source.stop()
+    assert (partner.status_code, default.status_code) == (202, 202), (partner.get_body(), default.get_body())
+    assert status_of(on_loop, functions, "partner-run")["messages"]["enqueued"] == 120
+    assert status_of(on_loop, functions, "open-run")["messages"]["enqueued"] == 40
+    assert issuer.issued and source.refused == 0  # every page asked with a token the issuer gave
+    assert len(probe.consume()) == 160

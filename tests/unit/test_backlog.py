@@ -23,8 +23,8 @@ def test_a_warning_is_given_exactly_when_the_backlog_would_outlive_its_ttl(sampl
     if lifetime == -1 or last_at - first_at < 1:
         assert warning is None  # never expires, or too little time between the looks to tell a rate
         return
-    drained = sum(max(0, before - after) for (_, before), (_, after) in itertools.pairwise(samples))
-    rate = drained / (last_at - first_at)  # what the looks saw leave, however the run refilled the queue
+    falls = [(b - a, t - s) for (s, b), (t, a) in itertools.pairwise(samples) if a < b]  # the consumer at work
+    rate = sum(fall for fall, _ in falls) / max(sum(span for _, span in falls), 1.0)
     expected = rate <= 0 or last / rate > lifetime
     assert (warning is not None) == expected, (samples, ttl, warning)
     if warning:
