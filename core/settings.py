@@ -355,8 +355,8 @@ STORAGE_RETRY_MAX_DELAY = _float(
     "the longest wait between two Put Message attempts, in seconds (the SDK's own policy doubles without a cap)",
 )  # fmt: skip
 STORAGE_TIMEOUT = _float("STORAGE_TIMEOUT", 30.0, 1.0, 600.0, "seconds a storage request may take")
-STORAGE_SAS_LIFETIME = _int(
-    "STORAGE_SAS_LIFETIME", 7200, 300, 7 * 86_400,
+SAS_LIFETIME = _int(
+    "SAS_LIFETIME", 7200, 300, 7 * 86_400,
     "seconds an add-only queue SAS lasts that the Put Message sender signs with an account key (renewed before it "
     "ends, and once after a 401 or 403); keep it within a storage account's SAS expiration policy",
 )  # fmt: skip
@@ -541,7 +541,7 @@ QUEUE_ACCOUNTS = Text(
 GROUPS: tuple[tuple[str, tuple[Setting[Any], ...]], ...] = (
     ("storage", (
         STORAGE, STORAGE_BLOB_URI, STORAGE_QUEUE_URI, STORAGE_CLIENT_ID, STORAGE_MAX_RETRIES, STORAGE_RETRY_BACKOFF,
-        STORAGE_RETRY_MAX_DELAY, STORAGE_TIMEOUT, STORAGE_SPARE_CONNECTIONS, STORAGE_SAS_LIFETIME,
+        STORAGE_RETRY_MAX_DELAY, STORAGE_TIMEOUT, STORAGE_SPARE_CONNECTIONS, SAS_LIFETIME,
         AZURE_HTTP_USER_AGENT,
     )),
     ("network", (HTTPS_PROXY, HTTP_PROXY, NO_PROXY, SSL_CERT_FILE)),
@@ -841,7 +841,7 @@ class Settings:
             sweep_give_up_after=SWEEP_GIVE_UP_AFTER.read(env),
             http_retry_after=HTTP_RETRY_AFTER.read(env),
             spare_connections=STORAGE_SPARE_CONNECTIONS.read(env),
-            sas_lifetime=STORAGE_SAS_LIFETIME.read(env),
+            sas_lifetime=SAS_LIFETIME.read(env),
             user_agent=AZURE_HTTP_USER_AGENT.read(env),
             sweep_stale_seconds=SWEEP_STALE_SECONDS.read(env),
             run_max_concurrency=RUN_MAX_CONCURRENCY.read(env),

@@ -340,7 +340,7 @@ module functionApp 'modules/function-app.bicep' = {
       STORAGE_RETRY_MAX_DELAY: '30'
       STORAGE_TIMEOUT: '30'
       STORAGE_SPARE_CONNECTIONS: '4'
-      STORAGE_SAS_LIFETIME: '7200'
+      SAS_LIFETIME: '7200'
       AZURE_HTTP_USER_AGENT: ''
       HTTP_MAX_BODY_BYTES: '65536'
       HTTP_RETRY_AFTER: '5'

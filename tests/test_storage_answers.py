@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from core.errors import QueueSendError
 from core.redact import public_reason
 from core.retry import RetryPolicy
-from core.settings import STORAGE_SAS_LIFETIME
+from core.settings import SAS_LIFETIME
 from putmessage.connection_pool import ConnectionPool
 from putmessage.pace import SendPace
 from putmessage.sender import PACED_RETRIES, PutMessageSender
@@ -54,7 +54,7 @@ class Gateway:
 
 def send(gateway: Gateway, texts: list[str], *, attempts: int = 4, pace: SendPace | None = None, pause: float = 0.0,
          **options):  # fmt: skip
-    options = {"sas_lifetime": STORAGE_SAS_LIFETIME.default, **options}
+    options = {"sas_lifetime": SAS_LIFETIME.default, **options}
 
     async def run() -> SendPace:
         connection = f"DefaultEndpointsProtocol=http;AccountName=acct;AccountKey={KEY};QueueEndpoint={gateway.url}/acct"
@@ -182,7 +182,7 @@ def send_with_token(
             ConnectionPool(f"{gateway.url}/acct/q", 4, None, timeout), queue, encoding="none", ttl=None,
             retry=RetryPolicy(attempts=attempts, base_delay=0.0, max_delay=0.0), pace=SendPace(most),
             on_retry=lambda: None,
-            sas_lifetime=STORAGE_SAS_LIFETIME.default,
+            sas_lifetime=SAS_LIFETIME.default,
         )  # fmt: skip
         try:
             if together:

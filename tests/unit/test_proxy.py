@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from core.errors import SettingsError
 from core.proxy import Proxies, proxy_of
 from core.retry import RetryPolicy
-from core.settings import STORAGE_SAS_LIFETIME, Settings
+from core.settings import SAS_LIFETIME, Settings
 from putmessage.connection_pool import ConnectionPool
 from putmessage.pace import SendPace
 from putmessage.sender import PutMessageSender
@@ -111,7 +111,7 @@ def test_the_sender_writes_absolute_form_with_proxy_authorization_to_an_http_pro
         sender = PutMessageSender(
             ConnectionPool("http://storage.invalid:10001/acct/q", 2, None, 5.0, proxy), queue, encoding="none",
             ttl=None, retry=RetryPolicy(attempts=1, base_delay=0.0, max_delay=0.0), pace=SendPace(2),
-            on_retry=lambda: None, sas_lifetime=STORAGE_SAS_LIFETIME.default,
+            on_retry=lambda: None, sas_lifetime=SAS_LIFETIME.default,
         )  # fmt: skip
         try:
             await sender.send("hello")
