@@ -115,9 +115,10 @@ async def settle_run(ctx: Context, run_id: str, *, deadline: float | None = None
     if etag is None:
         return Settlement(status)  # another invocation sent it
     current = await ctx.runs.get(run_id)
-    if current is None or current.created_at != status.created_at:  # purged as it settled (a new run, maybe)
-        await ctx.runs.unmark_event(run_id, etag)  # the mark is no run's: the new one's is its own to write
+    if current is not None and current.created_at != status.created_at:  # purged as it settled, and a new run
+        await ctx.runs.unmark_event(run_id, etag)  # the mark is not the new run's, whose own it is to write
         return Settlement(None)
+    # (being purged, or purged with no new run: the event is still this run's, owed; a purge saw it marked)
     try:
         await _enqueue(ctx, _encoded(event))
     except BaseException:

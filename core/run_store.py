@@ -292,6 +292,15 @@ class RunStore:
             return await self.stop_of(run_id) or stop
         return stop
 
+    async def lift_stop_written(self, run_id: str, stop: RunStop) -> None:
+        """Deletes the run's stop if it is `stop` (the one its caller wrote), not one written since."""
+        with contextlib.suppress(ResourceNotFoundError, ResourceModifiedError):
+            stream = await self._container.download_blob(run_stop_blob(run_id))
+            if json.loads(await stream.readall()) == asdict(stop):
+                await self._container.delete_blob(
+                    run_stop_blob(run_id), etag=stream.properties.etag, match_condition=MatchConditions.IfNotModified
+                )
+
     async def lift_failed_stop(self, run_id: str) -> bool:
         """Lifts the run's stop if it is a `failed` one, only as it was read (a cancel written since stays)."""
         try:

@@ -33,7 +33,7 @@ from putmessage.http_response import ProtocolError
 from putmessage.message_body import MessageEncoding, message_body
 from putmessage.pace import SendPace
 
-RETRYABLE_STATUS = frozenset({408, 500, 502, 503, 504})  # docs/reliability.md#storage-answers
+RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})  # docs/reliability.md#storage-answers (429: a gateway)
 THROTTLED_STATUS = frozenset({500, 503})  # Azure throttles with either: the pace slows for both
 AUTH_STATUS = frozenset({401, 403})  # a SAS or token past its time or a policy: renewed once, then fatal
 PACED_RETRIES = 8  # 503s a message meets that only the pace answers (no sleep, not counted as attempts)

@@ -21,7 +21,7 @@ from chunking.chunker import chunk_onward
 from core.context import Context, app_context
 from core.continuations import send_continuation
 from core.contract import ChunkRef
-from core.errors import ContractError, UpdateConflictError
+from core.errors import ContractError, RunConflictError, UpdateConflictError
 from core.logs import did
 from core.run_scope import run_scope
 from core.run_store import ChunkState, ChunkStatus, RunRecord, run_chunks, utc_now
@@ -59,7 +59,7 @@ async def reopen_run(ctx: Context, run_id: str) -> Reopened:
         chunking = chunking.reopened()
     # Written even when only chunks reopen, and first: a purge that judged the run before this marks it no more,
     # and one that marked it first makes this fail (UpdateConflictError: it moved meanwhile; the caller tries again)
-    await ctx.runs.save(chunking if chunking is not None else record, if_match=etag)
+    etag = await ctx.runs.save(chunking if chunking is not None else record, if_match=etag)
     reopened = []
     for ref, status in pending:
         if status is not None and status.state == "failed":
@@ -68,6 +68,12 @@ async def reopen_run(ctx: Context, run_id: str) -> Reopened:
                     ref, replace(status, state="stopped", updated_at=utc_now()), expected=status
                 )
         reopened.append((ref, status))
+    still = await ctx.runs.get_versioned(run_id)
+    if still is None or still[1] != etag:  # purged as it reopened (a new run under the id, maybe): its stop stays
+        raise RunConflictError(
+            f"run {run_id!r} was purged or changed as it was redriven; look at it and redrive it again",
+            run_id=run_id, state=still[0].state if still else "purging",
+        )  # fmt: skip
     await ctx.runs.lift_stop(run_id)
     return Reopened(reopened, chunking)
 
