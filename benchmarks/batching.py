@@ -1,7 +1,7 @@
 """Batches under the Azure model: the whole pipeline (the source read, chunk blobs, run and chunk status,
 Put Message) into one queue held at its limit, at `batch_max_items` 1, 10, 100 and the most that fit.
 
-    .venv/bin/python -m benchmarks.batching [--messages 2000] [--scale 10] [--chunk-size 5000] [--parallel 8] [--json]
+    .venv/bin/python -m benchmarks.batching [--messages 2000] [--scale 10] [--chunk-size N] [--parallel 8] [--json]
 
 Each case reads `--messages` x batch_max_items IDs (at the most 1,000,000) from the demo API, so that each
 sends about as many queue messages, and runs `fanout run`'s path in this process (runs/local.py) against
@@ -25,9 +25,9 @@ import time
 from typing import Any
 
 from benchmarks.azure_model import RETRIES, fresh_azurite, models, steady_rate
-from chunking.request import IngestionRequest
+from chunking.request import IngestionRequest, default_chunk_size
 from core.context import app_context
-from core.settings import Settings
+from core.settings import CHUNK_SIZE, Settings
 from core.storage import close_storage_clients
 from fanout.azurite import ACCOUNT, ACCOUNT_KEY, Azurite
 from fanout.demo_api import DemoApi
@@ -79,22 +79,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=2000, help="queue messages a case sends, about")
     parser.add_argument("--scale", type=float, default=10.0, help="Azure slowed this many times (default 10)")
-    parser.add_argument("--chunk-size", type=int, default=5000)
+    parser.add_argument("--chunk-size", type=int, help="IDs a chunk (default: the app's, CHUNK_SIZE in batches' worth)")
     parser.add_argument("--parallel", type=int, default=8, help="chunks ingested at once (default 8)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     config = ModelConfig.azure(args.scale)
     with fresh_azurite() as azurite:
-        rows = [case(azurite, config, min(args.messages * items, MOST_IDS), items, args.chunk_size, args.parallel)
+        rows = [case(azurite, config, min(args.messages * items, MOST_IDS), items,
+                     args.chunk_size or default_chunk_size(CHUNK_SIZE.default, items), args.parallel)
                 for items in (1, 10, 100, MOST)]  # fmt: skip
     base = rows[0]
     for row in rows:
         for key in ("ids_per_second", "queue_ids_per_second", "requests_per_million_ids"):
             row[f"{key}_ratio"] = row[key] / base[key]
     if args.json:
-        print(json.dumps({"scale": args.scale, "chunk_size": args.chunk_size, "rows": rows}))
+        print(json.dumps({"scale": args.scale, "chunk_size": args.chunk_size or "default", "rows": rows}))
         return
-    print(f"one queue at {config.queue_rate:g} msg/s (Azure / {args.scale:g}), chunks of {args.chunk_size:,}, "
+    chunks = f"{args.chunk_size:,}" if args.chunk_size else "the default size"
+    print(f"one queue at {config.queue_rate:g} msg/s (Azure / {args.scale:g}), chunks of {chunks}, "
           f"{args.parallel} at once")  # fmt: skip
     print(
         "| batch_max_items | IDs | IDs a message | queue IDs/s | x unbatched | run IDs/s | x unbatched "

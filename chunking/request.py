@@ -11,7 +11,7 @@ import math
 import secrets
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -164,7 +164,8 @@ FIELDS: tuple[RequestField, ...] = (
         lambda settings: sorted(settings.sources),
     ),
     RequestField(
-        "chunk_size", "messages per chunk blob (default `CHUNK_SIZE`)",
+        "chunk_size", "IDs per chunk blob (default `CHUNK_SIZE`; in batches `CHUNK_SIZE` x `batch_max_items`, at "
+        f"most {MAX_CHUNK_SIZE}: about `CHUNK_SIZE` messages' worth)",
         {"type": "integer", "minimum": 1, "maximum": MAX_CHUNK_SIZE}, lambda settings: settings.chunk_size, _integer,
     ),
     RequestField(
@@ -243,8 +244,17 @@ def parse_ingestion_request(body: bytes, settings: Settings) -> IngestionRequest
             f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(FIELD_NAMES)}", field=unknown[0]
         )
     request = IngestionRequest(**{field.name: field.read(given, settings) for field in FIELDS})
+    if given.get("chunk_size") is None:
+        request = replace(request, chunk_size=default_chunk_size(settings.chunk_size, request.batch_max_items))
     _check_delivery(request)
     return request
+
+
+def default_chunk_size(chunk_size: int, batch_max_items: int) -> int:
+    """IDs a chunk holds when the request does not say: `CHUNK_SIZE`, and in batches about that many messages'
+    worth (`CHUNK_SIZE` x `batch_max_items` IDs, at most MAX_CHUNK_SIZE), so that a chunk's bookkeeping (about
+    13 storage requests) is spread over hundreds of messages, not 50."""
+    return min(MAX_CHUNK_SIZE, chunk_size * batch_max_items) if batch_max_items > 1 else chunk_size
 
 
 def _check_delivery(request: IngestionRequest) -> None:

@@ -296,7 +296,11 @@ CHUNKING_TIME_LIMIT = _float(
 CONTROL_QUEUE = StorageName(
     "CONTROL_QUEUE", "chunking-continuations", "where continuations wait; `continue_chunking` reads it"
 )
-CHUNK_SIZE = _int("CHUNK_SIZE", 5000, 1, MAX_CHUNK_SIZE, f"messages per chunk blob (1..{MAX_CHUNK_SIZE})")
+CHUNK_SIZE = _int(
+    "CHUNK_SIZE", 5000, 1, MAX_CHUNK_SIZE,
+    f"IDs per chunk blob (1..{MAX_CHUNK_SIZE}); a batched run's default is this many messages' worth, "
+    f"`CHUNK_SIZE` x `batch_max_items` IDs, at most {MAX_CHUNK_SIZE}",
+)  # fmt: skip
 CHUNK_MAX_BYTES = _int(
     "CHUNK_MAX_BYTES", 8 << 20, 1024, 256 << 20,
     "bytes a chunk blob may hold: a chunk closes early before the item that would pass this; a bigger item fails "

@@ -59,7 +59,8 @@ def _parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="chunk the configured source and ingest every chunk, in this process")
     run.add_argument("--source", help="a configured source name (default: the SOURCE_URL source)")
-    run.add_argument("--chunk-size", type=int, help=f"messages per chunk, 1..{MAX_CHUNK_SIZE} (default: CHUNK_SIZE)")
+    run.add_argument("--chunk-size", type=int, help=f"IDs per chunk, 1..{MAX_CHUNK_SIZE} (default: CHUNK_SIZE; in "
+                     "batches CHUNK_SIZE x batch_max_items, at most that)")  # fmt: skip
     run.add_argument("--run-id", help="an id for the run (default: a new one)")
     run.add_argument("--json", action="store_true", help="end with a one-line JSON summary")
     run.add_argument(

@@ -17,10 +17,12 @@ import time
 import pytest
 from azure.functions.timer import TimerRequest
 
+from chunking.request import parse_ingestion_request
 from core.context import app_context
 from core.contract import encode_chunk
 from core.delivery import MAX_MESSAGE_BYTES
 from core.run_store import RunRecord
+from core.settings import Settings
 from fanout.azurite import PROJECT_ROOT
 from fanout.demo_api import demo_ids
 from fanout.messages import Unpacked, unpack
@@ -212,3 +214,24 @@ def test_a_failure_percentage_fails_the_run_whichever_threshold_passes_first(on_
     assert outcomes["percent-30"]["state"] == "completed" and outcomes["percent-30"]["chunks"]["failed"] == 2
     assert outcomes["percent-10"]["max_failed_percent"] == 10
     assert json.dumps(outcomes["percent-10"]).count("LARGE_MESSAGE_MODE") >= 1  # why, on the failed chunks
+
+
+@pytest.mark.parametrize(("fields", "chunk_size"), [
+    ({}, 5000), ({"batch_max_items": 1}, 5000), ({"batch_max_items": 2}, 10_000), ({"batch_max_items": 100}, 32_000),
+    ({"batch_max_items": 100, "chunk_size": 700}, 700), ({"envelope": True}, 5000),
+])  # fmt: skip
+def test_a_batched_run_chunks_about_chunk_size_messages_worth_unless_it_says(fields, chunk_size):
+    assert parse_ingestion_request(json.dumps(fields).encode(), Settings.from_env({})).chunk_size == chunk_size
+
+
+def test_64000_ids_at_100_a_message_by_default_make_2_chunks_of_320_messages(on_loop, functions, probe, monkeypatch):
+    """The default chunk of a batched run carries its bookkeeping over hundreds of messages: 64,000 IDs, 2 chunks."""
+    _count(monkeypatch, 64_000)
+    answer = on_loop(functions["start_ingestion"](post_ingestion({"run_id": "big-chunks", "batch_max_items": 100})))
+    assert answer.status_code == 202, answer.get_body()
+    assert len(probe.chunk_names("big-chunks")) == 2
+    ingest_every_chunk(on_loop, functions, probe, "big-chunks")
+    status = status_of(on_loop, functions, "big-chunks")
+    assert (status["state"], status["messages"]["enqueued"], status["messages"]["queue_messages"]) == (
+        "completed", 64_000, 640)  # fmt: skip
+    assert len(probe.consume()) == 640
