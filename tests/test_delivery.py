@@ -224,14 +224,16 @@ def test_a_batched_run_chunks_about_chunk_size_messages_worth_unless_it_says(fie
     assert parse_ingestion_request(json.dumps(fields).encode(), Settings.from_env({})).chunk_size == chunk_size
 
 
-def test_64000_ids_at_100_a_message_by_default_make_2_chunks_of_320_messages(on_loop, functions, probe, monkeypatch):
-    """The default chunk of a batched run carries its bookkeeping over hundreds of messages: 64,000 IDs, 2 chunks."""
-    _count(monkeypatch, 64_000)
+def test_a_batched_runs_default_chunk_holds_chunk_size_messages_worth(on_loop, functions, probe, monkeypatch):
+    """The default chunk of a batched run carries its bookkeeping over CHUNK_SIZE messages: 10,000 IDs at 100 a
+    message with CHUNK_SIZE 50 make 2 chunks of 50 messages (200 chunks of 50 IDs before)."""
+    _count(monkeypatch, 10_000)
+    monkeypatch.setenv("CHUNK_SIZE", "50")
     answer = on_loop(functions["start_ingestion"](post_ingestion({"run_id": "big-chunks", "batch_max_items": 100})))
     assert answer.status_code == 202, answer.get_body()
     assert len(probe.chunk_names("big-chunks")) == 2
     ingest_every_chunk(on_loop, functions, probe, "big-chunks")
     status = status_of(on_loop, functions, "big-chunks")
     assert (status["state"], status["messages"]["enqueued"], status["messages"]["queue_messages"]) == (
-        "completed", 64_000, 640)  # fmt: skip
-    assert len(probe.consume()) == 640
+        "completed", 10_000, 100)  # fmt: skip
+    assert len(probe.consume()) == 100
