@@ -15,7 +15,7 @@ import os
 import re
 import secrets
 import socket
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal, cast
@@ -293,19 +293,18 @@ class RunStore:
         return stop
 
     async def lift_stop_written(self, run_id: str, stop: RunStop) -> None:
-        """Deletes the run's stop if it is `stop` (the one its caller wrote), not one written since."""
-        with contextlib.suppress(ResourceNotFoundError, ResourceModifiedError):
-            stream = await self._container.download_blob(run_stop_blob(run_id))
-            if json.loads(await stream.readall()) == asdict(stop):
-                await self._container.delete_blob(
-                    run_stop_blob(run_id), etag=stream.properties.etag, match_condition=MatchConditions.IfNotModified
-                )
+        """Lifts the run's stop if it is `stop` (the one its caller wrote), not one written since."""
+        await self._lift_stop_if(run_id, lambda value: value == asdict(stop))
 
     async def lift_failed_stop(self, run_id: str) -> bool:
         """Lifts the run's stop if it is a `failed` one, only as it was read (a cancel written since stays)."""
+        return await self._lift_stop_if(run_id, lambda value: value.get("reason") == "failed")
+
+    async def _lift_stop_if(self, run_id: str, lifted: Callable[[dict[str, Any]], bool]) -> bool:
+        """Deletes the run's stop if `lifted` says so of it, only as it was read; whether it did."""
         try:
             stream = await self._container.download_blob(run_stop_blob(run_id))
-            if json.loads(await stream.readall()).get("reason") != "failed":
+            if not lifted(json.loads(await stream.readall())):
                 return False
             await self._container.delete_blob(
                 run_stop_blob(run_id), etag=stream.properties.etag, match_condition=MatchConditions.IfNotModified
@@ -402,13 +401,10 @@ class RunStore:
     async def get_versioned(self, run_id: str) -> tuple[RunRecord, str] | None:
         """The record and its ETag, for a save that must not overwrite someone else's; None for a run that
         does not exist or that a purge is deleting."""
-        try:
-            stream = await self._container.download_blob(run_record_blob(run_id))
-        except ResourceNotFoundError:
+        read = await self._record_blob(run_id)
+        if read is None or PURGING_METADATA in read[1]:
             return None
-        if PURGING_METADATA in (stream.properties.metadata or {}):
-            return None
-        return _from_json(await stream.readall()), str(stream.properties.etag)
+        return _from_json(read[0]), read[2]
 
     async def mark_purging(self, run_id: str, etag: str) -> str:
         """Marks the record as being purged, now, only as `etag` names it (a purge's own mark, renewed); returns
@@ -426,18 +422,23 @@ class RunStore:
 
     async def purge_mark(self, run_id: str) -> PurgeMark | None:
         """The mark a purge left on the run's record (one under way, or cut short); None when there is none."""
+        read = await self._record_blob(run_id)
+        marked = None if read is None else read[1].get(PURGING_METADATA)
+        if read is None or marked is None:
+            return None
+        try:
+            record: RunRecord | None = _from_json(read[0])
+        except ContractError:
+            record = None  # a purge's stand-in record (`place_purge_mark`), or one out of shape
+        return PurgeMark(record, read[2], timestamp(marked))
+
+    async def _record_blob(self, run_id: str) -> tuple[bytes, Mapping[str, str], str] | None:
+        """The run record's blob: its bytes, metadata and ETag, in one read; None when there is none."""
         try:
             stream = await self._container.download_blob(run_record_blob(run_id))
         except ResourceNotFoundError:
             return None
-        marked = (stream.properties.metadata or {}).get(PURGING_METADATA)
-        if marked is None:
-            return None
-        try:
-            record: RunRecord | None = _from_json(await stream.readall())
-        except ContractError:
-            record = None  # a purge's stand-in record (`place_purge_mark`), or one out of shape
-        return PurgeMark(record, str(stream.properties.etag), timestamp(marked))
+        return await stream.readall(), stream.properties.metadata or {}, str(stream.properties.etag)
 
     async def place_purge_mark(self, run_id: str) -> str | None:
         """Holds a run id that has no record while a purge deletes what is left under it: a marked stand-in

@@ -22,35 +22,18 @@ from azure.storage.queue import QueueClient
 from api.openapi import openapi_document
 from chunking.request import parse_ingestion_request
 from core.context import app_context
-from core.contract import COUNT_METADATA, FIRST_METADATA, encode_chunk
 from core.errors import RequestError
-from core.run_store import RunRecord, utc_now
 from core.settings import Settings
 from fanout.azurite import start_azurite
 from ingestion.slots import take_slot
 from runs.local import ingest_pending_chunks
 from runs.redrive import redrive_run
 from runs.sweep import sweep
-from testkit.http_requests import body_of, chunk_blob, get_status, post_ingestion, post_redrive, status_of
+from testkit.chunked_runs import delivered, write_chunked_run
+from testkit.http_requests import body_of, get_status, post_ingestion, post_redrive, status_of
 from testkit.storage_probe import StorageProbe
 
 OVERSIZED = "x" * 70_000  # refused under LARGE_MESSAGE_MODE=reject
-
-
-def _write_run(on_loop, probe: StorageProbe, run_id: str, items: list[str], **fields) -> str:
-    """A run of one chunk holding `items`, chunked: the chunk blob waits for its trigger."""
-    ctx = on_loop(app_context())
-    record = RunRecord(run_id, "default", 5000, created_at=utc_now(), **fields)
-    etag = on_loop(ctx.runs.create(record))
-    name = f"{run_id}/000000.jsonl"
-    probe.chunks.upload_blob(name, encode_chunk(items), metadata={COUNT_METADATA: str(len(items)), FIRST_METADATA: "0"})
-    on_loop(ctx.runs.save(record.chunked(chunks=1, messages=len(items)), if_match=etag))
-    return name
-
-
-def _trigger(on_loop, functions, probe: StorageProbe, name: str) -> None:
-    blob = probe.chunks.download_blob(name)
-    on_loop(functions["ingest_chunk"](chunk_blob("chunks", name, blob.readall(), blob.properties.metadata)))
 
 
 def _fill(probe: StorageProbe, messages: int = 10) -> None:
@@ -73,9 +56,9 @@ def test_a_chunk_failing_after_it_waited_is_logged_failed_and_never_handed_back(
 ):
     monkeypatch.setenv("BACKLOG_RETRY_SECONDS", "1")
     monkeypatch.setenv("LARGE_MESSAGE_MODE", "reject")
-    name = _write_run(on_loop, probe, "fail-after-wait", ["a", "b", OVERSIZED], max_backlog=3)
+    name = write_chunked_run(on_loop, probe, "fail-after-wait", ["a", "b", OVERSIZED], max_backlog=3)
     _fill(probe)
-    _trigger(on_loop, functions, probe, name)
+    on_loop(functions["ingest_chunk"](delivered(probe, name)))
     assert status_of(on_loop, functions, "fail-after-wait")["chunks"]["waiting"] == 1
     probe.consume()
     time.sleep(1.2)  # the hand-back is hidden BACKLOG_RETRY_SECONDS
@@ -94,7 +77,7 @@ def test_a_chunk_failing_after_it_waited_is_logged_failed_and_never_handed_back(
 def test_a_local_run_ends_when_a_chunk_that_waited_fails(on_loop, probe, app_env, monkeypatch):
     monkeypatch.setenv("BACKLOG_RETRY_SECONDS", "1")
     monkeypatch.setenv("LARGE_MESSAGE_MODE", "reject")
-    _write_run(on_loop, probe, "local-fail", ["a", "b", OVERSIZED], max_backlog=3)
+    write_chunked_run(on_loop, probe, "local-fail", ["a", "b", OVERSIZED], max_backlog=3)
     _fill(probe)
     threading.Timer(1.5, probe.consume).start()  # the consumer catches up 1.5 s in
     said: list[str] = []
@@ -108,8 +91,8 @@ def test_a_redrive_here_waits_for_the_backlog_and_a_scheduled_one_adds_no_copy(
     monkeypatch.setenv("BACKLOG_RETRY_SECONDS", "1")
     monkeypatch.setenv("LARGE_MESSAGE_MODE", "reject")
     items = [f"id-{k}" for k in range(5)]
-    name = _write_run(on_loop, probe, "redrive-wait", [*items, OVERSIZED], max_backlog=3)
-    _trigger(on_loop, functions, probe, name)
+    name = write_chunked_run(on_loop, probe, "redrive-wait", [*items, OVERSIZED], max_backlog=3)
+    on_loop(functions["ingest_chunk"](delivered(probe, name)))
     assert status_of(on_loop, functions, "redrive-wait")["state"] == "failed"
     _fill(probe)
     monkeypatch.setenv("LARGE_MESSAGE_MODE", "claim-check")  # the operator's fix, then a redrive
@@ -137,7 +120,8 @@ def test_a_claim_checked_item_is_stored_as_its_text_whatever_the_shape(on_loop, 
     big = 'q"' * 30_000  # its JSON line is 90,002 bytes, its text 60,000
     stored = {}
     for run_id, fields in (("cc-plain", {}), ("cc-envelope", {"envelope": True}), ("cc-batch", {"batch_max_items": 5})):
-        _trigger(on_loop, functions, probe, _write_run(on_loop, probe, run_id, ["small", big], **fields))
+        name = write_chunked_run(on_loop, probe, run_id, ["small", big], **fields)
+        on_loop(functions["ingest_chunk"](delivered(probe, name)))
         for text in probe.drain():
             if "claim_check" in text:
                 message = json.loads(text)
@@ -200,9 +184,11 @@ def test_a_waiting_chunk_whose_hand_back_finds_no_slot_comes_back_when_one_is_fr
     monkeypatch.setenv("BACKLOG_RETRY_SECONDS", "3")
     monkeypatch.setenv("THROTTLE_RETRY_SECONDS", "1")
     queue = app_env["REDRIVE_QUEUE"]
-    name = _write_run(on_loop, probe, "slot-wait", [f"id-{k}" for k in range(5)], max_backlog=3, max_concurrency=1)
+    name = write_chunked_run(
+        on_loop, probe, "slot-wait", [f"id-{k}" for k in range(5)], max_backlog=3, max_concurrency=1
+    )
     _fill(probe)
-    _trigger(on_loop, functions, probe, name)
+    on_loop(functions["ingest_chunk"](delivered(probe, name)))
     assert status_of(on_loop, functions, "slot-wait")["chunks"]["waiting"] == 1
     ctx = on_loop(app_context())
     slots = ctx.clients.blobs.get_container_client(ctx.settings.runs_container)
@@ -231,9 +217,9 @@ def test_a_waiting_chunk_whose_look_keeps_failing_ends_failed_by_the_sweeper(
         monkeypatch.setenv("STORAGE_MAX_RETRIES", "0")
         monkeypatch.setenv("SECOND_ACCOUNT", second.connection_string)
         monkeypatch.setenv("QUEUE_ACCOUNTS", "AzureWebJobsStorage,SECOND_ACCOUNT")
-        name = _write_run(on_loop, probe, "look-fails", [f"id-{k}" for k in range(5)], max_backlog=3)
+        name = write_chunked_run(on_loop, probe, "look-fails", [f"id-{k}" for k in range(5)], max_backlog=3)
         _fill(probe)
-        _trigger(on_loop, functions, probe, name)
+        on_loop(functions["ingest_chunk"](delivered(probe, name)))
         assert status_of(on_loop, functions, "look-fails")["chunks"]["waiting"] == 1
         key = next(part for part in second.connection_string.split(";") if part.startswith("AccountKey="))
         rotated = "AccountKey=" + base64.b64encode(b"rotated" * 9).decode()
@@ -258,9 +244,9 @@ def test_a_batch_input_with_what_xml_cannot_carry_reaches_every_message_unencode
 ):
     monkeypatch.setenv("QUEUE_MESSAGE_ENCODING", "none")
     shape = {"tag": "\uffff\ufffe", "ctl": "\u0001"}
-    name = _write_run(on_loop, probe, "xml-input", [f"id-{k}" for k in range(7)], batch_max_items=2,
+    name = write_chunked_run(on_loop, probe, "xml-input", [f"id-{k}" for k in range(7)], batch_max_items=2,
                       batch_input=shape)  # fmt: skip
-    _trigger(on_loop, functions, probe, name)
+    on_loop(functions["ingest_chunk"](delivered(probe, name)))
 
     stored = QueueClient.from_connection_string(probe.connection_string, probe.queue.queue_name)  # as stored
     messages = [json.loads(message.content) for message in stored.receive_messages(max_messages=32)]

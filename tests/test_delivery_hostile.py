@@ -17,11 +17,11 @@ import pytest
 from azure.storage.queue import QueueClient, TextBase64DecodePolicy
 
 from core.context import app_context
-from core.contract import COUNT_METADATA, FIRST_METADATA, ChunkRef, encode_chunk
-from core.run_store import RunRecord, utc_now
+from core.contract import ChunkRef
 from fanout.demo_api import DemoApi
 from fanout.messages import unpack
-from testkit.http_requests import body_of, chunk_blob, ingest_every_chunk, post_ingestion, run_queued, status_of
+from testkit.chunked_runs import delivered, write_chunked_run
+from testkit.http_requests import body_of, ingest_every_chunk, post_ingestion, run_queued, status_of
 from testkit.storage_probe import StorageProbe
 
 
@@ -29,22 +29,6 @@ def _count(monkeypatch: pytest.MonkeyPatch, ids: int) -> None:
     import os
 
     monkeypatch.setenv("SOURCE_URL", os.environ["SOURCE_URL"].replace("count=10000", f"count={ids}"))
-
-
-def _write_run(on_loop, probe: StorageProbe, run_id: str, items: list[str], **fields) -> str:
-    """A run of one chunk holding `items`, chunked (as chunking leaves it): the chunk blob waits for its trigger."""
-    ctx = on_loop(app_context())
-    record = RunRecord(run_id, "default", 5000, created_at=utc_now(), **fields)
-    etag = on_loop(ctx.runs.create(record))
-    name = f"{run_id}/000000.jsonl"
-    probe.chunks.upload_blob(name, encode_chunk(items), metadata={COUNT_METADATA: str(len(items)), FIRST_METADATA: "0"})
-    on_loop(ctx.runs.save(record.chunked(chunks=1, messages=len(items)), if_match=etag))
-    return name
-
-
-def _trigger(on_loop, functions, probe: StorageProbe, name: str) -> None:
-    blob = probe.chunks.download_blob(name)
-    on_loop(functions["ingest_chunk"](chunk_blob("chunks", name, blob.readall(), blob.properties.metadata)))
 
 
 def _raw_queue(probe: StorageProbe) -> QueueClient:
@@ -91,7 +75,7 @@ def test_a_failure_percentage_is_not_judged_against_the_chunks_written_so_far(on
         # chunk 1 arrives and is ingested; chunk 0's blob was deleted (a lifecycle rule): it fails
         ctx = on_loop(app_context())
         record = on_loop(ctx.runs.get(run_id))
-        _trigger(on_loop, functions, probe, names[1])
+        on_loop(functions["ingest_chunk"](delivered(probe, names[1])))
         probe.chunks.delete_blob(names[0])
         on_loop(functions["redrive_chunk"](func.QueueMessage(
             body=ChunkRef(run_id, 0, record.generation).redrive_message().encode())))  # fmt: skip
@@ -171,8 +155,8 @@ def test_a_batch_keyed_by_first_seq_is_the_same_batch_after_a_pause_whatever_the
     monkeypatch.setenv("INGEST_CONCURRENCY", "1")
     monkeypatch.setenv("BACKLOG_RETRY_SECONDS", "1")
     items = ["a0", "&" * 30_000, *(f"a{n}" for n in range(2, 10))]  # 40,004 bytes base64; 150,002 XML-escaped
-    name = _write_run(on_loop, probe, "recut", items, batch_max_items=4, envelope=True, max_backlog=1)
-    _trigger(on_loop, functions, probe, name)  # sends two batches, then waits: the queue holds 2 > 1
+    name = write_chunked_run(on_loop, probe, "recut", items, batch_max_items=4, envelope=True, max_backlog=1)
+    on_loop(functions["ingest_chunk"](delivered(probe, name)))  # sends two batches, then waits: the queue holds 2 > 1
 
     queue, seen, handled = _raw_queue(probe), set(), set()
 
