@@ -25,6 +25,17 @@ MAX_SEQ_DIGITS = 19  # a position in the source: SOURCE_MAX_ITEMS is far below 1
 _json_text = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
+def base64_size(raw: int) -> int:
+    """What `raw` bytes take base64 encoded."""
+    return 4 * ((raw + 2) // 3)
+
+
+def stored_size(raw: int, escaped: int) -> int:
+    """A message's bytes as the queue stores it in the larger of the two encodings (`raw` its UTF-8 bytes,
+    `escaped` its XML-escaped bytes): a measure that does not depend on QUEUE_MESSAGE_ENCODING."""
+    return max(base64_size(raw), escaped)
+
+
 @functools.lru_cache(maxsize=64)
 def _quoted(run_id: str) -> str:
     return _compact(run_id)
@@ -92,4 +103,4 @@ def least_batch_bytes(delivery: Delivery, run_id_chars: int = 63) -> int:
     `seq` around a 64-byte ID, as the queue stores it under the encoding that makes it larger (base64 grows
     any text by a third, XML escaping grows `&`, `<` and `>` up to five times: a batch_input may be either)."""
     text = delivery.prefix("r" * run_id_chars, 10**MAX_SEQ_DIGITS - 1) + "x" * 64 + delivery.suffix
-    return max(4 * ((len(text.encode("utf-8")) + 2) // 3), len(escape(text).encode("utf-8")))
+    return stored_size(len(text.encode("utf-8")), len(escape(text).encode("utf-8")))

@@ -10,14 +10,14 @@ from xml.sax.saxutils import escape
 from azure.storage.blob.aio import ContainerClient
 
 from core.contract import SERVICE_DEFAULT_TTL, TTL_METADATA, ChunkRef
-from core.delivery import MAX_MESSAGE_BYTES
+from core.delivery import MAX_MESSAGE_BYTES, base64_size
 from core.errors import ChunkError
 from core.settings import LargeMessageMode, MessageEncoding
 
 
 def encoded_size(text: str, encoding: MessageEncoding) -> int:
     if encoding == "base64":
-        return 4 * ((len(text.encode("utf-8")) + 2) // 3)
+        return base64_size(len(text.encode("utf-8")))
     return len(escape(text).encode("utf-8"))
 
 

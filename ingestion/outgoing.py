@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from xml.sax.saxutils import escape
 
-from core.delivery import Delivery
+from core.delivery import Delivery, stored_size
 
 
 @dataclass(frozen=True)
@@ -44,12 +44,6 @@ def plain(messages: Sequence[str], texts: Sequence[str] | None = None) -> Outgoi
     return Outgoing(messages, messages if texts is None else texts, len(messages))
 
 
-def _encoded(raw: int, escaped: int) -> int:
-    """A message's bytes in the larger of the two encodings: so the cut is the same under either, and a
-    resume after QUEUE_MESSAGE_ENCODING changed builds the same messages with the same `seq`."""
-    return max(4 * ((raw + 2) // 3), escaped)
-
-
 def shaped(lines: Sequence[str], texts: Sequence[str], delivery: Delivery, run_id: str, first_seq: int) -> Outgoing:
     """The messages of a chunk whose items are `lines` (JSON, as in the chunk; a claim-checked item is its
     reference object) and whose texts are `texts`; item i is the source's item `first_seq + i`.
@@ -76,7 +70,7 @@ def shaped(lines: Sequence[str], texts: Sequence[str], delivery: Delivery, run_i
         written = len(line.encode("utf-8"))
         size = written + 1  # and a comma, or the suffix's first byte
         grown = size + len(escape(line).encode("utf-8")) - written
-        if parts and (len(parts) > delivery.batch_max_items or _encoded(raw + size, escaped + grown) > limit):
+        if parts and (len(parts) > delivery.batch_max_items or stored_size(raw + size, escaped + grown) > limit):
             close()
             parts = []
         if not parts:
