@@ -19,6 +19,7 @@ from ingestion.claim import claim_chunk
 from ingestion.slots import take_slot
 from runs import purge
 from runs.redrive import redrive_chunk
+from runs.sweep import sweep
 from testkit.chunked_runs import BIG, delivered, write_chunked_run
 from testkit.cli_runner import cli
 from testkit.http_requests import (
@@ -27,7 +28,9 @@ from testkit.http_requests import (
     delete_request,
     get_status,
     ingest_every_chunk,
+    post_cancel,
     post_ingestion,
+    post_redrive,
     status_of,
 )
 from testkit.run_events import events_of
@@ -260,6 +263,74 @@ def test_a_run_started_under_the_id_at_any_point_of_its_purge_is_never_touched_b
     assert (status["state"], status["messages"]["enqueued"]) == ("completed", 200), status
     delivered_ids = probe.consume()
     assert len(delivered_ids) == len(set(delivered_ids)) == 200
+
+
+RACING = ("cancel", "redrive", "purge", "sweep")
+
+
+@pytest.mark.parametrize("action", RACING)
+@pytest.mark.parametrize("point", range(len(PURGE_POINTS) + 1), ids=("judged", *PURGE_POINTS))
+def test_any_operator_action_at_any_point_of_a_purge_leaves_the_id_whole_and_the_next_run_clean(
+    on_loop, functions, probe, monkeypatch, action, point
+):
+    """Invariant, whatever an operator or the sweeper does at whichever step of a purge (once the purge has judged
+    the run, before each deletion sweep, before it frees the id, after): the id ends either free, nothing of the
+    purged run left to touch a run started under it next (which delivers every ID, uncancelled), or held by the
+    purged run whole (its record and its chunk readable, for a redrive or another purge)."""
+    monkeypatch.setenv("SOURCE_URL", os.environ["SOURCE_URL"].replace("10000", "200"))
+    run_id = f"acted-{action}-{point}"
+    write_chunked_run(on_loop, probe, run_id, ["a", "b"])
+    ctx = on_loop(app_context())
+    record, etag = on_loop(ctx.runs.get_versioned(run_id))
+    on_loop(ctx.runs.save(record.failed("the source went away", 1, 2), if_match=etag))
+    requests = {"cancel": ("cancel_ingestion", post_cancel), "redrive": ("redrive_ingestion", post_redrive),
+                "purge": ("delete_ingestion", delete_run)}  # fmt: skip
+    steps = [0]
+
+    async def at_step() -> None:
+        steps[0] += 1  # first: a racing purge passes the same steps
+        if steps[0] - 1 == point:
+            if action == "sweep":
+                await sweep(await app_context())
+            else:
+                function, request = requests[action]
+                answer = await functions[function](request(run_id))
+                assert answer.status_code < 500, answer.get_body()
+
+    unsent, delete_all, drop_purged = purge.send_unsent_event, purge._delete_all, RunStore.drop_purged
+
+    async def judged(ctx_, run_id_):
+        sent = await unsent(ctx_, run_id_)
+        await at_step()
+        return sent
+
+    async def deleting(container, names, hold):
+        await at_step()
+        return await delete_all(container, names, hold)
+
+    async def dropping(store, run_id_, etag_):
+        await at_step()
+        return await drop_purged(store, run_id_, etag_)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(purge, "send_unsent_event", judged)
+        patched.setattr(purge, "_delete_all", deleting)
+        patched.setattr(RunStore, "drop_purged", dropping)
+        answer = on_loop(functions["delete_ingestion"](delete_run(run_id)))
+        if steps[0] <= point:  # "after": the purge has ended
+            on_loop(at_step())
+    assert answer.status_code in (200, 409), body_of(answer)
+
+    if on_loop(functions["get_ingestion_status"](get_status(run_id))).status_code == 200:
+        assert probe.chunk_names(run_id) and on_loop(ctx.runs.get(run_id)) is not None  # held, whole
+        return
+    started = on_loop(functions["start_ingestion"](post_ingestion({"run_id": run_id, "chunk_size": 64})))
+    assert started.status_code == 202, body_of(started)
+    ingest_every_chunk(on_loop, functions, probe, run_id)
+    status = status_of(on_loop, functions, run_id)
+    assert (status["state"], status["messages"]["enqueued"], status["cancelled_at"]) == ("completed", 200, None)
+    delivered_ids = probe.consume()
+    assert len(delivered_ids) == len(set(delivered_ids)) == 200 and not {"a", "b"} & set(delivered_ids)
 
 
 def test_a_purge_cut_short_holds_the_id_until_purged_again(on_loop, functions, probe, monkeypatch):
