@@ -15,7 +15,7 @@ import os
 import re
 import secrets
 import socket
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal, cast
@@ -283,28 +283,29 @@ class RunStore:
             raise ContractError(f"{run_stop_blob(run_id)} is not a run's stop: {data[:100]!r}")
         return RunStop(value["reason"], value["at"])
 
-    async def stop(self, run_id: str, reason: StopReason) -> RunStop:
-        """Stops the run for `reason` unless it is stopped already; returns the stop in force."""
+    async def stop(self, run_id: str, reason: StopReason) -> tuple[RunStop, str | None]:
+        """Stops the run for `reason` unless it is stopped already; returns the stop in force, and the ETag of
+        the one this call wrote (None: it was stopped already)."""
         stop = RunStop(reason, utc_now())
         try:
-            await self._container.upload_blob(run_stop_blob(run_id), json.dumps(asdict(stop)), overwrite=False)
+            blob = self._container.get_blob_client(run_stop_blob(run_id))
+            result = await blob.upload_blob(json.dumps(asdict(stop)), overwrite=False)
         except ResourceExistsError:
-            return await self.stop_of(run_id) or stop
-        return stop
+            return await self.stop_of(run_id) or stop, None
+        return stop, str(result["etag"])
 
-    async def lift_stop_written(self, run_id: str, stop: RunStop) -> None:
-        """Lifts the run's stop if it is `stop` (the one its caller wrote), not one written since."""
-        await self._lift_stop_if(run_id, lambda value: value == asdict(stop))
+    async def lift_stop_written(self, run_id: str, etag: str) -> None:
+        """Lifts the stop its caller wrote (`stop`'s ETag), never one written since."""
+        with contextlib.suppress(ResourceNotFoundError, ResourceModifiedError):
+            await self._container.delete_blob(
+                run_stop_blob(run_id), etag=etag, match_condition=MatchConditions.IfNotModified
+            )
 
     async def lift_failed_stop(self, run_id: str) -> bool:
         """Lifts the run's stop if it is a `failed` one, only as it was read (a cancel written since stays)."""
-        return await self._lift_stop_if(run_id, lambda value: value.get("reason") == "failed")
-
-    async def _lift_stop_if(self, run_id: str, lifted: Callable[[dict[str, Any]], bool]) -> bool:
-        """Deletes the run's stop if `lifted` says so of it, only as it was read; whether it did."""
         try:
             stream = await self._container.download_blob(run_stop_blob(run_id))
-            if not lifted(json.loads(await stream.readall())):
+            if json.loads(await stream.readall()).get("reason") != "failed":
                 return False
             await self._container.delete_blob(
                 run_stop_blob(run_id), etag=stream.properties.etag, match_condition=MatchConditions.IfNotModified

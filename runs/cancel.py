@@ -34,10 +34,11 @@ async def _cancel(ctx: Context, run_id: str) -> RunStatus:
             f"run {run_id!r} has {status.state} and cannot be cancelled; a redrive re-ingests its failed chunks",
             run_id=run_id, state=status.state,
         )  # fmt: skip
-    stop = await ctx.runs.stop(run_id, "cancelled")
+    stop, written = await ctx.runs.stop(run_id, "cancelled")
     current = await ctx.runs.get(run_id)
     if current is None or current.created_at != status.created_at:  # purged meanwhile (a new run, maybe)
-        await ctx.runs.lift_stop_written(run_id, stop)  # the stop is not a new run's to bear
+        if written is not None:  # the stop this cancel wrote is not a new run's to bear; one it found stays
+            await ctx.runs.lift_stop_written(run_id, written)
         raise no_run(run_id)
     if stop.reason != "cancelled":
         raise RunConflictError(f"run {run_id!r} has failed and cannot be cancelled", run_id=run_id, state="failed")

@@ -14,7 +14,8 @@ from core.context import app_context
 from core.contract import ChunkRef, run_event_mark_blob
 from core.errors import QueueSendError
 from core.run_events import settle_run
-from core.run_store import ChunkStatus, RunStore, utc_now
+from core.run_store import ChunkStatus, RunStore, run_prefix, utc_now
+from runs import cancel
 from testkit.chunked_runs import delivered, write_chunked_run
 from testkit.http_requests import BASE, body_of, post_cancel, post_ingestion, post_redrive, status_of
 from testkit.run_events import events_of
@@ -148,3 +149,39 @@ def test_a_cancel_racing_a_purge_never_cancels_a_new_run_started_under_the_freed
     assert [answer.status_code for answer in meanwhile] == [200, 202], [body_of(a) for a in meanwhile]
     status = status_of(on_loop, functions, run_id)
     assert status["cancelled_at"] is None and status["state"] == "ingesting", (retried.status_code, status)
+
+
+def test_a_stale_cancel_of_a_purged_run_does_not_lift_the_new_runs_own_cancel(on_loop, functions, probe, monkeypatch):
+    """Cancel of run A reads A's status; meanwhile A is purged, a new run B starts under the id and B's operator
+    cancels it. A's cancel then meets B's stop in `stop()` (which returns the stop in force, not only one it
+    wrote), sees the record is a new run's and calls lift_stop_written with B's stop: equal by value, so B's
+    cancel is deleted. B goes on sending though its own cancel was answered 202."""
+    run_id = "stale-cancel"
+    write_chunked_run(on_loop, probe, run_id, ["a", "b"])
+    ctx = on_loop(app_context())
+    real_status = cancel.run_status
+    loop: asyncio.AbstractEventLoop | None = None
+
+    async def status_then_purge_then_new_cancelled_run(runs, rid, **kw):
+        status = await real_status(runs, rid, **kw)  # A, as A's cancel judged it
+        runs_container = ctx.clients.blobs.get_container_client(ctx.settings.runs_container)
+        for container in (runs_container, ctx.chunk_container):  # A purged (everything under its prefix gone)
+            async for blob in container.list_blobs(name_starts_with=run_prefix(rid)):
+                await container.delete_blob(blob.name)
+        await asyncio.sleep(0.01)  # B's created_at differs from A's
+        await asyncio.to_thread(
+            write_chunked_run, lambda c: asyncio.run_coroutine_threadsafe(c, loop).result(), probe, rid, ["c", "d"]
+        )  # B starts under the id
+        assert (await runs.stop(rid, "cancelled"))[0].reason == "cancelled"  # B's operator cancels B
+        return status
+
+    async def go():
+        nonlocal loop
+        loop = asyncio.get_running_loop()
+        monkeypatch.setattr(cancel, "run_status", status_then_purge_then_new_cancelled_run)
+        return await functions["cancel_ingestion"](post_cancel(run_id))
+
+    answer = on_loop(go())
+    assert answer.status_code == 404  # A is gone: its cancel is refused
+    assert on_loop(ctx.runs.get(run_id)) is not None  # B holds the id
+    assert on_loop(ctx.runs.stop_of(run_id)) is not None, "B's own cancel was lifted by A's stale cancel"
